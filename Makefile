@@ -1,0 +1,38 @@
+# paris-assets: `make demo` sets everything up and runs the graph on the demo data; `make test` runs the tests.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export HF_HUB_OFFLINE ?= 1
+export NO_ALBUMENTATIONS_UPDATE := 1
+# A CUDA machine: `make setup TORCH_SPEC=torch` (or pre-install the CUDA torch wheel you want in .venv).
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+
+.PHONY: setup demo test ui bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)" -e ".[dev]"
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+
+demo: setup
+	$(PY) -m paris_assets.demo_run
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+ui: setup
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+
+bench: setup
+	$(PY) -m paris_assets.bench
+
+clean:
+	rm -rf data .dagster_home/* .pytest_cache

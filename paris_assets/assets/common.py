@@ -1,0 +1,51 @@
+"""What every asset shares: code versions from settings, staging folders, metadata formatting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from dagster import MetadataValue
+
+from ..lib import storage
+from ..settings import Settings
+
+# Bump an asset's entry when its code changes what it writes; settings changes are folded in automatically.
+CODE_VERSIONS = {"raw_images": "1", "filtered_images": "1"}
+
+# The settings each asset's output depends on: editing any of them marks that asset (and only it) Unsynced.
+SHAPED_BY = {
+    "raw_images": ("seed", "source", "ingest.samples_per_shard", "ingest.timeout", "ingest.retries",
+                   "ingest.user_agent_token", "ingest.respect_opt_out"),
+    "filtered_images": ("filter.image_size", "filter.resize_mode", "filter.min_side", "filter.max_aspect",
+                        "filter.blank_std", "filter.max_punsafe", "filter.max_pwatermark", "filter.require_caption",
+                        "filter.nudenet", "filter.nudenet_classes", "filter.nudenet_threshold",
+                        "filter.phash_max_distance", "filter.jpeg_quality", "ingest.max_image_pixels"),
+}
+
+
+def code_version(settings: Settings, asset: str) -> str:
+    return f"{CODE_VERSIONS[asset]}-{settings.fingerprint(*SHAPED_BY[asset])}"
+
+
+def staging(settings: Settings, asset: str) -> Path:
+    return storage.staging_dir(settings.data_root, asset)
+
+
+def settings_metadata(settings: Settings, asset: str) -> MetadataValue:
+    return MetadataValue.json({key: _dig(settings.as_dict(), key) for key in SHAPED_BY[asset]})
+
+
+def _dig(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+def counts_table(counts: dict[str, int], key: str = "reason") -> MetadataValue:
+    rows = "\n".join(f"| {name} | {n:,} |" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return MetadataValue.md(f"| {key} | count |\n|---|---:|\n{rows}" if counts else "(none)")
+
+
+def preview(frame: pd.DataFrame, rows: int = 10) -> MetadataValue:
+    return MetadataValue.md(frame.head(rows).to_markdown(index=False) if len(frame) else "(empty)")

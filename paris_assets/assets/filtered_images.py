@@ -1,0 +1,55 @@
+"""filtered_images: every downloaded image decoded once, checked, de-duplicated and cropped."""
+
+
+from dataclasses import asdict
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
+
+from ..io_managers import AssetFolder
+from ..lib.filtering import FilterParams, filter_raw_folder
+from ..settings import Settings
+from .common import code_version, counts_table, preview, settings_metadata, staging
+
+
+def filter_params(settings: Settings) -> FilterParams:
+    f = settings.filter
+    names = set(FilterParams.__dataclass_fields__) - {"max_image_pixels"}
+    return FilterParams(**{n: getattr(f, n) for n in names}, max_image_pixels=settings.ingest.max_image_pixels)
+
+
+def build_filtered_images(settings: Settings) -> AssetsDefinition:
+    @asset(
+        group_name="ingest",
+        kinds={"parquet", "webdataset"},
+        io_manager_key="tables_io",
+        ins={"raw_images": AssetIn()},
+        code_version=code_version(settings, "filtered_images"),
+    )
+    def filtered_images(context: AssetExecutionContext, raw_images: AssetFolder):
+        """The images fit to train on: kept.parquet (one row per image, in crop order), rejected.parquet
+        (image_id, url, reason, detail) and crops/ (the square crops every later stage reads)."""
+        out = staging(settings, "filtered_images")
+        stats = filter_raw_folder(str(raw_images.path), str(out), filter_params(settings),
+                                  processes=settings.filter.processes, log=context.log.info)
+        kept = pd.read_parquet(out / "kept.parquet", columns=["image_id", "alt_text", "original_width",
+                                                              "original_height", "aesthetic", "phash"])
+        rejected = pd.read_parquet(out / "rejected.parquet")
+        context.add_output_metadata({
+            "input": stats["input"],
+            "kept": stats["kept"],
+            "rejected": stats["rejected"],
+            "kept_fraction": stats["kept_fraction"],
+            "dropped_by_reason": counts_table(stats["dropped"]),
+            **{f"dropped_{reason}": n for reason, n in stats["dropped"].items()},
+            "images_per_s": stats["images_per_s"],
+            "decode_images_per_s": stats["decode_images_per_s"],
+            "seconds": stats["seconds"],
+            "kept_preview": preview(kept),
+            "rejected_preview": preview(rejected.groupby("reason").head(1)),
+            "settings": settings_metadata(settings, "filtered_images"),
+            "filter_params": MetadataValue.json(asdict(filter_params(settings))),
+        })
+        return out
+
+    return filtered_images

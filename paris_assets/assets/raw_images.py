@@ -1,0 +1,38 @@
+"""raw_images: the source's images as WebDataset tars, downloaded by img2dataset."""
+
+from dagster import AssetExecutionContext, AssetsDefinition, asset
+
+from ..lib import storage
+from ..lib.ingest import ingest
+from ..settings import Settings
+from .common import code_version, counts_table, settings_metadata, staging
+
+def build_raw_images(settings: Settings) -> AssetsDefinition:
+    @asset(
+        group_name="ingest",
+        kinds={"webdataset", "parquet"},
+        io_manager_key="shards_io",
+        code_version=code_version(settings, "raw_images"),
+    )
+    def raw_images(context: AssetExecutionContext):
+        """The source's images, as downloaded: img2dataset WebDataset tars with the original bytes, plus
+        samples.parquet (one row per source item: metadata, download status, shard and key)."""
+        out = staging(settings, "raw_images")
+        demo_dir = storage.local_path(settings.data_root) / "demo_source" if storage.is_local(settings.data_root) \
+            else out.parent / "demo_source"
+        stats = ingest(settings.source, settings.ingest, str(out), demo_dir=str(demo_dir), seed=settings.seed,
+                       log=context.log.info)
+        context.add_output_metadata({
+            "source_kind": settings.source.kind,
+            "requested": stats["requested"],
+            "downloaded": stats["downloaded"],
+            "failed": stats["failed"],
+            "refused_before_download": stats["refused_before_download"],
+            "failed_by_reason": counts_table(stats["failed_by_reason"]),
+            "images_per_s": stats["images_per_s"],
+            "seconds": stats["seconds"],
+            "settings": settings_metadata(settings, "raw_images"),
+        })
+        return out
+
+    return raw_images

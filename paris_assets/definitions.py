@@ -1,0 +1,26 @@
+"""Wiring only: settings -> assets, IO managers. `dagster dev` and `dagster asset materialize` load `defs`."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from .assets.filtered_images import build_filtered_images
+from .assets.raw_images import build_raw_images
+from .io_managers import NpyIOManager, ParquetIOManager, ShardsIOManager
+from .settings import Settings, load_settings
+
+
+def build_defs(settings: Settings | None = None) -> Definitions:
+    settings = settings or load_settings()
+    root = settings.data_root
+    return Definitions(
+        assets=[build_raw_images(settings), build_filtered_images(settings)],
+        resources={
+            "tables_io": ParquetIOManager(root=root),
+            "arrays_io": NpyIOManager(root=root),
+            "shards_io": ShardsIOManager(root=root),
+        },
+    )
+
+
+defs = build_defs()

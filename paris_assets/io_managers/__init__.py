@@ -1,0 +1,104 @@
+"""One IO manager per storage format; all of them commit an asset's folder atomically (lib/storage.py).
+
+An asset hands over either a staged local folder it has filled (the usual case: stages write their files as
+they go, in chunks), or plain values (DataFrames, arrays) that the manager writes in its format. Downstream
+assets receive an `AssetFolder`: a handle on the committed folder, never the whole data in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
+from upath import UPath
+
+from ..lib import storage
+
+
+class AssetFolder:
+    """A committed asset folder: tables, arrays and shards by name."""
+
+    def __init__(self, path: UPath):
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"AssetFolder({self.path})"
+
+    def url(self, name: str) -> str:
+        return str(self.path / name)
+
+    def files(self) -> dict[str, int]:
+        return storage.folder_files(self.path)
+
+    def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        with (self.path / f"{name}.parquet").open("rb") as fh:
+            return pd.read_parquet(fh, columns=columns)
+
+    def array(self, name: str, mmap: bool = True) -> np.ndarray:
+        """A .npy array, memory-mapped when the folder is on the local disk."""
+        target = self.path / f"{name}.npy"
+        if storage.is_local(str(self.path)) and mmap:
+            return np.load(storage.local_path(str(target)), mmap_mode="r")
+        with target.open("rb") as fh:
+            return np.load(fh)
+
+    def shards(self, under: str = "") -> list[str]:
+        """URLs of the .tar shards the folder's marker lists (optionally under a sub-folder), sorted."""
+        prefix = f"{under.rstrip('/')}/" if under else ""
+        return [self.url(rel) for rel in sorted(self.files()) if rel.endswith(".tar") and rel.startswith(prefix)]
+
+
+class _FolderIOManager(ConfigurableIOManager):
+    root: str  # data_dir: a local path or an fsspec URL
+
+    def _write_values(self, value, staged: Path) -> None:
+        raise TypeError(f"{type(self).__name__} cannot store a {type(value).__name__}; return a staged folder (Path)")
+
+    def handle_output(self, context: OutputContext, obj) -> None:
+        name = context.asset_key.path[-1]
+        if isinstance(obj, Path):
+            staged = obj
+        else:
+            staged = storage.staging_dir(self.root, name)
+            self._write_values(obj, staged)
+        files = storage._listing(staged)
+        folder = storage.commit_folder(staged, self.root, name, extra={"run_id": context.run_id})
+        context.add_output_metadata({
+            "path": MetadataValue.path(str(folder)),
+            "files": len(files),
+            "bytes_on_disk": int(sum(files.values())),
+        })
+
+    def load_input(self, context: InputContext) -> AssetFolder:
+        return AssetFolder(storage.open_folder(self.root, context.upstream_output.asset_key.path[-1]))
+
+
+class ParquetIOManager(_FolderIOManager):
+    """Tables: a dict of DataFrames becomes `<name>.parquet` files in the asset's folder."""
+
+    def _write_values(self, value, staged: Path) -> None:
+        if not isinstance(value, dict) or not all(isinstance(v, pd.DataFrame) for v in value.values()):
+            super()._write_values(value, staged)
+        for name, frame in value.items():
+            frame.to_parquet(staged / f"{name}.parquet", index=False)
+
+
+class NpyIOManager(_FolderIOManager):
+    """Arrays: a dict of numpy arrays becomes memory-mappable `<name>.npy` files."""
+
+    def _write_values(self, value, staged: Path) -> None:
+        if not isinstance(value, dict) or not all(isinstance(v, np.ndarray) for v in value.values()):
+            super()._write_values(value, staged)
+        for name, array in value.items():
+            np.save(staged / f"{name}.npy", array)
+
+
+class ShardsIOManager(_FolderIOManager):
+    """WebDataset shards: a staged folder of .tar files (and their sidecars) committed whole."""
+
+    def handle_output(self, context: OutputContext, obj) -> None:
+        if isinstance(obj, Path) and not any(obj.rglob("*.tar")):
+            context.log.warning(f"{context.asset_key.to_user_string()}: no .tar shard in the output")
+        super().handle_output(context, obj)

@@ -1,0 +1,155 @@
+"""Decode one downloaded image into what every later stage sees: an upright 8-bit RGB square crop.
+
+Web images come in every encoding; each must reach training with the right colours, the right way up and the
+right bit depth, or be refused with a reason. Refusals raise `Rejected`; they are data, not crashes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, ImageStat
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a rejected row, never a half-grey picture
+
+WHITE = (255, 255, 255)
+
+
+class Rejected(Exception):
+    """An image that must not be trained on; `reason` becomes a count, `detail` a row in rejected.parquet."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Decoded:
+    image: Image.Image  # upright RGB, full resolution (or a JPEG draft no smaller than needed)
+    width: int  # original size, upright
+    height: int
+    format: str
+    frames: int
+
+
+def decode_image(data: bytes, max_pixels: int, min_side: int = 1, max_aspect: float = float("inf"),
+                 draft_size: int | None = None) -> Decoded:
+    """Decode bytes of any common web format into an upright 8-bit RGB image.
+
+    Size, shape and decompression-bomb checks use the header only, before any pixel is decoded. Animated
+    images give their first frame; transparency is flattened onto white; 16-bit images are scaled to 8 bits;
+    CMYK and palette images are converted; EXIF orientation is applied.
+    """
+    if not data:
+        raise Rejected("empty_file", "0 bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise Rejected("decompression_bomb", str(exc)) from None
+    except Exception as exc:  # PIL raises many types for non-images (HTML pages, garbage)
+        raise Rejected("undecodable", _describe_non_image(data, exc)) from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise Rejected("decompression_bomb", f"declares {width}x{height} = {width * height:,} pixels > {max_pixels:,}")
+    if _orientation(image) in (5, 6, 7, 8):
+        width, height = height, width
+    if min(width, height) < min_side:
+        raise Rejected("too_small", f"{width}x{height}, shorter side < {min_side}")
+    aspect = max(width, height) / min(width, height)
+    if aspect > max_aspect:
+        raise Rejected("too_elongated", f"{width}x{height}, aspect {aspect:.1f} > {max_aspect}")
+    frames = getattr(image, "n_frames", 1)
+    try:
+        if draft_size and image.format == "JPEG":
+            image.draft("RGB", (draft_size, draft_size))  # DCT-domain downscale: same picture, a fraction of the work
+        image.load()
+        image = _to_rgb(ImageOps.exif_transpose(image))
+    except Image.DecompressionBombError as exc:
+        raise Rejected("decompression_bomb", str(exc)) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = "truncated" if "truncated" in str(exc) or isinstance(exc, EOFError) else "undecodable"
+        raise Rejected(reason, f"{type(exc).__name__}: {exc}") from None
+    return Decoded(image, width, height, image.format or "", frames)
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:
+        return 1
+
+
+def _describe_non_image(data: bytes, exc: Exception) -> str:
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return "HTML/XML page, not an image"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB, scaling deep images and flattening transparency onto white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "F":
+        arr = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info or image.mode in ("PA", "LA", "La", "RGBa"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        background = Image.new("RGB", image.size, WHITE)
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def square_crop(image: Image.Image, size: int, mode: str = "center_crop") -> Image.Image:
+    """A size x size RGB image: `center_crop` (shorter side to size, then the centre), `border` (whole image
+    fitted inside, padded white) or `stretch` (aspect ratio ignored)."""
+    if mode == "stretch":
+        return image.resize((size, size), Image.BICUBIC, reducing_gap=3.0)
+    if mode == "center_crop":
+        w, h = image.size
+        side = min(w, h)
+        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+        return image.resize((size, size), Image.BICUBIC, box=box, reducing_gap=3.0)
+    if mode == "border":
+        return ImageOps.pad(image, (size, size), Image.BICUBIC, color=WHITE)
+    raise ValueError(f"resize_mode must be center_crop, border or stretch, got {mode!r}")
+
+
+def is_blank(image: Image.Image, max_std: float) -> bool:
+    """True when the picture is (nearly) one flat colour: every channel's pixel std at or below `max_std`."""
+    return max(ImageStat.Stat(image).stddev) <= max_std
+
+
+def _dct_rows(n: int = 32, keep: int = 8) -> np.ndarray:
+    k, i = np.arange(keep)[:, None], np.arange(n)[None, :]
+    return 2.0 * np.cos(math.pi * k * (2 * i + 1) / (2 * n))  # scipy.fftpack's unnormalised DCT-II
+
+
+_DCT = _dct_rows()
+
+
+def phash64(image: Image.Image) -> int:
+    """64-bit DCT perceptual hash, bit for bit imagehash's `phash` (hash_size 8, 32x32 greyscale): the 8x8
+    lowest frequencies against their median, row-major, first bit most significant. Computed with one small
+    matrix product instead of two full DCTs."""
+    pixels = np.asarray(image.convert("L").resize((32, 32), Image.LANCZOS), dtype=np.float64)
+    low = _DCT @ pixels @ _DCT.T
+    bits = (low > np.median(low)).flatten()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
+    return buf.getvalue()

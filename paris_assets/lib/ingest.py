@@ -1,0 +1,280 @@
+"""Bring the source's images into WebDataset tars with img2dataset, keeping the original bytes.
+
+img2dataset is the engine LAION itself was downloaded with; its multiprocessing, pyspark and ray distributors
+are how this stage scales out. We let it keep each file's original bytes (`disable_all_reencoding`) and decode
+them ourselves in filtered_images: its OpenCV path turns 16-bit PNGs white, ignores EXIF orientation and
+decodes decompression bombs in full.
+
+Output folder (the raw_images contract): img2dataset's `NNNNN.tar` / `NNNNN.parquet` / `NNNNN_stats.json`,
+plus `samples.parquet`: one row per source item with its metadata, download status and (shard, key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .sources import decode_caption, expand_paths, stable_id
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def prepare_source_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows to download, rows refused before download). Captions are decoded here; a repeated source item
+    (same image_id, i.e. the same URL) is refused as `duplicate_url`."""
+    frame = frame.copy()
+    decoded = [decode_caption(raw) for raw in frame["alt_text"]]
+    frame["alt_text"] = [text for text, _ in decoded]
+    frame["caption_problem"] = [problem for _, problem in decoded]
+    frame["url"] = frame["url"].astype(str)
+    repeated = frame["image_id"].duplicated(keep="first")
+    refused = frame.loc[repeated, ["image_id", "url"]].assign(reason="duplicate_url", detail="URL listed earlier in the source")
+    return frame.loc[~repeated].reset_index(drop=True), refused.reset_index(drop=True)
+
+
+def folder_table(folder: str) -> pd.DataFrame:
+    """An image folder as a URL list: file:// URLs, captions from sidecar .txt files where present."""
+    paths = expand_paths(folder, IMAGE_SUFFIXES)
+    rows = []
+    for path in paths:
+        sidecar = Path(path).with_suffix(".txt")
+        caption = sidecar.read_bytes() if sidecar.exists() else None
+        rel = os.path.relpath(path, folder)
+        rows.append({"image_id": stable_id(rel), "url": Path(path).resolve().as_uri(), "alt_text": caption})
+    frame = pd.DataFrame(rows)
+    for col in ("aesthetic", "punsafe", "pwatermark", "original_width", "original_height", "similarity"):
+        frame[col] = None
+    return frame
+
+
+def download_with_img2dataset(table: pd.DataFrame, out_dir: str, *, processes: int, threads: int,
+                              samples_per_shard: int, timeout: float, retries: int, distributor: str,
+                              user_agent_token: str | None, respect_opt_out: bool) -> dict:
+    """Run img2dataset over `table` (image_id, url) into out_dir; resumes shards a killed run finished.
+
+    Must be called from a main thread: img2dataset spawns its workers and installs a signal handler.
+    """
+    import img2dataset
+
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # importing albumentations would call PyPI
+    os.makedirs(out_dir, exist_ok=True)
+    url_list = os.path.join(out_dir, "_input.parquet")
+    if not os.path.exists(url_list):
+        table[["url", "image_id"]].to_parquet(url_list + ".tmp", index=False)
+        os.replace(url_list + ".tmp", url_list)
+    started = time.perf_counter()
+    img2dataset.download(
+        url_list=url_list,
+        input_format="parquet",
+        url_col="url",
+        save_additional_columns=["image_id"],
+        output_folder=out_dir,
+        output_format="webdataset",
+        disable_all_reencoding=True,  # keep the original bytes; filtered_images decodes them properly
+        processes_count=processes,
+        thread_count=threads,
+        number_sample_per_shard=samples_per_shard,
+        timeout=int(max(1, round(timeout))),
+        retries=retries,
+        distributor=distributor,
+        extract_exif=False,  # orientation is read from the bytes at decode time
+        compute_hash="sha256",
+        enable_wandb=False,
+        incremental_mode="incremental",  # the staging folder is keyed by the input, so done shards are valid
+        user_agent_token=user_agent_token,
+        disallowed_header_directives=None if respect_opt_out else [],
+    )
+    return {"seconds": time.perf_counter() - started}
+
+
+def collect_samples(table: pd.DataFrame, out_dir: str) -> pd.DataFrame:
+    """Join img2dataset's per-shard parquet back onto the source table: status, error, sha256, shard, key."""
+    parts = []
+    for shard_parquet in sorted(Path(out_dir).glob("[0-9]*.parquet")):
+        part = pd.read_parquet(shard_parquet, columns=["key", "image_id", "status", "error_message", "sha256"])
+        part["shard"] = shard_parquet.with_suffix(".tar").name
+        parts.append(part)
+    if not parts:
+        raise RuntimeError(f"img2dataset wrote no shard in {out_dir}: see its log above")
+    results = pd.concat(parts, ignore_index=True).drop_duplicates("image_id", keep="last")
+    merged = table.merge(results, on="image_id", how="left", validate="one_to_one")
+    missing = merged["status"].isna()
+    merged.loc[missing, "status"] = "not_attempted"
+    merged.loc[missing, "error_message"] = "img2dataset returned no row for this URL"
+    merged.loc[merged["status"] != "success", "shard"] = None
+    return merged
+
+
+def failure_kind(message: str | None) -> str:
+    """A short class for an img2dataset error message, for counting failed downloads by reason."""
+    text = (message or "").lower()
+    for needle, kind in (
+        ("404", "http_404"), ("403", "http_403"), ("http error", "http_error"),
+        ("connection refused", "connection_refused"), ("timed out", "timeout"), ("timeout", "timeout"),
+        ("x-robots-tag", "opted_out"), ("name or service", "dns"), ("ssl", "ssl"),
+        ("no row", "not_attempted"), ("no such file", "missing_file"),
+    ):
+        if needle in text:
+            return kind
+    return "other"
+
+
+def webdataset_samples(path: str) -> pd.DataFrame:
+    """Index existing WebDataset tars as raw samples (read in place, not copied): one row per image."""
+    import tarfile
+
+    import fsspec
+
+    rows = []
+    for tar_url in expand_paths(path, (".tar",)):
+        with fsspec.open(tar_url, "rb") as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
+            members: dict[str, dict] = {}
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, _, ext = member.name.partition(".")
+                entry = members.setdefault(key, {})
+                if ext.lower() in ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff") and "image_ext" not in entry:
+                    entry["image_ext"] = ext
+                elif ext in ("txt", "json"):
+                    entry[ext] = tar.extractfile(member).read()
+        for key, entry in members.items():
+            meta = {}
+            if "json" in entry:
+                try:
+                    meta = json.loads(entry["json"])
+                except ValueError:
+                    meta = {}
+            rows.append({
+                "image_id": stable_id(f"{Path(tar_url).name}/{key}"),
+                "url": meta.get("url") or f"{tar_url}#{key}",
+                "alt_text": entry.get("txt", meta.get("caption")),
+                "aesthetic": meta.get("aesthetic", meta.get("AESTHETIC_SCORE")),
+                "punsafe": meta.get("punsafe"),
+                "pwatermark": meta.get("pwatermark"),
+                "original_width": meta.get("original_width", meta.get("WIDTH")),
+                "original_height": meta.get("original_height", meta.get("HEIGHT")),
+                "similarity": meta.get("similarity"),
+                "status": "success" if "image_ext" in entry else "failed_to_download",
+                "error_message": None if "image_ext" in entry else "no image file in sample",
+                "shard": tar_url if "image_ext" in entry else None,
+                "key": key,
+                "image_ext": entry.get("image_ext"),
+                "sha256": None,
+            })
+    if not rows:
+        raise ValueError(f"source.path {path!r}: the tars hold no samples")
+    return pd.DataFrame(rows)
+
+
+def download_stats(samples: pd.DataFrame, seconds: float) -> dict:
+    ok = samples["status"] == "success"
+    failed = samples.loc[~ok, "error_message"].map(failure_kind).value_counts().to_dict()
+    return {
+        "requested": int(len(samples)),
+        "downloaded": int(ok.sum()),
+        "failed": int((~ok).sum()),
+        "failed_by_reason": {k: int(v) for k, v in sorted(failed.items())},
+        "seconds": round(seconds, 2),
+        "images_per_s": round(float(len(samples)) / max(seconds, 1e-9), 1),
+        "bytes_mean": None,
+    }
+
+
+def numeric(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    for col in cols:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(np.float64)
+    return frame
+
+
+def source_table(source, demo_dir: str | None, seed: int, base_url: str | None = None) -> pd.DataFrame:
+    """The source as one normalised table (image_id, url, alt_text, metadata), before any download."""
+    from .sources import read_url_list
+
+    if source.kind == "url_list":
+        return read_url_list(source.path, source.url_col, source.caption_col, limit=source.limit, seed=seed)
+    if source.kind == "image_folder":
+        table = folder_table(source.path)
+        return table.sample(n=source.limit, random_state=seed).sort_index() if source.limit and source.limit < len(table) else table
+    if source.kind == "demo":
+        return read_url_list(str(Path(demo_dir) / "laion_demo.parquet"), "URL", "TEXT", id_col="demo_id")
+    raise ValueError(f"source.kind {source.kind!r} has no URL table")
+
+
+def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None, seed: int = 0, log=print) -> dict:
+    """Fill `out_dir` with the raw_images folder for any source kind; returns download stats.
+
+    demo: makes (or reuses) the demo files in `demo_dir`, serves them on 127.0.0.1 for the length of the
+    download, so the demo goes through the same img2dataset path as a LAION run.
+    """
+    from .demo import make_demo, url_table
+    from .http_server import refused_base_url, serve_directory
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    if source.kind == "webdataset":
+        samples = webdataset_samples(source.path)
+        if source.limit and source.limit < len(samples):
+            samples = samples.sample(n=source.limit, random_state=seed).sort_index()
+        samples, refused = prepare_source_table(samples)
+        samples = samples.drop(columns=["image_ext"])
+    elif source.kind == "demo":
+        demo = ensure_demo(demo_dir, source.demo_size, seed, log)
+        with serve_directory(demo_dir) as base:
+            url_table(demo, base, refused_base_url()).to_parquet(Path(demo_dir) / "laion_demo.parquet", index=False)
+            table, refused = prepare_source_table(source_table(source, demo_dir, seed))
+            log(f"raw_images: downloading {len(table)} demo URLs from {base}")
+            _download(table, out, ingest_settings)
+        samples = collect_samples(table, str(out))
+    else:
+        table, refused = prepare_source_table(source_table(source, demo_dir, seed))
+        log(f"raw_images: downloading {len(table)} URLs with img2dataset")
+        _download(table, out, ingest_settings)
+        samples = collect_samples(table, str(out))
+    samples = numeric(samples, ["aesthetic", "punsafe", "pwatermark", "original_width", "original_height", "similarity"])
+    samples.to_parquet(out / "samples.parquet", index=False)
+    refused.to_parquet(out / "refused.parquet", index=False)
+    for leftover in ("_input.parquet", "_tmp"):
+        path = out / leftover
+        if path.is_dir():
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+    stats = download_stats(samples, time.perf_counter() - started)
+    stats["refused_before_download"] = int(len(refused))
+    return stats
+
+
+def _download(table: pd.DataFrame, out: Path, settings) -> None:
+    download_with_img2dataset(
+        table, str(out), processes=settings.processes, threads=settings.threads,
+        samples_per_shard=settings.samples_per_shard, timeout=settings.timeout, retries=settings.retries,
+        distributor=settings.distributor, user_agent_token=settings.user_agent_token,
+        respect_opt_out=settings.respect_opt_out)
+
+
+def ensure_demo(demo_dir: str, n: int, seed: int, log=print) -> pd.DataFrame:
+    """The demo files for (n, seed), generated once and reused while the generator is unchanged."""
+    from .demo import DEMO_VERSION, make_demo
+
+    folder = Path(demo_dir)
+    stamp = folder / "demo.json"
+    table_path = folder / "demo_rows.parquet"
+    wanted = {"n": n, "seed": seed, "version": DEMO_VERSION}
+    if stamp.exists() and table_path.exists() and json.loads(stamp.read_text()) == wanted:
+        return pd.read_parquet(table_path)
+    log(f"raw_images: generating the demo data set ({n} images, seed {seed}) in {folder}")
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    demo = make_demo(folder, n=n, seed=seed)
+    demo.to_parquet(table_path, index=False)
+    stamp.write_text(json.dumps(wanted))
+    return demo

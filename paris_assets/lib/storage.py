@@ -1,0 +1,99 @@
+"""Atomic folders under `data_dir`, on the local disk or any fsspec filesystem (s3://, gs://, memory://).
+
+Every asset output is a folder. It is built in a staging folder, then swapped in whole: a crash never leaves
+a half-written output that looks complete, and a re-run never leaves a file from an earlier one. On the
+local disk the swap is a rename. Object stores have no rename, so there the folder is uploaded beside the
+target, the old one removed, the new one moved in, and a `_SUCCESS.json` marker (the list of files and their
+sizes) written last; readers refuse a folder without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import fsspec
+from upath import UPath
+
+MARKER = "_SUCCESS.json"
+
+
+class IncompleteOutput(FileNotFoundError):
+    """An asset folder is missing or was never completely written."""
+
+
+def is_local(root: str) -> bool:
+    return "://" not in str(root) or str(root).startswith("file://")
+
+
+def local_path(root: str) -> Path:
+    return Path(str(root).removeprefix("file://"))
+
+
+def staging_dir(root: str, name: str, key: str | None = None) -> Path:
+    """A local folder to build `name` in. With `key`, the same folder comes back for the same key, so a run
+    that died part-way can resume from what it finished; without, a fresh empty one."""
+    if is_local(root):
+        base = local_path(root) / ".staging"
+    else:
+        base = Path(os.environ.get("PARIS_STAGING_DIR", tempfile.gettempdir())) / "paris-staging"
+    folder = base / (f"{name}-{key}" if key else f"{name}-{uuid.uuid4().hex[:12]}")
+    if not key and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _listing(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != MARKER}
+
+
+def commit_folder(staged: Path, root: str, name: str, extra: dict | None = None) -> UPath:
+    """Make `staged` the complete content of `<root>/<name>`, replacing what was there, atomically."""
+    files = _listing(staged)
+    (staged / MARKER).write_text(json.dumps({"files": files, **(extra or {})}, indent=1, sort_keys=True))
+    if is_local(root):
+        target = local_path(root) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        trash = local_path(root) / ".trash" / f"{name}-{uuid.uuid4().hex[:12]}"
+        if target.exists():
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(target, trash)
+        os.replace(staged, target)
+        shutil.rmtree(trash, ignore_errors=True)
+        return UPath(target)
+    target = UPath(root) / name
+    fs = target.fs
+    upload = UPath(root) / ".staging" / f"{name}-{uuid.uuid4().hex[:12]}"
+    marker = staged / MARKER
+    for rel in files:
+        fs.makedirs(str((upload / rel).parent.path), exist_ok=True)
+        fs.put_file(str(staged / rel), (upload / rel).path)
+    if fs.exists(target.path):
+        fs.rm(target.path, recursive=True)
+    fs.mv(upload.path, target.path, recursive=True)
+    fs.put_file(str(marker), (target / MARKER).path)  # last: readers trust only a folder with its marker
+    shutil.rmtree(staged, ignore_errors=True)
+    return target
+
+
+def open_folder(root: str, name: str) -> UPath:
+    """The committed folder `<root>/<name>`, or IncompleteOutput naming the asset to materialise."""
+    folder = UPath(local_path(root) if is_local(root) else root) / name
+    if not (folder / MARKER).exists():
+        raise IncompleteOutput(f"{folder} holds no complete output of {name!r}: materialise {name} first")
+    return folder
+
+
+def folder_files(folder: UPath) -> dict[str, int]:
+    """The files a committed folder promises, with their sizes (from its marker)."""
+    return json.loads((folder / MARKER).read_text())["files"]
+
+
+def open_file(url: str, mode: str = "rb"):
+    return fsspec.open(url, mode).open()

@@ -1,0 +1,171 @@
+"""The settings file: `paris.yaml` at the project root, or the file named by `PARIS_CONFIG`.
+
+Typed and validated at load: a wrong key or value fails before any download or model load, with a message
+that names the key and what is allowed. Relative paths resolve against the settings file's folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_ENV = "PARIS_CONFIG"
+
+
+class SettingsError(ValueError):
+    """The settings file cannot be used; the message says which key and what to do."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSettings(_Section):
+    kind: Literal["demo", "url_list", "image_folder", "webdataset"] = "demo"  # demo runs offline, anywhere
+    path: Optional[str] = None  # url_list: parquet/csv/jsonl file or glob (local or fsspec URL); folder; tar glob
+    url_col: str = "url"  # LAION spells it URL; matching is case-insensitive
+    caption_col: str = "caption"  # LAION spells it TEXT; matching is case-insensitive
+    limit: Optional[int] = Field(None, ge=1)  # a seeded sample of this many rows, so a trial never reads 2B rows
+    demo_size: int = Field(2000, ge=50)  # clean images the demo generator makes (plus its planted problems)
+
+    @model_validator(mode="after")
+    def _path_when_needed(self) -> "SourceSettings":
+        if self.kind != "demo" and not self.path:
+            raise ValueError(f"source.path is required when source.kind is {self.kind!r}")
+        return self
+
+
+class IngestSettings(_Section):
+    processes: int = Field(2, ge=1)  # img2dataset worker processes: one per core is a good start
+    threads: int = Field(16, ge=1)  # download threads per process: downloads wait on the network, not the CPU
+    samples_per_shard: int = Field(1000, ge=1)  # img2dataset restarts workers per shard: small shards are slow
+    timeout: float = Field(10.0, gt=0)  # seconds per request
+    retries: int = Field(1, ge=0)  # extra attempts per URL after a failure
+    distributor: Literal["multiprocessing", "pyspark", "ray"] = "multiprocessing"  # pyspark/ray spread over machines
+    user_agent_token: Optional[str] = None  # added to the User-Agent so site owners can identify the crawler
+    respect_opt_out: bool = True  # honour X-Robots-Tag noai/noimageai, as img2dataset does by default
+    max_image_pixels: int = Field(89_478_485, ge=1)  # decoders refuse images declaring more (decompression bombs)
+
+
+class FilterSettings(_Section):
+    image_size: int = Field(256, ge=16)  # side of the square crop every later stage sees (Paris: 256)
+    resize_mode: Literal["center_crop", "border", "stretch"] = "center_crop"  # Paris trains on centre crops
+    min_side: int = Field(64, ge=1)  # on the original size: tiny thumbnails upscale into mush
+    max_aspect: float = Field(3.0, ge=1.0)  # on the original size: a centre crop of a banner shows nothing
+    blank_std: float = Field(2.0, ge=0)  # pixel std (0-255) at or below which an image counts as blank
+    max_punsafe: float = Field(0.5, ge=0, le=1)  # LAION punsafe above this is dropped, where the source has it
+    max_pwatermark: float = Field(0.8, ge=0, le=1)  # LAION pwatermark above this is dropped, where present
+    require_caption: bool = True  # Paris conditions on alt text: no usable caption, no sample
+    nudenet: bool = False  # run the NudeNet detector (offline ONNX model in its wheel) on every kept image
+    nudenet_classes: tuple[str, ...] = (  # exposed classes only: covered/face classes fire on ordinary photos
+        "FEMALE_GENITALIA_EXPOSED",
+        "MALE_GENITALIA_EXPOSED",
+        "FEMALE_BREAST_EXPOSED",
+        "ANUS_EXPOSED",
+    )
+    nudenet_threshold: float = Field(0.6, ge=0, le=1)  # detection score at which an image is dropped
+    phash_max_distance: int = Field(4, ge=0, le=32)  # Hamming distance on 64-bit pHash that marks a near duplicate
+    jpeg_quality: int = Field(95, ge=50, le=100)  # quality of the stored crops that every later stage decodes
+    processes: int = Field(2, ge=1)  # decode/check worker processes
+    chunk_size: int = Field(512, ge=1)  # images per work unit handed to a worker
+
+
+class ModelSettings(_Section):
+    profile: Literal["tiny", "paris"] = "tiny"  # tiny: random weights, offline, no semantics; paris: real HF ids
+
+
+class Settings(_Section):
+    data_dir: str = "data"  # every asset writes under here; a local path or an fsspec URL (s3://, gs://, memory://)
+    seed: int = 0  # one seed for every sampled or shuffled choice: same inputs + settings -> same outputs
+    source: SourceSettings = SourceSettings()
+    ingest: IngestSettings = IngestSettings()
+    filter: FilterSettings = FilterSettings()
+    models: ModelSettings = ModelSettings()
+
+    # Where this file lives: relative paths resolve against it. Not a key users set.
+    base_dir: str = Field(default=str(PROJECT_ROOT), exclude=True)
+
+    def resolve(self, path: str) -> str:
+        """An fsspec URL as given; a relative local path against the settings file's folder."""
+        if "://" in path or os.path.isabs(path):
+            return path
+        return str(Path(self.base_dir) / path)
+
+    @property
+    def data_root(self) -> str:
+        return self.resolve(self.data_dir)
+
+    def fingerprint(self, *sections: str) -> str:
+        """A short hash of the named settings (dotted keys allowed): what an asset's code_version folds in."""
+        picked = {name: _dig(self, name) for name in sections}
+        blob = json.dumps(picked, sort_keys=True, default=_jsonable)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def as_dict(self) -> dict:
+        return self.model_dump(mode="json", exclude={"base_dir"})
+
+
+def _dig(settings: BaseModel, dotted: str):
+    value = settings
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _jsonable(value):
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot fingerprint {type(value).__name__}")
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or PROJECT_ROOT / "paris.yaml")
+
+
+def load_settings(path: str | os.PathLike | None = None) -> Settings:
+    """Read and validate the settings file; a missing default file means all defaults."""
+    path = Path(path) if path is not None else default_config_path()
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise SettingsError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}")
+    elif os.environ.get(CONFIG_ENV) and Path(os.environ[CONFIG_ENV]) == path:
+        raise SettingsError(f"{CONFIG_ENV}={path}: no such file")
+    else:
+        raw = {}
+    return parse_settings(raw, base_dir=path.resolve().parent, origin=str(path))
+
+
+def parse_settings(raw: dict, base_dir: str | os.PathLike = PROJECT_ROOT, origin: str = "settings") -> Settings:
+    if "base_dir" in raw:
+        raise SettingsError(f"{origin}: unknown key 'base_dir' (it is derived from the file's location)")
+    try:
+        return Settings(**raw, base_dir=str(base_dir))
+    except ValidationError as exc:
+        raise SettingsError(f"{origin}: invalid settings\n" + _explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling against the README's settings table)"
+        elif err["type"] == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            msg = f"got {err['input']!r}; allowed values: {expected}"
+        elif "input" in err and err["type"] != "value_error":
+            msg = f"{msg} (got {err['input']!r})"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
