@@ -7,6 +7,7 @@ assets receive an `AssetFolder`: a handle on the committed folder, never the who
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,11 @@ class _FolderIOManager(ConfigurableIOManager):
             staged = obj
         else:
             staged = storage.staging_dir(self.root, name)
-            self._write_values(obj, staged)
+            try:
+                self._write_values(obj, staged)
+            except BaseException:
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
         files = storage._listing(staged)
         folder = storage.commit_folder(staged, self.root, name, extra={"run_id": context.run_id})
         context.add_output_metadata({

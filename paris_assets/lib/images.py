@@ -66,6 +66,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 1, max_aspect: fl
     if aspect > max_aspect:
         raise Rejected("too_elongated", f"{width}x{height}, aspect {aspect:.1f} > {max_aspect}")
     frames = getattr(image, "n_frames", 1)
+    fmt = image.format or ""
     try:
         if draft_size and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))  # DCT-domain downscale: same picture, a fraction of the work
@@ -76,7 +77,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 1, max_aspect: fl
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = "truncated" if "truncated" in str(exc) or isinstance(exc, EOFError) else "undecodable"
         raise Rejected(reason, f"{type(exc).__name__}: {exc}") from None
-    return Decoded(image, width, height, image.format or "", frames)
+    return Decoded(image, width, height, fmt, frames)
 
 
 def _orientation(image: Image.Image) -> int:

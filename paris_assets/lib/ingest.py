@@ -217,6 +217,7 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
 
     started = time.perf_counter()
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     if source.kind == "webdataset":
         samples = webdataset_samples(source.path)
         if source.limit and source.limit < len(samples):

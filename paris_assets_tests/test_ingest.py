@@ -1,0 +1,82 @@
+"""Ingest through img2dataset from a real HTTP server on 127.0.0.1, an image folder, and existing tars."""
+
+import shutil
+
+import pandas as pd
+import pytest
+import webdataset as wds
+
+from paris_assets.lib.http_server import refused_base_url, serve_directory
+from paris_assets.lib.ingest import ingest
+from paris_assets.lib.tars import TarShardWriter
+from paris_assets.settings import parse_settings
+
+
+def test_img2dataset_from_loopback_server(demo_files, tmp_path):
+    folder, demo = demo_files
+    settings = parse_settings({"source": {"kind": "demo", "demo_size": 64},
+                               "ingest": {"processes": 1, "threads": 8, "samples_per_shard": 40, "timeout": 3}})
+    demo_dir = tmp_path / "demo_source"
+    shutil.copytree(folder, demo_dir / "")
+    out = tmp_path / "raw"
+    stats = ingest(settings.source, settings.ingest, str(out), demo_dir=str(demo_dir), seed=0, log=lambda m: None)
+    samples = pd.read_parquet(out / "samples.parquet")
+    failed = demo["expect"].eq("download_failed").sum()
+    assert stats["requested"] == len(demo) and stats["failed"] == failed
+    assert stats["failed_by_reason"] == {"connection_refused": 3, "http_404": 3}
+    assert samples["image_id"].is_unique
+    ok = samples[samples["status"] == "success"]
+    assert ok["shard"].notna().all() and ok["sha256"].str.len().eq(64).all()
+    # the original bytes are kept, so every encoding reaches the filter untouched
+    by_key = {s["__key__"]: s for s in wds.WebDataset(sorted(str(p) for p in out.glob("*.tar")), shardshuffle=False)}
+    cmyk = ok[ok["url"].str.endswith("/cmyk.jpg")].iloc[0]
+    assert by_key[cmyk["key"]]["jpg"] == (folder / "files" / "cmyk.jpg").read_bytes()
+    assert not (out / "_tmp").exists() and not (out / "_input.parquet").exists()
+
+
+def test_image_folder_source(tmp_path, demo_files):
+    folder, _ = demo_files
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ["sunset_00000.jpg", "ocean_00001.jpg", "gray16.png"]:
+        shutil.copy(folder / "files" / name, images / name)
+    (images / "sunset_00000.txt").write_text("a sunset from a sidecar")
+    settings = parse_settings({"source": {"kind": "image_folder", "path": str(images)},
+                               "ingest": {"processes": 1, "threads": 2}})
+    out = tmp_path / "raw"
+    stats = ingest(settings.source, settings.ingest, str(out), seed=0, log=lambda m: None)
+    samples = pd.read_parquet(out / "samples.parquet").set_index("url")
+    assert stats["downloaded"] == 3
+    sunset = samples[samples.index.str.endswith("sunset_00000.jpg")].iloc[0]
+    assert sunset["alt_text"] == "a sunset from a sidecar"
+    assert samples[samples.index.str.endswith("gray16.png")].iloc[0]["caption_problem"] == "missing_caption"
+
+
+def test_webdataset_source_is_indexed_in_place(tmp_path, demo_files):
+    folder, _ = demo_files
+    tar = tmp_path / "existing-000.tar"
+    with open(tar, "wb") as fh, TarShardWriter(fh) as writer:
+        writer.write("a1", {"jpg": (folder / "files" / "forest_00002.jpg").read_bytes(), "txt": b"trees",
+                            "json": b'{"url": "http://x/a1.jpg", "punsafe": 0.1}'})
+        writer.write("a2", {"txt": b"no image here"})
+    settings = parse_settings({"source": {"kind": "webdataset", "path": str(tmp_path / "*.tar")}})
+    out = tmp_path / "raw"
+    stats = ingest(settings.source, settings.ingest, str(out), seed=0, log=lambda m: None)
+    samples = pd.read_parquet(out / "samples.parquet").set_index("key")
+    assert stats["requested"] == 2 and stats["downloaded"] == 1
+    assert samples.loc["a1", "shard"] == str(tar) and samples.loc["a1", "alt_text"] == "trees"
+    assert samples.loc["a1", "url"] == "http://x/a1.jpg" and samples.loc["a1", "punsafe"] == 0.1
+    assert samples.loc["a2", "status"] != "success"
+
+
+def test_loopback_server_serves_and_refuses(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    (tmp_path / "x.jpg").write_bytes(b"abc")
+    with serve_directory(str(tmp_path)) as base:
+        assert urllib.request.urlopen(base + "/x.jpg").read() == b"abc"
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(base + "/missing.jpg")
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(refused_base_url() + "/y.jpg", timeout=3)
