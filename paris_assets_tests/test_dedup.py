@@ -22,7 +22,7 @@ def planted(n: int, radius: int, pairs: int, seed: int = 0) -> tuple[np.ndarray,
 
 
 @pytest.mark.parametrize("radius", [0, 1, 4, 7, 8, 12])
-def test_multihash_matches_bruteforce(radius):
+def test_multi_index_search_matches_bruteforce(radius):
     hashes, truth = planted(3000, radius, 200, seed=radius)
     fast = {tuple(p) for p in dedup.near_pairs(hashes, radius).tolist()}
     slow = {tuple(p) for p in dedup.near_pairs_bruteforce(hashes, radius).tolist()}
@@ -30,11 +30,17 @@ def test_multihash_matches_bruteforce(radius):
     assert truth <= fast
 
 
-def test_multihash_params_cover_radius():
-    for radius in range(0, 20):
-        nhash, bits, nflip = dedup.multihash_params(radius)
-        assert nhash * bits <= 64
-        assert nhash * (nflip + 1) > radius  # pigeonhole: some substring is within nflip bits
+@pytest.mark.parametrize("n", [10, 10_000, 1_000_000])
+@pytest.mark.parametrize("radius", [0, 4, 10])
+def test_search_plan_is_exact_by_pigeonhole(n, radius):
+    m, s = dedup.search_plan(n, radius)
+    assert m - radius >= s >= 1 and m <= 64
+
+
+def test_large_groups_of_identical_hashes():
+    hashes = np.array([7] * 50 + [2**40] * 3, dtype=np.uint64)
+    pairs = dedup.near_pairs(hashes, 2)
+    assert len(pairs) == 50 * 49 // 2 + 3
 
 
 def test_components_and_representatives():

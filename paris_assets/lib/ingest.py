@@ -212,7 +212,7 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
     demo: makes (or reuses) the demo files in `demo_dir`, serves them on 127.0.0.1 for the length of the
     download, so the demo goes through the same img2dataset path as a LAION run.
     """
-    from .demo import make_demo, url_table
+    from .demo import url_table
     from .http_server import refused_base_url, serve_directory
 
     started = time.perf_counter()

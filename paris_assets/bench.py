@@ -1,0 +1,123 @@
+"""`make bench`: throughput per stage, each beside a baseline measured in the same run (timings here are noisy;
+ratios are what to compare). Never a pass/fail on time.
+
+    python -m paris_assets.bench [--images 2000] [--hashes 1000000] [--processes 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+
+from .lib import dedup
+from .lib.demo import THEMES, draw_theme
+from .lib.filtering import FilterParams, filter_images
+from .lib.tars import TarShardWriter
+
+
+def make_jpeg_shards(folder: Path, n: int, size: int = 256, per_shard: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """n distinct size x size JPEGs in raw_images-style tars, and the samples table that lists them."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    writer, fh = None, None
+    for i in range(n):
+        if i % per_shard == 0:
+            if writer:
+                writer.close()
+                fh.close()
+            shard = folder / f"{i // per_shard:05d}.tar"
+            fh = open(shard, "wb")
+            writer = TarShardWriter(fh)
+        buf = io.BytesIO()
+        Image.fromarray(draw_theme(THEMES[i % len(THEMES)], size, size, rng)).save(buf, "JPEG", quality=90)
+        key = f"{i:09d}"
+        writer.write(key, {"jpg": buf.getvalue()})
+        rows.append({"image_id": f"{i:016x}", "url": f"bench://{i}", "alt_text": "x", "caption_problem": "",
+                     "aesthetic": 6.0, "punsafe": 0.0, "pwatermark": 0.0, "similarity": 0.3, "status": "success",
+                     "error_message": None, "shard": str(shard), "key": key})
+    writer.close()
+    fh.close()
+    return pd.DataFrame(rows)
+
+
+def naive_filter(data: bytes) -> tuple:
+    """The seed pipeline's way: full decode, imagehash pHash, ImageOps.fit, numpy std, one image at a time."""
+    import imagehash
+
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    crop = ImageOps.fit(image, (256, 256), Image.LANCZOS)
+    blank = np.asarray(crop).astype(np.float64).std() < 2
+    out = io.BytesIO()
+    crop.save(out, "JPEG", quality=95)
+    return str(imagehash.phash(crop)), blank
+
+
+def bench_filter(n: int, processes: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "raw").mkdir()
+        samples = make_jpeg_shards(tmp / "raw", n)
+        stats = filter_images(samples, str(tmp / "out"), FilterParams(), processes=processes, log=lambda m: None)
+        subset = samples.head(min(300, n))
+        import tarfile
+
+        datas = []
+        for shard in subset["shard"].unique():
+            with tarfile.open(shard) as tar:
+                datas += [tar.extractfile(m).read() for m in tar.getmembers()][: len(subset)]
+        started = time.perf_counter()
+        for data in datas:
+            naive_filter(data)
+        naive_rate = len(datas) / (time.perf_counter() - started)
+    return {"stage": f"filtered_images ({n} x 256px JPEG, {processes} proc)", "rate": stats["images_per_s"],
+            "unit": "images/s", "baseline": f"naive 1-proc PIL+imagehash: {naive_rate:.0f}/s",
+            "ratio": stats["images_per_s"] / naive_rate, "target": ">= 500 images/s",
+            "note": f"kept {stats['kept']}/{n}"}
+
+
+def bench_near_duplicates(n: int, radius: int = 4, planted: int = 1000, subsample: int = 20000) -> dict:
+    rng = np.random.default_rng(1)
+    hashes = rng.integers(0, np.iinfo(np.int64).max, n, dtype=np.int64).astype(np.uint64)
+    hashes |= rng.integers(0, 2, n).astype(np.uint64) << np.uint64(63)
+    sources = rng.choice(n // 2, planted, replace=False)
+    targets = n // 2 + sources
+    for s, t in zip(sources, targets):
+        flips = rng.choice(64, size=rng.integers(1, radius + 1), replace=False)
+        hashes[t] = hashes[s] ^ np.uint64(sum(1 << int(b) for b in flips))
+    started = time.perf_counter()
+    pairs = dedup.near_pairs(hashes, radius)
+    seconds = time.perf_counter() - started
+    found = {(int(a), int(b)) for a, b in pairs}
+    missed = sum((int(s), int(t)) not in found for s, t in zip(sources, targets))
+    started = time.perf_counter()
+    dedup.near_pairs_bruteforce(hashes[:subsample], radius)
+    brute = (time.perf_counter() - started) * (n / subsample) ** 2  # all-pairs work grows with n^2
+    return {"stage": f"near-duplicate search ({n:,} x 64-bit, radius {radius})", "rate": n / seconds,
+            "unit": "hashes/s", "baseline": f"all-pairs {brute:.0f} s (timed on {subsample:,}, x(n/m)^2)",
+            "ratio": brute / seconds, "target": "< 10 s, every planted pair found",
+            "note": f"{seconds:.1f} s; planted pairs found {planted - missed}/{planted}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--hashes", type=int, default=1_000_000)
+    parser.add_argument("--processes", type=int, default=2)
+    args = parser.parse_args(argv)
+    rows = [bench_filter(args.images, args.processes), bench_near_duplicates(args.hashes)]
+    print(f"\n{'stage':<52} {'throughput':>18}  {'x baseline':>10}  baseline / target / note")
+    for row in rows:
+        print(f"{row['stage']:<52} {row['rate']:>10,.0f} {row['unit']:<8} {row['ratio']:>9.1f}x  "
+              f"{row['baseline']} | target {row['target']} | {row['note']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

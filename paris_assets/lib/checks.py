@@ -1,0 +1,103 @@
+"""The per-image work of filtered_images, run in worker processes: decode once, check, crop, hash.
+
+Kept free of pandas and Dagster so that a spawned worker starts quickly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+
+from .images import Rejected, decode_image, encode_jpeg, gray_thumbnail, is_blank, phash64, square_crop
+from .tars import TarShardWriter, iter_samples
+
+
+@dataclass(frozen=True)
+class FilterParams:
+    image_size: int = 256
+    resize_mode: str = "center_crop"
+    min_side: int = 64
+    max_aspect: float = 3.0
+    blank_std: float = 2.0
+    max_punsafe: float = 0.5
+    max_pwatermark: float = 0.8
+    require_caption: bool = True
+    nudenet: bool = False
+    nudenet_classes: tuple[str, ...] = ()
+    nudenet_threshold: float = 0.6
+    phash_max_distance: int = 4
+    jpeg_quality: int = 95
+    max_image_pixels: int = 89_478_485
+
+
+def process_image(data: bytes, params: FilterParams, detector=None) -> tuple[dict, bytes]:
+    """(facts, crop JPEG bytes) for one downloaded file, or raise `Rejected`."""
+    decoded = decode_image(data, params.max_image_pixels, params.min_side, params.max_aspect,
+                           draft_size=params.image_size)
+    crop = square_crop(decoded.image, params.image_size, params.resize_mode)
+    thumb = gray_thumbnail(crop)
+    if is_blank(thumb, params.blank_std):
+        raise Rejected("blank", f"pixel std <= {params.blank_std}")
+    if detector is not None:
+        _check_nudity(detector, np.asarray(crop), params)
+    facts = {"original_width": decoded.width, "original_height": decoded.height, "format": decoded.format,
+             "frames": decoded.frames, "sha256": hashlib.sha256(data).hexdigest(), "phash": phash64(thumb)}
+    # A source that already is the crop keeps its own bytes: no second JPEG generation, no encode time.
+    stored = data if crop is decoded.image and decoded.pristine else encode_jpeg(crop, params.jpeg_quality)
+    return facts, stored
+
+
+def _check_nudity(detector, pixels: np.ndarray, params: FilterParams) -> None:
+    hits = [d for d in detector.detect(np.ascontiguousarray(pixels[..., ::-1]))  # NudeNet takes BGR like OpenCV
+            if d["class"] in params.nudenet_classes and d["score"] >= params.nudenet_threshold]
+    if hits:
+        top = max(hits, key=lambda d: d["score"])
+        raise Rejected("nsfw_detected", f"{top['class']} score {top['score']:.2f}")
+
+
+_DETECTOR = None
+
+
+def _detector(params: FilterParams):
+    global _DETECTOR
+    if params.nudenet and _DETECTOR is None:
+        from nudenet import NudeDetector
+
+        _DETECTOR = NudeDetector()
+    return _DETECTOR if params.nudenet else None
+
+
+def process_unit(shard_url: str, keys: list[str], image_ids: list[str], unit_tar: str,
+                 params: FilterParams) -> list[dict]:
+    """Decode and check the listed samples of one raw shard; kept crops go to `unit_tar` in listed order."""
+    by_key = dict(zip(keys, image_ids))
+    results: dict[str, dict] = {}
+    crops: dict[str, bytes] = {}
+    detector = _detector(params)
+    with fsspec.open(shard_url, "rb") as fh:
+        for key, fields in iter_samples(fh, wanted=set(keys)):
+            image_id = by_key[key]
+            data = next((v for ext, v in fields.items() if ext not in ("json", "txt", "cls")), b"")
+            try:
+                facts, crops[image_id] = process_image(data, params, detector)
+                results[image_id] = {"image_id": image_id, "reason": "", "detail": "", **facts}
+            except Rejected as rejected:
+                results[image_id] = {"image_id": image_id, "reason": rejected.reason, "detail": rejected.detail}
+    tmp = unit_tar + ".tmp"
+    with open(tmp, "wb") as fh, TarShardWriter(fh) as writer:
+        for image_id in image_ids:
+            if image_id in crops:
+                writer.write(image_id, {"jpg": crops[image_id]})
+    os.replace(tmp, unit_tar)
+    missing = [i for i in image_ids if i not in results]
+    for image_id in missing:
+        results[image_id] = {"image_id": image_id, "reason": "missing_from_shard", "detail": shard_url}
+    return [results[i] for i in image_ids]
+
+
+def process_unit_args(args: tuple) -> list[dict]:
+    return process_unit(*args)
