@@ -15,6 +15,8 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .lib.checks import NUDENET_CLASSES
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_ENV = "PARIS_CONFIG"
 
@@ -64,12 +66,7 @@ class FilterSettings(_Section):
     max_pwatermark: float = Field(0.8, ge=0, le=1)  # LAION pwatermark above this is dropped, where present
     require_caption: bool = True  # Paris conditions on alt text: no usable caption, no sample
     nudenet: bool = False  # run the NudeNet detector (offline ONNX model in its wheel) on every kept image
-    nudenet_classes: tuple[str, ...] = (  # exposed classes only: covered/face classes fire on ordinary photos
-        "FEMALE_GENITALIA_EXPOSED",
-        "MALE_GENITALIA_EXPOSED",
-        "FEMALE_BREAST_EXPOSED",
-        "ANUS_EXPOSED",
-    )
+    nudenet_classes: tuple[str, ...] = NUDENET_CLASSES  # exposed only: covered/face classes fire on ordinary photos
     nudenet_threshold: float = Field(0.6, ge=0, le=1)  # detection score at which an image is dropped
     phash_max_distance: int = Field(4, ge=0, le=32)  # Hamming distance on 64-bit pHash that marks a near duplicate
     jpeg_quality: int = Field(95, ge=50, le=100)  # quality of the stored crops that every later stage decodes

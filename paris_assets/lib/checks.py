@@ -16,6 +16,10 @@ from .images import Rejected, decode_image, encode_jpeg, gray_thumbnail, is_blan
 from .tars import TarShardWriter, iter_samples
 
 
+# Exposed classes only: NudeNet's covered, face and belly classes fire on ordinary photos (see the README).
+NUDENET_CLASSES = ("FEMALE_GENITALIA_EXPOSED", "MALE_GENITALIA_EXPOSED", "FEMALE_BREAST_EXPOSED", "ANUS_EXPOSED")
+
+
 @dataclass(frozen=True)
 class FilterParams:
     image_size: int = 256
@@ -27,7 +31,7 @@ class FilterParams:
     max_pwatermark: float = 0.8
     require_caption: bool = True
     nudenet: bool = False
-    nudenet_classes: tuple[str, ...] = ()
+    nudenet_classes: tuple[str, ...] = NUDENET_CLASSES
     nudenet_threshold: float = 0.6
     phash_max_distance: int = 4
     jpeg_quality: int = 95
