@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from .assets.embeddings import build_captions, build_clip_embeddings, build_dinov2_embeddings, build_latents
 from .assets.filtered_images import build_filtered_images
 from .assets.raw_images import build_raw_images
 from .io_managers import NpyIOManager, ParquetIOManager, ShardsIOManager
@@ -14,7 +15,8 @@ def build_defs(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     root = settings.data_root
     return Definitions(
-        assets=[build_raw_images(settings), build_filtered_images(settings)],
+        assets=[build_raw_images(settings), build_filtered_images(settings), build_captions(settings),
+                build_clip_embeddings(settings), build_dinov2_embeddings(settings), build_latents(settings)],
         resources={
             "tables_io": ParquetIOManager(root=root),
             "arrays_io": NpyIOManager(root=root),

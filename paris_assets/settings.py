@@ -76,6 +76,31 @@ class FilterSettings(_Section):
 
 class ModelSettings(_Section):
     profile: Literal["tiny", "paris"] = "tiny"  # tiny: random weights, offline, no semantics; paris: real HF ids
+    device: str = "auto"  # auto: CUDA when present, else CPU; or cpu, cuda, cuda:1
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"  # auto: float16 on CUDA, float32 on CPU
+    # Any from_pretrained target overrides a profile's model: a hub id, a local folder, a cached id.
+    captioner_id: Optional[str] = None  # paris: Salesforce/blip2-opt-2.7b
+    captioner_revision: Optional[str] = None
+    text_encoder_id: Optional[str] = None  # paris: openai/clip-vit-large-patch14
+    text_encoder_revision: Optional[str] = None
+    image_embedder_id: Optional[str] = None  # paris: facebook/dinov2-large (1024-d); the seed used -base (768-d)
+    image_embedder_revision: Optional[str] = None
+    latent_encoder_id: Optional[str] = None  # paris: stabilityai/sd-vae-ft-mse
+    latent_encoder_revision: Optional[str] = None
+    dinov2_pooling: Literal["cls", "mean"] = "cls"  # CLS token, or the mean of the patch tokens
+    latent_sampling: Literal["mean", "sample"] = "mean"  # the latent distribution's mean, or a seeded draw
+    caption_batch_size: int = Field(16, ge=1)  # BLIP-2 is the heaviest model: keep batches modest
+    text_batch_size: int = Field(128, ge=1)
+    image_batch_size: int = Field(64, ge=1)
+    latent_batch_size: int = Field(16, ge=1)
+    chunk_size: int = Field(1024, ge=1)  # images per resumable chunk: a killed run redoes at most one chunk each
+    loader_threads: int = Field(2, ge=1)  # threads decoding and preprocessing ahead of the model
+
+
+class CaptionSettings(_Section):
+    source: Literal["blip2", "alt_text"] = "blip2"  # blip2 re-captions; alt_text is what the Paris paper uses
+    max_new_tokens: int = Field(30, ge=1)
+    min_new_tokens: int = Field(0, ge=0)  # random tiny weights stop at once: tests set this above 0
 
 
 class Settings(_Section):
@@ -85,6 +110,7 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     filter: FilterSettings = FilterSettings()
     models: ModelSettings = ModelSettings()
+    captions: CaptionSettings = CaptionSettings()
 
     # Where this file lives: relative paths resolve against it. Not a key users set.
     base_dir: str = Field(default=str(PROJECT_ROOT), exclude=True)
@@ -94,6 +120,13 @@ class Settings(_Section):
         if "://" in path or os.path.isabs(path):
             return path
         return str(Path(self.base_dir) / path)
+
+    @property
+    def resolved_source(self) -> SourceSettings:
+        """The source with its path resolved against the settings file's folder."""
+        if not self.source.path:
+            return self.source
+        return self.source.model_copy(update={"path": self.resolve(self.source.path)})
 
     @property
     def data_root(self) -> str:

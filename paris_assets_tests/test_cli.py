@@ -13,9 +13,9 @@ from paris_assets.settings import PROJECT_ROOT
 
 def test_dagster_cli_materialises_from_a_settings_file(tmp_path, demo_files):
     folder, _ = demo_files
-    shutil.copytree(folder, tmp_path / "data" / "demo_source")
+    shutil.copytree(folder / "files", tmp_path / "inbox")  # a relative path: resolved against paris.yaml's folder
     (tmp_path / "paris.yaml").write_text(
-        "data_dir: data\nsource: {kind: image_folder, path: data/demo_source/files, limit: 40}\n"
+        "data_dir: data\nsource: {kind: image_folder, path: inbox, limit: 40}\n"
         "ingest: {processes: 1, threads: 4}\nfilter: {processes: 1, require_caption: false}\n")
     home = tmp_path / "home"
     home.mkdir()

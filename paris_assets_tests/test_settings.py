@@ -18,7 +18,7 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     (tmp_path / "conf" / "paris.yaml").write_text("data_dir: ../out\nsource: {kind: url_list, path: urls.parquet}\n")
     settings = load_settings(tmp_path / "conf" / "paris.yaml")
     assert settings.data_root == str(tmp_path / "conf" / "../out")
-    assert settings.resolve(settings.source.path) == str(tmp_path / "conf" / "urls.parquet")
+    assert settings.resolved_source.path == str(tmp_path / "conf" / "urls.parquet")
     assert settings.resolve("s3://bucket/x") == "s3://bucket/x"
 
 

@@ -11,7 +11,8 @@ from ..lib import storage
 from ..settings import Settings
 
 # Bump an asset's entry when its code changes what it writes; settings changes are folded in automatically.
-CODE_VERSIONS = {"raw_images": "1", "filtered_images": "1"}
+CODE_VERSIONS = {"raw_images": "1", "filtered_images": "1", "captions": "1", "clip_embeddings": "1",
+                 "dinov2_embeddings": "1", "latents": "1"}
 
 # The settings each asset's output depends on: editing any of them marks that asset (and only it) Unsynced.
 SHAPED_BY = {
@@ -21,6 +22,12 @@ SHAPED_BY = {
                         "filter.blank_std", "filter.max_punsafe", "filter.max_pwatermark", "filter.require_caption",
                         "filter.nudenet", "filter.nudenet_classes", "filter.nudenet_threshold",
                         "filter.phash_max_distance", "filter.jpeg_quality", "ingest.max_image_pixels"),
+    "captions": ("seed", "models.profile", "models.captioner_id", "models.captioner_revision", "captions"),
+    "clip_embeddings": ("seed", "models.profile", "models.text_encoder_id", "models.text_encoder_revision"),
+    "dinov2_embeddings": ("seed", "models.profile", "models.image_embedder_id", "models.image_embedder_revision",
+                          "models.dinov2_pooling"),
+    "latents": ("seed", "models.profile", "models.latent_encoder_id", "models.latent_encoder_revision",
+                "models.latent_sampling"),
 }
 
 

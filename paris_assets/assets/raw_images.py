@@ -20,7 +20,7 @@ def build_raw_images(settings: Settings) -> AssetsDefinition:
         out = staging(settings, "raw_images")
         demo_dir = storage.local_path(settings.data_root) / "demo_source" if storage.is_local(settings.data_root) \
             else out.parent / "demo_source"
-        stats = ingest(settings.source, settings.ingest, str(out), demo_dir=str(demo_dir), seed=settings.seed,
+        stats = ingest(settings.resolved_source, settings.ingest, str(out), demo_dir=str(demo_dir), seed=settings.seed,
                        log=context.log.info)
         context.add_output_metadata({
             "source_kind": settings.source.kind,

@@ -33,6 +33,12 @@ class AssetFolder:
     def files(self) -> dict[str, int]:
         return storage.folder_files(self.path)
 
+    def identity(self) -> str:
+        """A fingerprint of this materialisation (its marker: files, sizes, run id)."""
+        import hashlib
+
+        return hashlib.sha256((self.path / storage.MARKER).read_bytes()).hexdigest()[:16]
+
     def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         with (self.path / f"{name}.parquet").open("rb") as fh:
             return pd.read_parquet(fh, columns=columns)

@@ -1,0 +1,124 @@
+"""The model stack: captions, clip_embeddings, dinov2_embeddings and latents. Each runs one model role over
+the kept images (or captions) in resumable chunks, in the `gpu` pool."""
+
+from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
+
+from ..io_managers import AssetFolder
+from ..lib import stages, storage
+from ..lib.chunks import ChunkStore, work_key
+from ..models.profiles import build_model, model_metadata
+from ..settings import Settings
+from .common import code_version, preview, settings_metadata, staging
+
+
+def _store(settings: Settings, asset_name: str, upstream: AssetFolder, model, n_rows: int) -> ChunkStore:
+    """Finished chunks from an earlier, interrupted run of the same inputs, model and settings."""
+    key = work_key(upstream.identity(), model.ref.model_id, model.ref.revision, str(model.dtype),
+                   code_version(settings, asset_name), settings.models.chunk_size)
+    return ChunkStore(storage.staging_dir(settings.data_root, f"{asset_name}-chunks", key=key), n_rows,
+                      settings.models.chunk_size)
+
+
+def _metadata(context, settings, asset_name, model, stats, batch_size) -> None:
+    context.add_output_metadata({
+        **model_metadata(model),
+        "batch_size": batch_size,
+        "rows": stats.get("rows_computed", 0) + 0,
+        "chunks": stats["chunks"], "chunks_reused": stats["chunks_reused"],
+        "images_per_s": stats["rows_per_s"] or 0.0,
+        "model_time_share": stats["model_share"] or 0.0,
+        "shapes": MetadataValue.json(stats.get("shapes", {})),
+        "settings": settings_metadata(settings, asset_name),
+    })
+
+
+def build_captions(settings: Settings) -> AssetsDefinition:
+    @asset(group_name="embeddings", kinds={"pytorch", "parquet"}, io_manager_key="tables_io", pool="gpu",
+           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "captions"))
+    def captions(context: AssetExecutionContext, filtered_images: AssetFolder):
+        """One caption per kept image: BLIP-2 re-captions (empty ones fall back to the alt text), or the alt text
+        itself (captions.source). captions.parquet: image_id, caption, alt_text, caption_source."""
+        kept = filtered_images.table("kept")
+        out = staging(settings, "captions")
+        if settings.captions.source == "alt_text":
+            table = stages.captions_table(kept, None)
+            table.to_parquet(out / "captions.parquet", index=False)
+            context.add_output_metadata({"caption_source": "alt_text", "rows": len(table),
+                                         "preview": preview(table), "settings": settings_metadata(settings, "captions")})
+            return out
+        model = build_model(settings, "captioner").load()
+        store = _store(settings, "captions", filtered_images, model, len(kept))
+        stats = stages.caption_images(kept, filtered_images.url(""), model, store, out,
+                                      settings.models.caption_batch_size, settings.models.loader_threads,
+                                      context.log.info)
+        store.remove()
+        _metadata(context, settings, "captions", model, stats, settings.models.caption_batch_size)
+        import pandas as pd
+
+        table = pd.read_parquet(out / "captions.parquet")
+        context.add_output_metadata({"caption_source": "blip2", "fallback_to_alt_text": stats["fallback_to_alt_text"],
+                                     "preview": preview(table)})
+        return out
+
+    return captions
+
+
+def build_clip_embeddings(settings: Settings) -> AssetsDefinition:
+    @asset(group_name="embeddings", kinds={"pytorch", "numpy"}, io_manager_key="arrays_io", pool="gpu",
+           ins={"captions": AssetIn()}, code_version=code_version(settings, "clip_embeddings"))
+    def clip_embeddings(context: AssetExecutionContext, captions: AssetFolder):
+        """CLIP ViT-L/14 text embeddings of the captions: tokens.npy (N, 77, 768) float16, what the experts
+        condition on; pooled.npy (N, 768) float16, what the router reads; image_ids.npy."""
+        table = captions.table("captions")
+        model = build_model(settings, "text_encoder").load()
+        store = _store(settings, "clip_embeddings", captions, model, len(table))
+        out = staging(settings, "clip_embeddings")
+        stats = stages.encode_texts(table, model, store, out, settings.models.text_batch_size,
+                                    settings.models.loader_threads, context.log.info)
+        store.remove()
+        _metadata(context, settings, "clip_embeddings", model, stats, settings.models.text_batch_size)
+        return out
+
+    return clip_embeddings
+
+
+def build_dinov2_embeddings(settings: Settings) -> AssetsDefinition:
+    @asset(group_name="embeddings", kinds={"pytorch", "numpy"}, io_manager_key="arrays_io", pool="gpu",
+           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "dinov2_embeddings"))
+    def dinov2_embeddings(context: AssetExecutionContext, filtered_images: AssetFolder):
+        """DINOv2 image features of the kept crops, what the clustering reads: embeddings.npy (N, 1024) float32,
+        L2-normalised (768 with dinov2-base); image_ids.npy."""
+        kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
+        model = build_model(settings, "image_embedder").load()
+        store = _store(settings, "dinov2_embeddings", filtered_images, model, len(kept))
+        out = staging(settings, "dinov2_embeddings")
+        stats = stages.embed_images(kept, filtered_images.url(""), model, store, out,
+                                    settings.models.image_batch_size, settings.models.loader_threads,
+                                    context.log.info)
+        store.remove()
+        _metadata(context, settings, "dinov2_embeddings", model, stats, settings.models.image_batch_size)
+        context.add_output_metadata({"pooling": settings.models.dinov2_pooling})
+        return out
+
+    return dinov2_embeddings
+
+
+def build_latents(settings: Settings) -> AssetsDefinition:
+    @asset(group_name="embeddings", kinds={"pytorch", "numpy"}, io_manager_key="arrays_io", pool="gpu",
+           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "latents"))
+    def latents(context: AssetExecutionContext, filtered_images: AssetFolder):
+        """Stable Diffusion VAE latents of the kept crops, what the experts are trained on: latents.npy
+        (N, 4, 32, 32) float16, already scaled by 0.18215; image_ids.npy."""
+        kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
+        model = build_model(settings, "latent_encoder").load()
+        store = _store(settings, "latents", filtered_images, model, len(kept))
+        out = staging(settings, "latents")
+        stats = stages.encode_latents(kept, filtered_images.url(""), model, store, out,
+                                      settings.models.latent_batch_size, settings.models.loader_threads,
+                                      context.log.info)
+        store.remove()
+        _metadata(context, settings, "latents", model, stats, settings.models.latent_batch_size)
+        context.add_output_metadata({"sampling": settings.models.latent_sampling, "scaling_factor": 0.18215})
+        return out
+
+    return latents

@@ -1,0 +1,126 @@
+"""Long per-image computations in resumable chunks, fed by loader threads.
+
+Rows are processed in chunks of `chunk_size`; each finished chunk is written atomically into a work folder
+whose name is a key of everything that shapes the result (the upstream materialisation, the model, the
+settings). A run that dies at 80% leaves 80% of the chunks; the next run with the same key computes only the
+rest. Then the chunks are assembled, streaming, into memory-mappable contract files.
+
+Decoding and preprocessing run in loader threads ahead of the model (PIL and tokenizers release the GIL), so
+the model is not left waiting; the time spent inside the model is measured, to show it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+
+def work_key(*parts) -> str:
+    """A short key of everything that shapes a chunked result."""
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class ChunkStore:
+    """The finished chunks of one computation: `chunk-NNNNNN.<name>.npy`, each chunk sealed by a `.done` file."""
+
+    def __init__(self, folder: str | Path, n_rows: int, chunk_size: int):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.n_rows, self.chunk_size = n_rows, chunk_size
+        self.n_chunks = -(-n_rows // chunk_size) if n_rows else 0
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        return i * self.chunk_size, min(self.n_rows, (i + 1) * self.chunk_size)
+
+    def _path(self, i: int, name: str) -> Path:
+        return self.folder / f"chunk-{i:06d}.{name}.npy"
+
+    def done(self, i: int) -> bool:
+        return (self.folder / f"chunk-{i:06d}.done").exists()
+
+    def save(self, i: int, arrays: dict[str, np.ndarray]) -> None:
+        start, stop = self.bounds(i)
+        for name, array in arrays.items():
+            if len(array) != stop - start:
+                raise ValueError(f"chunk {i}: {name} has {len(array)} rows, expected {stop - start}")
+            tmp = self._path(i, name).with_suffix(".tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, array)
+            os.replace(tmp, self._path(i, name))
+        (self.folder / f"chunk-{i:06d}.done").write_text(json.dumps(sorted(arrays)))
+
+    def load(self, i: int, name: str) -> np.ndarray:
+        return np.load(self._path(i, name), mmap_mode="r")
+
+    def assemble(self, name: str, out_path: str | Path) -> tuple[tuple[int, ...], str]:
+        """Concatenate every chunk's `name` into one .npy file, one chunk in memory at a time."""
+        first = self.load(0, name)
+        shape = (self.n_rows,) + first.shape[1:]
+        out = np.lib.format.open_memmap(out_path, mode="w+", dtype=first.dtype, shape=shape)
+        for i in range(self.n_chunks):
+            start, stop = self.bounds(i)
+            out[start:stop] = self.load(i, name)
+        out.flush()
+        del out
+        return shape, str(first.dtype)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def ordered_map(fn: Callable, items: Iterable, threads: int, ahead: int) -> Iterator:
+    """fn(item) for each item, in order, computed by `threads` threads up to `ahead` items in advance."""
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="loader") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class Timer:
+    """Accumulates the seconds spent inside a block (e.g. the model's forward pass)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self._t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds += time.perf_counter() - self._t
+
+
+def run_chunks(store: ChunkStore, compute_chunk: Callable[[int, int], dict[str, np.ndarray]],
+               log: Callable[[str], None] = print, label: str = "") -> dict:
+    """Compute every chunk not already in `store`; log progress (done/total, rate, ETA); return counts."""
+    started = time.perf_counter()
+    todo = [i for i in range(store.n_chunks) if not store.done(i)]
+    reused = store.n_chunks - len(todo)
+    if reused:
+        log(f"{label}: reusing {reused}/{store.n_chunks} finished chunks from an earlier run")
+    rows_done = 0
+    for k, i in enumerate(todo, 1):
+        start, stop = store.bounds(i)
+        store.save(i, compute_chunk(start, stop))
+        rows_done += stop - start
+        elapsed = time.perf_counter() - started
+        rate = rows_done / max(elapsed, 1e-9)
+        left = sum(store.bounds(j)[1] - store.bounds(j)[0] for j in todo[k:])
+        log(f"{label}: chunk {k}/{len(todo)} ({stop:,}/{store.n_rows:,} rows), {rate:,.1f} rows/s, "
+            f"ETA {left / max(rate, 1e-9):,.0f} s")
+    return {"chunks": store.n_chunks, "chunks_reused": reused, "chunks_computed": len(todo),
+            "rows_computed": rows_done, "seconds": time.perf_counter() - started}

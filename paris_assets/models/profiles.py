@@ -1,0 +1,63 @@
+"""Which weights each role loads: the `paris` profile's Hugging Face ids, the `tiny` stand-ins, or overrides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..lib import storage
+from ..settings import Settings
+from .captioner import BLIP2_OPT_2_7B, Captioner
+from .common import ModelRef
+from .image_embedder import DINOV2_LARGE, ImageEmbedder
+from .latent_encoder import SD_VAE_FT_MSE, LatentEncoder
+from .text_encoder import CLIP_VIT_L14, TextEncoder
+from .tiny import ensure_tiny_models, tiny_dir
+
+PARIS = {"captioner": BLIP2_OPT_2_7B, "text_encoder": CLIP_VIT_L14, "image_embedder": DINOV2_LARGE,
+         "latent_encoder": SD_VAE_FT_MSE}
+
+
+def tiny_root(settings: Settings) -> str:
+    root = settings.data_root
+    return str(storage.local_path(root)) if storage.is_local(root) else str(Path.home() / ".cache" / "paris-assets")
+
+
+def model_ref(settings: Settings, role: str) -> ModelRef:
+    """The weights `role` loads under these settings (an explicit `<role>_id` wins over the profile)."""
+    m = settings.models
+    override = getattr(m, f"{role}_id")
+    if override:
+        return ModelRef(settings.resolve(override) if Path(settings.resolve(override)).exists() else override,
+                        getattr(m, f"{role}_revision"))
+    if m.profile == "tiny":
+        return ModelRef(str(tiny_dir(tiny_root(settings), role)))
+    return ModelRef(PARIS[role].model_id, getattr(m, f"{role}_revision") or PARIS[role].revision)
+
+
+def build_model(settings: Settings, role: str):
+    """The role's wrapper, not yet loaded (tiny models are built on first use)."""
+    m = settings.models
+    if m.profile == "tiny" and not getattr(m, f"{role}_id"):
+        ensure_tiny_models(tiny_root(settings), seed=settings.seed)
+    ref = model_ref(settings, role)
+    if role == "captioner":
+        return Captioner(ref, m.device, m.dtype, settings.captions.max_new_tokens, settings.captions.min_new_tokens)
+    if role == "text_encoder":
+        return TextEncoder(ref, m.device, m.dtype)
+    if role == "image_embedder":
+        return ImageEmbedder(ref, m.device, m.dtype, pooling=m.dinov2_pooling)
+    if role == "latent_encoder":
+        return LatentEncoder(ref, m.device, m.dtype, sample=m.latent_sampling == "sample", seed=settings.seed)
+    raise ValueError(f"unknown model role {role!r}")
+
+
+def model_metadata(model) -> dict:
+    return {"model_id": model.ref.model_id, "revision": model.ref.revision or "default",
+            "device": str(model.device), "dtype": str(model.dtype).replace("torch.", "")}
+
+
+def local_config(ref: ModelRef) -> dict | None:
+    """The model's config.json when it is a local folder (tiny profile, or a downloaded copy)."""
+    path = Path(ref.model_id) / "config.json"
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,49 @@
+"""CLIP ViT-L/14's text encoder: per-token states the experts condition on, pooled embeddings the router reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .common import ModelRef, load_pretrained, pick_device, pick_dtype
+
+CLIP_VIT_L14 = ModelRef("openai/clip-vit-large-patch14")
+MAX_TOKENS = 77
+
+
+class TextEncoder:
+    """CLIPTextModelWithProjection with its tokenizer (padded/truncated to 77 tokens)."""
+
+    def __init__(self, ref: ModelRef = CLIP_VIT_L14, device: str = "auto", dtype: str = "auto"):
+        self.ref = ref
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device, dtype)
+        self.model = self.tokenizer = None
+
+    def load(self) -> "TextEncoder":
+        from transformers import AutoTokenizer, CLIPTextModelWithProjection
+
+        self.tokenizer = load_pretrained(AutoTokenizer, self.ref, "text_encoder")
+        self.model = load_pretrained(CLIPTextModelWithProjection, self.ref, "text_encoder")
+        self.model = self.model.to(self.device, self.dtype).eval()
+        return self
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        """(token width, pooled width): (768, 768) for ViT-L/14."""
+        return int(self.model.config.hidden_size), int(self.model.config.projection_dim)
+
+    def preprocess(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(list(captions), padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                              return_tensors="pt")
+
+    @torch.no_grad()
+    def __call__(self, tokens) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens from `preprocess` (or a list of strings) -> ((N, 77, H) float16 per-token last_hidden_state,
+        (N, P) float16 pooled, projected text_embeds)."""
+        if isinstance(tokens, list):
+            tokens = self.preprocess(tokens)
+        out = self.model(input_ids=tokens["input_ids"].to(self.device),
+                         attention_mask=tokens["attention_mask"].to(self.device))
+        return (out.last_hidden_state.float().cpu().numpy().astype(np.float16),
+                out.text_embeds.float().cpu().numpy().astype(np.float16))
