@@ -7,6 +7,7 @@ from dagster import Definitions
 from .assets.embeddings import build_captions, build_clip_embeddings, build_dinov2_embeddings, build_latents
 from .assets.filtered_images import build_filtered_images
 from .assets.raw_images import build_raw_images
+from .checks.embeddings import build_embedding_checks
 from .io_managers import NpyIOManager, ParquetIOManager, ShardsIOManager
 from .settings import Settings, load_settings
 
@@ -17,6 +18,7 @@ def build_defs(settings: Settings | None = None) -> Definitions:
     return Definitions(
         assets=[build_raw_images(settings), build_filtered_images(settings), build_captions(settings),
                 build_clip_embeddings(settings), build_dinov2_embeddings(settings), build_latents(settings)],
+        asset_checks=build_embedding_checks(settings),
         resources={
             "tables_io": ParquetIOManager(root=root),
             "arrays_io": NpyIOManager(root=root),

@@ -34,6 +34,9 @@ def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
 
 def load_pretrained(cls, ref: ModelRef, role: str, **kwargs):
     """`cls.from_pretrained(ref)`, turning a missing download into an error that says what to do."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per load buries the run log
     try:
         extra = {"subfolder": ref.subfolder} if ref.subfolder else {}
         return cls.from_pretrained(ref.model_id, revision=ref.revision, **extra, **kwargs)

@@ -24,7 +24,8 @@ class LatentEncoder:
     def load(self) -> "LatentEncoder":
         from diffusers import AutoencoderKL
 
-        self.model = load_pretrained(AutoencoderKL, self.ref, "latent_encoder").to(self.device, self.dtype).eval()
+        self.model = load_pretrained(AutoencoderKL, self.ref, "latent_encoder", torch_dtype=self.dtype)
+        self.model = self.model.to(self.device).eval()
         return self
 
     @staticmethod

@@ -61,3 +61,23 @@ def local_config(ref: ModelRef) -> dict | None:
     """The model's config.json when it is a local folder (tiny profile, or a downloaded copy)."""
     path = Path(ref.model_id) / "config.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def expected_shapes(settings: Settings) -> dict[str, tuple[int, ...]]:
+    """Per-row shapes the arrays must have under these settings, read from the models' configs."""
+    from diffusers import AutoencoderKL
+    from transformers import AutoConfig
+
+    if settings.models.profile == "tiny":
+        ensure_tiny_models(tiny_root(settings), seed=settings.seed)
+    dino = AutoConfig.from_pretrained(model_ref(settings, "image_embedder").model_id,
+                                      revision=model_ref(settings, "image_embedder").revision)
+    clip = AutoConfig.from_pretrained(model_ref(settings, "text_encoder").model_id,
+                                      revision=model_ref(settings, "text_encoder").revision)
+    text = getattr(clip, "text_config", clip)
+    projection = getattr(clip, "projection_dim", getattr(text, "projection_dim", text.hidden_size))
+    vae = AutoencoderKL.load_config(model_ref(settings, "latent_encoder").model_id,
+                                    revision=model_ref(settings, "latent_encoder").revision)
+    side = settings.filter.image_size // 2 ** (len(vae["block_out_channels"]) - 1)
+    return {"dinov2": (dino.hidden_size,), "clip_tokens": (77, text.hidden_size), "clip_pooled": (projection,),
+            "latents": (vae["latent_channels"], side, side)}

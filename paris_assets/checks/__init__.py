@@ -1,0 +1,1 @@
+"""Asset checks: thin glue over lib/validation.py."""
