@@ -110,12 +110,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--hashes", type=int, default=1_000_000)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--model-images", type=int, default=2000, help="images per model stage")
+    parser.add_argument("--rss-images", type=int, default=20000, help="the larger run for the peak-RSS ratio")
+    parser.add_argument("--rss-stages", default="captions,clip_embeddings,dinov2_embeddings",
+                        help="stages whose peak RSS is compared at both sizes ('all' adds latents, ~7 min on CPU)")
+    parser.add_argument("--profile", choices=["tiny", "paris"], default="tiny",
+                        help="paris runs the real models (on a CUDA machine, fp16)")
+    parser.add_argument("--only", choices=["filter", "models"], default=None)
     args = parser.parse_args(argv)
-    rows = [bench_filter(args.images, args.processes), bench_near_duplicates(args.hashes)]
-    print(f"\n{'stage':<52} {'throughput':>18}  {'x baseline':>10}  baseline / target / note")
-    for row in rows:
-        print(f"{row['stage']:<52} {row['rate']:>10,.0f} {row['unit']:<8} {row['ratio']:>9.1f}x  "
-              f"{row['baseline']} | target {row['target']} | {row['note']}")
+    if args.only != "models":
+        rows = [bench_filter(args.images, args.processes), bench_near_duplicates(args.hashes)]
+        print(f"\n{'stage':<52} {'throughput':>18}  {'x baseline':>10}  baseline / target / note")
+        for row in rows:
+            print(f"{row['stage']:<52} {row['rate']:>10,.0f} {row['unit']:<8} {row['ratio']:>9.1f}x  "
+                  f"{row['baseline']} | target {row['target']} | {row['note']}")
+    if args.only != "filter":
+        from .bench_models import STAGES, bench_models
+
+        rss = STAGES if args.rss_stages == "all" else tuple(s for s in args.rss_stages.split(",") if s)
+        overrides = {"models": {"profile": args.profile}, "captions": {"min_new_tokens": 8, "max_new_tokens": 20}}
+        rows = bench_models(args.model_images, args.rss_images, rss, overrides)
+        print(f"\n{'model stage (' + args.profile + ')':<22} {'images/s':>9} {'model share':>12} {'peak RSS':>10} "
+              f"{'peak RSS @' + str(args.rss_images):>18} {'ratio':>6}  device / model (target share >= 0.8, "
+              "ratio <= 1.5)")
+        for r in rows:
+            big = f"{r['peak_rss_large_mb']:,.0f} MB" if "peak_rss_large_mb" in r else "-"
+            ratio = f"{r['rss_ratio']:.2f}" if "rss_ratio" in r else "-"
+            print(f"{r['stage']:<22} {r['images_per_s']:>9,.1f} {r['model_share']:>12.2f} {r['peak_rss_mb']:>7,.0f} MB "
+                  f"{big:>18} {ratio:>6}  {r['device']} / {Path(r['model_id']).name if '/' in r['model_id'] else r['model_id']}")
     return 0
 
 

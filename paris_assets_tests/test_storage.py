@@ -74,3 +74,19 @@ def test_failed_write_keeps_the_old_output(tmp_path):
         manager.handle_output(build_output_context(asset_key=AssetKey("captions")), ["not a table"])
     assert storage.open_folder(root, "captions")
     assert pd.read_parquet(tmp_path / "data" / "captions" / "captions.parquet")["x"].tolist() == [1]
+
+
+def test_staging_left_by_a_dead_process_is_swept(tmp_path):
+    import subprocess
+    import sys
+
+    root = str(tmp_path / "data")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = storage.staging_dir(root, "latents")
+    (abandoned / "latents.npy").write_bytes(b"half")
+    (abandoned / storage.OWNER).write_text(f"{__import__('socket').gethostname()} {dead.stdout.strip()}")
+    mine = storage.staging_dir(root, "latents")
+    assert not abandoned.exists() and mine.exists()
+    assert storage.staging_dir(root, "latents").exists() and mine.exists()  # a live owner's folder stays
+    resumable = storage.staging_dir(root, "latents-chunks", key="abc")
+    assert storage.staging_dir(root, "latents-chunks", key="abc") == resumable

@@ -1,6 +1,7 @@
 """The model stack: captions, clip_embeddings, dinov2_embeddings and latents. Each runs one model role over
 the kept images (or captions) in resumable chunks, in the `gpu` pool."""
 
+import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
 
 from ..io_managers import AssetFolder
@@ -19,11 +20,26 @@ def _store(settings: Settings, asset_name: str, upstream: AssetFolder, model, n_
                       settings.models.chunk_size)
 
 
+def _run(context, settings: Settings, asset_name: str, role: str, upstream: AssetFolder, table: pd.DataFrame,
+         stage, batch_size: int, **stage_kwargs):
+    """Load the role's model, run `stage` over `table` in resumable chunks into a staged folder, record
+    metadata; returns (staged folder, stats)."""
+    model = build_model(settings, role).load()
+    store = _store(settings, asset_name, upstream, model, len(table))
+    out = staging(settings, asset_name)
+    stats = stage(table, model=model, store=store, out_dir=out, batch_size=batch_size,
+                  threads=settings.models.loader_threads, log=context.log.info, **stage_kwargs)
+    store.remove()
+    _metadata(context, settings, asset_name, model, stats, batch_size)
+    return out, stats
+
+
 def _metadata(context, settings, asset_name, model, stats, batch_size) -> None:
     context.add_output_metadata({
         **model_metadata(model),
         "batch_size": batch_size,
-        "rows": stats.get("rows_computed", 0) + 0,
+        "rows": stats["rows"],
+        "rows_computed": stats["rows_computed"],
         "chunks": stats["chunks"], "chunks_reused": stats["chunks_reused"],
         "images_per_s": stats["rows_per_s"] or 0.0,
         "model_time_share": stats["model_share"] or 0.0,
@@ -39,22 +55,13 @@ def build_captions(settings: Settings) -> AssetsDefinition:
         """One caption per kept image: BLIP-2 re-captions (empty ones fall back to the alt text), or the alt text
         itself (captions.source). captions.parquet: image_id, caption, alt_text, caption_source."""
         kept = filtered_images.table("kept")
-        out = staging(settings, "captions")
         if settings.captions.source == "alt_text":
             table = stages.captions_table(kept, None)
-            table.to_parquet(out / "captions.parquet", index=False)
             context.add_output_metadata({"caption_source": "alt_text", "rows": len(table),
                                          "preview": preview(table), "settings": settings_metadata(settings, "captions")})
-            return out
-        model = build_model(settings, "captioner").load()
-        store = _store(settings, "captions", filtered_images, model, len(kept))
-        stats = stages.caption_images(kept, filtered_images.url(""), model, store, out,
-                                      settings.models.caption_batch_size, settings.models.loader_threads,
-                                      context.log.info)
-        store.remove()
-        _metadata(context, settings, "captions", model, stats, settings.models.caption_batch_size)
-        import pandas as pd
-
+            return {"captions": table}  # the tables IO manager writes captions.parquet
+        out, stats = _run(context, settings, "captions", "captioner", filtered_images, kept, stages.caption_images,
+                          settings.models.caption_batch_size, crops_url=filtered_images.url(""))
         table = pd.read_parquet(out / "captions.parquet")
         context.add_output_metadata({"caption_source": "blip2", "fallback_to_alt_text": stats["fallback_to_alt_text"],
                                      "preview": preview(table)})
@@ -69,14 +76,8 @@ def build_clip_embeddings(settings: Settings) -> AssetsDefinition:
     def clip_embeddings(context: AssetExecutionContext, captions: AssetFolder):
         """CLIP ViT-L/14 text embeddings of the captions: tokens.npy (N, 77, 768) float16, what the experts
         condition on; pooled.npy (N, 768) float16, what the router reads; image_ids.npy."""
-        table = captions.table("captions")
-        model = build_model(settings, "text_encoder").load()
-        store = _store(settings, "clip_embeddings", captions, model, len(table))
-        out = staging(settings, "clip_embeddings")
-        stats = stages.encode_texts(table, model, store, out, settings.models.text_batch_size,
-                                    settings.models.loader_threads, context.log.info)
-        store.remove()
-        _metadata(context, settings, "clip_embeddings", model, stats, settings.models.text_batch_size)
+        out, _ = _run(context, settings, "clip_embeddings", "text_encoder", captions, captions.table("captions"),
+                      stages.encode_texts, settings.models.text_batch_size)
         return out
 
     return clip_embeddings
@@ -89,14 +90,8 @@ def build_dinov2_embeddings(settings: Settings) -> AssetsDefinition:
         """DINOv2 image features of the kept crops, what the clustering reads: embeddings.npy (N, 1024) float32,
         L2-normalised (768 with dinov2-base); image_ids.npy."""
         kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
-        model = build_model(settings, "image_embedder").load()
-        store = _store(settings, "dinov2_embeddings", filtered_images, model, len(kept))
-        out = staging(settings, "dinov2_embeddings")
-        stats = stages.embed_images(kept, filtered_images.url(""), model, store, out,
-                                    settings.models.image_batch_size, settings.models.loader_threads,
-                                    context.log.info)
-        store.remove()
-        _metadata(context, settings, "dinov2_embeddings", model, stats, settings.models.image_batch_size)
+        out, _ = _run(context, settings, "dinov2_embeddings", "image_embedder", filtered_images, kept,
+                      stages.embed_images, settings.models.image_batch_size, crops_url=filtered_images.url(""))
         context.add_output_metadata({"pooling": settings.models.dinov2_pooling})
         return out
 
@@ -110,14 +105,8 @@ def build_latents(settings: Settings) -> AssetsDefinition:
         """Stable Diffusion VAE latents of the kept crops, what the experts are trained on: latents.npy
         (N, 4, 32, 32) float16, already scaled by 0.18215; image_ids.npy."""
         kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
-        model = build_model(settings, "latent_encoder").load()
-        store = _store(settings, "latents", filtered_images, model, len(kept))
-        out = staging(settings, "latents")
-        stats = stages.encode_latents(kept, filtered_images.url(""), model, store, out,
-                                      settings.models.latent_batch_size, settings.models.loader_threads,
-                                      context.log.info)
-        store.remove()
-        _metadata(context, settings, "latents", model, stats, settings.models.latent_batch_size)
+        out, _ = _run(context, settings, "latents", "latent_encoder", filtered_images, kept, stages.encode_latents,
+                      settings.models.latent_batch_size, crops_url=filtered_images.url(""))
         context.add_output_metadata({"sampling": settings.models.latent_sampling, "scaling_factor": 0.18215})
         return out
 

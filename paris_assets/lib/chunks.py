@@ -122,5 +122,5 @@ def run_chunks(store: ChunkStore, compute_chunk: Callable[[int, int], dict[str, 
         left = sum(store.bounds(j)[1] - store.bounds(j)[0] for j in todo[k:])
         log(f"{label}: chunk {k}/{len(todo)} ({stop:,}/{store.n_rows:,} rows), {rate:,.1f} rows/s, "
             f"ETA {left / max(rate, 1e-9):,.0f} s")
-    return {"chunks": store.n_chunks, "chunks_reused": reused, "chunks_computed": len(todo),
+    return {"rows": store.n_rows, "chunks": store.n_chunks, "chunks_reused": reused, "chunks_computed": len(todo),
             "rows_computed": rows_done, "seconds": time.perf_counter() - started}

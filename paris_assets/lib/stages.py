@@ -44,31 +44,31 @@ def image_rows(crops_url: str, kept: pd.DataFrame) -> Callable[[int, int], list[
     return lambda start, stop: read_crop_bytes(crops_url, kept, start, stop)
 
 
-def embed_images(kept: pd.DataFrame, crops_url: str, embedder, store: ChunkStore, out_dir: Path, batch_size: int,
-                 threads: int, log=print) -> dict:
+def embed_images(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
+                 crops_url: str, log=print) -> dict:
     """dinov2_embeddings: embeddings.npy (N, D) float32 L2-normalised, image_ids.npy."""
-    stats = run_batched(store, image_rows(crops_url, kept), lambda b: embedder.preprocess(decode_crops(b)),
-                        lambda pre, _offset: {"embeddings": embedder(pre)}, batch_size, threads, log,
+    stats = run_batched(store, image_rows(crops_url, kept), lambda b: model.preprocess(decode_crops(b)),
+                        lambda pre, _offset: {"embeddings": model(pre)}, batch_size, threads, log,
                         "dinov2_embeddings")
     stats["shapes"] = _finish(store, out_dir, kept, ["embeddings"])
     return stats
 
 
-def encode_latents(kept: pd.DataFrame, crops_url: str, encoder, store: ChunkStore, out_dir: Path, batch_size: int,
-                   threads: int, log=print) -> dict:
+def encode_latents(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
+                   crops_url: str, log=print) -> dict:
     """latents: latents.npy (N, 4, 32, 32) float16 (already x0.18215), image_ids.npy."""
-    stats = run_batched(store, image_rows(crops_url, kept), lambda b: encoder.preprocess(decode_crops(b)),
-                        lambda pre, offset: {"latents": encoder(pre, offset=offset)}, batch_size, threads, log,
+    stats = run_batched(store, image_rows(crops_url, kept), lambda b: model.preprocess(decode_crops(b)),
+                        lambda pre, offset: {"latents": model(pre, offset=offset)}, batch_size, threads, log,
                         "latents")
     stats["shapes"] = _finish(store, out_dir, kept, ["latents"])
     return stats
 
 
-def caption_images(kept: pd.DataFrame, crops_url: str, captioner, store: ChunkStore, out_dir: Path,
-                   batch_size: int, threads: int, log=print) -> dict:
+def caption_images(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
+                   crops_url: str, log=print) -> dict:
     """captions.parquet from BLIP-2, falling back to the alt text where the model returns nothing."""
-    stats = run_batched(store, image_rows(crops_url, kept), lambda b: captioner.preprocess(decode_crops(b)),
-                        lambda pre, _offset: {"captions": np.array(captioner(pre), dtype=np.str_)}, batch_size,
+    stats = run_batched(store, image_rows(crops_url, kept), lambda b: model.preprocess(decode_crops(b)),
+                        lambda pre, _offset: {"captions": np.array(model(pre), dtype=np.str_)}, batch_size,
                         threads, log, "captions")
     generated = np.concatenate([store.load(i, "captions") for i in range(store.n_chunks)]) if len(kept) else []
     table = captions_table(kept, [str(c) for c in generated])
@@ -89,16 +89,16 @@ def captions_table(kept: pd.DataFrame, generated: list[str] | None) -> pd.DataFr
                          "caption_source": source})
 
 
-def encode_texts(captions: pd.DataFrame, encoder, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
+def encode_texts(captions: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
                  log=print) -> dict:
     """clip_embeddings: tokens.npy (N, 77, H) f16, pooled.npy (N, P) f16, image_ids.npy."""
     texts = captions["caption"].fillna("").astype(str).tolist()
 
     def forward(tokens, _offset):
-        per_token, pooled = encoder(tokens)
+        per_token, pooled = model(tokens)
         return {"tokens": per_token, "pooled": pooled}
 
-    stats = run_batched(store, lambda start, stop: texts[start:stop], encoder.preprocess, forward, batch_size,
+    stats = run_batched(store, lambda start, stop: texts[start:stop], model.preprocess, forward, batch_size,
                         threads, log, "clip_embeddings")
     stats["shapes"] = _finish(store, out_dir, captions, ["tokens", "pooled"])
     return stats

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from pathlib import Path
@@ -20,6 +21,7 @@ import fsspec
 from upath import UPath
 
 MARKER = "_SUCCESS.json"
+OWNER = ".owner"  # host and pid of the process filling a staging folder
 
 
 class IncompleteOutput(FileNotFoundError):
@@ -41,21 +43,47 @@ def staging_dir(root: str, name: str, key: str | None = None) -> Path:
         base = local_path(root) / ".staging"
     else:
         base = Path(os.environ.get("PARIS_STAGING_DIR", tempfile.gettempdir())) / "paris-staging"
-    folder = base / (f"{name}-{key}" if key else f"{name}-{uuid.uuid4().hex[:12]}")
-    if not key and folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if key:  # resumable: kept across runs on purpose
+        folder = base / f"{name}-{key}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    _sweep_abandoned(base, name)
+    folder = base / f"{name}-{uuid.uuid4().hex[:12]}"
+    folder.mkdir(parents=True)
+    (folder / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}")
     return folder
+
+
+def _sweep_abandoned(base: Path, name: str) -> None:
+    """Remove staging folders of `name` left by processes of this host that are gone (a crashed run)."""
+    for folder in base.glob(f"{name}-*"):
+        owner = folder / OWNER
+        if not owner.exists():
+            continue
+        host, _, pid = owner.read_text().partition(" ")
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _listing(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != MARKER}
+            if p.is_file() and p.name not in (MARKER, OWNER)}
 
 
 def commit_folder(staged: Path, root: str, name: str, extra: dict | None = None) -> UPath:
     """Make `staged` the complete content of `<root>/<name>`, replacing what was there, atomically."""
     files = _listing(staged)
+    (staged / OWNER).unlink(missing_ok=True)
     (staged / MARKER).write_text(json.dumps({"files": files, **(extra or {})}, indent=1, sort_keys=True))
     if is_local(root):
         target = local_path(root) / name
