@@ -18,7 +18,7 @@ def main() -> int:
     defs = build_defs(settings)
     started = time.perf_counter()
     instance = DagsterInstance.get()  # DAGSTER_HOME: the project's instance, the one `make ui` shows
-    result = defs.get_implicit_global_asset_job_def().execute_in_process(instance=instance)
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
     seconds = time.perf_counter() - started
     print()
     print(f"demo run {'succeeded' if result.success else 'FAILED'} in {seconds:.0f} s (run {result.run_id})")
@@ -26,8 +26,12 @@ def main() -> int:
         mat = event.event_specific_data.materialization
         meta = {k: v.value for k, v in mat.metadata.items() if isinstance(v.value, (int, float, str))}
         picked = {k: meta[k] for k in ("requested", "downloaded", "failed", "kept", "rejected", "kept_fraction",
-                                       "images_per_s", "path") if k in meta}
+                                       "rows", "images_per_s", "model_time_share") if k in meta}
         print(f"  {mat.asset_key.to_user_string():<18} {picked}")
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            check = event.event_specific_data
+            print(f"  check {check.check_name:<26} {'passed' if check.passed else 'FAILED'}")
     print(f"\ndata under {settings.data_root}; open the UI with `make ui`, then http://127.0.0.1:3000")
     return 0 if result.success else 1
 
