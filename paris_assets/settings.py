@@ -103,6 +103,29 @@ class CaptionSettings(_Section):
     min_new_tokens: int = Field(0, ge=0)  # random tiny weights stop at once: tests set this above 0
 
 
+class ClusteringSettings(_Section):
+    k: int = Field(8, ge=2)  # experts; Paris trains 8 (and reports 16); each gets one partition
+    method: Literal["hierarchical", "kmeans"] = "hierarchical"  # DDM/Paris two-stage, or one pass to K
+    fine_k: int = Field(1024, ge=2)  # fine centroids of the first stage (reduced, with a note, on small data)
+    backend: Literal["faiss", "sklearn"] = "faiss"  # faiss scales to millions; sklearn for comparison
+    train_sample: int = Field(262_144, ge=100)  # k-means trains on a seeded sample this large at most
+    iterations: int = Field(25, ge=1)
+
+
+class ReportSettings(_Section):
+    sample_size: int = Field(20_000, ge=100)  # silhouette is quadratic: a stratified sample, never all 11M
+    min_silhouette: float = Field(0.02, ge=-1, le=1)  # below this the partitions are not worth an expert each
+    max_silhouette_drop: float = Field(0.05, ge=0)  # vs the previous materialisation (absolute)
+    max_davies_bouldin: float = Field(5.0, gt=0)  # WARN by default
+    max_cluster_fraction: float = Field(0.4, gt=0, le=1)  # WARN by default: the seed's catch-all held 41.6%
+    balance_severity: Literal["WARN", "ERROR"] = "WARN"  # severity of the two checks above
+
+
+class AlertSettings(_Section):
+    webhook_url: Optional[str] = None  # Slack-compatible incoming webhook; alerts.jsonl is always written
+    ui_base_url: str = "http://127.0.0.1:3000"  # where alert links to runs point
+
+
 class Settings(_Section):
     data_dir: str = "data"  # every asset writes under here; a local path or an fsspec URL (s3://, gs://, memory://)
     seed: int = 0  # one seed for every sampled or shuffled choice: same inputs + settings -> same outputs
@@ -111,6 +134,9 @@ class Settings(_Section):
     filter: FilterSettings = FilterSettings()
     models: ModelSettings = ModelSettings()
     captions: CaptionSettings = CaptionSettings()
+    clustering: ClusteringSettings = ClusteringSettings()
+    report: ReportSettings = ReportSettings()
+    alerts: AlertSettings = AlertSettings()
 
     # Where this file lives: relative paths resolve against it. Not a key users set.
     base_dir: str = Field(default=str(PROJECT_ROOT), exclude=True)

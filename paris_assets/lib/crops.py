@@ -14,7 +14,12 @@ from .tars import iter_samples
 
 def read_crop_bytes(folder_url: str, kept: pd.DataFrame, start: int, stop: int) -> list[bytes]:
     """The stored crop (JPEG bytes) of kept rows [start, stop), in row order; each shard is read once."""
-    rows = kept.iloc[start:stop]
+    return read_crop_rows(folder_url, kept, np.arange(start, min(stop, len(kept))))
+
+
+def read_crop_rows(folder_url: str, kept: pd.DataFrame, indices) -> list[bytes]:
+    """The stored crops of the given kept rows, in the order given; each shard is read once."""
+    rows = kept.iloc[np.asarray(indices, dtype=np.int64)]
     found: dict[str, bytes] = {}
     for shard, group in rows.groupby("crop_shard", sort=False):
         wanted = set(group["image_id"])

@@ -1,0 +1,1 @@
+"""Sensors: thin glue over lib/alerts.py."""

@@ -1,0 +1,151 @@
+"""The quality gate in a real instance: checks passing and failing, the drop check across materialisations,
+alerts reaching a real HTTP receiver on 127.0.0.1 and alerts.jsonl, and a change of K."""
+
+import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from dagster import AssetKey, DagsterInstance, build_run_status_sensor_context, build_sensor_context
+
+from paris_assets.definitions import build_defs
+from paris_assets.settings import PROJECT_ROOT, parse_settings
+
+UPSTREAM = ["raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents"]
+CLUSTER = [AssetKey("cluster_labels"), AssetKey("cluster_report")]
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    bodies = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", bodies
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, receiver):
+    root = tmp_path_factory.mktemp("gate")
+    home = root / "home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    instance = DagsterInstance.local_temp(str(home))
+    base = {"data_dir": str(root / "data"), "source": {"kind": "demo", "demo_size": 64},
+            "ingest": {"processes": 1, "threads": 8}, "filter": {"processes": 1}, "captions": {"source": "alt_text"},
+            "alerts": {"webhook_url": receiver[0], "ui_base_url": "http://ui.example:3000"}}
+
+    def settings(**overrides):
+        raw = json.loads(json.dumps(base))
+        for section, values in overrides.items():
+            raw.setdefault(section, {}).update(values)
+        return parse_settings(raw, base_dir=root)
+
+    def run(s, selection=None, run_config=None):
+        job = build_defs(s).resolve_implicit_global_asset_job_def()
+        return job.execute_in_process(instance=instance, asset_selection=selection, run_config=run_config,
+                                      raise_on_error=False)
+
+    first = run(settings(clustering={"k": 8}))
+    assert first.success
+    return settings, run, instance, root / "data", first
+
+
+def checks_of(result) -> dict:
+    return {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
+def materialisations(instance, key: str) -> int:
+    return len(instance.fetch_materializations(AssetKey(key), limit=100).records)
+
+
+def test_gate_passes_on_the_demo(world):
+    _settings, _run, instance, _data, first = world
+    gate = {name: e.passed for name, e in checks_of(first).items() if e.asset_key == AssetKey("cluster_report")}
+    assert gate == {"silhouette_above_minimum": True, "silhouette_not_dropped": True, "no_empty_cluster": True,
+                    "davies_bouldin_below_maximum": True, "largest_cluster_below_maximum": True}
+    report = instance.get_latest_materialization_event(AssetKey("cluster_report")).asset_materialization.metadata
+    assert report["k"].value == 8 and report["silhouette"].value > 0.02
+    assert "data:image/png;base64," in report["grids"].value
+
+
+def test_failed_check_blocks_and_alerts(world, receiver):
+    settings, run, instance, data, _first = world
+    result = run(settings(clustering={"k": 8}, report={"min_silhouette": 0.99}), selection=CLUSTER)
+    assert not result.success  # a blocking ERROR check fails the run
+    failed = checks_of(result)["silhouette_above_minimum"]
+    assert not failed.passed and failed.metadata["threshold"].value == 0.99
+    # the checked asset itself stays materialised: the report explains the failure
+    assert materialisations(instance, "cluster_report") == 2
+
+    defs = build_defs(settings(clustering={"k": 8}, report={"min_silhouette": 0.99}))
+    sensor = defs.get_sensor_def("check_failure_alerts")
+    sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=None))
+    alerts = [json.loads(line) for line in (data / "alerts.jsonl").read_text().splitlines()]
+    alert = next(a for a in alerts if a["check"] == "silhouette_above_minimum")
+    assert alert["asset"] == "cluster_report" and alert["threshold"] == 0.99 and alert["value"] > 0
+    assert alert["run_url"] == f"http://ui.example:3000/runs/{result.run_id}"
+    _url, bodies = receiver
+    assert any("silhouette_above_minimum" in b["text"] and b["blocks"] for b in bodies)
+
+    # the failed run itself is an alert too
+    context = build_run_status_sensor_context(
+        sensor_name="run_failure_alerts", dagster_instance=instance, dagster_run=instance.get_run_by_id(result.run_id),
+        dagster_event=result.get_run_failure_event()).for_run_failure()
+    defs.get_sensor_def("run_failure_alerts")(context)
+    alerts = [json.loads(line) for line in (data / "alerts.jsonl").read_text().splitlines()]
+    run_alert = next(a for a in alerts if a["kind"] == "run_failed")
+    assert run_alert["run_id"] == result.run_id and "silhouette_above_minimum" in run_alert["message"]
+
+
+def test_silhouette_drop_against_the_previous_materialisation(world):
+    settings, run, instance, _data, _first = world
+    run(settings(clustering={"k": 8}), selection=CLUSTER)
+    before = instance.get_latest_materialization_event(AssetKey("cluster_report")).asset_materialization
+    result = run(settings(clustering={"k": 2}, report={"max_silhouette_drop": 0.0}), selection=CLUSTER)
+    check = checks_of(result)["silhouette_not_dropped"]
+    after = instance.get_latest_materialization_event(AssetKey("cluster_report")).asset_materialization
+    drop = before.metadata["silhouette"].value - after.metadata["silhouette"].value
+    assert check.metadata["previous"].value == pytest.approx(before.metadata["silhouette"].value)
+    assert check.metadata["drop"].value == pytest.approx(drop)
+    assert check.passed == (drop <= 0.0)
+    assert drop > 0 and not check.passed
+
+
+def test_changing_k_reruns_only_what_depends_on_it(world):
+    settings, run, instance, data, _first = world
+    before = {key: materialisations(instance, key) for key in UPSTREAM}
+    old = build_defs(settings(clustering={"k": 8})).get_assets_def(AssetKey("cluster_labels"))
+    new = build_defs(settings(clustering={"k": 5})).get_assets_def(AssetKey("cluster_labels"))
+    assert old.code_versions_by_key[AssetKey("cluster_labels")] != new.code_versions_by_key[AssetKey("cluster_labels")]
+    result = run(settings(clustering={"k": 5}), selection=CLUSTER)
+    assert result.success
+    assert {key: materialisations(instance, key) for key in UPSTREAM} == before  # nothing upstream recomputed
+    labels = np.load(data / "cluster_labels" / "labels.npy")
+    assert labels.max() == 4 and np.load(data / "cluster_labels" / "centroids.npy").shape[0] == 5
+    assert json.loads((data / "cluster_report" / "report.json").read_text())["k"] == 5
+    assert sorted(p.name for p in (data / "cluster_report" / "grids").iterdir()) == [f"cluster_{c}.png" for c in range(5)]
+
+
+def test_k_from_the_launchpad_for_one_run(world):
+    settings, run, _instance, data, _first = world
+    result = run(settings(clustering={"k": 5}, report={"max_silhouette_drop": 1.0}), selection=CLUSTER,
+                 run_config={"ops": {"cluster_labels": {"config": {"k": 3}}}})
+    assert result.success
+    assert np.load(data / "cluster_labels" / "centroids.npy").shape[0] == 3
