@@ -116,15 +116,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="stages whose peak RSS is compared at both sizes ('all' adds latents, ~7 min on CPU)")
     parser.add_argument("--profile", choices=["tiny", "paris"], default="tiny",
                         help="paris runs the real models (on a CUDA machine, fp16)")
-    parser.add_argument("--only", choices=["filter", "models"], default=None)
+    parser.add_argument("--only", choices=["filter", "models", "clustering"], default=None)
     args = parser.parse_args(argv)
-    if args.only != "models":
+    if args.only in (None, "clustering"):
+        from .bench_clustering import bench_clustering
+
+        print()
+        for row in bench_clustering():
+            print(f"{row['stage']}\n    {row['value']} | baseline {row['baseline']} ({row['ratio']:.1f}x) | "
+                  f"target {row['target']} | {row['note']}")
+    if args.only in (None, "filter"):
         rows = [bench_filter(args.images, args.processes), bench_near_duplicates(args.hashes)]
         print(f"\n{'stage':<52} {'throughput':>18}  {'x baseline':>10}  baseline / target / note")
         for row in rows:
             print(f"{row['stage']:<52} {row['rate']:>10,.0f} {row['unit']:<8} {row['ratio']:>9.1f}x  "
                   f"{row['baseline']} | target {row['target']} | {row['note']}")
-    if args.only != "filter":
+    if args.only in (None, "models"):
         from .bench_models import STAGES, bench_models
 
         rss = STAGES if args.rss_stages == "all" else tuple(s for s in args.rss_stages.split(",") if s)

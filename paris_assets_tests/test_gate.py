@@ -82,7 +82,7 @@ def test_gate_passes_on_the_demo(world):
                     "davies_bouldin_below_maximum": True, "largest_cluster_below_maximum": True}
     report = instance.get_latest_materialization_event(AssetKey("cluster_report")).asset_materialization.metadata
     assert report["k"].value == 8 and report["silhouette"].value > 0.02
-    assert "data:image/png;base64," in report["grids"].value
+    assert "data:image/jpeg;base64," in report["grids"].value
 
 
 def test_failed_check_blocks_and_alerts(world, receiver):

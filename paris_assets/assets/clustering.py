@@ -10,7 +10,7 @@ from ..io_managers import AssetFolder
 from ..lib.cluster_report import make_report
 from ..lib.clustering import cluster
 from ..lib.crops import decode_crops, read_crop_rows
-from ..lib.validation import inline_png
+from ..lib.validation import inline_jpeg
 from ..settings import Settings
 from .common import code_version, settings_metadata, staging
 
@@ -73,7 +73,7 @@ def build_cluster_report(settings: Settings) -> AssetsDefinition:
             f"| {c} | {report['sizes'][c]:,} | {report['fractions'][c]:.3f} | {_fmt(report['silhouette_per_cluster'][c])} "
             f"| {_fmt(report['intra_cosine'][c])} | {', '.join(report['top_terms'][c][:5])} |" for c in range(k))
         grids = "\n\n".join(f"**cluster {c}** ({', '.join(report['top_terms'][c][:3])})\n\n"
-                            + inline_png((out / "grids" / f"cluster_{c}.png").read_bytes(), f"cluster {c}")
+                            + inline_jpeg((out / "grids" / f"cluster_{c}.png").read_bytes(), f"cluster {c}")
                             for c in range(k))
         context.add_output_metadata({
             "k": k, "images": report["n"], "silhouette": report["silhouette"],

@@ -67,3 +67,10 @@ def side_by_side_png(originals: np.ndarray, reconstructions: np.ndarray, thumb: 
 def inline_png(png: bytes, alt: str) -> str:
     """Markdown that shows the image inline in the Dagster UI (metadata has no image type)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def inline_jpeg(image_bytes: bytes, alt: str, quality: int = 80) -> str:
+    """Like inline_png, re-encoded as JPEG: photo grids are several times smaller in the event log."""
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(image_bytes)).convert("RGB").save(buf, "JPEG", quality=quality)
+    return f"![{alt}](data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()})"
