@@ -8,8 +8,10 @@ from .assets.clustering import build_cluster_labels, build_cluster_report
 from .assets.embeddings import build_captions, build_clip_embeddings, build_dinov2_embeddings, build_latents
 from .assets.filtered_images import build_filtered_images
 from .assets.raw_images import build_raw_images
+from .assets.training import build_expert_shards, build_router_pairs
 from .checks.clustering import build_cluster_checks
 from .checks.embeddings import build_embedding_checks
+from .checks.training import build_training_checks
 from .io_managers import NpyIOManager, ParquetIOManager, ShardsIOManager
 from .sensors.alerts import build_alert_sensors
 from .settings import Settings, load_settings
@@ -21,8 +23,9 @@ def build_defs(settings: Settings | None = None) -> Definitions:
     return Definitions(
         assets=[build_raw_images(settings), build_filtered_images(settings), build_captions(settings),
                 build_clip_embeddings(settings), build_dinov2_embeddings(settings), build_latents(settings),
-                build_cluster_labels(settings), build_cluster_report(settings)],
-        asset_checks=build_embedding_checks(settings) + build_cluster_checks(settings),
+                build_cluster_labels(settings), build_cluster_report(settings), build_expert_shards(settings),
+                build_router_pairs(settings)],
+        asset_checks=build_embedding_checks(settings) + build_cluster_checks(settings) + build_training_checks(settings),
         sensors=build_alert_sensors(settings),
         resources={
             "tables_io": ParquetIOManager(root=root),

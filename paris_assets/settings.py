@@ -121,6 +121,15 @@ class ReportSettings(_Section):
     balance_severity: Literal["WARN", "ERROR"] = "WARN"  # severity of the two checks above
 
 
+class ShardSettings(_Section):
+    max_samples_per_shard: int = Field(1000, ge=1)  # ~130 MB with clip tokens: many shards per worker
+    max_shard_bytes: int = Field(256 * 2**20, ge=2**16)  # a shard is cut at whichever limit comes first
+    include_clip_tokens: bool = True  # (77, 768) f16 per sample: what the Paris experts condition on
+    include_jpg: bool = False  # the 256 px crop, for eyeballing or pixel-space training
+    heldout_fraction: float = Field(0.01, ge=0, lt=1)  # cluster-stratified evaluation split, as Paris/DDM use
+    heldout_max: int = Field(10_000, ge=0)  # cap on the held-out images
+
+
 class AlertSettings(_Section):
     webhook_url: Optional[str] = None  # Slack-compatible incoming webhook; alerts.jsonl is always written
     ui_base_url: str = "http://127.0.0.1:3000"  # where alert links to runs point
@@ -136,6 +145,7 @@ class Settings(_Section):
     captions: CaptionSettings = CaptionSettings()
     clustering: ClusteringSettings = ClusteringSettings()
     report: ReportSettings = ReportSettings()
+    shards: ShardSettings = ShardSettings()
     alerts: AlertSettings = AlertSettings()
 
     # Where this file lives: relative paths resolve against it. Not a key users set.

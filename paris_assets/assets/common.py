@@ -12,7 +12,8 @@ from ..settings import Settings
 
 # Bump an asset's entry when its code changes what it writes; settings changes are folded in automatically.
 CODE_VERSIONS = {"raw_images": "1", "filtered_images": "1", "captions": "1", "clip_embeddings": "1",
-                 "dinov2_embeddings": "1", "latents": "1", "cluster_labels": "1", "cluster_report": "1"}
+                 "dinov2_embeddings": "1", "latents": "1", "cluster_labels": "1", "cluster_report": "1",
+                 "expert_shards": "1", "router_pairs": "1"}
 
 # The settings each asset's output depends on: editing any of them marks that asset (and only it) Unsynced.
 SHAPED_BY = {
@@ -30,6 +31,8 @@ SHAPED_BY = {
                 "models.latent_sampling"),
     "cluster_labels": ("seed", "clustering"),
     "cluster_report": ("seed", "report.sample_size"),
+    "expert_shards": ("seed", "shards"),
+    "router_pairs": ("seed", "shards.heldout_fraction", "shards.heldout_max"),
 }
 
 

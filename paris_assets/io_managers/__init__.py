@@ -107,9 +107,23 @@ class NpyIOManager(_FolderIOManager):
 
 
 class ShardsIOManager(_FolderIOManager):
-    """WebDataset shards: a staged folder of .tar files (and their sidecars) committed whole."""
+    """WebDataset shards: a staged folder of .tar files (and their sidecars) committed whole.
+
+    A `pipeline_manifest.json` at the staged folder's top is moved to `<root>/pipeline_manifest.json` once
+    the shards are in place: the manifest is written last, atomically, and never describes shards that are
+    not there."""
 
     def handle_output(self, context: OutputContext, obj) -> None:
-        if isinstance(obj, Path) and not any(obj.rglob("*.tar")):
-            context.log.warning(f"{context.asset_key.to_user_string()}: no .tar shard in the output")
+        manifest = None
+        if isinstance(obj, Path):
+            if not any(obj.rglob("*.tar")):
+                context.log.warning(f"{context.asset_key.to_user_string()}: no .tar shard in the output")
+            if (obj / MANIFEST).exists():
+                manifest = (obj / MANIFEST).read_bytes()
+                (obj / MANIFEST).unlink()
         super().handle_output(context, obj)
+        if manifest is not None:
+            storage.write_atomic(self.root, MANIFEST, manifest)
+
+
+MANIFEST = "pipeline_manifest.json"

@@ -54,12 +54,13 @@ def cosine_silhouette(x: np.ndarray, labels: np.ndarray, k: int, sums: np.ndarra
     (S_c the cluster's sum; x's own cluster excludes x itself). Singleton clusters score 0, as in sklearn.
     """
     out = np.empty(len(labels), np.float64)
+    sums32 = sums.astype(np.float32)
     for start in range(0, len(labels), BLOCK):
-        block = np.asarray(x[start:start + BLOCK], dtype=np.float64)
+        block = np.asarray(x[start:start + BLOCK], dtype=np.float32)
         lab = labels[start:start + BLOCK]
-        dots = block @ sums.T  # (B, K)
+        dots = (block @ sums32.T).astype(np.float64)  # (B, K)
         own_n = sizes[lab].astype(np.float64)
-        self_dot = (block * block).sum(axis=1)
+        self_dot = np.einsum("ij,ij->i", block, block).astype(np.float64)
         a = 1.0 - (dots[np.arange(len(lab)), lab] - self_dot) / np.maximum(own_n - 1, 1)
         mean_to = 1.0 - dots / np.maximum(sizes, 1)[None, :]
         mean_to[np.arange(len(lab)), lab] = np.inf

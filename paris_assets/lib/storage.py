@@ -110,6 +110,17 @@ def commit_folder(staged: Path, root: str, name: str, extra: dict | None = None)
     return target
 
 
+def write_atomic(root: str, name: str, data: bytes) -> None:
+    """Write `<root>/<name>` so that readers see the old file or the new one, never a part."""
+    if is_local(root):
+        target = local_path(root) / name
+        tmp = target.with_name(f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    else:
+        (UPath(root) / name).write_bytes(data)  # object-store PUTs are atomic per object
+
+
 def open_folder(root: str, name: str) -> UPath:
     """The committed folder `<root>/<name>`, or IncompleteOutput naming the asset to materialise."""
     folder = UPath(local_path(root) if is_local(root) else root) / name

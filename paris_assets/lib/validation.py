@@ -74,3 +74,86 @@ def inline_jpeg(image_bytes: bytes, alt: str, quality: int = 80) -> str:
     buf = io.BytesIO()
     Image.open(io.BytesIO(image_bytes)).convert("RGB").save(buf, "JPEG", quality=quality)
     return f"![{alt}](data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()})"
+
+
+def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: list[str],
+                            expect: dict[str, tuple[tuple[int, ...], str]]) -> tuple[bool, dict]:
+    """Everything pipeline_manifest.json promises about expert_shards/ and heldout/: each listed shard exists,
+    is non-empty, has its sha256 and sample count; no unlisted file; every kept image exactly once across the
+    clusters and the held-out set (held-out ones only there); one sample per cluster decoded by the plain
+    webdataset library with the promised keys, shapes and dtypes (`expect`: key -> (shape, dtype))."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import webdataset as wds
+
+    from .tars import iter_members
+
+    root = Path(data_root)
+    problems: list[str] = []
+    manifest_path = root / "pipeline_manifest.json"
+    if not manifest_path.exists():
+        return False, {"problems": ["pipeline_manifest.json is missing"]}
+    manifest = json.loads(manifest_path.read_text())
+    listed = {s["path"]: (cluster, s) for cluster, shards in manifest["clusters"].items() for s in shards}
+    listed.update({s["path"]: ("heldout", s) for s in manifest["heldout"]})
+    seen: dict[str, list[str]] = {}
+    for rel, (where, entry) in sorted(listed.items()):
+        path = root / rel
+        if not path.exists() or path.stat().st_size == 0:
+            problems.append(f"{rel}: {'missing' if not path.exists() else 'empty'}")
+            continue
+        digest, keys = hashlib.sha256(), []
+        with open(path, "rb") as fh:
+            digest.update(fh.read())
+        with open(path, "rb") as fh:
+            try:
+                for name, _size, _stream in iter_members(fh):
+                    key = name.rpartition("/")[2].partition(".")[0]
+                    if not keys or keys[-1] != key:
+                        keys.append(key)
+            except Exception as exc:  # a damaged tar is a finding, not a crash
+                problems.append(f"{rel}: unreadable tar ({type(exc).__name__}: {exc})")
+        if digest.hexdigest() != entry["sha256"]:
+            problems.append(f"{rel}: sha256 differs from the manifest")
+        if len(keys) != entry["samples"]:
+            problems.append(f"{rel}: {len(keys)} samples, the manifest says {entry['samples']}")
+        for key in keys:
+            seen.setdefault(key, []).append(where)
+    on_disk = {str(p.relative_to(root)) for folder in ("expert_shards", "heldout/shards") if (root / folder).exists()
+               for p in (root / folder).rglob("*") if p.is_file() and p.name != "_SUCCESS.json"}
+    for extra in sorted(on_disk - set(listed)):
+        problems.append(f"{extra}: on disk but not in the manifest")
+    twice = [k for k, where in seen.items() if len(where) > 1]
+    missing = sorted(set(kept_ids) - set(seen))
+    unknown = sorted(set(seen) - set(kept_ids))
+    misplaced = [k for k in heldout_ids if k in seen and seen[k] != ["heldout"]]
+    if twice:
+        problems.append(f"{len(twice)} images appear more than once (first: {twice[0]})")
+    if missing:
+        problems.append(f"{len(missing)} kept images are in no shard (first: {missing[0]})")
+    if unknown:
+        problems.append(f"{len(unknown)} shard samples are not kept images (first: {unknown[0]})")
+    if misplaced:
+        problems.append(f"{len(misplaced)} held-out images are in expert shards (first: {misplaced[0]})")
+    for cluster, shards in manifest["clusters"].items():
+        first = next((root / s["path"] for s in shards if (root / s["path"]).exists()), None)
+        if first is None:
+            continue
+        try:
+            sample = next(iter(wds.WebDataset(str(first), shardshuffle=False).decode()))
+        except Exception as exc:
+            problems.append(f"cluster {cluster}: plain webdataset cannot read {first.name} ({type(exc).__name__})")
+            continue
+        for key, (shape, dtype) in expect.items():
+            value = sample.get(key)
+            if value is None:
+                problems.append(f"cluster {cluster}: sample has no {key}")
+            elif tuple(np.shape(value)) != tuple(shape) or str(np.asarray(value).dtype) != dtype:
+                problems.append(f"cluster {cluster}: {key} is {np.shape(value)} {np.asarray(value).dtype}, "
+                                f"expected {shape} {dtype}")
+        if json.loads(json.dumps(sample["json"]))["cluster"] != int(cluster):
+            problems.append(f"cluster {cluster}: a sample's json says cluster {sample['json']['cluster']}")
+    facts = {"shards": len(listed), "samples": sum(len(v) for v in seen.values()), "problems": problems}
+    return not problems, facts

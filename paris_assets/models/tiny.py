@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-TINY_VERSION = 1  # bump when a config below changes, so stale tiny models are rebuilt
+TINY_VERSION = 2  # bump when a config below changes, so stale tiny models are rebuilt
 ROLES = ("captioner", "text_encoder", "image_embedder", "latent_encoder")
 
 _WORDS = ("a the of and with in on at over under sky sun sea waves forest trees city night lights stars moon "
@@ -100,7 +100,28 @@ def build_latent_encoder(folder: Path) -> None:
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         block_out_channels=(8, 16, 16, 16), sample_size=256)
-    vae.eval().save_pretrained(folder)
+    _calibrate_latent_scale(vae.eval())
+    vae.save_pretrained(folder)
+
+
+def _calibrate_latent_scale(vae) -> None:
+    """Scale the encoder's output so that latents x 0.18215 have about unit std, as Stable Diffusion's do.
+
+    Random weights give latents a hundred times too small; then every noise level buries them and nothing
+    downstream (the router above all) has a signal to learn from. One fixed batch of demo pictures sets it."""
+    import numpy as np
+
+    from ..lib.demo import THEMES, draw_theme
+
+    rng = np.random.default_rng(0)
+    images = np.stack([draw_theme(THEMES[i % len(THEMES)], 256, 256, rng) for i in range(8)])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    with torch.no_grad():
+        mean = vae.encode(x).latent_dist.mean
+        scale = 1.0 / (0.18215 * float(mean.std()))
+        channels = vae.config.latent_channels  # quant_conv's first half is the mean, the second the log-variance
+        vae.quant_conv.weight[:channels] *= scale
+        vae.quant_conv.bias[:channels] *= scale
 
 
 def _bpe_tokenizer():

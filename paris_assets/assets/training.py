@@ -1,0 +1,135 @@
+"""expert_shards and router_pairs: what the K experts and their router train on. Both sit downstream of
+cluster_report, so a failed blocking check of the quality gate stops them in the same run."""
+
+import json
+import time
+
+import numpy as np
+from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetsDefinition, MetadataValue, asset
+
+from ..io_managers import AssetFolder
+from ..lib import storage
+from ..lib.crops import read_crop_rows
+from ..lib.shards import ShardSource, heldout_mask, write_expert_shards, write_router_arrays, write_shards
+from ..models.profiles import model_ref
+from ..settings import Settings
+from .common import code_version, settings_metadata, staging
+
+STAGE_COUNTS = {"raw_images": ("requested", "downloaded", "failed"), "filtered_images": ("kept", "rejected"),
+                "captions": ("rows",), "cluster_labels": ("k", "images")}
+
+
+def _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings) -> ShardSource:
+    kept = filtered_images.table("kept")
+    crops_url = filtered_images.url("")
+    return ShardSource(
+        kept=kept, captions=captions.table("captions", columns=["caption"])["caption"].tolist(),
+        labels=np.asarray(cluster_labels.array("labels")), distances=np.asarray(cluster_labels.array("distances")),
+        latents=latents.array("latents"), pooled=clip_embeddings.array("pooled"),
+        tokens=clip_embeddings.array("tokens") if settings.shards.include_clip_tokens else None,
+        jpg=(lambda rows: read_crop_rows(crops_url, kept, rows)) if settings.shards.include_jpg else None)
+
+
+def _aligned(*folders: AssetFolder) -> None:
+    """Every input's image_ids must be the same rows, or nothing is written."""
+    first = np.asarray(folders[0].array("image_ids"))
+    for folder in folders[1:]:
+        if not np.array_equal(first, np.asarray(folder.array("image_ids"))):
+            raise ValueError(f"{folder.path} and {folders[0].path} hold different images (or orders): "
+                             "re-materialise the stale one")
+
+
+def _manifest(context, settings: Settings, clusters: dict, heldout: list, k: int) -> dict:
+    counts = {}
+    for asset_name, keys in STAGE_COUNTS.items():
+        event = context.instance.get_latest_materialization_event(AssetKey(asset_name))
+        meta = event.asset_materialization.metadata if event else {}
+        counts[asset_name] = {key: meta[key].value for key in keys if key in meta}
+    strip = lambda shards: [{k2: v for k2, v in s.items() if k2 != "ids"} for s in shards]  # noqa: E731
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "settings": settings.as_dict(),
+        "models": {role: {"id": ref.model_id, "revision": ref.revision or "default"}
+                   for role in ("captioner", "text_encoder", "image_embedder", "latent_encoder")
+                   for ref in [model_ref(settings, role)]},
+        "counts": {**counts, "expert_samples": sum(s["samples"] for sh in clusters.values() for s in sh),
+                   "heldout_samples": sum(s["samples"] for s in heldout)},
+        "k": k,
+        "clusters": {c: strip(shards) for c, shards in clusters.items()},
+        "heldout": strip(heldout),
+    }
+
+
+def build_expert_shards(settings: Settings) -> AssetsDefinition:
+    s = settings.shards
+
+    @asset(group_name="training", kinds={"webdataset"}, io_manager_key="shards_io", deps=["cluster_report"],
+           ins={"cluster_labels": AssetIn(), "latents": AssetIn(), "clip_embeddings": AssetIn(), "captions": AssetIn(),
+                "filtered_images": AssetIn(), "dinov2_embeddings": AssetIn()},
+           code_version=code_version(settings, "expert_shards"))
+    def expert_shards(context: AssetExecutionContext, cluster_labels: AssetFolder, latents: AssetFolder,
+                      clip_embeddings: AssetFolder, captions: AssetFolder, filtered_images: AssetFolder,
+                      dinov2_embeddings: AssetFolder):
+        """One folder per expert, expert_shards/cluster_<k>/shard-NNNNNN.tar: latent.npy, clip.npy,
+        clip_tokens.npy, txt, json (and jpg) per image, shuffled within the cluster. Also writes the
+        cluster-stratified held-out split to heldout/ (same sample format + its router arrays) and, last,
+        pipeline_manifest.json."""
+        _aligned(cluster_labels, latents, clip_embeddings, dinov2_embeddings)
+        src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings)
+        k = len(cluster_labels.array("centroids"))
+        held = heldout_mask(src.labels, s.heldout_fraction, s.heldout_max, settings.seed)
+        train_rows = [np.flatnonzero((src.labels == c) & ~held) for c in range(k)]
+
+        held_dir = storage.staging_dir(settings.data_root, "heldout")
+        held_shards = write_shards(src, np.flatnonzero(held), held_dir / "shards", s.max_samples_per_shard,
+                                   s.max_shard_bytes)
+        write_router_arrays(held_dir, np.flatnonzero(held), src, dinov2_embeddings.array("embeddings"))
+        storage.commit_folder(held_dir, settings.data_root, "heldout", extra={"run_id": context.run_id})
+        for shard in held_shards:
+            shard["path"] = f"heldout/{shard['path']}"
+
+        out = staging(settings, "expert_shards")
+        stats = write_expert_shards(src, train_rows, out, s.max_samples_per_shard, s.max_shard_bytes, settings.seed,
+                                    context.log.info)
+        for shards in stats["clusters"].values():
+            for shard in shards:
+                shard["path"] = f"expert_shards/{shard['path']}"
+        (out / "pipeline_manifest.json").write_text(
+            json.dumps(_manifest(context, settings, stats["clusters"], held_shards, k), indent=1, default=str))
+        rows = "\n".join(f"| {c} | {sum(x['samples'] for x in sh):,} | {len(sh)} | "
+                         f"{sum(x['bytes'] for x in sh) / 1e6:,.1f} |" for c, sh in stats["clusters"].items())
+        context.add_output_metadata({
+            "k": k, "samples": stats["samples"], "heldout_samples": int(held.sum()),
+            "shards": sum(len(v) for v in stats["clusters"].values()),
+            "samples_per_s": round(stats["samples_per_s"], 1), "mb_per_s": round(stats["mb_per_s"], 1),
+            "clusters": MetadataValue.md("| cluster | samples | shards | MB |\n|---:|---:|---:|---:|\n" + rows),
+            "settings": settings_metadata(settings, "expert_shards"),
+        })
+        return out
+
+    return expert_shards
+
+
+def build_router_pairs(settings: Settings) -> AssetsDefinition:
+    s = settings.shards
+
+    @asset(group_name="training", kinds={"numpy"}, io_manager_key="arrays_io", deps=["cluster_report"],
+           ins={"cluster_labels": AssetIn(), "latents": AssetIn(), "clip_embeddings": AssetIn(),
+                "dinov2_embeddings": AssetIn(), "filtered_images": AssetIn(), "captions": AssetIn()},
+           code_version=code_version(settings, "router_pairs"))
+    def router_pairs(context: AssetExecutionContext, cluster_labels: AssetFolder, latents: AssetFolder,
+                     clip_embeddings: AssetFolder, dinov2_embeddings: AssetFolder, filtered_images: AssetFolder,
+                     captions: AssetFolder):
+        """The router's training arrays, row i of each the same image (held-out images left out): latents.npy,
+        cluster_labels.npy, image_ids.npy, dinov2_embeddings.npy, clip_text_embeddings.npy (pooled)."""
+        _aligned(cluster_labels, latents, clip_embeddings, dinov2_embeddings)
+        src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings)
+        held = heldout_mask(src.labels, s.heldout_fraction, s.heldout_max, settings.seed)
+        out = staging(settings, "router_pairs")
+        shapes = write_router_arrays(out, np.flatnonzero(~held), src, dinov2_embeddings.array("embeddings"))
+        context.add_output_metadata({"rows": int((~held).sum()), "heldout_left_out": int(held.sum()),
+                                     "shapes": MetadataValue.json(shapes),
+                                     "settings": settings_metadata(settings, "router_pairs")})
+        return out
+
+    return router_pairs

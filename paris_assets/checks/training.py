@@ -1,0 +1,52 @@
+"""Blocking checks on expert_shards and router_pairs: the data the experts train on is what the manifest says."""
+
+import numpy as np
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetIn, MetadataValue, asset_check
+
+from ..io_managers import AssetFolder
+from ..lib import storage
+from ..lib.shards import heldout_mask
+from ..lib.validation import check_arrays, verify_training_outputs
+from ..models.profiles import expected_shapes
+from ..settings import Settings
+
+
+def _result(passed: bool, facts: dict) -> AssetCheckResult:
+    meta = {k: v for k, v in facts.items() if k != "problems"}
+    meta["problems"] = MetadataValue.md("\n".join(f"- {p}" for p in facts["problems"][:50]) or "none")
+    return AssetCheckResult(passed=passed, severity=AssetCheckSeverity.ERROR, metadata=meta)
+
+
+def build_training_checks(settings: Settings) -> list:
+    s = settings.shards
+
+    def split(cluster_labels: AssetFolder, filtered_images: AssetFolder):
+        kept = np.asarray(filtered_images.table("kept", columns=["image_id"])["image_id"].tolist(), dtype=str)
+        held = heldout_mask(np.asarray(cluster_labels.array("labels")), s.heldout_fraction, s.heldout_max, settings.seed)
+        return kept, held
+
+    @asset_check(asset="expert_shards", blocking=True,
+                 additional_ins={"cluster_labels": AssetIn(), "filtered_images": AssetIn()},
+                 description="Every shard in the manifest exists with its sha256 and sample count, no unlisted file, "
+                             "every kept image exactly once, and each cluster decodes with plain webdataset.")
+    def shards_match_manifest(expert_shards: AssetFolder, cluster_labels: AssetFolder,
+                              filtered_images: AssetFolder) -> AssetCheckResult:
+        kept, held = split(cluster_labels, filtered_images)
+        shapes = expected_shapes(settings)
+        expect = {"latent.npy": (shapes["latents"], "float16"), "clip.npy": (shapes["clip_pooled"], "float16")}
+        if s.include_clip_tokens:
+            expect["clip_tokens.npy"] = (shapes["clip_tokens"], "float16")
+        return _result(*verify_training_outputs(str(storage.local_path(settings.data_root)), kept.tolist(),
+                                                kept[held].tolist(), expect))
+
+    @asset_check(asset="router_pairs", blocking=True,
+                 additional_ins={"cluster_labels": AssetIn(), "filtered_images": AssetIn()},
+                 description="Equal lengths, finite, and the same images as the expert shards (held-out left out).")
+    def router_pairs_aligned(router_pairs: AssetFolder, cluster_labels: AssetFolder,
+                             filtered_images: AssetFolder) -> AssetCheckResult:
+        kept, held = split(cluster_labels, filtered_images)
+        names = ("latents", "cluster_labels", "dinov2_embeddings", "clip_text_embeddings")
+        return _result(*check_arrays({n: router_pairs.array(n) for n in names}, router_pairs.array("image_ids"),
+                                     kept[~held], {}))
+
+    return [shards_match_manifest, router_pairs_aligned]

@@ -1,0 +1,170 @@
+"""Training outputs: per-cluster expert shards, the held-out split, router arrays and the manifest.
+
+An expert-shard sample, keyed by image_id: latent.npy (4, 32, 32) f16, clip.npy (P,) f16, clip_tokens.npy
+(77, H) f16 (optional), txt (the caption), json (provenance and scores), jpg (optional). Any WebDataset reader
+loads them with no code of ours. Samples are shuffled within a cluster with the run's seed, and shards are cut
+at `max_samples_per_shard` samples or `max_shard_bytes` bytes, whichever comes first. Byte-identical for the
+same inputs and settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .tars import TarShardWriter
+
+TAR_OVERHEAD = 512 * 2  # header + padding per member, roughly
+
+
+def heldout_mask(labels: np.ndarray, fraction: float, cap: int, seed: int) -> np.ndarray:
+    """A cluster-stratified held-out set: about `fraction` of each cluster (at least one image of any cluster
+    with 10 or more), `cap` images at most overall, seeded. Returns a boolean mask over rows."""
+    mask = np.zeros(len(labels), bool)
+    if fraction <= 0 or cap <= 0:
+        return mask
+    rng = np.random.default_rng(seed)
+    k = int(labels.max()) + 1 if len(labels) else 0
+    sizes = np.bincount(labels, minlength=k)
+    scale = min(1.0, cap / max(fraction * len(labels), 1e-9))
+    for c in range(k):
+        members = np.flatnonzero(labels == c)
+        take = int(round(len(members) * fraction * scale))
+        if take == 0 and sizes[c] >= 10 and scale == 1.0:
+            take = 1
+        if take:
+            mask[rng.choice(members, min(take, len(members)), replace=False)] = True
+    while mask.sum() > cap:  # rounding can overshoot the cap by a few
+        mask[np.flatnonzero(mask)[-1]] = False
+    return mask
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array))
+    return buf.getvalue()
+
+
+@dataclass
+class ShardSource:
+    """Everything a sample is made of, row-aligned with kept.parquet (arrays may be memory maps)."""
+    kept: pd.DataFrame  # image_id, url, alt_text, aesthetic, punsafe, original_width, original_height, phash
+    captions: list[str]
+    labels: np.ndarray
+    distances: np.ndarray
+    latents: np.ndarray
+    pooled: np.ndarray
+    tokens: np.ndarray | None  # None: clip_tokens.npy left out
+    jpg: Callable[[np.ndarray], list[bytes]] | None = None  # rows -> crop bytes; None: no jpg
+
+
+def sample_fields(src: ShardSource, row: int, jpg: bytes | None) -> dict[str, bytes]:
+    meta = src.kept.iloc[row]
+    record = {
+        "image_id": meta["image_id"], "url": meta["url"], "alt_text": meta["alt_text"], "caption": src.captions[row],
+        "aesthetic": _num(meta.get("aesthetic")), "punsafe": _num(meta.get("punsafe")),
+        "width": int(meta["original_width"]), "height": int(meta["original_height"]),
+        "cluster": int(src.labels[row]), "centroid_distance": round(float(src.distances[row]), 6),
+        "phash": meta["phash"],
+    }
+    fields = {"latent.npy": npy_bytes(src.latents[row]), "clip.npy": npy_bytes(src.pooled[row]),
+              "txt": src.captions[row].encode("utf-8"), "json": json.dumps(record, sort_keys=True).encode()}
+    if src.tokens is not None:
+        fields["clip_tokens.npy"] = npy_bytes(src.tokens[row])
+    if jpg is not None:
+        fields["jpg"] = jpg
+    return fields
+
+
+def _num(value):
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else float(value)
+
+
+def write_shards(src: ShardSource, rows: np.ndarray, folder: Path, max_samples: int, max_bytes: int) -> list[dict]:
+    """Write the given rows (in the given order) to folder/shard-NNNNNN.tar; returns one entry per shard:
+    path (relative to folder's parent), samples, bytes, sha256, and the ids it holds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shards: list[dict] = []
+    fh = writer = None
+    size = 0
+    ids: list[str] = []
+
+    def close() -> None:
+        if writer is None:
+            return
+        writer.close()
+        fh.close()
+        path = folder / f"shard-{len(shards):06d}.tar"
+        shards.append({"path": f"{folder.name}/{path.name}", "samples": writer.samples, "bytes": path.stat().st_size,
+                       "sha256": _sha256(path), "ids": list(ids)})
+
+    block = 256
+    for start in range(0, len(rows), block):
+        chunk = rows[start:start + block]
+        jpgs = src.jpg(chunk) if src.jpg is not None else [None] * len(chunk)
+        for row, jpg in zip(chunk, jpgs):
+            fields = sample_fields(src, int(row), jpg)
+            need = sum(len(v) + TAR_OVERHEAD for v in fields.values())
+            if writer is not None and (writer.samples >= max_samples or size + need > max_bytes):
+                close()
+                writer = None
+            if writer is None:
+                fh = open(folder / f"shard-{len(shards):06d}.tar", "wb")
+                writer, size, ids = TarShardWriter(fh), 0, []
+            writer.write(str(src.kept["image_id"].iat[int(row)]), fields)
+            ids.append(str(src.kept["image_id"].iat[int(row)]))
+            size += need
+    close()
+    return shards
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_expert_shards(src: ShardSource, train_rows_by_cluster: list[np.ndarray], out_dir: Path, max_samples: int,
+                        max_bytes: int, seed: int, log=print) -> dict:
+    """cluster_<k>/shard-NNNNNN.tar for k in 0..K-1, each cluster's rows shuffled with the seed."""
+    started = time.perf_counter()
+    clusters = {}
+    for k, rows in enumerate(train_rows_by_cluster):
+        order = np.random.default_rng([seed, k]).permutation(rows)
+        clusters[str(k)] = write_shards(src, order, out_dir / f"cluster_{k}", max_samples, max_bytes)
+        log(f"expert_shards: cluster {k + 1}/{len(train_rows_by_cluster)}: {len(rows):,} samples, "
+            f"{len(clusters[str(k)])} shards")
+    samples = sum(len(r) for r in train_rows_by_cluster)
+    seconds = time.perf_counter() - started
+    total_bytes = sum(s["bytes"] for shards in clusters.values() for s in shards)
+    return {"clusters": clusters, "samples": samples, "seconds": seconds, "bytes": total_bytes,
+            "samples_per_s": samples / max(seconds, 1e-9), "mb_per_s": total_bytes / 1e6 / max(seconds, 1e-9)}
+
+
+def write_router_arrays(out_dir: Path, rows: np.ndarray, src: ShardSource, dinov2: np.ndarray,
+                        block: int = 8192) -> dict[str, list[int]]:
+    """router arrays for the given rows, row i of each the same image, streamed in blocks from memory maps."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arrays = {"latents": src.latents, "cluster_labels": src.labels, "dinov2_embeddings": dinov2,
+              "clip_text_embeddings": src.pooled}
+    shapes = {}
+    for name, source in arrays.items():
+        target = np.lib.format.open_memmap(out_dir / f"{name}.npy", mode="w+", dtype=source.dtype,
+                                           shape=(len(rows),) + tuple(source.shape[1:]))
+        for start in range(0, len(rows), block):
+            target[start:start + block] = source[rows[start:start + block]]
+        target.flush()
+        shapes[name] = list(target.shape)
+        del target
+    np.save(out_dir / "image_ids.npy", np.asarray(src.kept["image_id"].to_numpy()[rows], dtype=np.str_))
+    return shapes

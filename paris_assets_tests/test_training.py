@@ -1,0 +1,210 @@
+"""expert_shards, heldout, router_pairs and the manifest: read back by plain webdataset, the shard policy, a
+smaller K leaving nothing stale, determinism, damage caught by the checks, the gate blocking them, and
+loaders that train."""
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+from dagster import AssetKey, DagsterInstance
+
+from paris_assets.definitions import build_defs
+from paris_assets.lib.tars import TarShardWriter, iter_samples
+from paris_assets.lib.validation import verify_training_outputs
+from paris_assets.loaders import expert_dataset, router_dataset
+from paris_assets.settings import PROJECT_ROOT, parse_settings
+
+DOWNSTREAM = [AssetKey(k) for k in ("cluster_labels", "cluster_report", "expert_shards", "router_pairs")]
+EXPECT = {"latent.npy": ((4, 32, 32), "float16"), "clip.npy": ((32,), "float16"),
+          "clip_tokens.npy": ((77, 32), "float16")}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("training")
+    home = root / "home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    instance = DagsterInstance.local_temp(str(home))
+
+    def settings(k=4, **report):
+        return parse_settings({
+            "data_dir": str(root / "data"), "source": {"kind": "demo", "demo_size": 64},
+            "ingest": {"processes": 1, "threads": 8}, "filter": {"processes": 1}, "captions": {"source": "alt_text"},
+            "clustering": {"k": k}, "report": {"max_silhouette_drop": 1.0, **report},
+            "shards": {"max_samples_per_shard": 6, "heldout_fraction": 0.1, "include_jpg": True}}, base_dir=root)
+
+    def run(s, selection=None):
+        return build_defs(s).resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=selection, raise_on_error=False)
+
+    result = run(settings())
+    assert result.success
+    return settings, run, instance, root / "data"
+
+
+def kept_ids(data):
+    import pandas as pd
+
+    return pd.read_parquet(data / "filtered_images" / "kept.parquet")["image_id"].tolist()
+
+
+def test_plain_webdataset_reads_every_cluster(trained):
+    _settings, _run, _instance, data = trained
+    manifest = json.loads((data / "pipeline_manifest.json").read_text())
+    assert sorted(manifest["clusters"]) == ["0", "1", "2", "3"]
+    assert sorted(p.name for p in (data / "expert_shards").iterdir() if p.is_dir()) == [f"cluster_{k}" for k in range(4)]
+    for k, shards in manifest["clusters"].items():
+        samples = list(wds.WebDataset([str(data / s["path"]) for s in shards], shardshuffle=False).decode("pil"))
+        assert len(samples) == sum(s["samples"] for s in shards)
+        for sample in samples:
+            assert sample["latent.npy"].shape == (4, 32, 32) and sample["latent.npy"].dtype == np.float16
+            assert sample["clip_tokens.npy"].shape == (77, 32) and sample["clip.npy"].dtype == np.float16
+            assert sample["json"]["cluster"] == int(k) and sample["json"]["image_id"] == sample["__key__"]
+            assert sample["txt"] and sample["jpg"].size == (256, 256)
+            assert set(sample["json"]) >= {"url", "alt_text", "caption", "aesthetic", "punsafe", "width", "height",
+                                           "centroid_distance", "phash"}
+        assert all(s["samples"] <= 6 for s in shards)  # the shard size policy
+    assert manifest["counts"]["filtered_images"]["kept"] == len(kept_ids(data))
+    assert manifest["models"]["latent_encoder"]["id"].endswith("models/tiny/latent_encoder")
+
+
+def test_heldout_and_router_pairs_partition_the_kept_images(trained):
+    _settings, _run, _instance, data = trained
+    kept = kept_ids(data)
+    held = np.load(data / "heldout" / "image_ids.npy").tolist()
+    router = np.load(data / "router_pairs" / "image_ids.npy").tolist()
+    assert held and not set(held) & set(router) and sorted(held + router) == sorted(kept)
+    assert router == [i for i in kept if i not in set(held)]  # kept.parquet's order
+    lengths = {n: len(np.load(data / "router_pairs" / f"{n}.npy", mmap_mode="r"))
+               for n in ("latents", "cluster_labels", "dinov2_embeddings", "clip_text_embeddings")}
+    assert set(lengths.values()) == {len(router)}
+    labels = np.load(data / "cluster_labels" / "labels.npy")
+    assert np.array_equal(np.load(data / "router_pairs" / "cluster_labels.npy"),
+                          labels[[kept.index(i) for i in router]])
+    held_labels = set(labels[[kept.index(i) for i in held]].tolist())
+    assert len(held_labels) >= 2  # stratified: more than one cluster is represented
+    ok, facts = verify_training_outputs(str(data), kept, held, EXPECT)
+    assert ok, facts["problems"]
+
+
+def test_rematerialising_is_byte_identical(trained):
+    settings, run, _instance, data = trained
+    before = json.loads((data / "pipeline_manifest.json").read_text())
+    assert run(settings(), selection=[AssetKey("expert_shards")]).success
+    after = json.loads((data / "pipeline_manifest.json").read_text())
+    digests = lambda m: {s["path"]: s["sha256"] for sh in m["clusters"].values() for s in sh}  # noqa: E731
+    assert digests(before) == digests(after)
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("delete", "missing"), ("truncate", "sha256 differs"), ("extra", "not in the manifest"),
+    ("duplicate", "more than once"),
+])
+def test_every_check_fails_on_damaged_output(trained, tmp_path, damage, message):
+    _settings, _run, _instance, data = trained
+    copy = tmp_path / "data"
+    for name in ("expert_shards", "heldout"):
+        shutil.copytree(data / name, copy / name)
+    shutil.copy(data / "pipeline_manifest.json", copy / "pipeline_manifest.json")
+    manifest = json.loads((copy / "pipeline_manifest.json").read_text())
+    first = copy / manifest["clusters"]["0"][0]["path"]
+    if damage == "delete":
+        first.unlink()
+    elif damage == "truncate":
+        first.write_bytes(first.read_bytes()[:1536])
+    elif damage == "extra":
+        shutil.copy(first, first.with_name("shard-999999.tar"))
+    else:  # the same image listed in a second shard too
+        other = copy / manifest["clusters"]["1"][0]["path"]
+        samples = [s for path in (other, first) for s in iter_samples(open(path, "rb"))]
+        with open(other, "wb") as fh, TarShardWriter(fh) as writer:
+            for key, fields in samples:
+                writer.write(key, fields)
+        manifest["clusters"]["1"][0]["sha256"] = hashlib.sha256(other.read_bytes()).hexdigest()
+        manifest["clusters"]["1"][0]["samples"] = len(samples)
+        (copy / "pipeline_manifest.json").write_text(json.dumps(manifest))
+    kept = kept_ids(data)
+    held = np.load(data / "heldout" / "image_ids.npy").tolist()
+    ok, facts = verify_training_outputs(str(copy), kept, held, EXPECT)
+    assert not ok and any(message in p for p in facts["problems"]), facts["problems"]
+
+
+def test_loaders_train(trained):
+    """A tiny denoiser on one expert's shards and a tiny router on router_pairs: both losses fall clearly."""
+    _settings, _run, _instance, data = trained
+    torch.manual_seed(0)
+    manifest = json.loads((data / "pipeline_manifest.json").read_text())
+    biggest = max(manifest["clusters"], key=lambda k: sum(s["samples"] for s in manifest["clusters"][k]))
+    batch = torch.utils.data.DataLoader(expert_dataset(data, int(biggest), shuffle=0), batch_size=8)
+    latents = torch.cat([b[0] for b in batch])
+    cond = torch.cat([b[1] for b in batch]).mean(dim=1)  # (N, 32) from the per-token states
+    alphas = torch.linspace(0.99, 0.2, 100)
+    denoiser = torch.nn.Sequential(torch.nn.Conv2d(4 + 1 + 32, 64, 3, padding=1), torch.nn.SiLU(),
+                                   torch.nn.Conv2d(64, 4, 3, padding=1))
+    opt = torch.optim.Adam(denoiser.parameters(), lr=3e-3)
+    losses = []
+    for step in range(60):
+        idx = torch.randint(0, len(latents), (8,))
+        t = torch.randint(0, 100, (8,))
+        a = alphas[t].view(-1, 1, 1, 1)
+        noise = torch.randn_like(latents[idx])
+        x_t = a.sqrt() * latents[idx] + (1 - a).sqrt() * noise
+        inputs = torch.cat([x_t, a.expand(-1, 1, 32, 32), cond[idx].view(-1, 32, 1, 1).expand(-1, 32, 32, 32)], 1)
+        loss = torch.nn.functional.mse_loss(denoiser(inputs), noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+
+    router_data = torch.utils.data.DataLoader(router_dataset(data, seed=0), batch_size=16)
+    k = int(np.load(data / "router_pairs" / "cluster_labels.npy").max()) + 1
+    router = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4 * 32 * 32 + 1, 64), torch.nn.SiLU(),
+                                 torch.nn.Linear(64, k))
+    opt = torch.optim.Adam(router.parameters(), lr=2e-3)
+    losses = []
+    for epoch in range(12):
+        router_data.dataset.epoch = epoch
+        for x_t, t, label in router_data:
+            features = torch.cat([x_t.flatten(1), (t.float() / 1000).unsqueeze(1)], 1)
+            loss = torch.nn.functional.cross_entropy(router(features), label)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8])
+
+
+def test_failed_gate_leaves_training_outputs_unmaterialised(trained):
+    settings, run, instance, _data = trained
+    counts = lambda: {k: len(instance.fetch_materializations(AssetKey(k), limit=50).records)  # noqa: E731
+                      for k in ("expert_shards", "router_pairs", "cluster_report")}
+    before = counts()
+    result = run(settings(min_silhouette=0.99), selection=DOWNSTREAM)
+    assert not result.success
+    after = counts()
+    assert after["cluster_report"] == before["cluster_report"] + 1  # the report explains the failure
+    assert after["expert_shards"] == before["expert_shards"] and after["router_pairs"] == before["router_pairs"]
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert "cluster_report" in started and not {"expert_shards", "router_pairs"} & started
+
+
+def test_smaller_k_leaves_nothing_stale(trained):
+    settings, run, instance, data = trained
+    upstream = {k: len(instance.fetch_materializations(AssetKey(k), limit=50).records)
+                for k in ("filtered_images", "dinov2_embeddings", "latents", "clip_embeddings")}
+    assert run(settings(k=3), selection=DOWNSTREAM).success
+    assert {k: len(instance.fetch_materializations(AssetKey(k), limit=50).records) for k in upstream} == upstream
+    assert sorted(p.name for p in (data / "expert_shards").iterdir() if p.is_dir()) == ["cluster_0", "cluster_1",
+                                                                                       "cluster_2"]
+    manifest = json.loads((data / "pipeline_manifest.json").read_text())
+    assert manifest["k"] == 3 and sorted(manifest["clusters"]) == ["0", "1", "2"]
+    assert np.load(data / "router_pairs" / "cluster_labels.npy").max() == 2
+    ok, facts = verify_training_outputs(str(data), kept_ids(data), np.load(data / "heldout" / "image_ids.npy").tolist(),
+                                        EXPECT)
+    assert ok, facts["problems"]
