@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="stages whose peak RSS is compared at both sizes ('all' adds latents, ~7 min on CPU)")
     parser.add_argument("--profile", choices=["tiny", "paris"], default="tiny",
                         help="paris runs the real models (on a CUDA machine, fp16)")
-    parser.add_argument("--only", choices=["filter", "models", "clustering"], default=None)
+    parser.add_argument("--only", choices=["filter", "models", "clustering", "shards"], default=None)
+    parser.add_argument("--shard-samples", type=int, default=20000)
     args = parser.parse_args(argv)
     if args.only in (None, "clustering"):
         from .bench_clustering import bench_clustering
@@ -125,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         for row in bench_clustering():
             print(f"{row['stage']}\n    {row['value']} | baseline {row['baseline']} ({row['ratio']:.1f}x) | "
                   f"target {row['target']} | {row['note']}")
+    if args.only in (None, "shards"):
+        from .bench_shards import bench_shards
+
+        r = bench_shards(args.shard_samples)
+        print(f"\nexpert_shards ({r['n']:,} samples, clip tokens 77x768 on): write {r['write_samples_per_s']:,.0f} "
+              f"samples/s ({r['write_mb_per_s']:,.0f} MB/s), read back with plain webdataset "
+              f"{r['read_samples_per_s']:,.0f} samples/s ({r['read_mb_per_s']:,.0f} MB/s), peak RSS "
+              f"{r['peak_rss_mb']:,.0f} MB | target >= 1,000 samples/s written")
     if args.only in (None, "filter"):
         rows = [bench_filter(args.images, args.processes), bench_near_duplicates(args.hashes)]
         print(f"\n{'stage':<52} {'throughput':>18}  {'x baseline':>10}  baseline / target / note")
