@@ -26,12 +26,14 @@ def main() -> int:
         mat = event.event_specific_data.materialization
         meta = {k: v.value for k, v in mat.metadata.items() if isinstance(v.value, (int, float, str))}
         picked = {k: meta[k] for k in ("requested", "downloaded", "failed", "kept", "rejected", "kept_fraction",
-                                       "rows", "images_per_s", "model_time_share") if k in meta}
+                                       "rows", "images_per_s", "model_time_share", "k", "silhouette", "largest_fraction",
+                                       "samples", "heldout_samples", "shards") if k in meta}
+        picked = {k: round(v, 3) if isinstance(v, float) else v for k, v in picked.items()}
         print(f"  {mat.asset_key.to_user_string():<18} {picked}")
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             check = event.event_specific_data
-            print(f"  check {check.check_name:<26} {'passed' if check.passed else 'FAILED'}")
+            print(f"  check {check.check_name:<34} {'passed' if check.passed else 'FAILED'}")
     print(f"\ndata under {settings.data_root}; open the UI with `make ui`, then http://127.0.0.1:3000")
     return 0 if result.success else 1
 
