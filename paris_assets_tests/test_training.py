@@ -208,3 +208,22 @@ def test_smaller_k_leaves_nothing_stale(trained):
     ok, facts = verify_training_outputs(str(data), kept_ids(data), np.load(data / "heldout" / "image_ids.npy").tolist(),
                                         EXPECT)
     assert ok, facts["problems"]
+
+
+def test_notebooks_run_top_to_bottom(trained, monkeypatch):
+    """Every notebook under notebooks/, executed with a real kernel against these outputs; committed clean."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    _settings, _run, _instance, data = trained
+    monkeypatch.setenv("PARIS_DATA_DIR", str(data))
+    notebooks = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), f"{path.name} has outputs"
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+        outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+        assert not [o for o in outputs if o.output_type == "error"]
+        mimes = {m for o in outputs for m in o.get("data", {})}
+        assert "application/vnd.plotly.v1+json" in mimes and "image/png" in mimes
