@@ -85,7 +85,8 @@ class RouterDataset(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, info.id if info else 0)) % 2**63)
+        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, rank, info.id if info else 0)) % 2**63)
         for row in self._my_rows():
             x0 = torch.from_numpy(np.asarray(self.latents[row], dtype=np.float32))
             t = int(torch.randint(0, len(self.alphas_cumprod), (), generator=gen))

@@ -54,7 +54,7 @@ def test_find_duplicates_reasons():
     facts = pd.DataFrame({
         "image_id": list("abcde"),
         "sha256": ["x", "x", "y", "z", "w"],
-        "phash": np.array([0, 0, 1, 0x00000000FFFFFFFF, 0xFFFFFFFF00000000], dtype=np.uint64),
+        "phash": [f"{h:016x}" for h in (0, 0, 1, 0x00000000FFFFFFFF, 0xFFFFFFFF00000000)],
         "original_width": [100, 100, 200, 50, 50],
         "original_height": [100, 100, 200, 50, 50],
     })
@@ -65,7 +65,16 @@ def test_find_duplicates_reasons():
 
 
 def test_exact_copies_keep_the_first():
-    facts = pd.DataFrame({"image_id": ["a", "b"], "sha256": ["x", "x"], "phash": np.array([5, 5], np.uint64),
+    facts = pd.DataFrame({"image_id": ["a", "b"], "sha256": ["x", "x"], "phash": ["0000000000000005"] * 2,
                           "original_width": [10, 10], "original_height": [10, 10]})
     reason, _ = find_duplicates(facts, radius=0)
     assert reason.tolist() == ["", "duplicate_exact"]
+
+
+def test_sixty_four_bit_hashes_survive_rejected_rows():
+    """A rejected image has no pHash; the column must still carry exact 64-bit values for the others."""
+    facts = pd.DataFrame({"image_id": ["a", "b", "c"], "sha256": ["x", "y", "z"],
+                          "phash": ["f123456789abcdef", "f123456789abcdee", "0123456789abcdef"],
+                          "original_width": [10, 20, 10], "original_height": [10, 20, 10]})
+    reason, detail = find_duplicates(facts, radius=1)
+    assert reason.tolist() == ["duplicate_near", "", ""] and "distance 1" in detail[0]

@@ -87,6 +87,10 @@ def test_gate_passes_on_the_demo(world):
 
 def test_failed_check_blocks_and_alerts(world, receiver):
     settings, run, instance, data, _first = world
+    defs = build_defs(settings(clustering={"k": 8}, report={"min_silhouette": 0.99}))
+    sensor = defs.get_sensor_def("check_failure_alerts")
+    start = sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=None))  # the first tick: from now on
+    assert start.cursor and not (data / "alerts.jsonl").exists()  # history (passed checks) is not replayed
     result = run(settings(clustering={"k": 8}, report={"min_silhouette": 0.99}), selection=CLUSTER)
     assert not result.success  # a blocking ERROR check fails the run
     failed = checks_of(result)["silhouette_above_minimum"]
@@ -94,9 +98,7 @@ def test_failed_check_blocks_and_alerts(world, receiver):
     # the checked asset itself stays materialised: the report explains the failure
     assert materialisations(instance, "cluster_report") == 2
 
-    defs = build_defs(settings(clustering={"k": 8}, report={"min_silhouette": 0.99}))
-    sensor = defs.get_sensor_def("check_failure_alerts")
-    sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=None))
+    sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=start.cursor))
     alerts = [json.loads(line) for line in (data / "alerts.jsonl").read_text().splitlines()]
     alert = next(a for a in alerts if a["check"] == "silhouette_above_minimum")
     assert alert["asset"] == "cluster_report" and alert["threshold"] == 0.99 and alert["value"] > 0

@@ -24,6 +24,9 @@ def _run(context, settings: Settings, asset_name: str, role: str, upstream: Asse
          stage, batch_size: int, **stage_kwargs):
     """Load the role's model, run `stage` over `table` in resumable chunks into a staged folder, record
     metadata; returns (staged folder, stats)."""
+    if len(table) == 0:
+        raise ValueError(f"{asset_name}: no images to process: filtered_images kept none (see its "
+                         "rejected.parquet and dropped_<reason> counts); fix the source or the filter settings")
     model = build_model(settings, role).load()
     store = _store(settings, asset_name, upstream, model, len(table))
     out = staging(settings, asset_name)

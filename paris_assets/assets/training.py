@@ -30,13 +30,16 @@ def _source(settings, filtered_images, captions, cluster_labels, latents, clip_e
         jpg=(lambda rows: read_crop_rows(crops_url, kept, rows)) if settings.shards.include_jpg else None)
 
 
-def _aligned(*folders: AssetFolder) -> None:
-    """Every input's image_ids must be the same rows, or nothing is written."""
-    first = np.asarray(folders[0].array("image_ids"))
-    for folder in folders[1:]:
-        if not np.array_equal(first, np.asarray(folder.array("image_ids"))):
-            raise ValueError(f"{folder.path} and {folders[0].path} hold different images (or orders): "
-                             "re-materialise the stale one")
+def _aligned(filtered_images: AssetFolder, captions: AssetFolder, *folders: AssetFolder) -> None:
+    """Every input must hold the same images in the same rows (kept.parquet's), or nothing is written."""
+    kept = np.asarray(filtered_images.table("kept", columns=["image_id"])["image_id"].tolist(), dtype=str)
+    tables = {"captions": np.asarray(captions.table("captions", columns=["image_id"])["image_id"].tolist(), dtype=str)}
+    tables.update({str(folder.path): np.asarray(folder.array("image_ids"), dtype=str) for folder in folders})
+    for name, ids in tables.items():
+        if not np.array_equal(kept, ids):
+            raise ValueError(f"{name} and filtered_images hold different images (or orders): an upstream asset was "
+                             "re-materialised since; materialise the stale one (or everything downstream of "
+                             "filtered_images)")
 
 
 def _manifest(context, settings: Settings, clusters: dict, heldout: list, k: int) -> dict:
@@ -74,7 +77,7 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
         clip_tokens.npy, txt, json (and jpg) per image, shuffled within the cluster. Also writes the
         cluster-stratified held-out split to heldout/ (same sample format + its router arrays) and, last,
         pipeline_manifest.json."""
-        _aligned(cluster_labels, latents, clip_embeddings, dinov2_embeddings)
+        _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
         src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings)
         k = len(cluster_labels.array("centroids"))
         held = heldout_mask(src.labels, s.heldout_fraction, s.heldout_max, settings.seed)
@@ -84,6 +87,7 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
         held_shards = write_shards(src, np.flatnonzero(held), held_dir / "shards", s.max_samples_per_shard,
                                    s.max_shard_bytes)
         write_router_arrays(held_dir, np.flatnonzero(held), src, dinov2_embeddings.array("embeddings"))
+        storage.remove_file(settings.data_root, "pipeline_manifest.json")  # it would describe the old split
         storage.commit_folder(held_dir, settings.data_root, "heldout", extra={"run_id": context.run_id})
         for shard in held_shards:
             shard["path"] = f"heldout/{shard['path']}"
@@ -122,7 +126,7 @@ def build_router_pairs(settings: Settings) -> AssetsDefinition:
                      captions: AssetFolder):
         """The router's training arrays, row i of each the same image (held-out images left out): latents.npy,
         cluster_labels.npy, image_ids.npy, dinov2_embeddings.npy, clip_text_embeddings.npy (pooled)."""
-        _aligned(cluster_labels, latents, clip_embeddings, dinov2_embeddings)
+        _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
         src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings)
         held = heldout_mask(src.labels, s.heldout_fraction, s.heldout_max, settings.seed)
         out = staging(settings, "router_pairs")

@@ -49,7 +49,7 @@ def process_image(data: bytes, params: FilterParams, detector=None) -> tuple[dic
     if detector is not None:
         _check_nudity(detector, np.asarray(crop), params)
     facts = {"original_width": decoded.width, "original_height": decoded.height, "format": decoded.format,
-             "frames": decoded.frames, "sha256": hashlib.sha256(data).hexdigest(), "phash": phash64(thumb)}
+             "frames": decoded.frames, "sha256": hashlib.sha256(data).hexdigest(), "phash": f"{phash64(thumb):016x}"}  # text: 64 bits survive a DataFrame
     # A source that already is the crop keeps its own bytes: no second JPEG generation, no encode time.
     stored = data if crop is decoded.image and decoded.pristine else encode_jpeg(crop, params.jpeg_quality)
     return facts, stored

@@ -88,7 +88,9 @@ def quality(x: np.ndarray, labels: np.ndarray, k: int, sample_size: int, seed: i
         silhouette = float(per_point.mean())
         per_cluster = [float(per_point[labels == c].mean()) if sizes[c] else None for c in range(k)]
         rows = stratified_sample(labels, sample_size, seed)
-        davies_bouldin = float(davies_bouldin_score(np.asarray(x[rows], dtype=np.float32), labels[rows]))
+        distinct = len(np.unique(labels[rows]))
+        davies_bouldin = float(davies_bouldin_score(np.asarray(x[rows], dtype=np.float32), labels[rows])) \
+            if 1 < distinct < len(rows) else float("nan")
     else:
         silhouette, per_cluster, davies_bouldin, rows = float("nan"), [None] * k, float("nan"), np.arange(0)
     return {

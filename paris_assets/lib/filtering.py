@@ -58,7 +58,7 @@ def find_duplicates(facts: pd.DataFrame, radius: int) -> tuple[pd.Series, pd.Ser
     representative is the largest original image, ties going to the earliest in source order.
     """
     n = len(facts)
-    phashes = facts["phash"].to_numpy(np.uint64)
+    phashes = np.array([int(h, 16) for h in facts["phash"]], dtype=np.uint64)
     pairs = dedup.near_pairs(phashes, radius)
     _, first_of_sha = np.unique(facts["sha256"].to_numpy(), return_inverse=True)
     same_sha = pd.Series(np.arange(n)).groupby(first_of_sha).transform("min").to_numpy()
@@ -179,6 +179,6 @@ def _kept_table(by_id: pd.DataFrame, decoded: pd.DataFrame, kept_ids: list[str],
     kept["format"] = facts["format"].to_numpy()
     kept["frames"] = facts["frames"].astype(np.int64).to_numpy()
     kept["sha256"] = facts["sha256"].to_numpy()
-    kept["phash"] = [f"{int(h):016x}" for h in facts["phash"]]
+    kept["phash"] = facts["phash"].to_numpy()
     kept["crop_shard"] = kept["image_id"].map(crop_shard)
     return kept[KEPT_COLUMNS]

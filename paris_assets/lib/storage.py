@@ -99,12 +99,21 @@ def commit_folder(staged: Path, root: str, name: str, extra: dict | None = None)
     fs = target.fs
     upload = UPath(root) / ".staging" / f"{name}-{uuid.uuid4().hex[:12]}"
     marker = staged / MARKER
-    for rel in files:
-        fs.makedirs(str((upload / rel).parent.path), exist_ok=True)
-        fs.put_file(str(staged / rel), (upload / rel).path)
+    try:
+        for rel in files:
+            fs.makedirs(str((upload / rel).parent.path), exist_ok=True)
+            fs.put_file(str(staged / rel), (upload / rel).path)
+    except BaseException:
+        fs.rm(upload.path, recursive=True) if fs.exists(upload.path) else None
+        raise
+    if fs.exists((target / MARKER).path):
+        fs.rm_file((target / MARKER).path)  # first: a half-deleted old folder must not look complete
     if fs.exists(target.path):
         fs.rm(target.path, recursive=True)
-    fs.mv(upload.path, target.path, recursive=True)
+    if files:
+        fs.mv(upload.path, target.path, recursive=True)
+    else:
+        fs.makedirs(target.path, exist_ok=True)
     fs.put_file(str(marker), (target / MARKER).path)  # last: readers trust only a folder with its marker
     shutil.rmtree(staged, ignore_errors=True)
     return target
@@ -119,6 +128,12 @@ def write_atomic(root: str, name: str, data: bytes) -> None:
         os.replace(tmp, target)
     else:
         (UPath(root) / name).write_bytes(data)  # object-store PUTs are atomic per object
+
+
+def remove_file(root: str, name: str) -> None:
+    path = local_path(root) / name if is_local(root) else UPath(root) / name
+    if path.exists():
+        path.unlink()
 
 
 def open_folder(root: str, name: str) -> UPath:

@@ -1,5 +1,7 @@
 """Turn every failed check evaluation (ERROR or WARN) and every failed run into an alert."""
 
+import time
+
 from dagster import (DagsterEventType, DefaultSensorStatus, EventRecordsFilter, RunFailureSensorContext,
                      SensorEvaluationContext, SkipReason, run_failure_sensor, sensor)
 
@@ -22,14 +24,23 @@ def _number(metadata: dict, key: str):
     return None if value is None else value.value
 
 
+def _check_records_since(instance, timestamp: float, limit: int):
+    """Check evaluations logged after `timestamp`, oldest first. A time cursor, not a storage id: SQLite's
+    run-sharded event log numbers events per run, so storage ids do not order events across runs."""
+    return instance.get_event_records(
+        EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION, after_timestamp=timestamp),
+        ascending=True, limit=limit)
+
+
 def build_alert_sensors(settings: Settings) -> list:
     @sensor(name="check_failure_alerts", default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
             description="Alerts on every failed asset check (ERROR or WARN): alerts.jsonl, the log, the webhook.")
     def check_failure_alerts(context: SensorEvaluationContext):
-        after = int(context.cursor) if context.cursor else None
-        records = context.instance.get_event_records(
-            EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
-            ascending=True, limit=500)
+        if not context.cursor:  # first tick: start from now, do not replay the instance's history
+            context.update_cursor(str(time.time()))
+            return SkipReason("watching check evaluations from now on")
+        records = sorted(_check_records_since(context.instance, float(context.cursor), limit=500),
+                         key=lambda r: r.event_log_entry.timestamp)
         if not records:
             return SkipReason("no new check evaluations")
         sent = 0
@@ -45,7 +56,7 @@ def build_alert_sensors(settings: Settings) -> list:
                     entry.run_id, settings.alerts.ui_base_url, _number(meta, "value"), _number(meta, "threshold"),
                     _number(meta, "previous")))
                 sent += 1
-        context.update_cursor(str(records[-1].storage_id))
+        context.update_cursor(str(records[-1].event_log_entry.timestamp))
         return SkipReason(f"{sent} alert(s) sent") if sent else SkipReason("all new checks passed")
 
     @run_failure_sensor(name="run_failure_alerts", default_status=DefaultSensorStatus.RUNNING,
