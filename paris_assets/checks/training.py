@@ -4,7 +4,6 @@ import numpy as np
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetIn, MetadataValue, asset_check
 
 from ..io_managers import AssetFolder
-from ..lib import storage
 from ..lib.shards import heldout_mask
 from ..lib.validation import check_arrays, verify_training_outputs
 from ..models.profiles import expected_shapes
@@ -36,8 +35,7 @@ def build_training_checks(settings: Settings) -> list:
         expect = {"latent.npy": (shapes["latents"], "float16"), "clip.npy": (shapes["clip_pooled"], "float16")}
         if s.include_clip_tokens:
             expect["clip_tokens.npy"] = (shapes["clip_tokens"], "float16")
-        return _result(*verify_training_outputs(str(storage.local_path(settings.data_root)), kept.tolist(),
-                                                kept[held].tolist(), expect))
+        return _result(*verify_training_outputs(settings.data_root, kept.tolist(), kept[held].tolist(), expect))
 
     @asset_check(asset="router_pairs", blocking=True,
                  additional_ins={"cluster_labels": AssetIn(), "filtered_images": AssetIn()},

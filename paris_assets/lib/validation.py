@@ -84,13 +84,13 @@ def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: li
     webdataset library with the promised keys, shapes and dtypes (`expect`: key -> (shape, dtype))."""
     import hashlib
     import json
-    from pathlib import Path
 
-    import webdataset as wds
+    from upath import UPath
 
-    from .tars import iter_members
+    from .storage import is_local, local_path
+    from .tars import iter_members, iter_samples
 
-    root = Path(data_root)
+    root = UPath(local_path(data_root)) if is_local(data_root) else UPath(data_root)
     problems: list[str] = []
     manifest_path = root / "pipeline_manifest.json"
     if not manifest_path.exists():
@@ -101,13 +101,14 @@ def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: li
     seen: dict[str, list[str]] = {}
     for rel, (where, entry) in sorted(listed.items()):
         path = root / rel
-        if not path.exists() or path.stat().st_size == 0:
+        if not path.exists() or path.fs.size(path.path) == 0:
             problems.append(f"{rel}: {'missing' if not path.exists() else 'empty'}")
             continue
         digest, keys = hashlib.sha256(), []
-        with open(path, "rb") as fh:
-            digest.update(fh.read())
-        with open(path, "rb") as fh:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        with path.open("rb") as fh:
             try:
                 for name, _size, _stream in iter_members(fh):
                     key = name.rpartition("/")[2].partition(".")[0]
@@ -121,8 +122,9 @@ def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: li
             problems.append(f"{rel}: {len(keys)} samples, the manifest says {entry['samples']}")
         for key in keys:
             seen.setdefault(key, []).append(where)
-    on_disk = {str(p.relative_to(root)) for folder in ("expert_shards", "heldout/shards") if (root / folder).exists()
-               for p in (root / folder).rglob("*") if p.is_file() and p.name != "_SUCCESS.json"}
+    on_disk = {p.path[len(root.path.rstrip("/")) + 1:] for folder in ("expert_shards", "heldout/shards")
+               if (root / folder).exists() for p in (root / folder).rglob("*")
+               if p.is_file() and p.name != "_SUCCESS.json"}
     for extra in sorted(on_disk - set(listed)):
         problems.append(f"{extra}: on disk but not in the manifest")
     twice = [k for k, where in seen.items() if len(where) > 1]
@@ -142,9 +144,9 @@ def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: li
         if first is None:
             continue
         try:
-            sample = next(iter(wds.WebDataset(str(first), shardshuffle=False).decode()))
+            sample = _first_sample(first, iter_samples)
         except Exception as exc:
-            problems.append(f"cluster {cluster}: plain webdataset cannot read {first.name} ({type(exc).__name__})")
+            problems.append(f"cluster {cluster}: webdataset cannot read {first.name} ({type(exc).__name__}: {exc})")
             continue
         for key, (shape, dtype) in expect.items():
             value = sample.get(key)
@@ -157,3 +159,29 @@ def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: li
             problems.append(f"cluster {cluster}: a sample's json says cluster {sample['json']['cluster']}")
     facts = {"shards": len(listed), "samples": sum(len(v) for v in seen.values()), "problems": problems}
     return not problems, facts
+
+
+def _first_sample(path, iter_samples) -> dict:
+    """The first sample of a shard, decoded the way webdataset's default decoder does: by the plain
+    webdataset library on the local disk; on object stores, the same .npy / json / txt decoding over fsspec."""
+    import json
+
+    from .storage import is_local
+
+    if is_local(str(path)):
+        import webdataset as wds
+
+        return next(iter(wds.WebDataset(str(path), shardshuffle=False).decode()))
+    with path.open("rb") as fh:
+        key, fields = next(iter_samples(fh))
+    sample = {"__key__": key}
+    for ext, data in fields.items():
+        if ext.endswith("npy"):
+            sample[ext] = np.load(io.BytesIO(data))
+        elif ext == "json":
+            sample[ext] = json.loads(data)
+        elif ext == "txt":
+            sample[ext] = data.decode("utf-8")
+        else:
+            sample[ext] = data
+    return sample
