@@ -182,7 +182,6 @@ def download_stats(samples: pd.DataFrame, seconds: float) -> dict:
         "failed_by_reason": {k: int(v) for k, v in sorted(failed.items())},
         "seconds": round(seconds, 2),
         "images_per_s": round(float(len(samples)) / max(seconds, 1e-9), 1),
-        "bytes_mean": None,
     }
 
 

@@ -40,16 +40,18 @@ def run_batched(store: ChunkStore, rows: Callable[[int, int], Sequence], preproc
     return stats
 
 
-def image_rows(crops_url: str, kept: pd.DataFrame) -> Callable[[int, int], list[bytes]]:
-    return lambda start, stop: read_crop_bytes(crops_url, kept, start, stop)
+def run_on_crops(kept: pd.DataFrame, crops_url: str, model, forward: Callable, store: ChunkStore, batch_size: int,
+                 threads: int, log: Callable[[str], None], label: str) -> dict:
+    """run_batched over the kept crops: loader threads decode and preprocess, `forward(pre, offset)` runs."""
+    return run_batched(store, lambda start, stop: read_crop_bytes(crops_url, kept, start, stop),
+                       lambda blobs: model.preprocess(decode_crops(blobs)), forward, batch_size, threads, log, label)
 
 
 def embed_images(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
                  crops_url: str, log=print) -> dict:
     """dinov2_embeddings: embeddings.npy (N, D) float32 L2-normalised, image_ids.npy."""
-    stats = run_batched(store, image_rows(crops_url, kept), lambda b: model.preprocess(decode_crops(b)),
-                        lambda pre, _offset: {"embeddings": model(pre)}, batch_size, threads, log,
-                        "dinov2_embeddings")
+    stats = run_on_crops(kept, crops_url, model, lambda pre, _offset: {"embeddings": model(pre)}, store,
+                         batch_size, threads, log, "dinov2_embeddings")
     stats["shapes"] = _finish(store, out_dir, kept, ["embeddings"])
     return stats
 
@@ -57,9 +59,8 @@ def embed_images(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, ba
 def encode_latents(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
                    crops_url: str, log=print) -> dict:
     """latents: latents.npy (N, 4, 32, 32) float16 (already x0.18215), image_ids.npy."""
-    stats = run_batched(store, image_rows(crops_url, kept), lambda b: model.preprocess(decode_crops(b)),
-                        lambda pre, offset: {"latents": model(pre, offset=offset)}, batch_size, threads, log,
-                        "latents")
+    stats = run_on_crops(kept, crops_url, model, lambda pre, offset: {"latents": model(pre, offset=offset)}, store,
+                         batch_size, threads, log, "latents")
     stats["shapes"] = _finish(store, out_dir, kept, ["latents"])
     return stats
 
@@ -67,9 +68,8 @@ def encode_latents(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, 
 def caption_images(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
                    crops_url: str, log=print) -> dict:
     """captions.parquet from BLIP-2, falling back to the alt text where the model returns nothing."""
-    stats = run_batched(store, image_rows(crops_url, kept), lambda b: model.preprocess(decode_crops(b)),
-                        lambda pre, _offset: {"captions": np.array(model(pre), dtype=np.str_)}, batch_size,
-                        threads, log, "captions")
+    stats = run_on_crops(kept, crops_url, model, lambda pre, _offset: {"captions": np.array(model(pre), dtype=np.str_)},
+                         store, batch_size, threads, log, "captions")
     generated = np.concatenate([store.load(i, "captions") for i in range(store.n_chunks)]) if len(kept) else []
     table = captions_table(kept, [str(c) for c in generated])
     table.to_parquet(out_dir / "captions.parquet", index=False)

@@ -17,7 +17,6 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import fsspec
 from upath import UPath
 
 MARKER = "_SUCCESS.json"
@@ -148,6 +147,3 @@ def folder_files(folder: UPath) -> dict[str, int]:
     """The files a committed folder promises, with their sizes (from its marker)."""
     return json.loads((folder / MARKER).read_text())["files"]
 
-
-def open_file(url: str, mode: str = "rb"):
-    return fsspec.open(url, mode).open()

@@ -104,11 +104,10 @@ def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: li
         if not path.exists() or path.fs.size(path.path) == 0:
             problems.append(f"{rel}: {'missing' if not path.exists() else 'empty'}")
             continue
-        digest, keys = hashlib.sha256(), []
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        with path.open("rb") as fh:
+        keys = []
+        data = path.read_bytes()  # one read, hashed and parsed (shards are bounded by max_shard_bytes)
+        digest = hashlib.sha256(data)
+        with io.BytesIO(data) as fh:
             try:
                 for name, _size, _stream in iter_members(fh):
                     key = name.rpartition("/")[2].partition(".")[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..lib import storage
@@ -56,11 +55,6 @@ def model_metadata(model) -> dict:
     return {"model_id": model.ref.model_id, "revision": model.ref.revision or "default",
             "device": str(model.device), "dtype": str(model.dtype).replace("torch.", "")}
 
-
-def local_config(ref: ModelRef) -> dict | None:
-    """The model's config.json when it is a local folder (tiny profile, or a downloaded copy)."""
-    path = Path(ref.model_id) / "config.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def expected_shapes(settings: Settings) -> dict[str, tuple[int, ...]]:
