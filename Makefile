@@ -8,7 +8,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 # A CUDA machine: `make setup TORCH_SPEC=torch` (or pre-install the CUDA torch wheel you want in .venv).
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: setup demo test ui bench clean
+.PHONY: setup demo test ui browse bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,9 @@ test: setup
 
 ui: setup
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+
+browse: setup
+	$(PY) -m paris_assets.browse
 
 bench: setup
 	$(PY) -m paris_assets.bench

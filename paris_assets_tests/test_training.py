@@ -10,41 +10,16 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey
 
-from paris_assets.definitions import build_defs
 from paris_assets.lib.tars import TarShardWriter, iter_samples
 from paris_assets.lib.validation import verify_training_outputs
 from paris_assets.loaders import expert_dataset, router_dataset
-from paris_assets.settings import PROJECT_ROOT, parse_settings
+from paris_assets.settings import PROJECT_ROOT
 
 DOWNSTREAM = [AssetKey(k) for k in ("cluster_labels", "cluster_report", "expert_shards", "router_pairs")]
 EXPECT = {"latent.npy": ((4, 32, 32), "float16"), "clip.npy": ((32,), "float16"),
           "clip_tokens.npy": ((77, 32), "float16")}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("training")
-    home = root / "home"
-    home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-    instance = DagsterInstance.local_temp(str(home))
-
-    def settings(k=4, **report):
-        return parse_settings({
-            "data_dir": str(root / "data"), "source": {"kind": "demo", "demo_size": 64},
-            "ingest": {"processes": 1, "threads": 8}, "filter": {"processes": 1}, "captions": {"source": "alt_text"},
-            "clustering": {"k": k}, "report": {"max_silhouette_drop": 1.0, **report},
-            "shards": {"max_samples_per_shard": 6, "heldout_fraction": 0.1, "include_jpg": True}}, base_dir=root)
-
-    def run(s, selection=None):
-        return build_defs(s).resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=selection, raise_on_error=False)
-
-    result = run(settings())
-    assert result.success
-    return settings, run, instance, root / "data"
 
 
 def kept_ids(data):

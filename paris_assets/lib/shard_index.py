@@ -1,0 +1,278 @@
+"""What the shard browser shows: an index of every sample in the expert and held-out shards, the shards'
+health against pipeline_manifest.json, filtered pages of samples, and their images.
+
+The index reads only tar headers and each sample's small `json` member, seeking over latents and tokens, so
+it costs a few bytes per sample rather than the ~120 KB a sample weighs. Images come from the sample's own
+`jpg` (with `shards.include_jpg`) or else from the `filtered_images` crop of the same image_id.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from upath import UPath
+
+from .storage import is_local, local_path
+from .tars import iter_members
+
+SHARD_FOLDERS = ("expert_shards", "heldout/shards")
+FILTER_COLUMNS = ("cluster", "split", "aesthetic_min", "aesthetic_max", "distance_min", "distance_max",
+                  "has_url", "has_caption", "text", "sort")
+SORTS = {"shard": ("order", True), "aesthetic": ("aesthetic", True), "-aesthetic": ("aesthetic", False),
+         "distance": ("centroid_distance", True), "-distance": ("centroid_distance", False)}
+
+
+class NoManifest(FileNotFoundError):
+    """There is no pipeline_manifest.json to browse: expert_shards was never materialised here."""
+
+
+@dataclass
+class ShardIndex:
+    root: UPath
+    manifest: dict
+    samples: pd.DataFrame  # one row per sample, in manifest and file order
+    unreadable: dict[str, str] = field(default_factory=dict)  # shard path -> what went wrong reading it
+    counted: dict[str, int] = field(default_factory=dict)  # shard path -> samples found in it
+
+
+def open_root(data_root: str) -> UPath:
+    return UPath(local_path(data_root)) if is_local(data_root) else UPath(data_root)
+
+
+def read_manifest(root: UPath) -> dict:
+    path = root / "pipeline_manifest.json"
+    if not path.exists():
+        raise NoManifest(f"no pipeline_manifest.json under {root}: materialise expert_shards first "
+                         "(make demo, or the whole graph from the UI)")
+    return json.loads(path.read_text())
+
+
+def listed_shards(manifest: dict) -> list[tuple[str, dict]]:
+    """(split, entry) for every shard the manifest promises: split is the cluster number or 'heldout'."""
+    rows = [(str(c), s) for c, shards in sorted(manifest["clusters"].items(), key=lambda kv: int(kv[0]))
+            for s in shards]
+    return rows + [("heldout", s) for s in manifest["heldout"]]
+
+
+def build_index(data_root: str) -> ShardIndex:
+    """Scan every listed shard that exists. A damaged shard is recorded in `unreadable` with the samples read
+    before the damage kept, so the browser still shows what is there."""
+    root = open_root(data_root)
+    manifest = read_manifest(root)
+    rows, unreadable, counted = [], {}, {}
+    for split, entry in listed_shards(manifest):
+        path = root / entry["path"]
+        if not path.exists():
+            continue
+        found = 0
+        try:
+            with path.open("rb") as fh:
+                for row in _scan_shard(fh):
+                    rows.append({**row, "split": split, "shard": entry["path"]})
+                    found += 1
+        except Exception as exc:  # a damaged tar is a finding for the health table, not a crash
+            unreadable[entry["path"]] = f"{type(exc).__name__}: {exc}"
+        counted[entry["path"]] = found
+    samples = pd.DataFrame(rows, columns=["image_id", "split", "shard", "cluster", "url", "alt_text", "caption",
+                                          "aesthetic", "punsafe", "centroid_distance", "width", "height",
+                                          "jpg_offset", "jpg_size"])
+    samples["order"] = np.arange(len(samples))
+    return ShardIndex(root, manifest, samples, unreadable, counted)
+
+
+def _scan_shard(fh) -> list[dict]:
+    samples: dict[str, dict] = {}
+    for name, size, stream in iter_members(fh):
+        key, _, ext = name.rpartition("/")[2].partition(".")
+        sample = samples.setdefault(key, {"image_id": key, "jpg_offset": -1, "jpg_size": 0})
+        if ext == "json":
+            record = json.loads(stream.read())
+            sample.update({k: record.get(k) for k in ("cluster", "url", "alt_text", "caption", "aesthetic",
+                                                      "punsafe", "centroid_distance", "width", "height")})
+        elif ext == "jpg":
+            sample["jpg_offset"], sample["jpg_size"] = fh.tell(), size
+        elif ext == "txt" and "caption" not in sample:
+            sample["caption"] = stream.read().decode("utf-8", "replace")
+    return list(samples.values())
+
+
+def shard_health(index: ShardIndex) -> list[dict]:
+    """One row per shard that is missing, empty, of the wrong size or sample count, unreadable, or on disk
+    but not in the manifest; each with its problem. Sizes are re-read from the store on every call."""
+    root, problems = index.root, []
+    listed = {}
+    for split, entry in listed_shards(index.manifest):
+        listed[entry["path"]] = entry
+        path = root / entry["path"]
+        if not path.exists():
+            problems.append({"path": entry["path"], "split": split, "problem": "missing"})
+            continue
+        size = path.stat().st_size
+        found = index.counted.get(entry["path"])
+        if size == 0:
+            problem = "zero-size"
+        elif size != entry["bytes"]:
+            problem = f"size {size:,} bytes, the manifest says {entry['bytes']:,}"
+        elif entry["path"] in index.unreadable:
+            problem = f"unreadable: {index.unreadable[entry['path']]}"
+        elif found is not None and found != entry["samples"]:
+            problem = f"{found} samples, the manifest says {entry['samples']}"
+        else:
+            continue
+        problems.append({"path": entry["path"], "split": split, "problem": problem})
+    for folder in SHARD_FOLDERS:
+        base = root / folder
+        if not base.exists():
+            continue
+        for path in sorted(base.rglob("*")):
+            rel = f"{folder}/{path.relative_to(base).as_posix()}" if is_local(str(root)) else \
+                path.path[len(root.path.rstrip('/')) + 1:]
+            if path.is_file() and path.name != "_SUCCESS.json" and rel not in listed:
+                problems.append({"path": rel, "split": "", "problem": "extra: on disk but not in the manifest"})
+    return problems
+
+
+def overview(index: ShardIndex) -> dict:
+    """Totals, per-cluster samples/shards/bytes, and the distribution of shard sizes (10 bins)."""
+    listed = listed_shards(index.manifest)
+    per_split: dict[str, dict] = {}
+    for split, entry in listed:
+        row = per_split.setdefault(split, {"split": split, "shards": 0, "samples": 0, "bytes": 0})
+        row["shards"] += 1
+        row["samples"] += entry["samples"]
+        row["bytes"] += entry["bytes"]
+    sizes = np.array([entry["bytes"] for _, entry in listed], float)
+    counts, edges = np.histogram(sizes, bins=10) if len(sizes) else (np.zeros(0, int), np.zeros(1))
+    return {
+        "created": index.manifest.get("created"), "k": index.manifest.get("k"),
+        "total_images": int(sum(e["samples"] for _, e in listed)), "indexed_images": len(index.samples),
+        "expert_images": int(sum(e["samples"] for s, e in listed if s != "heldout")),
+        "heldout_images": int(sum(e["samples"] for s, e in listed if s == "heldout")),
+        "shards": len(listed), "bytes": int(sizes.sum()),
+        "splits": list(per_split.values()),
+        "shard_sizes": [{"from": float(a), "to": float(b), "shards": int(n)}
+                        for a, b, n in zip(edges[:-1], edges[1:], counts)],
+        "has_jpg": bool((index.samples["jpg_offset"] >= 0).any()) if len(index.samples) else False,
+    }
+
+
+def query(samples: pd.DataFrame, filters: dict, page: int = 1, per_page: int = 48) -> tuple[int, pd.DataFrame]:
+    """Samples matching `filters` (keys of FILTER_COLUMNS, values as a URL query gives them; empty means
+    any), as (total matching, one page of rows). Raises ValueError naming a bad filter value."""
+    unknown = set(filters) - set(FILTER_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown filter(s) {sorted(unknown)}; use {list(FILTER_COLUMNS)}")
+    f = {k: v for k, v in filters.items() if v not in (None, "", "any")}
+    mask = np.ones(len(samples), bool)
+    if "cluster" in f:
+        mask &= samples["cluster"].isin([_int("cluster", c) for c in str(f["cluster"]).split(",")]).to_numpy()
+    if "split" in f:
+        if f["split"] not in ("experts", "heldout"):
+            raise ValueError(f"split must be experts, heldout or any, not {f['split']!r}")
+        mask &= ((samples["split"] == "heldout") == (f["split"] == "heldout")).to_numpy()
+    for key, col, op in (("aesthetic_min", "aesthetic", np.greater_equal), ("aesthetic_max", "aesthetic", np.less_equal),
+                         ("distance_min", "centroid_distance", np.greater_equal),
+                         ("distance_max", "centroid_distance", np.less_equal)):
+        if key in f:
+            values = pd.to_numeric(samples[col], errors="coerce").to_numpy(float)
+            mask &= op(values, _float(key, f[key]))  # NaN scores never match a bound
+    for key, col in (("has_url", "url"), ("has_caption", "caption")):
+        if key in f:
+            want = _yes_no(key, f[key])
+            present = samples[col].fillna("").astype(str).str.strip().ne("").to_numpy()
+            mask &= present == want
+    if "text" in f:
+        needle = str(f["text"]).lower()
+        hay = samples["caption"].fillna("") + " " + samples["alt_text"].fillna("")
+        mask &= hay.str.lower().str.contains(needle, regex=False).to_numpy()
+    hits = samples[mask]
+    sort = f.get("sort", "shard")
+    if sort not in SORTS:
+        raise ValueError(f"sort must be one of {list(SORTS)}, not {sort!r}")
+    col, ascending = SORTS[sort]
+    hits = hits.sort_values([col, "order"], ascending=[ascending, True], na_position="last", kind="stable")
+    page = max(1, int(page))
+    return len(hits), hits.iloc[(page - 1) * per_page: page * per_page]
+
+
+def read_image(index: ShardIndex, image_id: str, crops: "CropLookup") -> bytes:
+    """The JPEG bytes of one sample: its own `jpg` member, or the filtered_images crop of the same image."""
+    hit = index.samples.index[index.samples["image_id"] == image_id]
+    if len(hit) == 0:
+        raise KeyError(f"no sample {image_id!r} in the shards")
+    row = index.samples.loc[hit[0]]
+    if row["jpg_offset"] >= 0:
+        with (index.root / row["shard"]).open("rb") as fh:
+            fh.seek(int(row["jpg_offset"]))
+            return fh.read(int(row["jpg_size"]))
+    return crops.read(image_id)
+
+
+class CropLookup:
+    """filtered_images' crops by image_id; each crop shard's headers are scanned once, on first use."""
+
+    def __init__(self, root: UPath):
+        self.root = root
+        self._shard_of: dict[str, str] | None = None
+        self._members: dict[str, dict[str, tuple[int, int]]] = {}
+
+    def read(self, image_id: str) -> bytes:
+        if self._shard_of is None:
+            kept = self.root / "filtered_images" / "kept.parquet"
+            if not kept.exists():
+                raise KeyError("filtered_images/kept.parquet is missing, and the shards hold no jpg")
+            with kept.open("rb") as fh:
+                table = pd.read_parquet(fh, columns=["image_id", "crop_shard"])
+            self._shard_of = dict(zip(table["image_id"], table["crop_shard"].astype(str)))
+        shard = self._shard_of.get(image_id)
+        if shard is None:
+            raise KeyError(f"{image_id!r} has no crop in filtered_images (it was re-materialised since the shards)")
+        path = self.root / "filtered_images" / shard  # e.g. crops/shard-000000.tar
+        if shard not in self._members:
+            members = {}
+            with path.open("rb") as fh:
+                for name, size, _stream in iter_members(fh):
+                    key, _, ext = name.rpartition("/")[2].partition(".")
+                    if ext == "jpg":
+                        members[key] = (fh.tell(), size)
+            self._members[shard] = members
+        if image_id not in self._members[shard]:
+            raise KeyError(f"{image_id!r} is not in {path}")
+        offset, size = self._members[shard][image_id]
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read(size)
+
+
+def thumbnail(jpeg: bytes, side: int) -> bytes:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+    image.thumbnail((side, side))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _int(key: str, value) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{key} must be whole numbers separated by commas, not {value!r}") from None
+
+
+def _float(key: str, value) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{key} must be a number, not {value!r}") from None
+
+
+def _yes_no(key: str, value) -> bool:
+    if str(value).lower() not in ("yes", "no", "true", "false"):
+        raise ValueError(f"{key} must be yes, no or any, not {value!r}")
+    return str(value).lower() in ("yes", "true")

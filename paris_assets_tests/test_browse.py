@@ -1,0 +1,239 @@
+"""The shard browser: its index against the manifest, health on each kind of damage, the filters, images from
+the shards or the crops, the JSON API over a real loopback server, and the page in a real browser."""
+
+import io
+import json
+import os
+import shutil
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+import pandas as pd
+import pytest
+import webdataset as wds
+
+from paris_assets import browse
+from paris_assets.lib import shard_index
+from paris_assets.lib.tars import iter_samples
+
+from .web import ARTIFACTS, CHROMIUM, FLAGS, free_port, require_chromium, start, stop
+
+
+def copy_outputs(data, to):
+    for name in ("expert_shards", "heldout", "filtered_images"):
+        shutil.copytree(data / name, to / name)
+    shutil.copy(data / "pipeline_manifest.json", to / "pipeline_manifest.json")
+    return to
+
+
+@pytest.fixture(scope="module")
+def shards(trained, tmp_path_factory):
+    """A copy of the materialised training outputs (test_training changes the original later)."""
+    return copy_outputs(trained[3], tmp_path_factory.mktemp("browse"))
+
+
+def manifest_of(root):
+    return json.loads((root / "pipeline_manifest.json").read_text())
+
+
+def test_index_holds_every_shard_sample_once(shards):
+    index = shard_index.build_index(str(shards))
+    manifest = manifest_of(shards)
+    kept = pd.read_parquet(shards / "filtered_images" / "kept.parquet")["image_id"]
+    assert sorted(index.samples["image_id"]) == sorted(kept)  # every kept image, none twice
+    assert shard_index.shard_health(index) == []
+    view = shard_index.overview(index)
+    assert view["total_images"] == len(kept) == view["indexed_images"]
+    assert view["heldout_images"] == sum(s["samples"] for s in manifest["heldout"]) > 0
+    per_split = {s["split"]: s for s in view["splits"]}
+    for k, listed in manifest["clusters"].items():
+        assert per_split[k]["shards"] == len(listed) > 1  # six samples per shard: several per cluster
+        assert (index.samples["split"] == k).sum() == per_split[k]["samples"]
+        assert (index.samples.loc[index.samples["split"] == k, "cluster"] == int(k)).all()
+    assert sum(b["shards"] for b in view["shard_sizes"]) == view["shards"]
+
+
+@pytest.mark.parametrize("damage,problem", [
+    ("delete", "missing"), ("empty", "zero-size"), ("truncate", "the manifest says"),
+    ("garble", "unreadable"), ("extra", "extra: on disk but not in the manifest"),
+])
+def test_health_names_each_damage(shards, tmp_path, damage, problem):
+    root = copy_outputs_of(shards, tmp_path)
+    path = root / manifest_of(root)["clusters"]["1"][0]["path"]
+    if damage == "delete":
+        path.unlink()
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:2048])
+    elif damage == "garble":  # same size, a header overwritten
+        data = bytearray(path.read_bytes())
+        data[100:160] = b"z" * 60
+        path.write_bytes(bytes(data))
+    else:
+        shutil.copy(path, path.with_name("shard-999999.tar"))
+    index = shard_index.build_index(str(root))
+    health = shard_index.shard_health(index)
+    assert len(health) == 1 and problem in health[0]["problem"], health
+    expected = path.with_name("shard-999999.tar") if damage == "extra" else path
+    assert health[0]["path"] == expected.relative_to(root).as_posix()
+
+
+def copy_outputs_of(shards, tmp_path):
+    shutil.copytree(shards, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_filters_page_and_sort(shards):
+    samples = shard_index.build_index(str(shards)).samples.copy()
+    total, page = shard_index.query(samples, {})
+    assert total == len(samples) and len(page) == min(48, total)
+    for k in samples["cluster"].unique():
+        total, _ = shard_index.query(samples, {"cluster": str(k)})
+        assert total == (samples["cluster"] == k).sum()
+    middle = float(samples["aesthetic"].median())
+    total, rows = shard_index.query(samples, {"aesthetic_min": str(middle), "sort": "-aesthetic"}, per_page=1000)
+    assert total == (samples["aesthetic"] >= middle).sum() and (rows["aesthetic"] >= middle).all()
+    assert rows["aesthetic"].is_monotonic_decreasing
+    total, rows = shard_index.query(samples, {"distance_max": "0.01", "sort": "distance"}, per_page=1000)
+    assert total == (samples["centroid_distance"] <= 0.01).sum() and rows["centroid_distance"].is_monotonic_increasing
+    assert shard_index.query(samples, {"split": "heldout"})[0] == (samples["split"] == "heldout").sum()
+    samples.loc[samples.index[:3], "url"] = ""
+    samples.loc[samples.index[3:5], "caption"] = None
+    assert shard_index.query(samples, {"has_url": "no"})[0] == 3
+    assert shard_index.query(samples, {"has_url": "yes"})[0] == len(samples) - 3
+    assert shard_index.query(samples, {"has_caption": "no"})[0] == 2
+    word = samples["alt_text"].iloc[10].split()[-1]
+    total, rows = shard_index.query(samples, {"text": word.upper()}, per_page=1000)
+    assert total >= 1 and rows["alt_text"].str.lower().str.contains(word.lower()).all()
+    pages = [shard_index.query(samples, {}, page=p, per_page=10)[1] for p in (1, 2)]
+    assert set(pages[0]["image_id"]).isdisjoint(pages[1]["image_id"])
+
+
+@pytest.mark.parametrize("filters,message", [
+    ({"aesthetic_min": "high"}, "aesthetic_min must be a number"), ({"cluster": "one"}, "cluster must be whole"),
+    ({"has_url": "maybe"}, "has_url must be yes, no or any"), ({"sort": "size"}, "sort must be one of"),
+    ({"colour": "red"}, "unknown filter"),
+])
+def test_bad_filters_say_what_to_fix(shards, filters, message):
+    samples = shard_index.build_index(str(shards)).samples
+    with pytest.raises(ValueError, match=message):
+        shard_index.query(samples, filters)
+
+
+def test_images_come_from_the_shard_or_the_crops(shards):
+    index = shard_index.build_index(str(shards))
+    row = index.samples.iloc[7]
+    sample = next(s for s in wds.WebDataset(str(shards / row["shard"]), shardshuffle=False)
+                  if s["__key__"] == row["image_id"])
+    crops = shard_index.CropLookup(index.root)
+    assert shard_index.read_image(index, row["image_id"], crops) == sample["jpg"]
+    index.samples["jpg_offset"] = -1  # as when shards.include_jpg is off: the filtered_images crop instead
+    crop_shard = pd.read_parquet(shards / "filtered_images" / "kept.parquet").set_index("image_id").loc[
+        row["image_id"], "crop_shard"]
+    with open(shards / "filtered_images" / crop_shard, "rb") as fh:
+        crop = dict(iter_samples(fh, {row["image_id"]}))[row["image_id"]]["jpg"]
+    assert shard_index.read_image(index, row["image_id"], crops) == crop
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(shard_index.thumbnail(crop, 64))).size == (64, 64)
+    with pytest.raises(KeyError, match="no sample"):
+        shard_index.read_image(index, "not-an-id", crops)
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.headers["Content-Type"], r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers["Content-Type"], err.read()
+
+
+def test_json_api_over_loopback(shards, tmp_path):
+    server = browse.serve(str(shards), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        status, kind, body = get(f"{base}/api/samples?cluster=0&per_page=5&page=2")
+        result = json.loads(body)
+        assert status == 200 and result["per_page"] == 5 and len(result["rows"]) <= 5 and result["page"] == 2
+        assert all(r["cluster"] == 0 for r in result["rows"])
+        first = result["rows"][0]["image_id"]
+        status, _, body = get(f"{base}/api/sample/{first}")
+        assert status == 200 and json.loads(body)["image_id"] == first and "url" in json.loads(body)
+        status, kind, body = get(f"{base}/image/{first}?size=96")
+        assert status == 200 and kind == "image/jpeg" and body[:2] == b"\xff\xd8"
+        assert get(f"{base}/api/samples?aesthetic_min=x")[0] == 400
+        assert get(f"{base}/api/sample/nope")[0] == 404
+        assert get(f"{base}/")[1].startswith("text/html")
+    finally:
+        server.shutdown()
+        server.server_close()
+    empty = browse.serve(str(tmp_path), port=0)  # nothing materialised there yet
+    threading.Thread(target=empty.serve_forever, daemon=True).start()
+    try:
+        status, _, body = get(f"http://127.0.0.1:{empty.server_address[1]}/api/overview")
+        assert status == 404 and "materialise expert_shards first" in json.loads(body)["error"]
+    finally:
+        empty.shutdown()
+        empty.server_close()
+
+
+def test_shard_browser_in_a_real_browser(shards, tmp_path):
+    """One command starts it; the page shows the totals, a filter changes the count, a detail view opens, and
+    a damaged shard shows in health after a rescan."""
+    from playwright.sync_api import sync_playwright
+
+    require_chromium()
+    root = copy_outputs_of(shards, tmp_path)
+    index = shard_index.build_index(str(root))
+    port = free_port()
+    proc = start([sys.executable, "-m", "paris_assets.browse", "--data-dir", str(root), "--port", str(port)],
+                 tmp_path / "browse.log", f"http://127.0.0.1:{port}/api/overview", dict(os.environ))
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+            total = len(index.samples)
+            page.wait_for_function(f"document.querySelector('#count').textContent === '{total}'")
+            assert page.locator("#total").text_content() == str(total)
+            assert "All" in page.locator("#health").text_content()
+            assert page.locator(".card").count() == min(48, total)
+            page.screenshot(path=str(ARTIFACTS / "browse-overview.png"))
+
+            cluster = int(index.samples["cluster"].value_counts().idxmin())
+            expected = int((index.samples["cluster"] == cluster).sum())
+            page.select_option("#f-cluster", str(cluster))
+            page.wait_for_function(f"document.querySelector('#count').textContent === '{expected}'")
+            assert page.locator(".card").count() == expected
+            assert page.locator(".card .meta").first.text_content().startswith(f"cluster {cluster}")
+            cut = float(index.samples.loc[index.samples["cluster"] == cluster, "aesthetic"].median())
+            fewer = int(((index.samples["cluster"] == cluster) & (index.samples["aesthetic"] >= cut)).sum())
+            page.fill("input[name=aesthetic_min]", str(cut))
+            page.wait_for_function(f"document.querySelector('#count').textContent === '{fewer}'")
+            assert 0 < fewer < expected
+
+            page.locator(".card").first.click()
+            page.locator("#detail").wait_for(state="visible")
+            chosen = page.locator("#detail-table").text_content()
+            row = index.samples[index.samples["image_id"] == page.locator(".card").first.get_attribute("data-id")].iloc[0]
+            assert row["caption"] in chosen and row["url"] in chosen and str(row["aesthetic"]) in chosen
+            page.wait_for_function("document.querySelector('#detail-img').naturalWidth > 0")
+            page.screenshot(path=str(ARTIFACTS / "browse-detail.png"))
+            page.click("#close")
+
+            damaged = root / manifest_of(root)["clusters"]["0"][0]["path"]
+            damaged.unlink()
+            page.click("#rescan")
+            page.locator("#health .problem").first.wait_for()
+            health = page.locator("#health").text_content()
+            assert damaged.relative_to(root).as_posix() in health and "missing" in health
+            assert "readable, see Health" in page.locator("#unread").text_content()
+            page.screenshot(path=str(ARTIFACTS / "browse-health.png"))
+            browser.close()
+    finally:
+        stop(proc)

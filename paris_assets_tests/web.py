@@ -1,0 +1,60 @@
+"""Helpers shared by the browser tests: Debian's chromium with the flags this machine needs, free loopback
+ports, and starting a server process that stops on SIGTERM (only the processes a test started, by PID)."""
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from paris_assets.settings import PROJECT_ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+# a server started from a non-interactive shell ignores SIGINT/SIGTERM unless they are reset first
+LAUNCHER = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+            "signal.signal(signal.SIGTERM, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])")
+
+
+def require_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(argv: list[str], log: Path, ready_url: str, env: dict, timeout: int = 180) -> subprocess.Popen:
+    """Start `argv` (an executable and its arguments) with default signal handling, logging to `log`, and wait until `ready_url` answers."""
+    out = open(log, "w")
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, *argv], cwd=PROJECT_ROOT, env=env, stdout=out,
+                            stderr=subprocess.STDOUT)
+    out.close()  # the child holds its own descriptor
+    for _ in range(timeout):
+        try:
+            urllib.request.urlopen(ready_url, timeout=2)
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise AssertionError(f"{argv} exited: {log.read_text()[-3000:]}") from None
+            time.sleep(1)
+    stop(proc)
+    raise AssertionError(f"{ready_url} did not answer in {timeout} s: {log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
