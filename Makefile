@@ -8,7 +8,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 # A CUDA machine: `make setup TORCH_SPEC=torch` (or pre-install the CUDA torch wheel you want in .venv).
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: setup demo test ui browse bench clean
+.PHONY: setup demo test ui browse bench screenshots clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,11 @@ ui: setup
 
 browse: setup
 	$(PY) -m paris_assets.browse
+
+# the README's screenshots, taken by the browser tests themselves
+screenshots: setup
+	PARIS_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PY) -m pytest -q paris_assets_tests/test_ui.py \
+		paris_assets_tests/test_browse.py::test_shard_browser_in_a_real_browser
 
 bench: setup
 	$(PY) -m paris_assets.bench

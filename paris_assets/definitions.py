@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor, multiprocess_executor
 
 from .assets.clustering import build_cluster_labels, build_cluster_report
 from .assets.embeddings import build_captions, build_clip_embeddings, build_dinov2_embeddings, build_latents
@@ -27,6 +27,7 @@ def build_defs(settings: Settings | None = None) -> Definitions:
                 build_router_pairs(settings)],
         asset_checks=build_embedding_checks(settings) + build_cluster_checks(settings) + build_training_checks(settings),
         sensors=build_alert_sensors(settings),
+        executor=in_process_executor if settings.executor == "in_process" else multiprocess_executor,
         resources={
             "tables_io": ParquetIOManager(root=root),
             "arrays_io": NpyIOManager(root=root),

@@ -138,6 +138,10 @@ class AlertSettings(_Section):
 class Settings(_Section):
     data_dir: str = "data"  # every asset writes under here; a local path or an fsspec URL (s3://, gs://, memory://)
     seed: int = 0  # one seed for every sampled or shuffled choice: same inputs + settings -> same outputs
+    # how a run launched from the UI, a schedule or `dagster asset materialize` executes its steps: multiprocess
+    # runs independent steps side by side, one process each (~3 s start-up per step); in_process runs them one
+    # after another in the run's process, quicker on a laptop and in tests
+    executor: Literal["multiprocess", "in_process"] = "multiprocess"
     source: SourceSettings = SourceSettings()
     ingest: IngestSettings = IngestSettings()
     filter: FilterSettings = FilterSettings()

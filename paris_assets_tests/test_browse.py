@@ -18,7 +18,7 @@ from paris_assets import browse
 from paris_assets.lib import shard_index
 from paris_assets.lib.tars import iter_samples
 
-from .web import ARTIFACTS, CHROMIUM, FLAGS, free_port, require_chromium, start, stop
+from .web import CHROMIUM, FLAGS, free_port, require_chromium, shot, start, stop
 
 
 def copy_outputs(data, to):
@@ -192,7 +192,6 @@ def test_shard_browser_in_a_real_browser(shards, tmp_path):
     port = free_port()
     proc = start([sys.executable, "-m", "paris_assets.browse", "--data-dir", str(root), "--port", str(port)],
                  tmp_path / "browse.log", f"http://127.0.0.1:{port}/api/overview", dict(os.environ))
-    ARTIFACTS.mkdir(exist_ok=True)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -203,7 +202,7 @@ def test_shard_browser_in_a_real_browser(shards, tmp_path):
             assert page.locator("#total").text_content() == str(total)
             assert "All" in page.locator("#health").text_content()
             assert page.locator(".card").count() == min(48, total)
-            page.screenshot(path=str(ARTIFACTS / "browse-overview.png"))
+            shot(page, "browse-overview.jpg")
 
             cluster = int(index.samples["cluster"].value_counts().idxmin())
             expected = int((index.samples["cluster"] == cluster).sum())
@@ -223,7 +222,7 @@ def test_shard_browser_in_a_real_browser(shards, tmp_path):
             row = index.samples[index.samples["image_id"] == page.locator(".card").first.get_attribute("data-id")].iloc[0]
             assert row["caption"] in chosen and row["url"] in chosen and str(row["aesthetic"]) in chosen
             page.wait_for_function("document.querySelector('#detail-img').naturalWidth > 0")
-            page.screenshot(path=str(ARTIFACTS / "browse-detail.png"))
+            shot(page, "browse-detail.jpg")
             page.click("#close")
 
             damaged = root / manifest_of(root)["clusters"]["0"][0]["path"]
@@ -233,7 +232,7 @@ def test_shard_browser_in_a_real_browser(shards, tmp_path):
             health = page.locator("#health").text_content()
             assert damaged.relative_to(root).as_posix() in health and "missing" in health
             assert "readable, see Health" in page.locator("#unread").text_content()
-            page.screenshot(path=str(ARTIFACTS / "browse-health.png"))
+            shot(page, "browse-health.jpg")
             browser.close()
     finally:
         stop(proc)

@@ -26,6 +26,8 @@ def test_dagster_cli_materialises_from_a_settings_file(tmp_path, demo_files):
                            "--select", "raw_images,filtered_images"],
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    progress = [line for line in done.stderr.splitlines() if "filtered_images: decoded: " in line]
+    assert progress and "/s, ETA done" in progress[-1]  # the same progress lines as in the UI's run log
     kept = pd.read_parquet(tmp_path / "data" / "filtered_images" / "kept.parquet")
     assert 20 < len(kept) <= 40
     assert (home / "history").exists() or (home / "storage").exists()  # the run is in the instance

@@ -19,9 +19,12 @@ def test_img2dataset_from_loopback_server(demo_files, tmp_path):
     demo_dir = tmp_path / "demo_source"
     shutil.copytree(folder, demo_dir / "")
     out = tmp_path / "raw"
-    stats = ingest(settings.source, settings.ingest, str(out), demo_dir=str(demo_dir), seed=0, log=lambda m: None)
+    lines = []
+    stats = ingest(settings.source, settings.ingest, str(out), demo_dir=str(demo_dir), seed=0, log=lines.append)
     samples = pd.read_parquet(out / "samples.parquet")
     failed = demo["expect"].eq("download_failed").sum()
+    progress = [line for line in lines if line.startswith("raw_images: downloaded: ")]
+    assert progress[-1].startswith(f"raw_images: downloaded: {stats['requested']:,}/{stats['requested']:,} URLs")
     assert stats["requested"] == len(demo) and stats["failed"] == failed
     assert stats["failed_by_reason"] == {"connection_refused": 3, "http_404": 3}
     assert samples["image_id"].is_unique

@@ -223,3 +223,10 @@ def test_integrity_check_reads_object_storage(trained):
     fs.rm(f"{root}/{manifest['clusters']['0'][0]['path']}")
     ok, facts = verify_training_outputs(root, kept, held, EXPECT)
     assert not ok and any("missing" in p for p in facts["problems"])
+
+
+def test_report_link_points_at_the_committed_report(trained):
+    _settings, _run, instance, data = trained
+    meta = instance.fetch_materializations(AssetKey("cluster_report"), limit=1).records[0].asset_materialization.metadata
+    assert meta["report_html"].value == str(data / "cluster_report" / "report.html")
+    assert (data / "cluster_report" / "report.html").stat().st_size > 0

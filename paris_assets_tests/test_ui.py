@@ -1,35 +1,32 @@
-"""The Dagster UI in a real browser (Debian's chromium driven by playwright): the graph loads, a
-materialisation of the whole graph is launched from the UI itself and succeeds, and cluster_report's checks
-show as passed. Screenshots go to test-artifacts/."""
+"""The Dagster UI in a real browser (Debian's chromium driven by playwright), as a user meets it.
+
+`dagster dev` on 127.0.0.1 with a temporary DAGSTER_HOME and demo settings: every asset and check is found in
+the UI; "Materialize all" clicked in the UI succeeds; cluster_report shows its checks passed and its grids.
+Then the failure path: the settings file gets an impossible min_silhouette, the definitions are reloaded
+from the UI, the gate and what it guards are launched from the UI, the check shows failed, expert_shards is
+not materialised, and the alert sensor writes the failure to alerts.jsonl. Screenshots go to
+test-artifacts/ (docs/screenshots/ in the README are made the same way, by `make screenshots`)."""
 
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from paris_assets.settings import PROJECT_ROOT
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-# dagster dev started from a non-interactive shell ignores SIGINT/SIGTERM unless they are reset first
-LAUNCHER = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-            "signal.signal(signal.SIGTERM, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])")
+from .web import CHROMIUM, FLAGS, free_port, require_chromium, shot, start, stop
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+ASSETS = {"raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents",
+          "cluster_labels", "cluster_report", "expert_shards", "router_pairs"}
+CHECKS = {"clip_embeddings": {"clip_embeddings_valid"}, "dinov2_embeddings": {"dinov2_embeddings_valid"},
+          "latents": {"latents_valid"}, "expert_shards": {"shards_match_manifest"},
+          "router_pairs": {"router_pairs_aligned"},
+          "cluster_report": {"silhouette_above_minimum", "silhouette_not_dropped", "no_empty_cluster",
+                             "davies_bouldin_below_maximum", "largest_cluster_below_maximum"}}
 
 
 def graphql(base: str, query: str) -> dict:
@@ -38,74 +35,168 @@ def graphql(base: str, query: str) -> dict:
     return json.loads(urllib.request.urlopen(request, timeout=30).read())["data"]
 
 
+def latest_run(base: str) -> dict | None:
+    runs = graphql(base, "{ runsOrError { ... on Runs { results { runId status assetSelection { path } "
+                         "stepStats { stepKey status } } } } }")["runsOrError"]["results"]
+    return runs[0] if runs else None
+
+
+def wait_for_run(base: str, after: str | None, timeout: int = 600) -> dict:
+    """The first run other than `after`, once it has finished."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        run = latest_run(base)
+        if run and run["runId"] != after and run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return run
+        time.sleep(2)
+    raise AssertionError(f"no run finished within {timeout} s")
+
+
+def materialisations(base: str, asset: str) -> int:
+    query = ('{ assetOrError(assetKey: {path: ["%s"]}) { ... on Asset { assetMaterializations(limit: 100) '
+             '{ runId } } } }' % asset)
+    return len(graphql(base, query)["assetOrError"]["assetMaterializations"])
+
+
+def check_description(base: str, asset: str, check: str) -> str:
+    query = ('{ assetNodes { assetKey { path } assetChecksOrError { ... on AssetChecks { checks { name description } '
+             '} } } }')
+    node = next(n for n in graphql(base, query)["assetNodes"] if n["assetKey"]["path"] == [asset])
+    return next(c["description"] for c in node["assetChecksOrError"]["checks"] if c["name"] == check)
+
+
 @pytest.fixture(scope="module")
 def dagster_ui(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    require_chromium()
     root = tmp_path_factory.mktemp("ui")
     (root / "home").mkdir()
     shutil.copy(PROJECT_ROOT / "dagster.yaml", root / "home" / "dagster.yaml")
-    (root / "paris.yaml").write_text("data_dir: data\nsource: {kind: demo, demo_size: 64}\n"
-                                     "ingest: {processes: 1, threads: 8}\nfilter: {processes: 1}\n"
-                                     "captions: {source: alt_text}\n")
     port = free_port()
-    env = dict(os.environ, DAGSTER_HOME=str(root / "home"), PARIS_CONFIG=str(root / "paris.yaml"), HF_HUB_OFFLINE="1")
-    dagster = Path(sys.executable).parent / "dagster"
-    log = open(root / "dagster-dev.log", "w")
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port),
-                             "-m", "paris_assets.definitions"], cwd=PROJECT_ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    (root / "paris.yaml").write_text(
+        "data_dir: data\nexecutor: in_process\nsource: {kind: demo, demo_size: 64}\n"
+        "ingest: {processes: 1, threads: 8}\nfilter: {processes: 1}\ncaptions: {source: alt_text}\n"
+        f"alerts: {{ui_base_url: '{base}'}}\n")
+    env = dict(os.environ, DAGSTER_HOME=str(root / "home"), PARIS_CONFIG=str(root / "paris.yaml"), HF_HUB_OFFLINE="1")
+    dagster = shutil.which("dagster", path=os.path.dirname(sys.executable))
+    proc = start([dagster, "dev", "-h", "127.0.0.1", "-p", str(port), "-m", "paris_assets.definitions"],
+                 root / "dagster-dev.log", f"{base}/server_info", env)
+    from playwright.sync_api import sync_playwright
+
     try:
-        for _ in range(180):
-            try:
-                urllib.request.urlopen(f"{base}/server_info", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, (root / "dagster-dev.log").read_text()[-3000:]
-                time.sleep(1)
-        yield base, root
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            yield base, root, page
+            browser.close()
     finally:
-        proc.send_signal(signal.SIGTERM)  # only the process this test started, by its PID
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop(proc)  # only the process this test started, by its PID
 
 
 def test_materialise_everything_from_the_ui(dagster_ui):
-    from playwright.sync_api import sync_playwright
+    base, root, page = dagster_ui
+    page.goto(f"{base}/asset-groups", wait_until="networkidle")
+    page.get_by_text("embeddings", exact=True).last.wait_for(timeout=60_000)  # the graph, groups collapsed
+    page.locator("button:has([aria-label=settings])").last.click()  # the graph's settings menu
+    page.get_by_role("menuitem", name="Expand all groups").click()
+    page.keyboard.press("Escape")
+    for asset in sorted(ASSETS):
+        page.get_by_text(asset, exact=True).last.wait_for(timeout=60_000)
+    nodes = graphql(base, "{ assetNodes { assetKey { path } groupName kinds "
+                          "assetChecksOrError { ... on AssetChecks { checks { name } } } } }")["assetNodes"]
+    assert {n["assetKey"]["path"][0] for n in nodes} == ASSETS
+    assert all(n["kinds"] and n["groupName"] in ("ingest", "embeddings", "clustering", "training") for n in nodes)
+    found = {n["assetKey"]["path"][0]: {c["name"] for c in n["assetChecksOrError"]["checks"]} for n in nodes}
+    assert {k: v for k, v in found.items() if v} == CHECKS
+    for asset, checks in CHECKS.items():  # and each check is on its asset's Checks tab
+        page.goto(f"{base}/assets/{asset}?view=checks", wait_until="networkidle")
+        for check in checks:  # long names are middle-truncated on screen; the full name is in the page
+            page.get_by_text(check, exact=True).first.wait_for(state="attached", timeout=30_000)
 
-    base, root = dagster_ui
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"{base}/asset-groups", wait_until="networkidle")
-        for group in ("ingest", "embeddings", "clustering", "training"):
-            page.get_by_text(group, exact=True).first.wait_for(timeout=60_000)
-        page.screenshot(path=str(ARTIFACTS / "ui-asset-graph.png"))
-        nodes = graphql(base, "{ assetNodes { assetKey { path } } }")["assetNodes"]
-        assert {n["assetKey"]["path"][0] for n in nodes} == {
-            "raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents",
-            "cluster_labels", "cluster_report", "expert_shards", "router_pairs"}
+    page.goto(f"{base}/asset-groups", wait_until="networkidle")
+    page.get_by_role("button", name="Materialize all").click()  # launched from the UI, not the CLI
+    run = wait_for_run(base, after=None)
+    assert run["status"] == "SUCCESS", (root / "dagster-dev.log").read_text()[-3000:]
+    assert {a["path"][0] for a in run["assetSelection"]} == ASSETS
+    page.goto(f"{base}/asset-groups", wait_until="networkidle")  # groups stay expanded
+    page.get_by_text("expert_shards", exact=True).last.wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)  # the freshly fetched statuses
+    shot(page, "ui-asset-graph.jpg")
 
-        page.get_by_role("button", name="Materialize all").click()  # launched from the UI, not the CLI
-        status = None
-        for _ in range(300):
-            runs = graphql(base, "{ runsOrError { ... on Runs { results { runId status } } } }")["runsOrError"]["results"]
-            status = runs[0]["status"] if runs else None
-            if status in ("SUCCESS", "FAILURE", "CANCELED"):
-                break
-            time.sleep(2)
-        assert status == "SUCCESS", (root / "dagster-dev.log").read_text()[-3000:]
+    page.goto(f"{base}/assets/cluster_report?view=checks", wait_until="networkidle")
+    page.get_by_text("Passed").first.wait_for(timeout=60_000)
+    assert page.get_by_text("Succeeded").count() == len(CHECKS["cluster_report"])
+    shot(page, "ui-cluster-report-checks.jpg")
 
-        page.goto(f"{base}/assets/cluster_report?view=checks", wait_until="networkidle")
-        for check in ("silhouette_above_minimum", "silhouette_not_dropped", "no_empty_cluster"):
-            page.get_by_text(check).first.wait_for(timeout=60_000)
-        page.get_by_text("Passed").first.wait_for(timeout=60_000)
-        assert page.get_by_text("Succeeded").count() == 5
-        page.screenshot(path=str(ARTIFACTS / "ui-cluster-report-checks.png"))
-        browser.close()
+    page.goto(f"{base}/assets/cluster_report", wait_until="networkidle")
+    page.get_by_role("row").filter(has_text="grids").get_by_text("[Show Markdown]").click()
+    grids = page.locator("img[alt^='cluster ']")
+    grids.first.wait_for(timeout=30_000)
+    k = json.loads((root / "data" / "cluster_report" / "report.json").read_text())["k"]
+    assert grids.count() == k
+    assert all(w > 0 for w in grids.evaluate_all("imgs => imgs.map(i => i.naturalWidth)"))  # decoded, not broken
+    shot(page, "ui-cluster-grids.jpg")
+    page.keyboard.press("Escape")
+
+    page.goto(f"{base}/assets/latents?view=checks", wait_until="networkidle")  # the VAE check's side-by-side
+    page.get_by_text("latents_valid").first.wait_for(timeout=30_000)
+    shot(page, "ui-latents-check.jpg")
+    page.get_by_role("row").filter(has_text="reconstructions").get_by_text("[Show Markdown]").click()
+    page.locator("img[alt*='reconstructions']").first.wait_for(timeout=30_000)
+    shot(page, "ui-latents-reconstructions.jpg")
+    page.keyboard.press("Escape")
     assert (root / "data" / "pipeline_manifest.json").exists()
+
+
+def test_failed_gate_from_the_ui(dagster_ui):
+    base, root, page = dagster_ui
+    before = latest_run(base)["runId"]
+    shards_before = materialisations(base, "expert_shards")
+    settings = root / "paris.yaml"  # what a user does: edit the settings file, then reload in the UI
+    settings.write_text(settings.read_text() + "report: {min_silhouette: 0.99}\n")
+    page.goto(f"{base}/asset-groups", wait_until="networkidle")
+    page.get_by_role("button", name="Reload definitions").click()
+    for _ in range(120):  # the check's description states the threshold it was built with
+        if "(0.99)" in check_description(base, "cluster_report", "silhouette_above_minimum"):
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError("the definitions were not reloaded with the new settings")
+
+    page.goto(f"{base}/asset-groups", wait_until="networkidle")
+    page.locator(".CodeMirror").first.click()  # the asset selection box
+    page.keyboard.type("key:cluster_report+")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**key%3Acluster_report%2B**")
+    page.get_by_role("button", name="Materialize all").click()  # all assets in view: the gate and what it guards
+    run = wait_for_run(base, after=before)
+    assert run["status"] == "FAILURE"
+    assert {a["path"][0] for a in run["assetSelection"]} == {"cluster_report", "expert_shards", "router_pairs"}
+    steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
+    assert steps["cluster_report"] == "SUCCESS" and steps["cluster_report_silhouette_above_minimum"] == "FAILURE"
+    assert steps.get("expert_shards") != "SUCCESS" and steps.get("router_pairs") != "SUCCESS"
+    assert materialisations(base, "expert_shards") == shards_before
+
+    page.goto(f"{base}/assets/cluster_report?view=checks", wait_until="networkidle")
+    page.get_by_text("Failed", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("silhouette_above_minimum", exact=True).first.click()
+    page.get_by_text("(0.99)").first.wait_for(timeout=30_000)
+    shot(page, "ui-gate-failed.jpg")
+    page.goto(f"{base}/runs/{run['runId']}", wait_until="networkidle")
+    page.get_by_text("silhouette_above_minimum").first.wait_for(timeout=60_000)
+    shot(page, "ui-gate-failed-run.jpg")
+
+    alerts_file = root / "data" / "alerts.jsonl"  # the sensors tick every 30 s in the daemon dagster dev runs
+    deadline, kinds = time.time() + 180, set()
+    while time.time() < deadline:
+        alerts = [json.loads(line) for line in alerts_file.read_text().splitlines()] if alerts_file.exists() else []
+        mine = [a for a in alerts if a.get("run_id") == run["runId"]]
+        kinds = {(a["kind"], a.get("check")) for a in mine}
+        if ("check_failed", "silhouette_above_minimum") in kinds and any(k == "run_failed" for k, _ in kinds):
+            break
+        time.sleep(3)
+    assert ("check_failed", "silhouette_above_minimum") in kinds, kinds
+    assert any(k == "run_failed" for k, _ in kinds), kinds
+    alert = next(a for a in mine if a["check"] == "silhouette_above_minimum")
+    assert alert["severity"] == "ERROR" and alert["threshold"] == 0.99 and alert["value"] < 0.99
+    assert alert["run_url"] == f"{base}/runs/{run['runId']}"

@@ -1,6 +1,7 @@
 """Helpers shared by the browser tests: Debian's chromium with the flags this machine needs, free loopback
 ports, and starting a server process that stops on SIGTERM (only the processes a test started, by PID)."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -16,7 +17,8 @@ from paris_assets.settings import PROJECT_ROOT
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+# screenshots: test-artifacts/ by default; `make screenshots` points this at docs/screenshots/ for the README
+SHOTS = Path(os.environ.get("PARIS_SCREENSHOTS") or PROJECT_ROOT / "test-artifacts")
 # a server started from a non-interactive shell ignores SIGINT/SIGTERM unless they are reset first
 LAUNCHER = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
             "signal.signal(signal.SIGTERM, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])")
@@ -25,6 +27,12 @@ LAUNCHER = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL
 def require_chromium() -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+
+
+def shot(page, name: str) -> None:
+    """A JPEG screenshot (a quarter the size of a PNG: the README's are committed)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), type="jpeg", quality=80)
 
 
 def free_port() -> int:

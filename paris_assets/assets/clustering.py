@@ -80,7 +80,8 @@ def build_cluster_report(settings: Settings) -> AssetsDefinition:
             "davies_bouldin": report["davies_bouldin"], "largest_fraction": report["largest_fraction"],
             "empty_clusters": report["empty_clusters"], "silhouette_sample": report["sample_size"],
             "clusters": MetadataValue.md(table), "grids": MetadataValue.md(grids),
-            "report_html": MetadataValue.path(str(out / "report.html")),
+            # where report.html will be once the IO manager has committed this folder
+            "report_html": MetadataValue.path(f"{settings.data_root.rstrip('/')}/cluster_report/report.html"),
         })
         return out
 

@@ -23,6 +23,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .progress import Progress
+
 
 def work_key(*parts) -> str:
     """A short key of everything that shapes a chunked result."""
@@ -113,14 +115,11 @@ def run_chunks(store: ChunkStore, compute_chunk: Callable[[int, int], dict[str, 
     if reused:
         log(f"{label}: reusing {reused}/{store.n_chunks} finished chunks from an earlier run")
     rows_done = 0
-    for k, i in enumerate(todo, 1):
+    progress = Progress(label, sum(store.bounds(i)[1] - store.bounds(i)[0] for i in todo), "rows", log)
+    for i in todo:
         start, stop = store.bounds(i)
         store.save(i, compute_chunk(start, stop))
         rows_done += stop - start
-        elapsed = time.perf_counter() - started
-        rate = rows_done / max(elapsed, 1e-9)
-        left = sum(store.bounds(j)[1] - store.bounds(j)[0] for j in todo[k:])
-        log(f"{label}: chunk {k}/{len(todo)} ({stop:,}/{store.n_rows:,} rows), {rate:,.1f} rows/s, "
-            f"ETA {left / max(rate, 1e-9):,.0f} s")
+        progress.advance(stop - start)
     return {"rows": store.n_rows, "chunks": store.n_chunks, "chunks_reused": reused, "chunks_computed": len(todo),
             "rows_computed": rows_done, "seconds": time.perf_counter() - started}

@@ -22,6 +22,7 @@ import pandas as pd
 
 from . import dedup
 from .checks import FilterParams, process_unit_args
+from .progress import Progress
 
 KEPT_COLUMNS = ["image_id", "url", "alt_text", "aesthetic", "punsafe", "pwatermark", "original_width",
                 "original_height", "similarity", "format", "frames", "sha256", "phash", "crop_shard"]
@@ -94,16 +95,18 @@ def filter_images(samples: pd.DataFrame, out_dir: str, params: FilterParams, pro
                           str(out / "crops" / f"shard-{len(units):06d}.tar"), params))
     results = []
     decode_started = time.perf_counter()
+    progress = Progress("filtered_images: decoded", len(todo), "images", log)
     if processes > 1 and len(units) > 1:
         ctx = multiprocessing.get_context("spawn")  # fork is unsafe under Dagster's threads
         with ProcessPoolExecutor(min(processes, len(units)), mp_context=ctx) as pool:
-            for done, unit_rows in enumerate(pool.map(process_unit_args, units), 1):
+            for unit_rows in pool.map(process_unit_args, units):
                 results.extend(unit_rows)
-                log(f"filtered_images: {done}/{len(units)} work units decoded")
+                progress.advance(len(unit_rows))
     else:
-        for done, unit in enumerate(units, 1):
-            results.extend(process_unit_args(unit))
-            log(f"filtered_images: {done}/{len(units)} work units decoded")
+        for unit in units:
+            unit_rows = process_unit_args(unit)
+            results.extend(unit_rows)
+            progress.advance(len(unit_rows))
     decode_seconds = time.perf_counter() - decode_started
 
     decoded = pd.DataFrame(results, columns=["image_id", "reason", "detail", "original_width", "original_height",

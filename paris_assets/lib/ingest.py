@@ -11,14 +11,17 @@ plus `samples.parquet`: one row per source item with its metadata, download stat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .progress import Progress
 from .sources import decode_caption, expand_paths, stable_id
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
@@ -54,8 +57,9 @@ def folder_table(folder: str) -> pd.DataFrame:
 
 def download_with_img2dataset(table: pd.DataFrame, out_dir: str, *, processes: int, threads: int,
                               samples_per_shard: int, timeout: float, retries: int, distributor: str,
-                              user_agent_token: str | None, respect_opt_out: bool) -> dict:
+                              user_agent_token: str | None, respect_opt_out: bool, log=print) -> dict:
     """Run img2dataset over `table` (image_id, url) into out_dir; resumes shards a killed run finished.
+    Progress (URLs done / total, rate, ETA) is logged as img2dataset finishes shards.
 
     Must be called from a main thread: img2dataset spawns its workers and installs a signal handler.
     """
@@ -68,6 +72,14 @@ def download_with_img2dataset(table: pd.DataFrame, out_dir: str, *, processes: i
         table[["url", "image_id"]].to_parquet(url_list + ".tmp", index=False)
         os.replace(url_list + ".tmp", url_list)
     started = time.perf_counter()
+    with _shard_progress(out_dir, len(table), log):
+        _run_img2dataset(img2dataset, url_list, out_dir, processes, threads, samples_per_shard, timeout, retries,
+                         distributor, user_agent_token, respect_opt_out)
+    return {"seconds": time.perf_counter() - started}
+
+
+def _run_img2dataset(img2dataset, url_list, out_dir, processes, threads, samples_per_shard, timeout, retries,
+                     distributor, user_agent_token, respect_opt_out) -> None:
     img2dataset.download(
         url_list=url_list,
         input_format="parquet",
@@ -89,7 +101,40 @@ def download_with_img2dataset(table: pd.DataFrame, out_dir: str, *, processes: i
         user_agent_token=user_agent_token,
         disallowed_header_directives=None if respect_opt_out else [],
     )
-    return {"seconds": time.perf_counter() - started}
+
+
+@contextlib.contextmanager
+def _shard_progress(out_dir: str, total: int, log, poll: float = 2.0):
+    """While the block runs, watch img2dataset's per-shard `NNNNN_stats.json` files (written as each shard
+    completes) and log URLs done / total; a last line when the block ends."""
+    progress = Progress("raw_images: downloaded", total, "URLs", log)
+    stop = threading.Event()
+    seen: set[str] = set()
+
+    def tally() -> None:
+        for path in sorted(Path(out_dir).glob("*_stats.json")):
+            if path.name not in seen:
+                try:
+                    count = int(json.loads(path.read_text()).get("count", 0))
+                except (OSError, ValueError):
+                    continue  # being written: next poll
+                seen.add(path.name)
+                progress.advance(count)
+
+    def watch() -> None:
+        while not stop.wait(poll):
+            tally()
+
+    thread = threading.Thread(target=watch, name="raw_images-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    tally()
+    if progress.done < total:
+        log(progress.message())
 
 
 def collect_samples(table: pd.DataFrame, out_dir: str) -> pd.DataFrame:
@@ -229,12 +274,12 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
             url_table(demo, base, refused_base_url()).to_parquet(Path(demo_dir) / "laion_demo.parquet", index=False)
             table, refused = prepare_source_table(source_table(source, demo_dir, seed))
             log(f"raw_images: downloading {len(table)} demo URLs from {base}")
-            _download(table, out, ingest_settings)
+            _download(table, out, ingest_settings, log)
         samples = collect_samples(table, str(out))
     else:
         table, refused = prepare_source_table(source_table(source, demo_dir, seed))
         log(f"raw_images: downloading {len(table)} URLs with img2dataset")
-        _download(table, out, ingest_settings)
+        _download(table, out, ingest_settings, log)
         samples = collect_samples(table, str(out))
     samples = numeric(samples, ["aesthetic", "punsafe", "pwatermark", "original_width", "original_height", "similarity"])
     samples.to_parquet(out / "samples.parquet", index=False)
@@ -252,12 +297,12 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
     return stats
 
 
-def _download(table: pd.DataFrame, out: Path, settings) -> None:
+def _download(table: pd.DataFrame, out: Path, settings, log=print) -> None:
     download_with_img2dataset(
         table, str(out), processes=settings.processes, threads=settings.threads,
         samples_per_shard=settings.samples_per_shard, timeout=settings.timeout, retries=settings.retries,
         distributor=settings.distributor, user_agent_token=settings.user_agent_token,
-        respect_opt_out=settings.respect_opt_out)
+        respect_opt_out=settings.respect_opt_out, log=log)
 
 
 def ensure_demo(demo_dir: str, n: int, seed: int, log=print) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .progress import Progress
 from .tars import TarShardWriter
 
 TAR_OVERHEAD = 512 * 2  # header + padding per member, roughly
@@ -88,7 +89,8 @@ def _num(value):
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else float(value)
 
 
-def write_shards(src: ShardSource, rows: np.ndarray, folder: Path, max_samples: int, max_bytes: int) -> list[dict]:
+def write_shards(src: ShardSource, rows: np.ndarray, folder: Path, max_samples: int, max_bytes: int,
+                 progress: Progress | None = None) -> list[dict]:
     """Write the given rows (in the given order) to folder/shard-NNNNNN.tar; returns one entry per shard:
     path (relative to folder's parent), samples, bytes, sha256, and the ids it holds."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -122,6 +124,8 @@ def write_shards(src: ShardSource, rows: np.ndarray, folder: Path, max_samples: 
             writer.write(str(src.kept["image_id"].iat[int(row)]), fields)
             ids.append(str(src.kept["image_id"].iat[int(row)]))
             size += need
+            if progress is not None:
+                progress.advance()
     close()
     return shards
 
@@ -139,12 +143,13 @@ def write_expert_shards(src: ShardSource, train_rows_by_cluster: list[np.ndarray
     """cluster_<k>/shard-NNNNNN.tar for k in 0..K-1, each cluster's rows shuffled with the seed."""
     started = time.perf_counter()
     clusters = {}
+    samples = sum(len(r) for r in train_rows_by_cluster)
+    progress = Progress("expert_shards", samples, "samples", log)
     for k, rows in enumerate(train_rows_by_cluster):
         order = np.random.default_rng([seed, k]).permutation(rows)
-        clusters[str(k)] = write_shards(src, order, out_dir / f"cluster_{k}", max_samples, max_bytes)
-        log(f"expert_shards: cluster {k + 1}/{len(train_rows_by_cluster)}: {len(rows):,} samples, "
+        clusters[str(k)] = write_shards(src, order, out_dir / f"cluster_{k}", max_samples, max_bytes, progress)
+        log(f"expert_shards: cluster {k + 1}/{len(train_rows_by_cluster)} written: {len(rows):,} samples, "
             f"{len(clusters[str(k)])} shards")
-    samples = sum(len(r) for r in train_rows_by_cluster)
     seconds = time.perf_counter() - started
     total_bytes = sum(s["bytes"] for shards in clusters.values() for s in shards)
     return {"clusters": clusters, "samples": samples, "seconds": seconds, "bytes": total_bytes,
