@@ -236,3 +236,26 @@ def test_shard_browser_in_a_real_browser(shards, tmp_path):
             browser.close()
     finally:
         stop(proc)
+
+
+def test_index_and_health_on_object_storage(shards):
+    """The same index and health over fsspec's memory:// (as on s3://)."""
+    import uuid
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    root = f"memory://browse-{uuid.uuid4().hex[:8]}"
+    for path in shards.rglob("*"):
+        if path.is_file():
+            fs.pipe(f"{root}/{path.relative_to(shards).as_posix()}", path.read_bytes())
+    index = shard_index.build_index(root)
+    assert len(index.samples) == len(shard_index.build_index(str(shards)).samples)
+    assert shard_index.shard_health(index) == []
+    row = index.samples.iloc[3]
+    assert shard_index.read_image(index, row["image_id"], shard_index.CropLookup(index.root))[:2] == b"\xff\xd8"
+    first = manifest_of(shards)["clusters"]["0"][0]["path"]
+    fs.rm(f"{root}/{first}")
+    fs.pipe(f"{root}/expert_shards/cluster_0/stray.tar", b"x")
+    problems = {p["path"]: p["problem"] for p in shard_index.shard_health(shard_index.build_index(root))}
+    assert problems == {first: "missing", "expert_shards/cluster_0/stray.tar": "extra: on disk but not in the manifest"}
