@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
               f"samples/s ({r['write_mb_per_s']:,.0f} MB/s), read back with plain webdataset "
               f"{r['read_samples_per_s']:,.0f} samples/s ({r['read_mb_per_s']:,.0f} MB/s), peak RSS "
               f"{r['peak_rss_mb']:,.0f} MB | target >= 1,000 samples/s written")
+        print(f"shard browser index (header-only scan, the same shards): {r['index_samples_per_s']:,.0f} samples/s, "
+              f"{r['index_samples_per_s'] / r['read_samples_per_s']:.1f}x reading them with webdataset")
     if args.only in (None, "filter"):
         rows = [bench_filter(args.images, args.processes), bench_near_duplicates(args.hashes)]
         print(f"\n{'stage':<52} {'throughput':>18}  {'x baseline':>10}  baseline / target / note")

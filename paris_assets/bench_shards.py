@@ -41,16 +41,26 @@ def write_and_read(folder: Path) -> dict:
                       distances=np.zeros(len(kept), np.float32), latents=load("latents"), pooled=load("pooled"),
                       tokens=load("tokens"))
     k = int(labels.max()) + 1
-    stats = write_expert_shards(src, [np.flatnonzero(labels == c) for c in range(k)], folder / "out", 1000,
+    out = folder / "data" / "expert_shards"
+    stats = write_expert_shards(src, [np.flatnonzero(labels == c) for c in range(k)], out, 1000,
                                 256 * 2**20, seed=0, log=lambda m: None)
     import webdataset as wds
 
-    urls = sorted(str(p) for p in (folder / "out").rglob("*.tar"))
+    from .lib.shard_index import build_index
+
+    urls = sorted(str(p) for p in out.rglob("*.tar"))
     started = time.perf_counter()
     count = sum(1 for _ in wds.WebDataset(urls, shardshuffle=False).decode())
     read_s = time.perf_counter() - started
+    manifest = {"clusters": {c: [{**{k2: v for k2, v in e.items() if k2 != "ids"}, "path": f"expert_shards/{e['path']}"}
+                                 for e in shards] for c, shards in stats["clusters"].items()}, "heldout": []}
+    (folder / "data" / "pipeline_manifest.json").write_text(json.dumps(manifest))
+    started = time.perf_counter()
+    indexed = len(build_index(str(folder / "data")).samples)  # the shard browser's start-up
+    index_s = time.perf_counter() - started
     return {"n": len(kept), "write_samples_per_s": stats["samples_per_s"], "write_mb_per_s": stats["mb_per_s"],
             "read_samples_per_s": count / read_s, "read_mb_per_s": stats["bytes"] / 1e6 / read_s,
+            "index_samples_per_s": indexed / index_s,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

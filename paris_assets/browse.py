@@ -4,7 +4,8 @@ held-out shards of a data_dir on 127.0.0.1, with the standard library's HTTP ser
 The page shows an overview (images, shards per cluster, shard sizes), the shards' health against
 pipeline_manifest.json, filters, paginated thumbnails and a detail view. The JSON behind it is plain too:
 /api/overview, /api/health, /api/samples?cluster=1&aesthetic_min=6&page=2, /api/sample/<image_id>,
-/image/<image_id>?size=160; POST /api/rescan re-reads the shards after a re-materialisation.
+/image/<image_id>?size=160; POST /api/rescan (with an X-Requested-With header) re-reads the shards after a
+re-materialisation. There is no authentication: it answers only requests addressed to the host it serves.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import json
 import math
 import sys
 import threading
+import time
+import traceback
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -23,83 +27,107 @@ from .lib import shard_index
 from .settings import load_settings
 
 MAX_PER_PAGE = 200
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent view: a request reads it once, a rescan replaces it whole."""
+    index: shard_index.ShardIndex | None
+    error: str | None
+    crops: shard_index.CropLookup
+    version: str  # changes with every scan: image URLs carry it, so a browser never shows a stale cached image
 
 
 class Browser:
-    """The state behind the page: the current index (rebuilt on rescan) and the crop lookup."""
-
     def __init__(self, data_root: str):
         self.data_root = data_root
-        self._lock = threading.Lock()
-        self.index: shard_index.ShardIndex | None = None
-        self.error: str | None = None
-        self.rescan()
+        self._scan_lock = threading.Lock()
+        self.snapshot = self._scan()
 
-    def rescan(self) -> None:
+    def _scan(self) -> Snapshot:
+        crops = shard_index.CropLookup(shard_index.open_root(self.data_root))
         try:
-            index = shard_index.build_index(self.data_root)
-            error = None
+            index, error = shard_index.build_index(self.data_root), None
         except shard_index.NoManifest as exc:
             index, error = None, str(exc)
-        with self._lock:
-            self.index, self.error = index, error
-            self.crops = shard_index.CropLookup(shard_index.open_root(self.data_root))
+        except Exception as exc:  # an unreadable manifest: say so on the page, keep serving
+            index, error = None, f"cannot read the shards under {self.data_root}: {type(exc).__name__}: {exc}"
+        return Snapshot(index, error, crops, f"{time.time():.3f}")
 
-    def require_index(self) -> shard_index.ShardIndex:
-        if self.index is None:
-            raise LookupError(self.error)
-        return self.index
+    def rescan(self) -> Snapshot:
+        with self._scan_lock:  # one scan at a time; the last one started is the one kept
+            self.snapshot = self._scan()
+        return self.snapshot
 
 
-def make_handler(browser: Browser) -> type[BaseHTTPRequestHandler]:
+def _require(snap: Snapshot) -> shard_index.ShardIndex:
+    if snap.index is None:
+        raise LookupError(snap.error)
+    return snap.index
+
+
+def make_handler(browser: Browser, allowed_hosts: set[str]) -> type[BaseHTTPRequestHandler]:
     page = resources.files("paris_assets").joinpath("browse.html").read_bytes()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            url = urlparse(self.path)
-            params = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            try:
-                if url.path in ("/", "/index.html"):
-                    self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
-                elif url.path == "/api/overview":
-                    index = browser.require_index()
-                    self._json({**shard_index.overview(index), "data_root": str(index.root),
-                                "health": shard_index.shard_health(index)})
-                elif url.path == "/api/health":
-                    self._json(shard_index.shard_health(browser.require_index()))
-                elif url.path == "/api/samples":
-                    self._samples(browser.require_index(), params)
-                elif url.path.startswith("/api/sample/"):
-                    self._json(_row(_one(browser.require_index(), unquote(url.path.rpartition("/")[2]))))
-                elif url.path.startswith("/image/"):
-                    self._image(unquote(url.path.rpartition("/")[2]), params)
-                else:
-                    self._json({"error": f"no such page {url.path}"}, HTTPStatus.NOT_FOUND)
-            except LookupError as exc:  # KeyError too: an unknown id, a missing manifest
-                self._json({"error": str(exc).strip("'\"")}, HTTPStatus.NOT_FOUND)
-            except ValueError as exc:
-                self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+            self._answer(self._get)
 
         def do_POST(self) -> None:
-            if urlparse(self.path).path != "/api/rescan":
-                self._json({"error": f"no such action {self.path}"}, HTTPStatus.NOT_FOUND)
+            self._answer(self._post)
+
+        def _answer(self, handle) -> None:
+            if self.headers.get("Host", "") not in allowed_hosts:  # DNS rebinding: another name for this port
+                self._json({"error": f"unexpected Host {self.headers.get('Host')!r}"}, HTTPStatus.MISDIRECTED_REQUEST)
                 return
-            browser.rescan()
-            self._json({"ok": browser.index is not None, "error": browser.error})
+            try:
+                handle(urlparse(self.path))
+            except LookupError as exc:  # KeyError too: an unknown id, a missing manifest
+                self._json({"error": str(exc.args[0]) if exc.args else "not found"}, HTTPStatus.NOT_FOUND)
+            except ValueError as exc:
+                self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+            except Exception as exc:  # a shard deleted or rewritten under us, an undecodable image: say so
+                traceback.print_exc(file=sys.stderr)
+                self._json({"error": f"{type(exc).__name__}: {exc}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+
+        def _get(self, url) -> None:
+            params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            snap = browser.snapshot
+            if url.path in ("/", "/index.html"):
+                self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
+            elif url.path == "/api/overview":
+                index = _require(snap)
+                self._json({**shard_index.overview(index), "data_root": str(index.root), "version": snap.version,
+                            "health": shard_index.shard_health(index)})
+            elif url.path == "/api/health":
+                self._json(shard_index.shard_health(_require(snap)))
+            elif url.path == "/api/samples":
+                self._samples(_require(snap), params)
+            elif url.path.startswith("/api/sample/"):
+                self._json(_row(_require(snap).row(unquote(url.path.rpartition("/")[2]))))
+            elif url.path.startswith("/image/"):
+                data = shard_index.read_image(_require(snap), unquote(url.path.rpartition("/")[2]), snap.crops)
+                if params.get("size"):
+                    data = shard_index.thumbnail(data, min(1024, max(16, int(params["size"]))))
+                self._send(HTTPStatus.OK, data, "image/jpeg", cache="v" in params)
+            else:
+                raise LookupError(f"no such page {url.path}")
+
+        def _post(self, url) -> None:
+            if url.path != "/api/rescan":
+                raise LookupError(f"no such action {url.path}")
+            if not self.headers.get("X-Requested-With"):  # a cross-site form cannot set it
+                raise ValueError("POST /api/rescan needs an X-Requested-With header")
+            snap = browser.rescan()
+            self._json({"ok": snap.index is not None, "error": snap.error})
 
         def _samples(self, index: shard_index.ShardIndex, params: dict) -> None:
             page = int(params.pop("page", 1) or 1)
             per_page = min(MAX_PER_PAGE, max(1, int(params.pop("per_page", 48) or 48)))
             total, rows = shard_index.query(index.samples, params, page, per_page)
-            self._json({"total": total, "page": page, "per_page": per_page,
+            self._json({"total": total, "page": shard_index.served_page(page, total, per_page), "per_page": per_page,
                         "pages": max(1, math.ceil(total / per_page)), "rows": [_row(r) for _, r in rows.iterrows()]})
-
-        def _image(self, image_id: str, params: dict) -> None:
-            index = browser.require_index()
-            data = shard_index.read_image(index, image_id, browser.crops)
-            if params.get("size"):
-                data = shard_index.thumbnail(data, min(1024, max(16, int(params["size"]))))
-            self._send(HTTPStatus.OK, data, "image/jpeg", cache=True)
 
         def _json(self, value, status: HTTPStatus = HTTPStatus.OK) -> None:
             self._send(status, json.dumps(value, allow_nan=False, default=str).encode(), "application/json")
@@ -108,22 +136,16 @@ def make_handler(browser: Browser) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Content-Type-Options", "nosniff")
             self.send_header("Cache-Control", "max-age=3600" if cache else "no-store")
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, fmt: str, *args) -> None:  # quiet: one line per error only
-            if args and str(args[1]).startswith(("4", "5")):
+        def log_message(self, fmt: str, *args) -> None:  # quiet: one line per failed request only
+            if len(args) > 1 and str(args[1]).startswith(("4", "5")):
                 sys.stderr.write(f"browse: {self.address_string()} {fmt % args}\n")
 
     return Handler
-
-
-def _one(index: shard_index.ShardIndex, image_id: str):
-    hit = index.samples[index.samples["image_id"] == image_id]
-    if hit.empty:
-        raise KeyError(f"no sample {image_id!r} in the shards")
-    return hit.iloc[0]
 
 
 def _row(row) -> dict:
@@ -138,19 +160,27 @@ def _row(row) -> dict:
 
 
 def serve(data_root: str, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
-    """A started-but-not-serving server (call serve_forever); port 0 picks a free one."""
-    return ThreadingHTTPServer((host, port), make_handler(Browser(data_root)))
+    """A bound server, not yet serving (call serve_forever); port 0 picks a free one."""
+    server = ThreadingHTTPServer((host, port), BaseHTTPRequestHandler)
+    bound = server.server_address[1]
+    names = {host, *LOOPBACK} if host in LOOPBACK or host in ("0.0.0.0", "::") else {host}
+    allowed = {f"{name}:{bound}" for name in names} | {f"[{name}]:{bound}" for name in names if ":" in name}
+    server.RequestHandlerClass = make_handler(Browser(data_root), allowed)
+    return server
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m paris_assets.browse", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="settings file (default: $PARIS_CONFIG or paris.yaml)")
     parser.add_argument("--data-dir", help="browse this data_dir instead of the settings' one (a path or fsspec URL)")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="an address other than loopback exposes the data, "
+                                                              "unauthenticated, to the network")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args(argv)
     data_root = args.data_dir or load_settings(args.config).data_root
     server = serve(data_root, args.host, args.port)
+    if args.host not in LOOPBACK:
+        print(f"warning: serving on {args.host}: anyone who can reach it can browse the data", file=sys.stderr)
     print(f"shard browser for {data_root}: http://{args.host}:{server.server_address[1]}/  (Ctrl-C stops it)",
           flush=True)
     try:

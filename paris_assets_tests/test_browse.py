@@ -16,7 +16,7 @@ import webdataset as wds
 
 from paris_assets import browse
 from paris_assets.lib import shard_index
-from paris_assets.lib.tars import iter_samples
+from paris_assets.lib.tars import iter_members, iter_samples
 
 from .web import CHROMIUM, FLAGS, free_port, require_chromium, shot, start, stop
 
@@ -57,7 +57,7 @@ def test_index_holds_every_shard_sample_once(shards):
 
 @pytest.mark.parametrize("damage,problem", [
     ("delete", "missing"), ("empty", "zero-size"), ("truncate", "the manifest says"),
-    ("garble", "unreadable"), ("extra", "extra: on disk but not in the manifest"),
+    ("garble", "unreadable"), ("garble_later", "unreadable"), ("extra", "extra: on disk but not in the manifest"),
 ])
 def test_health_names_each_damage(shards, tmp_path, damage, problem):
     root = copy_outputs_of(shards, tmp_path)
@@ -68,15 +68,22 @@ def test_health_names_each_damage(shards, tmp_path, damage, problem):
         path.write_bytes(b"")
     elif damage == "truncate":
         path.write_bytes(path.read_bytes()[:2048])
-    elif damage == "garble":  # same size, a header overwritten
+    elif damage.startswith("garble"):  # same size, a header's size field overwritten: the first or a later one
+        with open(path, "rb") as fh:
+            offsets = [fh.tell() - 512 for _name, _size, _stream in iter_members(fh)]
+        header = offsets[0] if damage == "garble" else offsets[len(offsets) // 2]
         data = bytearray(path.read_bytes())
-        data[100:160] = b"z" * 60
+        data[header + 124:header + 136] = b"z" * 12
         path.write_bytes(bytes(data))
     else:
         shutil.copy(path, path.with_name("shard-999999.tar"))
     index = shard_index.build_index(str(root))
     health = shard_index.shard_health(index)
     assert len(health) == 1 and problem in health[0]["problem"], health
+    if damage == "garble_later":  # the samples before the damage are still browsable
+        before = index.counted[path.relative_to(root).as_posix()]
+        assert 0 < before < manifest_of(root)["clusters"]["1"][0]["samples"]
+        assert f"after {before} samples" in health[0]["problem"]
     expected = path.with_name("shard-999999.tar") if damage == "extra" else path
     assert health[0]["path"] == expected.relative_to(root).as_posix()
 
@@ -98,7 +105,7 @@ def test_filters_page_and_sort(shards):
     assert total == (samples["aesthetic"] >= middle).sum() and (rows["aesthetic"] >= middle).all()
     assert rows["aesthetic"].is_monotonic_decreasing
     total, rows = shard_index.query(samples, {"distance_max": "0.01", "sort": "distance"}, per_page=1000)
-    assert total == (samples["centroid_distance"] <= 0.01).sum() and rows["centroid_distance"].is_monotonic_increasing
+    assert 0 < total == (samples["centroid_distance"] <= 0.01).sum() and rows["centroid_distance"].is_monotonic_increasing
     assert shard_index.query(samples, {"split": "heldout"})[0] == (samples["split"] == "heldout").sum()
     samples.loc[samples.index[:3], "url"] = ""
     samples.loc[samples.index[3:5], "caption"] = None
@@ -108,13 +115,19 @@ def test_filters_page_and_sort(shards):
     word = samples["alt_text"].iloc[10].split()[-1]
     total, rows = shard_index.query(samples, {"text": word.upper()}, per_page=1000)
     assert total >= 1 and rows["alt_text"].str.lower().str.contains(word.lower()).all()
+    samples.loc[samples.index[20], "caption"] = "a zebra crossing"  # a caption of its own (BLIP-2's, say)
+    assert shard_index.query(samples, {"text": "zebra"})[1]["image_id"].tolist() == [samples["image_id"].iat[20]]
+    assert shard_index.query(samples, {"text": "crossing " + samples["alt_text"].iat[20]})[0] == 0  # not across
     pages = [shard_index.query(samples, {}, page=p, per_page=10)[1] for p in (1, 2)]
     assert set(pages[0]["image_id"]).isdisjoint(pages[1]["image_id"])
+    last = shard_index.query(samples, {}, page=10_000, per_page=10)[1]  # past the end: the last page
+    assert last["image_id"].tolist() == samples["image_id"].tolist()[(len(samples) - 1) // 10 * 10:]
 
 
 @pytest.mark.parametrize("filters,message", [
     ({"aesthetic_min": "high"}, "aesthetic_min must be a number"), ({"cluster": "one"}, "cluster must be whole"),
     ({"has_url": "maybe"}, "has_url must be yes, no or any"), ({"sort": "size"}, "sort must be one of"),
+    ({"distance_max": "nan"}, "distance_max must be a number"),
     ({"colour": "red"}, "unknown filter"),
 ])
 def test_bad_filters_say_what_to_fix(shards, filters, message):
@@ -168,6 +181,14 @@ def test_json_api_over_loopback(shards, tmp_path):
         assert get(f"{base}/api/samples?aesthetic_min=x")[0] == 400
         assert get(f"{base}/api/sample/nope")[0] == 404
         assert get(f"{base}/")[1].startswith("text/html")
+        last = json.loads(get(f"{base}/api/samples?cluster=0&per_page=5&page=999")[2])
+        assert last["page"] == last["pages"] and last["rows"]
+        rebound = urllib.request.Request(f"{base}/api/overview", headers={"Host": f"evil.example:{server.server_address[1]}"})
+        assert get(rebound)[0] == 421  # a DNS-rebound name for this port gets nothing
+        assert get(urllib.request.Request(f"{base}/api/rescan", method="POST"))[0] == 400  # a cross-site form
+        status, _, body = get(urllib.request.Request(f"{base}/api/rescan", method="POST",
+                                                     headers={"X-Requested-With": "test"}))
+        assert status == 200 and json.loads(body)["ok"]
     finally:
         server.shutdown()
         server.server_close()
@@ -181,6 +202,23 @@ def test_json_api_over_loopback(shards, tmp_path):
         empty.server_close()
 
 
+def wait_count(page, n: int) -> None:
+    page.wait_for_function(f"Number(document.querySelector('#count').textContent.replace(/,/g, '')) === {n}")
+
+
+def poison_first_url(root) -> str:
+    """Rewrite the first sample's url to a same-length javascript: URL in place (sizes and counts unchanged)."""
+    path = root / manifest_of(root)["clusters"]["0"][0]["path"]
+    with open(path, "rb") as fh:
+        key, fields = next(iter_samples(fh))
+    url = json.loads(fields["json"])["url"]
+    hostile = ("javascript:alert(1)//" + "x" * len(url))[:len(url)]
+    data = path.read_bytes()
+    assert len(url) >= 24 and data.count(f'"url": "{url}"'.encode()) == 1
+    path.write_bytes(data.replace(f'"url": "{url}"'.encode(), f'"url": "{hostile}"'.encode()))
+    return key
+
+
 def test_shard_browser_in_a_real_browser(shards, tmp_path):
     """One command starts it; the page shows the totals, a filter changes the count, a detail view opens, and
     a damaged shard shows in health after a rescan."""
@@ -188,7 +226,9 @@ def test_shard_browser_in_a_real_browser(shards, tmp_path):
 
     require_chromium()
     root = copy_outputs_of(shards, tmp_path)
+    poisoned = poison_first_url(root)  # a hostile source URL must not become a javascript: link
     index = shard_index.build_index(str(root))
+    assert index.samples["url"].iat[0].startswith("javascript:")
     port = free_port()
     proc = start([sys.executable, "-m", "paris_assets.browse", "--data-dir", str(root), "--port", str(port)],
                  tmp_path / "browse.log", f"http://127.0.0.1:{port}/api/overview", dict(os.environ))
@@ -198,8 +238,8 @@ def test_shard_browser_in_a_real_browser(shards, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
             total = len(index.samples)
-            page.wait_for_function(f"document.querySelector('#count').textContent === '{total}'")
-            assert page.locator("#total").text_content() == str(total)
+            wait_count(page, total)
+            assert page.locator("#total").text_content() == f"{total:,}"
             assert "All" in page.locator("#health").text_content()
             assert page.locator(".card").count() == min(48, total)
             shot(page, "browse-overview.jpg")
@@ -207,22 +247,31 @@ def test_shard_browser_in_a_real_browser(shards, tmp_path):
             cluster = int(index.samples["cluster"].value_counts().idxmin())
             expected = int((index.samples["cluster"] == cluster).sum())
             page.select_option("#f-cluster", str(cluster))
-            page.wait_for_function(f"document.querySelector('#count').textContent === '{expected}'")
+            wait_count(page, expected)
             assert page.locator(".card").count() == expected
             assert page.locator(".card .meta").first.text_content().startswith(f"cluster {cluster}")
             cut = float(index.samples.loc[index.samples["cluster"] == cluster, "aesthetic"].median())
             fewer = int(((index.samples["cluster"] == cluster) & (index.samples["aesthetic"] >= cut)).sum())
             page.fill("input[name=aesthetic_min]", str(cut))
-            page.wait_for_function(f"document.querySelector('#count').textContent === '{fewer}'")
+            wait_count(page, fewer)
             assert 0 < fewer < expected
 
             page.locator(".card").first.click()
             page.locator("#detail").wait_for(state="visible")
             chosen = page.locator("#detail-table").text_content()
             row = index.samples[index.samples["image_id"] == page.locator(".card").first.get_attribute("data-id")].iloc[0]
-            assert row["caption"] in chosen and row["url"] in chosen and str(row["aesthetic"]) in chosen
+            assert row["caption"] in chosen and row["url"] in chosen and row["image_id"] in chosen
             page.wait_for_function("document.querySelector('#detail-img').naturalWidth > 0")
             shot(page, "browse-detail.jpg")
+            page.click("#close")
+
+            page.select_option("#f-cluster", "")  # every filter back to any: the first card is the poisoned one
+            page.fill("input[name=aesthetic_min]", "")
+            wait_count(page, total)
+            page.locator(f".card[data-id='{poisoned}']").click()
+            page.locator("#detail").wait_for(state="visible")
+            assert "javascript:" in page.locator("#detail-table").text_content()
+            assert page.locator("#detail-table a").count() == 0
             page.click("#close")
 
             damaged = root / manifest_of(root)["clusters"]["0"][0]["path"]
@@ -259,3 +308,4 @@ def test_index_and_health_on_object_storage(shards):
     fs.pipe(f"{root}/expert_shards/cluster_0/stray.tar", b"x")
     problems = {p["path"]: p["problem"] for p in shard_index.shard_health(shard_index.build_index(root))}
     assert problems == {first: "missing", "expert_shards/cluster_0/stray.tar": "extra: on disk but not in the manifest"}
+    fs.rm(root, recursive=True)

@@ -19,9 +19,9 @@ def test_lines_are_throttled_and_the_last_always_comes():
         progress.advance(10)
     assert len(lines) == 9  # at 10 s, 20 s, ... 90 s
     assert lines[0] == "latents: 100/1,000 rows (10%), 10.0 rows/s, ETA 1:30"
-    clock.now += 1
+    clock.now = 95  # 5 s after the last line: only the end forces this one
     progress.advance(10)
-    assert lines[-1] == "latents: 1,000/1,000 rows (100%), 10.0 rows/s, ETA done"
+    assert len(lines) == 10 and lines[-1] == "latents: 1,000/1,000 rows (100%), 10.5 rows/s, ETA done"
 
 
 def test_long_etas_read_as_hours():
@@ -30,3 +30,11 @@ def test_long_etas_read_as_hours():
     clock.now = 60
     progress.advance(6_000)
     assert lines == ["captions: 6,000/11,000,000 images (0%), 100.0 images/s, ETA 30:32:20"]
+
+
+def test_work_done_before_the_start_counts_toward_the_total_not_the_rate():
+    clock, lines = Clock(), []
+    progress = Progress("raw_images: downloaded", 1000, "URLs", lines.append, every=10, clock=clock, done=600)
+    clock.now = 10
+    progress.advance(100)
+    assert lines == ["raw_images: downloaded: 700/1,000 URLs (70%), 10.0 URLs/s, ETA 0:30"]

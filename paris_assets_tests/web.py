@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -47,9 +48,12 @@ def start(argv: list[str], log: Path, ready_url: str, env: dict, timeout: int = 
     proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, *argv], cwd=PROJECT_ROOT, env=env, stdout=out,
                             stderr=subprocess.STDOUT)
     out.close()  # the child holds its own descriptor
-    for _ in range(timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(ready_url, timeout=2)
+            urllib.request.urlopen(ready_url, timeout=2).close()
+            return proc
+        except urllib.error.HTTPError:  # it answered, if only to say no: it is up
             return proc
         except OSError:
             if proc.poll() is not None:

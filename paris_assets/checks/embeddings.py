@@ -1,13 +1,14 @@
 """Blocking checks on the model stack's arrays, and the VAE reconstruction check on latents."""
 
 import numpy as np
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetIn, MetadataValue, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetIn, MetadataValue, asset_check
 
 from ..io_managers import AssetFolder
 from ..lib.crops import decode_crops, read_crop_bytes
 from ..lib.validation import check_arrays, inline_png, psnr, side_by_side_png
 from ..models.profiles import build_model, expected_shapes
 from ..settings import Settings
+from .common import check_result
 
 # Reconstruction PSNR a VAE must reach, per profile: sd-vae-ft-mse gives ~25-30 dB on 256 px photos; the
 # tiny profile's random weights reconstruct nothing, so there the check only demands a finite number.
@@ -15,10 +16,6 @@ MIN_PSNR = {"paris": 22.0, "tiny": float("-inf")}
 RECON_SAMPLE = 8
 
 
-def _result(passed: bool, facts: dict) -> AssetCheckResult:
-    meta = {k: v for k, v in facts.items() if k != "problems"}
-    meta["problems"] = MetadataValue.md("\n".join(f"- {p}" for p in facts["problems"]) or "none")
-    return AssetCheckResult(passed=passed, metadata=meta, severity=AssetCheckSeverity.ERROR)
 
 
 def build_embedding_checks(settings: Settings) -> list:
@@ -31,7 +28,7 @@ def build_embedding_checks(settings: Settings) -> list:
     @asset_check(asset="dinov2_embeddings", blocking=True, additional_ins={"filtered_images": AssetIn()},
                  description="Finite, the model's width, unit L2 norm, and the kept images in kept.parquet's order.")
     def dinov2_embeddings_valid(dinov2_embeddings: AssetFolder, filtered_images: AssetFolder) -> AssetCheckResult:
-        return _result(*check_arrays({"embeddings": dinov2_embeddings.array("embeddings")},
+        return check_result(*check_arrays({"embeddings": dinov2_embeddings.array("embeddings")},
                                      dinov2_embeddings.array("image_ids"), kept_ids(filtered_images),
                                      {"embeddings": expected_shapes(settings)["dinov2"]}, unit_norm=("embeddings",)))
 
@@ -39,7 +36,7 @@ def build_embedding_checks(settings: Settings) -> list:
                  description="Finite, 77 tokens of the model's width, and the kept images in kept.parquet's order.")
     def clip_embeddings_valid(clip_embeddings: AssetFolder, filtered_images: AssetFolder) -> AssetCheckResult:
         expected = expected_shapes(settings)
-        return _result(*check_arrays({"tokens": clip_embeddings.array("tokens"), "pooled": clip_embeddings.array("pooled")},
+        return check_result(*check_arrays({"tokens": clip_embeddings.array("tokens"), "pooled": clip_embeddings.array("pooled")},
                                      clip_embeddings.array("image_ids"), kept_ids(filtered_images),
                                      {"tokens": expected["clip_tokens"], "pooled": expected["clip_pooled"]}))
 
@@ -66,6 +63,6 @@ def build_embedding_checks(settings: Settings) -> list:
             if not np.isfinite(scores).all() or scores.mean() < threshold:
                 facts["problems"].append(f"reconstruction PSNR {scores.mean():.1f} dB < {threshold} dB")
                 passed = False
-        return _result(passed, facts)
+        return check_result(passed, facts)
 
     return [dinov2_embeddings_valid, clip_embeddings_valid, latents_valid]

@@ -1,19 +1,16 @@
 """Blocking checks on expert_shards and router_pairs: the data the experts train on is what the manifest says."""
 
 import numpy as np
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetIn, MetadataValue, asset_check
+from dagster import AssetCheckResult, AssetIn, asset_check
 
 from ..io_managers import AssetFolder
 from ..lib.shards import heldout_mask
 from ..lib.validation import check_arrays, verify_training_outputs
 from ..models.profiles import expected_shapes
 from ..settings import Settings
+from .common import check_result
 
 
-def _result(passed: bool, facts: dict) -> AssetCheckResult:
-    meta = {k: v for k, v in facts.items() if k != "problems"}
-    meta["problems"] = MetadataValue.md("\n".join(f"- {p}" for p in facts["problems"][:50]) or "none")
-    return AssetCheckResult(passed=passed, severity=AssetCheckSeverity.ERROR, metadata=meta)
 
 
 def build_training_checks(settings: Settings) -> list:
@@ -35,7 +32,7 @@ def build_training_checks(settings: Settings) -> list:
         expect = {"latent.npy": (shapes["latents"], "float16"), "clip.npy": (shapes["clip_pooled"], "float16")}
         if s.include_clip_tokens:
             expect["clip_tokens.npy"] = (shapes["clip_tokens"], "float16")
-        return _result(*verify_training_outputs(settings.data_root, kept.tolist(), kept[held].tolist(), expect))
+        return check_result(*verify_training_outputs(settings.data_root, kept.tolist(), kept[held].tolist(), expect))
 
     @asset_check(asset="router_pairs", blocking=True,
                  additional_ins={"cluster_labels": AssetIn(), "filtered_images": AssetIn()},
@@ -44,7 +41,7 @@ def build_training_checks(settings: Settings) -> list:
                              filtered_images: AssetFolder) -> AssetCheckResult:
         kept, held = split(cluster_labels, filtered_images)
         names = ("latents", "cluster_labels", "dinov2_embeddings", "clip_text_embeddings")
-        return _result(*check_arrays({n: router_pairs.array(n) for n in names}, router_pairs.array("image_ids"),
+        return check_result(*check_arrays({n: router_pairs.array(n) for n in names}, router_pairs.array("image_ids"),
                                      kept[~held], {}))
 
     return [shards_match_manifest, router_pairs_aligned]

@@ -107,19 +107,26 @@ def _run_img2dataset(img2dataset, url_list, out_dir, processes, threads, samples
 def _shard_progress(out_dir: str, total: int, log, poll: float = 2.0):
     """While the block runs, watch img2dataset's per-shard `NNNNN_stats.json` files (written as each shard
     completes) and log URLs done / total; a last line when the block ends."""
-    progress = Progress("raw_images: downloaded", total, "URLs", log)
     stop = threading.Event()
     seen: set[str] = set()
 
-    def tally() -> None:
+    def finished() -> int:
+        count = 0
         for path in sorted(Path(out_dir).glob("*_stats.json")):
             if path.name not in seen:
                 try:
-                    count = int(json.loads(path.read_text()).get("count", 0))
-                except (OSError, ValueError):
-                    continue  # being written: next poll
+                    count += int(json.loads(path.read_text())["count"])
+                except Exception:  # being written (or not img2dataset's): the next poll
+                    continue
                 seen.add(path.name)
-                progress.advance(count)
+        return count
+
+    progress = Progress("raw_images: downloaded", total, "URLs", log, done=finished())  # shards a killed run left
+
+    def tally() -> None:
+        count = finished()
+        if count:
+            progress.advance(count)
 
     def watch() -> None:
         while not stop.wait(poll):

@@ -9,9 +9,9 @@ from typing import Callable
 
 class Progress:
     def __init__(self, label: str, total: int, unit: str = "images", log: Callable[[str], None] = print,
-                 every: float = 10.0, clock: Callable[[], float] = time.monotonic):
+                 every: float = 10.0, clock: Callable[[], float] = time.monotonic, done: int = 0):
         self.label, self.total, self.unit, self.log, self.every, self.clock = label, total, unit, log, every, clock
-        self.done = 0
+        self.done = self.already = done  # `done` at the start (resumed work) counts toward the total, not the rate
         self.started = self.last = clock()
 
     def advance(self, n: int = 1) -> None:
@@ -23,7 +23,7 @@ class Progress:
 
     def message(self, now: float | None = None) -> str:
         elapsed = max((self.clock() if now is None else now) - self.started, 1e-9)
-        rate = self.done / elapsed
+        rate = (self.done - self.already) / elapsed
         left = max(self.total - self.done, 0)
         eta = "done" if left == 0 else ("unknown" if rate == 0 else _duration(left / rate))
         share = 100 * self.done / self.total if self.total else 100.0

@@ -1,8 +1,9 @@
 """What the shard browser shows: an index of every sample in the expert and held-out shards, the shards'
 health against pipeline_manifest.json, filtered pages of samples, and their images.
 
-The index reads only tar headers and each sample's small `json` member, seeking over latents and tokens, so
-it costs a few bytes per sample rather than the ~120 KB a sample weighs. Images come from the sample's own
+The index reads only tar headers and each sample's small `json` member, seeking over latents and tokens, so on
+a local disk it costs a few bytes per sample rather than the ~120 KB a sample weighs (on object stores,
+fsspec's read-ahead fetches more). Images come from the sample's own
 `jpg` (with `shards.include_jpg`) or else from the `filtered_images` crop of the same image_id.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -37,6 +39,12 @@ class ShardIndex:
     samples: pd.DataFrame  # one row per sample, in manifest and file order
     unreadable: dict[str, str] = field(default_factory=dict)  # shard path -> what went wrong reading it
     counted: dict[str, int] = field(default_factory=dict)  # shard path -> samples found in it
+    position: dict[str, int] = field(default_factory=dict)  # image_id -> row of `samples`
+
+    def row(self, image_id: str) -> pd.Series:
+        if image_id not in self.position:
+            raise KeyError(f"no sample {image_id!r} in the shards")
+        return self.samples.iloc[self.position[image_id]]
 
 
 def open_root(data_root: str) -> UPath:
@@ -75,20 +83,26 @@ def build_index(data_root: str) -> ShardIndex:
                     rows.append({**row, "split": split, "shard": entry["path"]})
                     found += 1
         except Exception as exc:  # a damaged tar is a finding for the health table, not a crash
-            unreadable[entry["path"]] = f"{type(exc).__name__}: {exc}"
+            unreadable[entry["path"]] = f"{type(exc).__name__}: {exc} (after {found} samples)"
         counted[entry["path"]] = found
     samples = pd.DataFrame(rows, columns=["image_id", "split", "shard", "cluster", "url", "alt_text", "caption",
                                           "aesthetic", "punsafe", "centroid_distance", "width", "height",
                                           "jpg_offset", "jpg_size"])
     samples["order"] = np.arange(len(samples))
-    return ShardIndex(root, manifest, samples, unreadable, counted)
+    position = {image_id: i for i, image_id in enumerate(samples["image_id"])}
+    return ShardIndex(root, manifest, samples, unreadable, counted, position)
 
 
-def _scan_shard(fh) -> list[dict]:
-    samples: dict[str, dict] = {}
+def _scan_shard(fh) -> Iterator[dict]:
+    """One row per sample, yielded as soon as the next sample starts (a sample's members are adjacent), so a
+    shard damaged half-way still gives the samples before the damage."""
+    sample = None
     for name, size, stream in iter_members(fh):
         key, _, ext = name.rpartition("/")[2].partition(".")
-        sample = samples.setdefault(key, {"image_id": key, "jpg_offset": -1, "jpg_size": 0})
+        if sample is None or sample["image_id"] != key:
+            if sample is not None:
+                yield sample
+            sample = {"image_id": key, "jpg_offset": -1, "jpg_size": 0}
         if ext == "json":
             record = json.loads(stream.read())
             sample.update({k: record.get(k) for k in ("cluster", "url", "alt_text", "caption", "aesthetic",
@@ -97,7 +111,8 @@ def _scan_shard(fh) -> list[dict]:
             sample["jpg_offset"], sample["jpg_size"] = fh.tell(), size
         elif ext == "txt" and "caption" not in sample:
             sample["caption"] = stream.read().decode("utf-8", "replace")
-    return list(samples.values())
+    if sample is not None:
+        yield sample
 
 
 def shard_health(index: ShardIndex) -> list[dict]:
@@ -166,7 +181,7 @@ def query(samples: pd.DataFrame, filters: dict, page: int = 1, per_page: int = 4
     unknown = set(filters) - set(FILTER_COLUMNS)
     if unknown:
         raise ValueError(f"unknown filter(s) {sorted(unknown)}; use {list(FILTER_COLUMNS)}")
-    f = {k: v for k, v in filters.items() if v not in (None, "", "any")}
+    f = {k: v for k, v in filters.items() if v not in (None, "") and not (k != "text" and v == "any")}
     mask = np.ones(len(samples), bool)
     if "cluster" in f:
         mask &= samples["cluster"].isin([_int("cluster", c) for c in str(f["cluster"]).split(",")]).to_numpy()
@@ -187,29 +202,35 @@ def query(samples: pd.DataFrame, filters: dict, page: int = 1, per_page: int = 4
             mask &= present == want
     if "text" in f:
         needle = str(f["text"]).lower()
-        hay = samples["caption"].fillna("") + " " + samples["alt_text"].fillna("")
-        mask &= hay.str.lower().str.contains(needle, regex=False).to_numpy()
+        mask &= np.logical_or.reduce([samples[col].fillna("").astype(str).str.lower().str.contains(needle, regex=False)
+                                      .to_numpy() for col in ("caption", "alt_text")])
     hits = samples[mask]
     sort = f.get("sort", "shard")
     if sort not in SORTS:
         raise ValueError(f"sort must be one of {list(SORTS)}, not {sort!r}")
     col, ascending = SORTS[sort]
     hits = hits.sort_values([col, "order"], ascending=[ascending, True], na_position="last", kind="stable")
-    page = max(1, int(page))
+    page = served_page(page, len(hits), per_page)
     return len(hits), hits.iloc[(page - 1) * per_page: page * per_page]
+
+
+def served_page(page: int, total: int, per_page: int) -> int:
+    """The page asked for, within 1..last (a page past the end, e.g. after a rescan shrank it, is the last)."""
+    return min(max(1, int(page)), max(1, -(-total // per_page)))
 
 
 def read_image(index: ShardIndex, image_id: str, crops: "CropLookup") -> bytes:
     """The JPEG bytes of one sample: its own `jpg` member, or the filtered_images crop of the same image."""
-    hit = index.samples.index[index.samples["image_id"] == image_id]
-    if len(hit) == 0:
-        raise KeyError(f"no sample {image_id!r} in the shards")
-    row = index.samples.loc[hit[0]]
+    row = index.row(image_id)
     if row["jpg_offset"] >= 0:
         with (index.root / row["shard"]).open("rb") as fh:
             fh.seek(int(row["jpg_offset"]))
-            return fh.read(int(row["jpg_size"]))
-    return crops.read(image_id)
+            data = fh.read(int(row["jpg_size"]))
+    else:
+        data = crops.read(image_id)
+    if data[:2] != b"\xff\xd8":  # the shard or crop was rewritten since the scan
+        raise KeyError(f"the image of {image_id!r} moved since the shards were scanned: rescan")
+    return data
 
 
 class CropLookup:
@@ -267,9 +288,12 @@ def _int(key: str, value) -> int:
 
 def _float(key: str, value) -> float:
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise ValueError(f"{key} must be a number, not {value!r}") from None
+        number = float("nan")
+    if not np.isfinite(number):
+        raise ValueError(f"{key} must be a number, not {value!r}")
+    return number
 
 
 def _yes_no(key: str, value) -> bool:
