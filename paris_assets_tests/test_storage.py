@@ -90,3 +90,14 @@ def test_staging_left_by_a_dead_process_is_swept(tmp_path):
     assert storage.staging_dir(root, "latents").exists() and mine.exists()  # a live owner's folder stays
     resumable = storage.staging_dir(root, "latents-chunks", key="abc")
     assert storage.staging_dir(root, "latents-chunks", key="abc") == resumable
+
+
+def test_resumable_work_for_changed_inputs_is_swept(tmp_path):
+    root = str(tmp_path / "data")
+    old = storage.staging_dir(root, "latents-chunks", key="0123456789abcdef")
+    (old / "chunk-000000.latents.npy").write_bytes(b"from inputs that have since changed")
+    other_asset = storage.staging_dir(root, "captions-chunks", key="0123456789abcdef")
+    building = storage.staging_dir(root, "latents")  # an unkeyed staging folder of a live run
+    new = storage.staging_dir(root, "latents-chunks", key="fedcba9876543210")
+    assert new.exists() and not old.exists()
+    assert other_asset.exists() and building.exists()

@@ -44,6 +44,7 @@ def staging_dir(root: str, name: str, key: str | None = None) -> Path:
         base = Path(os.environ.get("PARIS_STAGING_DIR", tempfile.gettempdir())) / "paris-staging"
     if key:  # resumable: kept across runs on purpose
         folder = base / f"{name}-{key}"
+        _sweep_other_keys(base, name, key)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
     _sweep_abandoned(base, name)
@@ -61,6 +62,16 @@ def _sweep_abandoned(base: Path, name: str) -> None:
             continue
         host, _, pid = owner.read_text().partition(" ")
         if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _sweep_other_keys(base: Path, name: str, key: str) -> None:
+    """Remove the resumable folders of `name` kept for other keys: work a crashed run left for inputs or
+    settings that have since changed, which no run will ever resume (the gpu pool runs one model stage at a
+    time, so no live run owns them)."""
+    for folder in base.glob(f"{name}-*"):
+        other = folder.name[len(name) + 1:]
+        if other != key and len(other) == len(key) and all(c in "0123456789abcdef" for c in other):
             shutil.rmtree(folder, ignore_errors=True)
 
 
