@@ -6,7 +6,7 @@ import pytest
 from paris_assets.lib.chunks import ChunkStore, ordered_map, run_chunks, work_key
 
 
-def compute(start, stop):
+def compute(start, stop, advance=None):
     rows = np.arange(start, stop)
     return {"x": np.stack([rows, rows * 2], axis=1).astype(np.float32), "y": rows.astype(np.int64)}
 
@@ -14,7 +14,7 @@ def compute(start, stop):
 def test_resume_after_a_failure_gives_the_same_result(tmp_path):
     calls = []
 
-    def flaky(start, stop):
+    def flaky(start, stop, advance):
         calls.append(start)
         if start == 40 and len(calls) == 5:  # only the first run dies
             raise RuntimeError("killed at 80%")
@@ -33,6 +33,19 @@ def test_resume_after_a_failure_gives_the_same_result(tmp_path):
     uninterrupted.assemble("x", tmp_path / "x_clean.npy")
     assert np.array_equal(np.load(tmp_path / "x.npy"), np.load(tmp_path / "x_clean.npy"))
     assert np.load(tmp_path / "x.npy", mmap_mode="r").shape == (50, 2)
+
+
+def test_progress_within_chunks(tmp_path):
+    lines = []
+
+    def batched(start, stop, advance):
+        for _ in range(start, stop, 4):
+            advance(4)  # batches of 4 in chunks of 10: the last batch over-reports and is clipped to the chunk
+        return compute(start, stop)
+
+    run_chunks(ChunkStore(tmp_path, 20, 10), batched, log=lines.append, label="latents", every=0)
+    assert [line.split(" rows")[0] for line in lines] == [
+        f"latents: {n}/20" for n in (4, 8, 10, 14, 18, 20)]
 
 
 def test_half_written_chunk_is_not_trusted(tmp_path):

@@ -106,20 +106,32 @@ class Timer:
         self.seconds += time.perf_counter() - self._t
 
 
-def run_chunks(store: ChunkStore, compute_chunk: Callable[[int, int], dict[str, np.ndarray]],
-               log: Callable[[str], None] = print, label: str = "") -> dict:
-    """Compute every chunk not already in `store`; log progress (done/total, rate, ETA); return counts."""
+def run_chunks(store: ChunkStore, compute_chunk: Callable[[int, int, Callable[[int], None]], dict[str, np.ndarray]],
+               log: Callable[[str], None] = print, label: str = "", every: float = 10.0) -> dict:
+    """Compute every chunk not already in `store`; log progress (done/total, rate, ETA) at most every `every`
+    seconds; return counts.
+    `compute_chunk(start, stop, advance)` may call `advance(rows)` as batches finish, so a slow model still
+    reports progress within a chunk; rows it does not report are counted when the chunk is saved."""
     started = time.perf_counter()
     todo = [i for i in range(store.n_chunks) if not store.done(i)]
     reused = store.n_chunks - len(todo)
     if reused:
         log(f"{label}: reusing {reused}/{store.n_chunks} finished chunks from an earlier run")
     rows_done = 0
-    progress = Progress(label, sum(store.bounds(i)[1] - store.bounds(i)[0] for i in todo), "rows", log)
+    progress = Progress(label, sum(store.bounds(i)[1] - store.bounds(i)[0] for i in todo), "rows", log, every)
     for i in todo:
         start, stop = store.bounds(i)
-        store.save(i, compute_chunk(start, stop))
+        reported = 0
+
+        def advance(rows: int) -> None:
+            nonlocal reported
+            rows = min(rows, stop - start - reported)
+            if rows > 0:
+                reported += rows
+                progress.advance(rows)
+
+        store.save(i, compute_chunk(start, stop, advance))
         rows_done += stop - start
-        progress.advance(stop - start)
+        advance(stop - start - reported)
     return {"rows": store.n_rows, "chunks": store.n_chunks, "chunks_reused": reused, "chunks_computed": len(todo),
             "rows_computed": rows_done, "seconds": time.perf_counter() - started}

@@ -22,13 +22,14 @@ def run_batched(store: ChunkStore, rows: Callable[[int, int], Sequence], preproc
     (timed), and save the chunk. `forward(pre, offset)` returns a dict of arrays with one row per item."""
     model_time = Timer()
 
-    def compute_chunk(start: int, stop: int) -> dict[str, np.ndarray]:
+    def compute_chunk(start: int, stop: int, advance: Callable[[int], None]) -> dict[str, np.ndarray]:
         items = rows(start, stop)
         batches = [(s, items[s - start:s - start + batch_size]) for s in range(start, stop, batch_size)]
         outputs = []
         for offset, pre in ordered_map(lambda b: (b[0], preprocess(b[1])), batches, threads, ahead=2 * threads):
             with model_time:
                 outputs.append(forward(pre, offset))
+            advance(min(batch_size, stop - offset))
         return {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
 
     started = time.perf_counter()
