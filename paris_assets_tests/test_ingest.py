@@ -7,7 +7,7 @@ import pytest
 import webdataset as wds
 
 from paris_assets.lib.http_server import refused_base_url, serve_directory
-from paris_assets.lib.ingest import ingest
+from paris_assets.lib.ingest import ingest, prepare_source_table
 from paris_assets.lib.tars import TarShardWriter
 from paris_assets.settings import parse_settings
 
@@ -83,3 +83,58 @@ def test_loopback_server_serves_and_refuses(tmp_path):
             urllib.request.urlopen(base + "/missing.jpg")
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(refused_base_url() + "/y.jpg", timeout=3)
+
+
+def test_a_killed_url_list_download_resumes(demo_files, tmp_path):
+    """raw_images from a URL list downloads into a folder keyed by the list, so the run after a kill fetches only
+    the shards img2dataset had not finished."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from dagster import DagsterInstance, materialize
+
+    from paris_assets.assets.common import code_version
+    from paris_assets.assets.raw_images import build_raw_images
+    from paris_assets.io_managers import ShardsIOManager
+    from paris_assets.lib import storage
+    from paris_assets.lib.chunks import work_key
+    from paris_assets.lib.ingest import _download, source_identity, source_table
+
+    folder, _ = demo_files
+    requests = []
+
+    class Counting(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Counting, directory=str(folder / "files")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        names = sorted(p.name for p in (folder / "files").glob("*_000*.jpg"))[:40]
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        pd.DataFrame({"url": [f"{base}/{n}" for n in names], "caption": names}).to_parquet(tmp_path / "urls.parquet")
+        settings = parse_settings({"data_dir": "data", "source": {"kind": "url_list", "path": "urls.parquet"},
+                                   "ingest": {"processes": 1, "threads": 4, "samples_per_shard": 10}},
+                                  base_dir=tmp_path)
+        keyed = storage.staging_dir(settings.data_root, "raw_images", key=work_key(
+            source_identity(settings.resolved_source), code_version(settings, "raw_images")))
+        table, _refused = prepare_source_table(source_table(settings.resolved_source, None, 0))
+        _download(table, keyed, settings.ingest, log=lambda m: None)  # the run that got killed...
+        for leftover in keyed.glob("00003*"):  # ...before its fourth shard was finished
+            leftover.unlink()
+        requests.clear()
+        result = materialize([build_raw_images(settings)], instance=DagsterInstance.ephemeral(),
+                             resources={"shards_io": ShardsIOManager(root=settings.data_root)})
+        assert result.success
+        assert len(requests) == 10  # the unfinished shard only, not all 40
+        samples = pd.read_parquet(tmp_path / "data" / "raw_images" / "samples.parquet")
+        assert len(samples) == 40 and samples["status"].eq("success").all()
+        assert not keyed.exists()  # committed: the resumable folder became the asset
+    finally:
+        server.shutdown()
+        server.server_close()

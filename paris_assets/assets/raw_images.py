@@ -3,7 +3,8 @@
 from dagster import AssetExecutionContext, AssetsDefinition, asset
 
 from ..lib import storage
-from ..lib.ingest import ingest
+from ..lib.chunks import work_key
+from ..lib.ingest import ingest, source_identity
 from ..settings import Settings
 from .common import code_version, counts_table, settings_metadata, staging
 
@@ -17,7 +18,13 @@ def build_raw_images(settings: Settings) -> AssetsDefinition:
     def raw_images(context: AssetExecutionContext):
         """The source's images, as downloaded: img2dataset WebDataset tars with the original bytes, plus
         samples.parquet (one row per source item: metadata, download status, shard and key)."""
-        out = staging(settings, "raw_images")
+        identity = source_identity(settings.resolved_source)
+        if identity:  # a URL list: a run killed part-way resumes from the shards img2dataset finished
+            out = storage.staging_dir(settings.data_root, "raw_images", key=work_key(
+                identity, code_version(settings, "raw_images")))
+            context.log.info(f"raw_images: downloading into {out} (kept if the run dies, resumed by the next)")
+        else:
+            out = staging(settings, "raw_images")
         demo_dir = storage.local_path(settings.data_root) / "demo_source" if storage.is_local(settings.data_root) \
             else out.parent / "demo_source"
         stats = ingest(settings.resolved_source, settings.ingest, str(out), demo_dir=str(demo_dir), seed=settings.seed,

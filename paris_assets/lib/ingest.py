@@ -243,6 +243,24 @@ def numeric(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return frame
 
 
+def source_identity(source) -> str | None:
+    """What a killed download of this source can be resumed against: the URL list's files with their sizes and
+    modification times (or ETags), so an edited list starts afresh. None for sources that are not resumable:
+    the demo gets new URLs each run (a fresh loopback port), folders and tars download nothing."""
+    import fsspec
+
+    from .sources import FORMATS, expand_paths
+
+    if source.kind != "url_list":
+        return None
+    parts = []
+    for path in expand_paths(source.path, tuple(FORMATS)):
+        fs, _, (plain,) = fsspec.get_fs_token_paths(path)
+        info = fs.info(plain)
+        parts.append([path, info.get("size"), info.get("mtime") or info.get("LastModified") or info.get("ETag")])
+    return json.dumps([parts, source.url_col, source.caption_col, source.limit], default=str)
+
+
 def source_table(source, demo_dir: str | None, seed: int, base_url: str | None = None) -> pd.DataFrame:
     """The source as one normalised table (image_id, url, alt_text, metadata), before any download."""
     from .sources import read_url_list
