@@ -101,3 +101,31 @@ def test_resumable_work_for_changed_inputs_is_swept(tmp_path):
     new = storage.staging_dir(root, "latents-chunks", key="fedcba9876543210")
     assert new.exists() and not old.exists()
     assert other_asset.exists() and building.exists()
+
+
+def test_leftovers_of_killed_commits_are_swept(tmp_path):
+    import time
+
+    import fsspec
+
+    local = str(tmp_path / "data")
+    left = tmp_path / "data" / ".trash" / "latents-0123456789ab"  # killed between the two renames
+    left.mkdir(parents=True)
+    (left / "latents.npy").write_bytes(b"old")
+    staged = storage.staging_dir(local, "latents")
+    (staged / "latents.npy").write_bytes(b"new")
+    storage.commit_folder(staged, local, "latents")
+    assert not left.exists()
+
+    root = f"memory://sweep-{uuid.uuid4().hex[:8]}"
+    fs = fsspec.filesystem("memory")
+    stale, fresh = f"{root}/.staging/latents-aaaaaaaaaaaa", f"{root}/.staging/latents-bbbbbbbbbbbb"
+    fs.pipe(f"{stale}/{storage.STARTED}", str(time.time() - 3 * 86400).encode())
+    fs.pipe(f"{stale}/latents.npy", b"half an upload, three days old")
+    fs.pipe(f"{fresh}/{storage.STARTED}", str(time.time()).encode())  # another run uploading right now
+    staged = storage.staging_dir(root, "latents")
+    (staged / "latents.npy").write_bytes(b"new")
+    storage.commit_folder(staged, root, "latents")
+    assert not fs.exists(stale) and fs.exists(f"{fresh}/{storage.STARTED}")
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{root}/latents")) == [storage.MARKER, "latents.npy"]
+    fs.rm(root, recursive=True)

@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from upath import UPath
 
 MARKER = "_SUCCESS.json"
 OWNER = ".owner"  # host and pid of the process filling a staging folder
+STARTED = ".started"  # when an upload to an object store began (seconds since the epoch)
+STALE_UPLOAD_HOURS = 48  # an upload older than this was abandoned: no asset takes two days to upload
 
 
 class IncompleteOutput(FileNotFoundError):
@@ -98,6 +101,8 @@ def commit_folder(staged: Path, root: str, name: str, extra: dict | None = None)
     if is_local(root):
         target = local_path(root) / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        for left in (local_path(root) / ".trash").glob(f"{name}-*"):  # an old output a killed commit left behind
+            shutil.rmtree(left, ignore_errors=True)
         trash = local_path(root) / ".trash" / f"{name}-{uuid.uuid4().hex[:12]}"
         if target.exists():
             trash.parent.mkdir(parents=True, exist_ok=True)
@@ -108,14 +113,17 @@ def commit_folder(staged: Path, root: str, name: str, extra: dict | None = None)
     target = UPath(root) / name
     fs = target.fs
     upload = UPath(root) / ".staging" / f"{name}-{uuid.uuid4().hex[:12]}"
+    _sweep_stale_uploads(fs, UPath(root) / ".staging", name)
     marker = staged / MARKER
     try:
+        fs.pipe_file((upload / STARTED).path, str(time.time()).encode())
         for rel in files:
             fs.makedirs(str((upload / rel).parent.path), exist_ok=True)
             fs.put_file(str(staged / rel), (upload / rel).path)
     except BaseException:
         fs.rm(upload.path, recursive=True) if fs.exists(upload.path) else None
         raise
+    fs.rm_file((upload / STARTED).path)  # uploaded: not part of the asset
     if fs.exists((target / MARKER).path):
         fs.rm_file((target / MARKER).path)  # first: a half-deleted old folder must not look complete
     if fs.exists(target.path):
@@ -127,6 +135,22 @@ def commit_folder(staged: Path, root: str, name: str, extra: dict | None = None)
     fs.put_file(str(marker), (target / MARKER).path)  # last: readers trust only a folder with its marker
     shutil.rmtree(staged, ignore_errors=True)
     return target
+
+
+def _sweep_stale_uploads(fs, base: UPath, name: str) -> None:
+    """Remove uploads of `name` that a killed process left in `<root>/.staging/` on an object store: those
+    started more than STALE_UPLOAD_HOURS ago (a live upload of the same asset by another run is younger)."""
+    try:
+        candidates = fs.glob(f"{base.path}/{name}-*")
+    except FileNotFoundError:
+        return
+    for upload in candidates:
+        try:
+            started = float(fs.cat_file(f"{upload}/{STARTED}"))
+        except (FileNotFoundError, ValueError):
+            continue  # not ours, or not begun: leave it
+        if time.time() - started > STALE_UPLOAD_HOURS * 3600:
+            fs.rm(upload, recursive=True)
 
 
 def write_atomic(root: str, name: str, data: bytes) -> None:
