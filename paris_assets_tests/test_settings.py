@@ -59,3 +59,28 @@ def test_code_version_follows_only_the_settings_that_shape_the_asset():
     assert code_version(base, "raw_images") == code_version(more_workers, "raw_images")
     assert code_version(base, "filtered_images") == code_version(more_workers, "filtered_images")
     assert code_version(base, "raw_images") != code_version(other_source, "raw_images")
+
+
+def test_the_readme_documents_every_setting():
+    """The README's Settings table stays in step with the code: every key, with its default."""
+    from pydantic import BaseModel
+
+    from paris_assets.settings import PROJECT_ROOT, Settings
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    table = readme[readme.index("## Settings"):]
+    table = table[:table.index("\n## ", 5)]
+
+    def keys(model: type[BaseModel], prefix: str = ""):
+        for name, field in model.model_fields.items():
+            if field.exclude:
+                continue
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                yield from keys(kind, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}"
+
+    first_cells = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| `")]
+    missing = [key for key in keys(Settings) if not any(f"`{key}`" in cell for cell in first_cells)]
+    assert not missing, f"README's Settings table lacks {missing}"
