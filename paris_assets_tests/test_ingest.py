@@ -138,3 +138,68 @@ def test_a_killed_url_list_download_resumes(demo_files, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_killed_download_leaves_no_workers_writing(demo_files, tmp_path):
+    """The step process killed outright (SIGKILL) mid-download: img2dataset's workers outlive it, so the next
+    run over the same folder stops them before it resumes, and the result is whole."""
+    import functools
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from paris_assets.lib.ingest import DOWNLOADER, _group_running, download_with_img2dataset
+
+    folder, _ = demo_files
+
+    class Slow(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            time.sleep(0.3)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Slow, directory=str(folder / "files")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    group = None
+    try:
+        names = sorted(p.name for p in (folder / "files").glob("*_000*.jpg"))[:60]
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        table = pd.DataFrame({"url": [f"{base}/{n}" for n in names], "image_id": [f"{i:016x}" for i in range(60)]})
+        table.to_parquet(tmp_path / "table.parquet")
+        out = tmp_path / "raw"
+        options = {"processes": 2, "threads": 2, "samples_per_shard": 10, "timeout": 5, "retries": 0,
+                   "distributor": "multiprocessing", "user_agent_token": None, "respect_opt_out": True}
+        script = ("import json, sys, pandas as pd\nfrom paris_assets.lib.ingest import download_with_img2dataset\n"
+                  "download_with_img2dataset(pd.read_parquet(sys.argv[1]), sys.argv[2], log=lambda m: None, "
+                  "**json.loads(sys.argv[3]))\n")
+        step = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "table.parquet"), str(out),
+                                 json.dumps(options)])
+        deadline = time.monotonic() + 120
+        while not list(out.glob("0000*.tar")) and time.monotonic() < deadline:  # workers are writing
+            time.sleep(0.2)
+        group = int((out / DOWNLOADER).read_text().split()[1])
+        step.send_signal(signal.SIGKILL)
+        step.wait()
+        assert _group_running(group)  # img2dataset's processes live on without the step
+
+        lines = []
+        download_with_img2dataset(table, str(out), log=lines.append, **options)
+        assert not _group_running(group)
+        assert any("stopped the img2dataset processes" in line for line in lines)
+        counts = [json.loads(p.read_text())["count"] for p in out.glob("*_stats.json")]
+        assert sum(counts) == 60 and not (out / DOWNLOADER).exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+        if group is not None:  # nothing of this test left behind, whatever happened
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -14,6 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -55,51 +59,99 @@ def folder_table(folder: str) -> pd.DataFrame:
     return frame
 
 
+DOWNLOADER = ".downloader"  # "<host> <process group>" of the img2dataset run filling a raw_images folder
+
+
 def download_with_img2dataset(table: pd.DataFrame, out_dir: str, *, processes: int, threads: int,
                               samples_per_shard: int, timeout: float, retries: int, distributor: str,
                               user_agent_token: str | None, respect_opt_out: bool, log=print) -> dict:
     """Run img2dataset over `table` (image_id, url) into out_dir; resumes shards a killed run finished.
     Progress (URLs done / total, rate, ETA) is logged as img2dataset finishes shards.
 
-    Must be called from a main thread: img2dataset spawns its workers and installs a signal handler.
+    img2dataset runs in a child process that leads its own process group, recorded in out_dir/.downloader:
+    if this process is killed outright, its workers would go on writing into out_dir, so the next run over
+    the same folder stops that group before it resumes.
     """
-    import img2dataset
-
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # importing albumentations would call PyPI
     os.makedirs(out_dir, exist_ok=True)
+    _stop_leftover_download(out_dir, log)
     url_list = os.path.join(out_dir, "_input.parquet")
     if not os.path.exists(url_list):
         table[["url", "image_id"]].to_parquet(url_list + ".tmp", index=False)
         os.replace(url_list + ".tmp", url_list)
+    options = {"url_list": url_list, "output_folder": out_dir, "processes_count": processes, "thread_count": threads,
+               "number_sample_per_shard": samples_per_shard, "timeout": int(max(1, round(timeout))),
+               "retries": retries, "distributor": distributor, "user_agent_token": user_agent_token,
+               "disallowed_header_directives": None if respect_opt_out else []}
     started = time.perf_counter()
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")  # importing albumentations would call PyPI
     with _shard_progress(out_dir, len(table), log):
-        _run_img2dataset(img2dataset, url_list, out_dir, processes, threads, samples_per_shard, timeout, retries,
-                         distributor, user_agent_token, respect_opt_out)
+        child = subprocess.Popen([sys.executable, "-m", "paris_assets.lib.ingest", json.dumps(options)],
+                                 start_new_session=True, env=env)
+        marker = Path(out_dir) / DOWNLOADER
+        marker.write_text(f"{socket.gethostname()} {child.pid}")
+        try:
+            code = child.wait()
+        except BaseException:  # the run was terminated: take the workers down with it
+            _kill_group(child.pid)
+            child.wait()
+            raise
+        marker.unlink(missing_ok=True)
+    if code != 0:
+        raise RuntimeError(f"img2dataset exited with status {code} (its messages are in the log above); "
+                           f"the shards it finished in {out_dir} are kept for the next run")
     return {"seconds": time.perf_counter() - started}
 
 
-def _run_img2dataset(img2dataset, url_list, out_dir, processes, threads, samples_per_shard, timeout, retries,
-                     distributor, user_agent_token, respect_opt_out) -> None:
+def _stop_leftover_download(out_dir: str, log) -> None:
+    marker = Path(out_dir) / DOWNLOADER
+    if not marker.exists():
+        return
+    host, _, group = marker.read_text().partition(" ")
+    if host == socket.gethostname() and group.isdigit() and _kill_group(int(group)):
+        log(f"raw_images: stopped the img2dataset processes a killed run left writing into {out_dir} "
+            f"(process group {group})")
+    marker.unlink(missing_ok=True)
+
+
+def _kill_group(group: int) -> bool:
+    """SIGKILL every process of a process group; True if there was one. Waits until none is left running."""
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _group_running(group):
+        time.sleep(0.1)
+    return True
+
+
+def _group_running(group: int) -> bool:
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == group and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
+
+
+def _img2dataset_main(options: dict) -> None:
+    """The child process: img2dataset in its main thread (it spawns workers and installs signal handlers)."""
+    import img2dataset
+
     img2dataset.download(
-        url_list=url_list,
         input_format="parquet",
         url_col="url",
         save_additional_columns=["image_id"],
-        output_folder=out_dir,
         output_format="webdataset",
         disable_all_reencoding=True,  # keep the original bytes; filtered_images decodes them properly
-        processes_count=processes,
-        thread_count=threads,
-        number_sample_per_shard=samples_per_shard,
-        timeout=int(max(1, round(timeout))),
-        retries=retries,
-        distributor=distributor,
         extract_exif=False,  # orientation is read from the bytes at decode time
         compute_hash="sha256",
         enable_wandb=False,
-        incremental_mode="incremental",  # the staging folder is keyed by the input, so done shards are valid
-        user_agent_token=user_agent_token,
-        disallowed_header_directives=None if respect_opt_out else [],
+        incremental_mode="incremental",  # a raw_images folder is keyed by its input, so done shards are valid
+        **options,
     )
 
 
@@ -348,3 +400,7 @@ def ensure_demo(demo_dir: str, n: int, seed: int, log=print) -> pd.DataFrame:
     demo.to_parquet(table_path, index=False)
     stamp.write_text(json.dumps(wanted))
     return demo
+
+
+if __name__ == "__main__":
+    _img2dataset_main(json.loads(sys.argv[1]))
