@@ -48,7 +48,7 @@ class ShardIndex:
 
 
 def open_root(data_root: str) -> UPath:
-    return UPath(local_path(data_root)) if is_local(data_root) else UPath(data_root)
+    return UPath(local_path(data_root).absolute()) if is_local(data_root) else UPath(data_root)
 
 
 def read_manifest(root: UPath) -> dict:
@@ -119,18 +119,16 @@ def _scan_shard(fh) -> Iterator[dict]:
 
 def shard_health(index: ShardIndex) -> list[dict]:
     """One row per shard that is missing, empty, of the wrong size or sample count, unreadable, or on disk
-    but not in the manifest; each with its problem. Sizes are re-read from the store on every call."""
-    root, problems = index.root, []
-    listed = {}
+    but not in the manifest; each with its problem. Sizes come from one listing of each shard folder per call
+    (one request per folder on an object store, not one per shard)."""
+    on_disk = files_on_disk(index.root)
+    problems, listed = [], set()
     for split, entry in listed_shards(index.manifest):
-        listed[entry["path"]] = entry
-        path = root / entry["path"]
-        if not path.exists():
-            problems.append({"path": entry["path"], "split": split, "problem": "missing"})
-            continue
-        size = path.stat().st_size
-        found = index.counted.get(entry["path"])
-        if size == 0:
+        listed.add(entry["path"])
+        size, found = on_disk.get(entry["path"]), index.counted.get(entry["path"])
+        if size is None:
+            problem = "missing"
+        elif size == 0:
             problem = "zero-size"
         elif size != entry["bytes"]:
             problem = f"size {size:,} bytes, the manifest says {entry['bytes']:,}"
@@ -141,16 +139,25 @@ def shard_health(index: ShardIndex) -> list[dict]:
         else:
             continue
         problems.append({"path": entry["path"], "split": split, "problem": problem})
-    for folder in SHARD_FOLDERS:
-        base = root / folder
-        if not base.exists():
-            continue
-        for path in sorted(base.rglob("*")):
-            rel = f"{folder}/{path.relative_to(base).as_posix()}" if is_local(str(root)) else \
-                path.path[len(root.path.rstrip('/')) + 1:]
-            if path.is_file() and path.name != "_SUCCESS.json" and rel not in listed:
-                problems.append({"path": rel, "split": "", "problem": "extra: on disk but not in the manifest"})
+    for rel in sorted(set(on_disk) - listed):
+        if not rel.endswith("/_SUCCESS.json"):
+            problems.append({"path": rel, "split": "", "problem": "extra: on disk but not in the manifest"})
     return problems
+
+
+def files_on_disk(root: UPath) -> dict[str, int]:
+    """Every file under the shard folders, as path relative to the data root -> size in bytes."""
+    fs, prefix = root.fs, root.path.rstrip("/") + "/"
+    found = {}
+    for folder in SHARD_FOLDERS:
+        try:
+            listing = fs.find(prefix + folder, detail=True)
+        except FileNotFoundError:
+            continue
+        for path, info in listing.items():
+            if info.get("type") != "directory":
+                found[path[len(prefix):] if path.startswith(prefix) else path] = int(info.get("size") or 0)
+    return found
 
 
 def overview(index: ShardIndex) -> dict:
