@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 from .lib import shard_index
@@ -39,16 +41,20 @@ class Snapshot:
     version: str  # changes with every scan: image URLs carry it, so a browser never shows a stale cached image
 
 
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PARIS_CACHE_DIR") or Path.home() / ".cache" / "paris-assets") / "shard-index"
+
+
 class Browser:
-    def __init__(self, data_root: str):
-        self.data_root = data_root
+    def __init__(self, data_root: str, cache_dir: Path | None = None):
+        self.data_root, self.cache_dir = data_root, cache_dir
         self._scan_lock = threading.Lock()
         self.snapshot = self._scan()
 
     def _scan(self) -> Snapshot:
         crops = shard_index.CropLookup(shard_index.open_root(self.data_root))
         try:
-            index, error = shard_index.build_index(self.data_root), None
+            index, error = shard_index.build_index(self.data_root, self.cache_dir), None
         except shard_index.NoManifest as exc:
             index, error = None, str(exc)
         except Exception as exc:  # an unreadable manifest: say so on the page, keep serving
@@ -159,13 +165,15 @@ def _row(row) -> dict:
     return out
 
 
-def serve(data_root: str, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
-    """A bound server, not yet serving (call serve_forever); port 0 picks a free one."""
+def serve(data_root: str, host: str = "127.0.0.1", port: int = 8765,
+          cache_dir: Path | None = None) -> ThreadingHTTPServer:
+    """A bound server, not yet serving (call serve_forever); port 0 picks a free one. With `cache_dir`, scans
+    of unchanged shards are reused across restarts."""
     server = ThreadingHTTPServer((host, port), BaseHTTPRequestHandler)
     bound = server.server_address[1]
     names = {host, *LOOPBACK} if host in LOOPBACK or host in ("0.0.0.0", "::") else {host}
     allowed = {f"{name}:{bound}" for name in names} | {f"[{name}]:{bound}" for name in names if ":" in name}
-    server.RequestHandlerClass = make_handler(Browser(data_root), allowed)
+    server.RequestHandlerClass = make_handler(Browser(data_root, cache_dir), allowed)
     return server
 
 
@@ -176,9 +184,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="an address other than loopback exposes the data, "
                                                               "unauthenticated, to the network")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+                        help="where scans of the shards are kept (default: $PARIS_CACHE_DIR/shard-index or "
+                             "~/.cache/paris-assets/shard-index)")
+    parser.add_argument("--no-cache", action="store_true", help="scan the shards afresh on every start")
     args = parser.parse_args(argv)
     data_root = args.data_dir or load_settings(args.config).data_root
-    server = serve(data_root, args.host, args.port)
+    started = time.perf_counter()
+    server = serve(data_root, args.host, args.port, None if args.no_cache else args.cache_dir)
+    print(f"indexed the shards in {time.perf_counter() - started:.1f} s", flush=True)
     if args.host not in LOOPBACK:
         print(f"warning: serving on {args.host}: anyone who can reach it can browse the data", file=sys.stderr)
     print(f"shard browser for {data_root}: http://{args.host}:{server.server_address[1]}/  (Ctrl-C stops it)",

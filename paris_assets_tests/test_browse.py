@@ -93,6 +93,24 @@ def copy_outputs_of(shards, tmp_path):
     return tmp_path / "data"
 
 
+def test_a_scan_is_reused_until_a_shard_changes(shards, tmp_path, monkeypatch):
+    root = copy_outputs_of(shards, tmp_path)
+    first = shard_index.build_index(str(root), tmp_path / "cache")
+
+    def no_scanning(fh):
+        raise AssertionError("scanned again")
+
+    monkeypatch.setattr(shard_index, "_scan_shard", no_scanning)
+    again = shard_index.build_index(str(root), tmp_path / "cache")  # unchanged: from the cache
+    assert again.samples["image_id"].tolist() == first.samples["image_id"].tolist()
+    assert again.counted == first.counted and shard_index.shard_health(again) == []
+    path = root / manifest_of(root)["clusters"]["2"][0]["path"]
+    path.write_bytes(path.read_bytes()[:-1024])  # a shard changes: scanned afresh (here: refused by the stub)
+    changed = shard_index.build_index(str(root), tmp_path / "cache")
+    assert "scanned again" in " ".join(changed.unreadable.values())
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 1  # the stale scan was replaced
+
+
 def test_filters_page_and_sort(shards):
     samples = shard_index.build_index(str(shards)).samples.copy()
     total, page = shard_index.query(samples, {})
@@ -230,7 +248,8 @@ def test_shard_browser_in_a_real_browser(shards, tmp_path):
     index = shard_index.build_index(str(root))
     assert index.samples["url"].iat[0].startswith("javascript:")
     port = free_port()
-    proc = start([sys.executable, "-m", "paris_assets.browse", "--data-dir", str(root), "--port", str(port)],
+    proc = start([sys.executable, "-m", "paris_assets.browse", "--data-dir", str(root), "--port", str(port),
+                  "--cache-dir", str(tmp_path / "cache")],
                  tmp_path / "browse.log", f"http://127.0.0.1:{port}/api/overview", dict(os.environ))
     try:
         with sync_playwright() as p:

@@ -9,9 +9,12 @@ fsspec's read-ahead fetches more). Images come from the sample's own
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -66,11 +69,28 @@ def listed_shards(manifest: dict) -> list[tuple[str, dict]]:
     return rows + [("heldout", s) for s in manifest["heldout"]]
 
 
-def build_index(data_root: str) -> ShardIndex:
+def build_index(data_root: str, cache_dir: str | Path | None = None) -> ShardIndex:
     """Scan every listed shard that exists. A damaged shard is recorded in `unreadable` with the samples read
-    before the damage kept, so the browser still shows what is there."""
+    before the damage kept, so the browser still shows what is there. With `cache_dir`, the scan is kept there
+    keyed by the data root, the manifest and every shard's size and modification time, so reopening unchanged
+    shards (minutes of scanning at 11M samples) takes seconds, and any change to a shard scans afresh."""
     root = open_root(data_root)
     manifest = read_manifest(root)
+    key = _cache_key(root, manifest) if cache_dir else None
+    scanned = _load_scan(Path(cache_dir), key) if key else None
+    if scanned is None:
+        scanned = _scan(root, manifest)
+        if key:
+            _save_scan(Path(cache_dir), key, *scanned)
+    samples, unreadable, counted = scanned
+    for col in ("image_id", "split", "shard", "url", "alt_text", "caption"):  # half the memory of Python strings
+        samples[col] = samples[col].astype("string[pyarrow]")
+    samples["order"] = np.arange(len(samples))
+    position = {image_id: i for i, image_id in enumerate(samples["image_id"])}
+    return ShardIndex(root, manifest, samples, unreadable, counted, position)
+
+
+def _scan(root: UPath, manifest: dict) -> tuple[pd.DataFrame, dict[str, str], dict[str, int]]:
     rows, unreadable, counted = [], {}, {}
     for split, entry in listed_shards(manifest):
         path = root / entry["path"]
@@ -88,11 +108,34 @@ def build_index(data_root: str) -> ShardIndex:
     samples = pd.DataFrame(rows, columns=["image_id", "split", "shard", "cluster", "url", "alt_text", "caption",
                                           "aesthetic", "punsafe", "centroid_distance", "width", "height",
                                           "jpg_offset", "jpg_size"])
-    for col in ("image_id", "split", "shard", "url", "alt_text", "caption"):  # half the memory of Python strings
-        samples[col] = samples[col].astype("string[pyarrow]")
-    samples["order"] = np.arange(len(samples))
-    position = {image_id: i for i, image_id in enumerate(samples["image_id"])}
-    return ShardIndex(root, manifest, samples, unreadable, counted, position)
+    return samples, unreadable, counted
+
+
+def _cache_key(root: UPath, manifest: dict) -> str:
+    on_disk = files_on_disk(root)
+    shards = sorted((e["path"], on_disk.get(e["path"])) for _, e in listed_shards(manifest))
+    blob = json.dumps([manifest, shards], sort_keys=True, default=str)
+    return f"{hashlib.sha256(str(root).encode()).hexdigest()[:8]}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
+
+
+def _load_scan(folder: Path, key: str):
+    facts = folder / f"{key}.json"
+    if not facts.exists():
+        return None
+    extra = json.loads(facts.read_text())
+    return pd.read_parquet(folder / f"{key}.parquet"), extra["unreadable"], extra["counted"]
+
+
+def _save_scan(folder: Path, key: str, samples: pd.DataFrame, unreadable: dict, counted: dict) -> None:
+    """Written atomically, the json last: a scan without its json is never trusted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(f"{key.split('-')[0]}-*"):  # earlier scans of the same data root
+        old.unlink(missing_ok=True)
+    tmp = folder / f".{key}.{os.getpid()}"
+    samples.to_parquet(f"{tmp}.parquet", index=False)
+    os.replace(f"{tmp}.parquet", folder / f"{key}.parquet")
+    Path(f"{tmp}.json").write_text(json.dumps({"unreadable": unreadable, "counted": counted}))
+    os.replace(f"{tmp}.json", folder / f"{key}.json")
 
 
 def _scan_shard(fh) -> Iterator[dict]:
@@ -125,7 +168,7 @@ def shard_health(index: ShardIndex) -> list[dict]:
     problems, listed = [], set()
     for split, entry in listed_shards(index.manifest):
         listed.add(entry["path"])
-        size, found = on_disk.get(entry["path"]), index.counted.get(entry["path"])
+        size, found = on_disk.get(entry["path"], (None, ""))[0], index.counted.get(entry["path"])
         if size is None:
             problem = "missing"
         elif size == 0:
@@ -145,8 +188,9 @@ def shard_health(index: ShardIndex) -> list[dict]:
     return problems
 
 
-def files_on_disk(root: UPath) -> dict[str, int]:
-    """Every file under the shard folders, as path relative to the data root -> size in bytes."""
+def files_on_disk(root: UPath) -> dict[str, tuple[int, str]]:
+    """Every file under the shard folders, as path relative to the data root -> (size in bytes, when modified:
+    mtime, or an object store's LastModified or ETag)."""
     fs, prefix = root.fs, root.path.rstrip("/") + "/"
     found = {}
     for folder in SHARD_FOLDERS:
@@ -156,7 +200,9 @@ def files_on_disk(root: UPath) -> dict[str, int]:
             continue
         for path, info in listing.items():
             if info.get("type") != "directory":
-                found[path[len(prefix):] if path.startswith(prefix) else path] = int(info.get("size") or 0)
+                modified = next((str(info[k]) for k in ("mtime", "LastModified", "last_modified", "ETag", "created")
+                                 if info.get(k) is not None), "")
+                found[path[len(prefix):] if path.startswith(prefix) else path] = (int(info.get("size") or 0), modified)
     return found
 
 
