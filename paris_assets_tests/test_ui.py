@@ -123,6 +123,11 @@ def test_materialise_everything_from_the_ui(dagster_ui):
     page.wait_for_timeout(1000)  # the freshly fetched statuses
     shot(page, "ui-asset-graph.jpg")
 
+    page.goto(f"{base}/assets/filtered_images", wait_until="networkidle")  # metadata: counts, reasons, previews
+    page.get_by_text("dropped_by_reason", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("kept_fraction", exact=True).first.scroll_into_view_if_needed()
+    shot(page, "ui-filtered-images-metadata.jpg")
+
     page.goto(f"{base}/assets/cluster_report?view=checks", wait_until="networkidle")
     page.get_by_text("Passed").first.wait_for(timeout=60_000)
     assert page.get_by_text("Succeeded").count() == len(CHECKS["cluster_report"])
