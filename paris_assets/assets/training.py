@@ -108,6 +108,8 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
             "samples_per_s": round(stats["samples_per_s"], 1), "mb_per_s": round(stats["mb_per_s"], 1),
             "clusters": MetadataValue.md("| cluster | samples | shards | MB |\n|---:|---:|---:|---:|\n" + rows),
             "settings": settings_metadata(settings, "expert_shards"),
+            "browse": MetadataValue.text("make browse, then http://127.0.0.1:8765 (thumbnails, filters, and the "
+                                         "shards' health against pipeline_manifest.json)"),
         })
         return out
 
