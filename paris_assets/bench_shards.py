@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .lib.shards import ShardSource, write_expert_shards
+from .lib.shards import ShardSource, manifest_entries, write_expert_shards
 
 
 def make_inputs(folder: Path, n: int, k: int = 8, width: int = 768) -> None:
@@ -52,8 +52,8 @@ def write_and_read(folder: Path) -> dict:
     started = time.perf_counter()
     count = sum(1 for _ in wds.WebDataset(urls, shardshuffle=False).decode())
     read_s = time.perf_counter() - started
-    manifest = {"clusters": {c: [{**{k2: v for k2, v in e.items() if k2 != "ids"}, "path": f"expert_shards/{e['path']}"}
-                                 for e in shards] for c, shards in stats["clusters"].items()}, "heldout": []}
+    manifest = {"clusters": {c: manifest_entries(shards, "expert_shards") for c, shards in stats["clusters"].items()},
+                "heldout": []}
     (folder / "data" / "pipeline_manifest.json").write_text(json.dumps(manifest))
     started = time.perf_counter()
     indexed = len(build_index(str(folder / "data")).samples)  # the shard browser's start-up

@@ -10,7 +10,8 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetsDefinition, 
 from ..io_managers import AssetFolder
 from ..lib import storage
 from ..lib.crops import read_crop_rows
-from ..lib.shards import ShardSource, heldout_mask, write_expert_shards, write_router_arrays, write_shards
+from ..lib.shards import (ShardSource, heldout_mask, manifest_entries, write_expert_shards, write_router_arrays,
+                          write_shards)
 from ..models.profiles import model_ref
 from ..settings import Settings
 from .common import code_version, settings_metadata, staging
@@ -48,7 +49,6 @@ def _manifest(context, settings: Settings, clusters: dict, heldout: list, k: int
         event = context.instance.get_latest_materialization_event(AssetKey(asset_name))
         meta = event.asset_materialization.metadata if event else {}
         counts[asset_name] = {key: meta[key].value for key in keys if key in meta}
-    strip = lambda shards: [{k2: v for k2, v in s.items() if k2 != "ids"} for s in shards]  # noqa: E731
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": settings.as_dict(),
@@ -58,8 +58,8 @@ def _manifest(context, settings: Settings, clusters: dict, heldout: list, k: int
         "counts": {**counts, "expert_samples": sum(s["samples"] for sh in clusters.values() for s in sh),
                    "heldout_samples": sum(s["samples"] for s in heldout)},
         "k": k,
-        "clusters": {c: strip(shards) for c, shards in clusters.items()},
-        "heldout": strip(heldout),
+        "clusters": clusters,
+        "heldout": heldout,
     }
 
 
@@ -89,17 +89,13 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
         write_router_arrays(held_dir, np.flatnonzero(held), src, dinov2_embeddings.array("embeddings"))
         storage.remove_file(settings.data_root, "pipeline_manifest.json")  # it would describe the old split
         storage.commit_folder(held_dir, settings.data_root, "heldout", extra={"run_id": context.run_id})
-        for shard in held_shards:
-            shard["path"] = f"heldout/{shard['path']}"
 
         out = staging(settings, "expert_shards")
         stats = write_expert_shards(src, train_rows, out, s.max_samples_per_shard, s.max_shard_bytes, settings.seed,
                                     context.log.info)
-        for shards in stats["clusters"].values():
-            for shard in shards:
-                shard["path"] = f"expert_shards/{shard['path']}"
-        (out / "pipeline_manifest.json").write_text(
-            json.dumps(_manifest(context, settings, stats["clusters"], held_shards, k), indent=1, default=str))
+        clusters = {c: manifest_entries(shards, "expert_shards") for c, shards in stats["clusters"].items()}
+        (out / "pipeline_manifest.json").write_text(json.dumps(
+            _manifest(context, settings, clusters, manifest_entries(held_shards, "heldout"), k), indent=1, default=str))
         rows = "\n".join(f"| {c} | {sum(x['samples'] for x in sh):,} | {len(sh)} | "
                          f"{sum(x['bytes'] for x in sh) / 1e6:,.1f} |" for c, sh in stats["clusters"].items())
         context.add_output_metadata({

@@ -302,6 +302,7 @@ def source_identity(source) -> str | None:
     import fsspec
 
     from .sources import FORMATS, expand_paths
+    from .storage import modified_stamp
 
     if source.kind != "url_list":
         return None
@@ -309,7 +310,7 @@ def source_identity(source) -> str | None:
     for path in expand_paths(source.path, tuple(FORMATS)):
         fs, _, (plain,) = fsspec.get_fs_token_paths(path)
         info = fs.info(plain)
-        parts.append([path, info.get("size"), info.get("mtime") or info.get("LastModified") or info.get("ETag")])
+        parts.append([path, info.get("size"), modified_stamp(info)])
     return json.dumps([parts, source.url_col, source.caption_col, source.limit], default=str)
 
 

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from upath import UPath
 
-from .storage import is_local, local_path
+from .shards import files_on_disk, listed_shards
+from .storage import root_upath
 from .tars import iter_members
 
-SHARD_FOLDERS = ("expert_shards", "heldout/shards")
 FILTER_COLUMNS = ("cluster", "split", "aesthetic_min", "aesthetic_max", "distance_min", "distance_max",
                   "has_url", "has_caption", "text", "sort")
 SORTS = {"shard": ("order", True), "aesthetic": ("aesthetic", True), "-aesthetic": ("aesthetic", False),
@@ -51,7 +51,7 @@ class ShardIndex:
 
 
 def open_root(data_root: str) -> UPath:
-    return UPath(local_path(data_root).absolute()) if is_local(data_root) else UPath(data_root)
+    return root_upath(data_root)
 
 
 def read_manifest(root: UPath) -> dict:
@@ -62,13 +62,6 @@ def read_manifest(root: UPath) -> dict:
     return json.loads(path.read_text())
 
 
-def listed_shards(manifest: dict) -> list[tuple[str, dict]]:
-    """(split, entry) for every shard the manifest promises: split is the cluster number or 'heldout'."""
-    rows = [(str(c), s) for c, shards in sorted(manifest["clusters"].items(), key=lambda kv: int(kv[0]))
-            for s in shards]
-    return rows + [("heldout", s) for s in manifest["heldout"]]
-
-
 def build_index(data_root: str, cache_dir: str | Path | None = None) -> ShardIndex:
     """Scan every listed shard that exists. A damaged shard is recorded in `unreadable` with the samples read
     before the damage kept, so the browser still shows what is there. With `cache_dir`, the scan is kept there
@@ -76,10 +69,11 @@ def build_index(data_root: str, cache_dir: str | Path | None = None) -> ShardInd
     shards (minutes of scanning at 11M samples) takes seconds, and any change to a shard scans afresh."""
     root = open_root(data_root)
     manifest = read_manifest(root)
-    key = _cache_key(root, manifest) if cache_dir else None
+    on_disk = files_on_disk(root)
+    key = _cache_key(root, manifest, on_disk) if cache_dir else None
     scanned = _load_scan(Path(cache_dir), key) if key else None
     if scanned is None:
-        scanned = _scan(root, manifest)
+        scanned = _scan(root, manifest, on_disk)
         if key:
             _save_scan(Path(cache_dir), key, *scanned)
     samples, unreadable, counted = scanned
@@ -90,11 +84,11 @@ def build_index(data_root: str, cache_dir: str | Path | None = None) -> ShardInd
     return ShardIndex(root, manifest, samples, unreadable, counted, position)
 
 
-def _scan(root: UPath, manifest: dict) -> tuple[pd.DataFrame, dict[str, str], dict[str, int]]:
+def _scan(root: UPath, manifest: dict, on_disk: dict) -> tuple[pd.DataFrame, dict[str, str], dict[str, int]]:
     rows, unreadable, counted = [], {}, {}
     for split, entry in listed_shards(manifest):
         path = root / entry["path"]
-        if not path.exists():
+        if entry["path"] not in on_disk:
             continue
         found = 0
         try:
@@ -111,8 +105,7 @@ def _scan(root: UPath, manifest: dict) -> tuple[pd.DataFrame, dict[str, str], di
     return samples, unreadable, counted
 
 
-def _cache_key(root: UPath, manifest: dict) -> str:
-    on_disk = files_on_disk(root)
+def _cache_key(root: UPath, manifest: dict, on_disk: dict) -> str:
     shards = sorted((e["path"], on_disk.get(e["path"])) for _, e in listed_shards(manifest))
     blob = json.dumps([manifest, shards], sort_keys=True, default=str)
     return f"{hashlib.sha256(str(root).encode()).hexdigest()[:8]}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
@@ -186,24 +179,6 @@ def shard_health(index: ShardIndex) -> list[dict]:
         if not rel.endswith("/_SUCCESS.json"):
             problems.append({"path": rel, "split": "", "problem": "extra: on disk but not in the manifest"})
     return problems
-
-
-def files_on_disk(root: UPath) -> dict[str, tuple[int, str]]:
-    """Every file under the shard folders, as path relative to the data root -> (size in bytes, when modified:
-    mtime, or an object store's LastModified or ETag)."""
-    fs, prefix = root.fs, root.path.rstrip("/") + "/"
-    found = {}
-    for folder in SHARD_FOLDERS:
-        try:
-            listing = fs.find(prefix + folder, detail=True)
-        except FileNotFoundError:
-            continue
-        for path, info in listing.items():
-            if info.get("type") != "directory":
-                modified = next((str(info[k]) for k in ("mtime", "LastModified", "last_modified", "ETag", "created")
-                                 if info.get(k) is not None), "")
-                found[path[len(prefix):] if path.startswith(prefix) else path] = (int(info.get("size") or 0), modified)
-    return found
 
 
 def overview(index: ShardIndex) -> dict:

@@ -21,9 +21,11 @@ import numpy as np
 import pandas as pd
 
 from .progress import Progress
+from .storage import modified_stamp
 from .tars import TarShardWriter
 
 TAR_OVERHEAD = 512 * 2  # header + padding per member, roughly
+SHARD_FOLDERS = ("expert_shards", "heldout/shards")  # every shard the manifest lists lives under these
 
 
 def heldout_mask(labels: np.ndarray, fraction: float, cap: int, seed: int) -> np.ndarray:
@@ -173,3 +175,35 @@ def write_router_arrays(out_dir: Path, rows: np.ndarray, src: ShardSource, dinov
         del target
     np.save(out_dir / "image_ids.npy", np.asarray(src.kept["image_id"].to_numpy()[rows], dtype=np.str_))
     return shapes
+
+
+def manifest_entries(shards: list[dict], under: str) -> list[dict]:
+    """write_shards' entries as pipeline_manifest.json lists them: the path relative to the data root (the
+    folder was written as `under`), samples, bytes, sha256; the ids left out."""
+    return [{**{k: v for k, v in shard.items() if k != "ids"}, "path": f"{under}/{shard['path']}"}
+            for shard in shards]
+
+
+def listed_shards(manifest: dict) -> list[tuple[str, dict]]:
+    """(split, entry) for every shard pipeline_manifest.json promises, clusters in order then the held-out
+    set: split is the cluster number or 'heldout'."""
+    rows = [(str(c), s) for c, shards in sorted(manifest["clusters"].items(), key=lambda kv: int(kv[0]))
+            for s in shards]
+    return rows + [("heldout", s) for s in manifest["heldout"]]
+
+
+def files_on_disk(root) -> dict[str, tuple[int, str]]:
+    """Every file under the shard folders of a data root (a UPath), as path relative to the root -> (size in
+    bytes, when modified). One listing per folder: one request per folder on an object store."""
+    fs, prefix = root.fs, root.path.rstrip("/") + "/"
+    found = {}
+    for folder in SHARD_FOLDERS:
+        try:
+            listing = fs.find(prefix + folder, detail=True)
+        except FileNotFoundError:
+            continue
+        for path, info in listing.items():
+            if info.get("type") != "directory":
+                rel = path[len(prefix):] if path.startswith(prefix) else path
+                found[rel] = (int(info.get("size") or 0), modified_stamp(info))
+    return found

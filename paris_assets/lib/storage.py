@@ -38,6 +38,17 @@ def local_path(root: str) -> Path:
     return Path(str(root).removeprefix("file://"))
 
 
+def root_upath(root: str) -> UPath:
+    """The data root as a UPath: an absolute local path, or the fsspec URL as given."""
+    return UPath(local_path(root).absolute()) if is_local(root) else UPath(root)
+
+
+def modified_stamp(info: dict) -> str:
+    """When a file last changed, from an fsspec `info()`: its mtime, or an object store's LastModified or ETag."""
+    return next((str(info[k]) for k in ("mtime", "LastModified", "last_modified", "ETag", "created")
+                 if info.get(k) is not None), "")
+
+
 def staging_dir(root: str, name: str, key: str | None = None) -> Path:
     """A local folder to build `name` in. With `key`, the same folder comes back for the same key, so a run
     that died part-way can resume from what it finished; without, a fresh empty one."""

@@ -85,24 +85,23 @@ def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: li
     import hashlib
     import json
 
-    from upath import UPath
-
-    from .storage import is_local, local_path
+    from .shards import files_on_disk, listed_shards
+    from .storage import root_upath
     from .tars import iter_members, iter_samples
 
-    root = UPath(local_path(data_root)) if is_local(data_root) else UPath(data_root)
+    root = root_upath(data_root)
     problems: list[str] = []
     manifest_path = root / "pipeline_manifest.json"
     if not manifest_path.exists():
         return False, {"problems": ["pipeline_manifest.json is missing"]}
     manifest = json.loads(manifest_path.read_text())
-    listed = {s["path"]: (cluster, s) for cluster, shards in manifest["clusters"].items() for s in shards}
-    listed.update({s["path"]: ("heldout", s) for s in manifest["heldout"]})
+    listed = {s["path"]: (where, s) for where, s in listed_shards(manifest)}
+    on_disk = files_on_disk(root)
     seen: dict[str, list[str]] = {}
     for rel, (where, entry) in sorted(listed.items()):
         path = root / rel
-        if not path.exists() or path.fs.size(path.path) == 0:
-            problems.append(f"{rel}: {'missing' if not path.exists() else 'empty'}")
+        if on_disk.get(rel, (0,))[0] == 0:
+            problems.append(f"{rel}: {'missing' if rel not in on_disk else 'empty'}")
             continue
         keys = []
         data = path.read_bytes()  # one read, hashed and parsed (shards are bounded by max_shard_bytes)
@@ -121,10 +120,7 @@ def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: li
             problems.append(f"{rel}: {len(keys)} samples, the manifest says {entry['samples']}")
         for key in keys:
             seen.setdefault(key, []).append(where)
-    on_disk = {p.path[len(root.path.rstrip("/")) + 1:] for folder in ("expert_shards", "heldout/shards")
-               if (root / folder).exists() for p in (root / folder).rglob("*")
-               if p.is_file() and p.name != "_SUCCESS.json"}
-    for extra in sorted(on_disk - set(listed)):
+    for extra in sorted(rel for rel in set(on_disk) - set(listed) if not rel.endswith("/_SUCCESS.json")):
         problems.append(f"{extra}: on disk but not in the manifest")
     twice = [k for k, where in seen.items() if len(where) > 1]
     missing = sorted(set(kept_ids) - set(seen))
