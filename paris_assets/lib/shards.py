@@ -26,28 +26,61 @@ from .tars import TarShardWriter
 
 TAR_OVERHEAD = 512 * 2  # header + padding per member, roughly
 SHARD_FOLDERS = ("expert_shards", "heldout/shards")  # every shard the manifest lists lives under these
+HELDOUT_RULE = ("held out iff sha256(f'{seed}:{image_id}')[:8] / 2**64 < shards.heldout_fraction; if more than "
+                "shards.heldout_max qualify, the heldout_max smallest")
 
 
-def heldout_mask(labels: np.ndarray, fraction: float, cap: int, seed: int) -> np.ndarray:
-    """A cluster-stratified held-out set: about `fraction` of each cluster (at least one image of any cluster
-    with 10 or more), `cap` images at most overall, seeded. Returns a boolean mask over rows."""
-    mask = np.zeros(len(labels), bool)
-    if fraction <= 0 or cap <= 0:
+def heldout_scores(image_ids, seed: int) -> np.ndarray:
+    """Each image's place in [0, 1) for the held-out draw: the first 8 bytes of sha256(f"{seed}:{image_id}") read
+    as a big-endian integer, over 2**64. It depends on nothing but the id and the seed."""
+    ids = np.asarray(image_ids, dtype=str).tolist()  # plain str: ~2x faster to hash than numpy's str_
+    prefix = f"{seed}:".encode()
+    return np.fromiter((int.from_bytes(hashlib.sha256(prefix + i.encode()).digest()[:8], "big") for i in ids),
+                       np.uint64, len(ids)) / 2.0 ** 64
+
+
+def heldout_mask(image_ids, fraction: float, cap: int, seed: int) -> np.ndarray:
+    """The held-out set, a boolean mask over rows: an image is held out iff its score (heldout_scores) is below
+    `fraction`; when more than `cap` images qualify, only the `cap` with the smallest scores (ties by id).
+
+    Membership depends only on the image id and the seed: not on K, the clustering, the row order or the other
+    images, so a new K or a re-clustering holds out exactly the same images. While the cap does not bind, an
+    image added later never changes anyone's membership. When it binds, growing the data can only lower the
+    threshold: the new held-out set is a subset of the old one (some held-out images return to training), and
+    no image that was trained on is ever held out later. Stratification is left to chance (each cluster gets
+    about `fraction` of its images); heldout_summary reports how close it came."""
+    ids = np.asarray(image_ids, dtype=str)
+    mask = np.zeros(len(ids), bool)
+    if fraction <= 0 or cap <= 0 or not len(ids):
         return mask
-    rng = np.random.default_rng(seed)
-    k = int(labels.max()) + 1 if len(labels) else 0
-    sizes = np.bincount(labels, minlength=k)
-    scale = min(1.0, cap / max(fraction * len(labels), 1e-9))
-    for c in range(k):
-        members = np.flatnonzero(labels == c)
-        take = int(round(len(members) * fraction * scale))
-        if take == 0 and sizes[c] >= 10 and scale == 1.0:
-            take = 1
-        if take:
-            mask[rng.choice(members, min(take, len(members)), replace=False)] = True
-    while mask.sum() > cap:  # rounding can overshoot the cap by a few
-        mask[np.flatnonzero(mask)[-1]] = False
+    scores = heldout_scores(ids, seed)
+    candidates = np.flatnonzero(scores < fraction)
+    if len(candidates) > cap:
+        candidates = candidates[np.lexsort((ids[candidates], scores[candidates]))[:cap]]
+    mask[candidates] = True
     return mask
+
+
+def heldout_summary(labels: np.ndarray, held: np.ndarray, k: int) -> dict:
+    """How far the held-out set is from stratified: per cluster its size, held-out count, the count a stratified
+    draw at the overall held-out rate would give, and the share held out; the worst deviation over clusters in
+    images (|held - expected|) and in share (|held/size - overall rate|)."""
+    sizes = np.bincount(labels, minlength=k)
+    counts = np.bincount(labels[held], minlength=k)
+    rate = float(held.sum() / max(len(labels), 1))
+    expected = sizes * rate
+    share = np.divide(counts, sizes, out=np.zeros(k), where=sizes > 0)
+    off_images = np.abs(counts - expected)
+    off_share = np.where(sizes > 0, np.abs(share - rate), 0.0)
+    worst = int(np.argmax(off_images)) if k else 0
+    return {
+        "rule": HELDOUT_RULE, "heldout": int(held.sum()), "images": int(len(labels)), "rate": round(rate, 6),
+        "per_cluster": {str(c): {"size": int(sizes[c]), "heldout": int(counts[c]),
+                                 "expected": round(float(expected[c]), 2), "share": round(float(share[c]), 6)}
+                        for c in range(k)},
+        "worst_cluster": worst, "worst_deviation_images": round(float(off_images.max()) if k else 0.0, 2),
+        "worst_deviation_share": round(float(off_share.max()) if k else 0.0, 6),
+    }
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
