@@ -1,58 +1,198 @@
 """Loaders for training code: the expert shards and the router pairs as PyTorch datasets.
 
     from paris_assets.loaders import expert_dataset, router_dataset
-    experts = expert_dataset("data", k=3)            # (latent, text conditioning, caption)
-    router = router_dataset("data")                  # (noisy latent x_t, t, cluster label)
+    experts = expert_dataset("data", k=3)      # (latent, text conditioning, caption)
+    router = router_dataset("data")            # {"x_t", "t", "cluster", "clip"} under flow matching
 
-Both split their work across DataLoader workers and torch.distributed ranks, so every process of a
-multi-node job sees a different part of the data.
+Reproducible: every random choice (shard order, sample shuffle, resampling, noise, t) derives from `seed`,
+the epoch (`set_epoch(n)`), and where it must, the rank and the DataLoader worker; seed 0 is a seed like any
+other. No DDP hang: in every epoch each torch.distributed rank yields exactly `len(dataset)` samples, so every
+rank runs the same number of batches (given the same batch size and num_workers on each). Shard members are
+decoded by lib/samples (no pickle, no torch.load).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import random
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
-import webdataset as wds
+
+from .lib.samples import decode_sample
+from .lib.storage import is_local, root_upath
+from .lib.tars import iter_members
 
 NUM_TIMESTEPS = 1000
 
 
 def manifest(data_dir: str | Path) -> dict:
-    path = Path(data_dir) / "pipeline_manifest.json"
+    path = root_upath(str(data_dir)) / "pipeline_manifest.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: materialise expert_shards first")
     return json.loads(path.read_text())
 
 
-def expert_shard_urls(data_dir: str | Path, k: int) -> list[str]:
+def expert_shards(data_dir: str | Path, k: int) -> list[tuple[str, int]]:
+    """(path, samples) of every shard of expert k, in the manifest's order."""
     clusters = manifest(data_dir)["clusters"]
     if str(k) not in clusters:
         raise KeyError(f"no expert {k}: the shards hold clusters {', '.join(sorted(clusters, key=int))}")
-    return [str(Path(data_dir) / shard["path"]) for shard in clusters[str(k)]]
+    root = root_upath(str(data_dir))
+    return [(str(root / shard["path"]), int(shard["samples"])) for shard in clusters[str(k)]]
+
+
+def expert_shard_urls(data_dir: str | Path, k: int) -> list[str]:
+    return [path for path, _samples in expert_shards(data_dir, k)]
+
+
+def seed_of(*parts: int) -> int:
+    """One 32-bit seed from non-negative integers (numpy's SeedSequence: well mixed, no collisions by addition)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def ranks(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """(rank, world size): as given, else torch.distributed's when it is initialised, else (0, 1)."""
+    if rank is None or world_size is None:
+        dist = torch.distributed
+        on = dist.is_available() and dist.is_initialized()
+        rank = (dist.get_rank() if on else 0) if rank is None else rank
+        world_size = (dist.get_world_size() if on else 1) if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside a world of {world_size}")
+    return rank, world_size
+
+
+def worker_slice(total: int, rank: int, world: int, what: str) -> tuple[int, int]:
+    """This DataLoader worker's [start, stop) of an epoch's `total` positions: each rank takes an equal block of
+    total // world (the last total % world positions of the epoch's order are left out), split among the rank's
+    workers."""
+    per_rank = total // world
+    if per_rank == 0:
+        raise ValueError(f"{what} has {total} samples for {world} ranks: every rank needs at least one. Train it on "
+                         "fewer ranks, or give it more data (e.g. a smaller clustering.k)")
+    info = torch.utils.data.get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info else (0, 1)
+    base = rank * per_rank
+    return base + per_rank * worker // workers, base + per_rank * (worker + 1) // workers
+
+
+def _check_seed(seed: int, epoch: int) -> None:
+    if seed < 0 or epoch < 0:
+        raise ValueError(f"seed ({seed}) and epoch ({epoch}) must be non-negative integers")
+
+
+class ExpertDataset(torch.utils.data.IterableDataset):
+    """Expert k's samples as (latent (4, 32, 32) float32, conditioning float32, caption[, image_id]).
+
+    Each epoch the shards are put in an order drawn from (seed, epoch), the same on every rank; the samples in
+    that order are cut into equal blocks, one per rank, each split among the rank's workers (a worker may start
+    or stop inside a shard: skipped samples are not decoded). `resampled=True` instead draws each worker's
+    shards with replacement (weighted by their sample counts) from (seed, epoch, rank, worker), yielding the
+    same number of samples. `shuffle` is a per-worker buffer seeded from (seed, epoch, rank, worker)."""
+
+    def __init__(self, data_dir: str | Path, k: int, conditioning: str = "tokens", shuffle: int = 1000,
+                 resampled: bool = False, seed: int = 0, epoch: int = 0, with_key: bool = False,
+                 rank: int | None = None, world_size: int | None = None):
+        if conditioning not in ("tokens", "pooled"):
+            raise ValueError(f"conditioning must be 'tokens' or 'pooled', not {conditioning!r}")
+        _check_seed(seed, epoch)
+        self.k, self.shuffle, self.resampled, self.seed, self.epoch = k, shuffle, resampled, seed, epoch
+        self.cond = {"tokens": "clip_tokens.npy", "pooled": "clip.npy"}[conditioning]
+        self.with_key, self.rank, self.world_size = with_key, rank, world_size
+        self.shards = expert_shards(data_dir, k)
+        self.counts = np.array([n for _path, n in self.shards], dtype=np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before iterating each epoch (with persistent_workers=False, the DataLoader's default, so that
+        the workers see it)."""
+        _check_seed(self.seed, epoch)
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch: the same on every rank."""
+        return int(self.counts.sum()) // ranks(self.rank, self.world_size)[1]
+
+    def segments(self, start: int, stop: int, rank: int, worker: int) -> list[tuple[int, int, int]]:
+        """(shard index, samples to skip, samples to take) that make up positions [start, stop) of the epoch."""
+        if self.resampled:
+            rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
+            out, need = [], stop - start
+            while need > 0:
+                shard = int(rng.choice(len(self.counts), p=self.counts / self.counts.sum()))
+                out.append((shard, 0, min(int(self.counts[shard]), need)))
+                need -= out[-1][2]
+            return out
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.counts))
+        ends = np.cumsum(self.counts[order])
+        out = []
+        for shard, end, size in zip(order, ends, self.counts[order]):
+            first = end - size
+            if end > start and first < stop:
+                skip = max(start - first, 0)
+                out.append((int(shard), int(skip), int(min(stop, end) - first - skip)))
+        return out
+
+    def read(self, shard: int, skip: int, take: int) -> Iterator[dict]:
+        """`take` samples of one shard after the first `skip`, decoded safely (only what is yielded)."""
+        path, listed = self.shards[shard]
+        wanted = {"latent.npy", self.cond, "txt"}
+        seen, sample = 0, None
+        with root_upath(path).open("rb") as fh:
+            for name, _size, stream in iter_members(fh):
+                key, _, member = name.rpartition("/")[2].partition(".")
+                if sample is None or key != sample["__key__"]:
+                    if sample is not None and seen > skip:
+                        yield decode_sample(sample, wanted)
+                    if seen == skip + take:
+                        return
+                    seen += 1
+                    sample = {"__key__": key, "__url__": path}
+                if seen > skip:
+                    sample[member] = stream.read() if member in wanted else b""
+            if sample is not None and skip < seen <= skip + take:
+                yield decode_sample(sample, wanted)
+        if seen < skip + take:
+            raise ValueError(f"{path}: {seen} samples, the manifest says {listed}: the shards changed since "
+                             "pipeline_manifest.json was written; re-materialise expert_shards")
+
+    def __iter__(self):
+        rank, world = ranks(self.rank, self.world_size)
+        start, stop = worker_slice(int(self.counts.sum()), rank, world, f"expert {self.k}")
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info else 0
+        stream = (s for seg in self.segments(start, stop, rank, worker) for s in self.read(*seg))
+        if self.shuffle > 1:
+            stream = buffer_shuffle(stream, self.shuffle, random.Random(seed_of(self.seed, self.epoch, rank, worker)))
+        for sample in stream:
+            item = (torch.from_numpy(np.array(sample["latent.npy"], dtype=np.float32)),
+                    torch.from_numpy(np.array(sample[self.cond], dtype=np.float32)), sample["txt"])
+            yield item + (sample["__key__"],) if self.with_key else item
+
+
+def buffer_shuffle(stream: Iterator, size: int, rng: random.Random) -> Iterator:
+    """Yield a stream in a seeded shuffled order, holding at most `size` items."""
+    buf = []
+    for item in stream:
+        buf.append(item)
+        if len(buf) >= size:
+            i = rng.randrange(len(buf))
+            buf[i], buf[-1] = buf[-1], buf[i]
+            yield buf.pop()
+    rng.shuffle(buf)
+    yield from buf
 
 
 def expert_dataset(data_dir: str | Path, k: int, conditioning: str = "tokens", shuffle: int = 1000,
-                   resampled: bool = False, seed: int = 0) -> wds.WebDataset:
-    """Expert k's samples as (latent (4, 32, 32) float32, conditioning, caption).
-
-    `conditioning`: "tokens" -> (77, 768) CLIP per-token states (what Paris experts condition on), or "pooled"
-    -> (768,). Shards are split across nodes and workers; `resampled=True` draws shards with replacement for an
-    endless, seeded stream (restarting from a checkpoint then needs no position), `shuffle` is the sample
-    buffer."""
-    key = {"tokens": "clip_tokens.npy", "pooled": "clip.npy"}[conditioning]
-    urls = expert_shard_urls(data_dir, k)
-    dataset = wds.WebDataset(urls, shardshuffle=len(urls) if shuffle and not resampled else False,
-                             resampled=resampled, nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker,
-                             seed=seed, empty_check=False)
-    if shuffle:
-        dataset = dataset.shuffle(shuffle)
-    return dataset.decode().to_tuple("latent.npy", key, "txt").map_tuple(
-        lambda z: torch.from_numpy(np.asarray(z, dtype=np.float32)),
-        lambda c: torch.from_numpy(np.asarray(c, dtype=np.float32)), str)
+                   resampled: bool = False, seed: int = 0, epoch: int = 0, with_key: bool = False,
+                   rank: int | None = None, world_size: int | None = None) -> ExpertDataset:
+    """Expert k's samples; `conditioning`: "tokens" -> (77, 768) CLIP per-token states (what Paris experts
+    condition on), or "pooled" -> (768,). See ExpertDataset."""
+    return ExpertDataset(data_dir, k, conditioning, shuffle, resampled, seed, epoch, with_key, rank, world_size)
 
 
 def linear_alphas_cumprod(steps: int = NUM_TIMESTEPS, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -61,39 +201,73 @@ def linear_alphas_cumprod(steps: int = NUM_TIMESTEPS, beta_start: float = 1e-4, 
 
 
 class RouterDataset(torch.utils.data.IterableDataset):
-    """(x_t, t, cluster) from router_pairs: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, with t uniform
-    in [0, 1000) and eps ~ N(0, I) drawn on the fly (DDM's router training, Algorithm 1), under DDPM's linear
-    schedule (beta 1e-4 to 0.02). Rows are shuffled per epoch with the seed and split across ranks and workers."""
+    """The router's training samples from router_pairs, one dict per image: "x_t" (4, 32, 32) float32 noisy
+    latent, "t", "cluster" (int), "clip" the pooled CLIP text embedding (P,) float32, and with `with_dinov2`
+    "dinov2" (D,) float32: what the Paris 2.0 router reads beside the noisy latent.
 
-    def __init__(self, data_dir: str | Path, seed: int = 0, epoch: int = 0, steps: int = NUM_TIMESTEPS):
-        folder = Path(data_dir) / "router_pairs"
-        self.latents = np.load(folder / "latents.npy", mmap_mode="r")
-        self.labels = np.load(folder / "cluster_labels.npy", mmap_mode="r")
-        self.seed, self.epoch = seed, epoch
-        self.alphas_cumprod = linear_alphas_cumprod(steps)
+    `interpolant="flow"` (the default, Paris 2.0 / DDM): x_t = (1 - t) x_0 + t eps, t in (0, 1) a float32
+    (0 = clean), drawn logit-normal (sigmoid of N(logit_mean, logit_std), SD3's choice) or uniform
+    (`t_sampling`). `interpolant="ddpm"`: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t an int64 uniform
+    in [0, steps) under DDPM's linear schedule (beta 1e-4 to 0.02), DDM's Algorithm 1. eps ~ N(0, I) and t are
+    drawn from (seed, epoch, row), so an image gets the same noise in an epoch whatever the number of ranks or
+    workers. Rows are shuffled per epoch from (seed, epoch) and cut into equal blocks per rank."""
+
+    def __init__(self, data_dir: str | Path, seed: int = 0, epoch: int = 0, interpolant: str = "flow",
+                 t_sampling: str = "logit_normal", logit_mean: float = 0.0, logit_std: float = 1.0,
+                 steps: int = NUM_TIMESTEPS, with_dinov2: bool = False, rank: int | None = None,
+                 world_size: int | None = None):
+        if interpolant not in ("flow", "ddpm"):
+            raise ValueError(f"interpolant must be 'flow' or 'ddpm', not {interpolant!r}")
+        if t_sampling not in ("logit_normal", "uniform"):
+            raise ValueError(f"t_sampling must be 'logit_normal' or 'uniform', not {t_sampling!r}")
+        _check_seed(seed, epoch)
+        folder = root_upath(str(data_dir)) / "router_pairs"
+        if not (folder / "latents.npy").exists():
+            raise FileNotFoundError(f"{folder} has no latents.npy: materialise router_pairs first")
+        load = (lambda name: np.load(str(folder / f"{name}.npy"), mmap_mode="r")) if is_local(str(data_dir)) \
+            else (lambda name: np.load(io.BytesIO((folder / f"{name}.npy").read_bytes()), allow_pickle=False))
+        self.latents, self.labels, self.clip = load("latents"), load("cluster_labels"), load("clip_text_embeddings")
+        self.dinov2 = load("dinov2_embeddings") if with_dinov2 else None
+        self.seed, self.epoch, self.interpolant, self.t_sampling = seed, epoch, interpolant, t_sampling
+        self.logit_mean, self.logit_std, self.rank, self.world_size = logit_mean, logit_std, rank, world_size
+        self.alphas_cumprod = linear_alphas_cumprod(steps).numpy()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before iterating each epoch (with persistent_workers=False, the DataLoader's default)."""
+        _check_seed(self.seed, epoch)
+        self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.labels)
+        """Samples this rank yields per epoch: the same on every rank."""
+        return len(self.labels) // ranks(self.rank, self.world_size)[1]
 
-    def _my_rows(self) -> np.ndarray:
-        rows = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.labels))
-        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) \
-            if torch.distributed.is_available() and torch.distributed.is_initialized() else (0, 1)
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        return rows[rank * workers + worker::world * workers]
+    def noisy(self, row: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, row])
+        x0 = np.asarray(self.latents[row], dtype=np.float32)
+        eps = rng.standard_normal(x0.shape, dtype=np.float32)
+        if self.interpolant == "flow":
+            t = rng.random() if self.t_sampling == "uniform" else \
+                1 / (1 + math.exp(-(self.logit_mean + self.logit_std * rng.standard_normal())))
+            x_t, t = (1 - t) * x0 + t * eps, torch.tensor(t, dtype=torch.float32)
+        else:
+            step = int(rng.integers(len(self.alphas_cumprod)))
+            a = float(self.alphas_cumprod[step])
+            x_t, t = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps, torch.tensor(step, dtype=torch.int64)
+        item = {"x_t": torch.from_numpy(np.array(x_t, dtype=np.float32)), "t": t, "cluster": int(self.labels[row]),
+                "clip": torch.from_numpy(np.array(self.clip[row], dtype=np.float32))}
+        if self.dinov2 is not None:
+            item["dinov2"] = torch.from_numpy(np.array(self.dinov2[row], dtype=np.float32))
+        return item
 
     def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
-        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, rank, info.id if info else 0)) % 2**63)
-        for row in self._my_rows():
-            x0 = torch.from_numpy(np.asarray(self.latents[row], dtype=np.float32))
-            t = int(torch.randint(0, len(self.alphas_cumprod), (), generator=gen))
-            a = self.alphas_cumprod[t]
-            noise = torch.randn(x0.shape, generator=gen)
-            yield math.sqrt(a) * x0 + math.sqrt(1 - a) * noise, t, int(self.labels[row])
+        rank, world = ranks(self.rank, self.world_size)
+        start, stop = worker_slice(len(self.labels), rank, world, "router_pairs")
+        rows = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.labels))
+        for row in rows[start:stop]:
+            yield self.noisy(int(row))
 
 
-def router_dataset(data_dir: str | Path, seed: int = 0, epoch: int = 0) -> RouterDataset:
-    return RouterDataset(data_dir, seed, epoch)
+def router_dataset(data_dir: str | Path, seed: int = 0, epoch: int = 0, **options) -> RouterDataset:
+    """RouterDataset(data_dir, seed, epoch, **options): interpolant, t_sampling, logit_mean, logit_std, steps,
+    with_dinov2, rank, world_size."""
+    return RouterDataset(data_dir, seed, epoch, **options)

@@ -18,7 +18,7 @@ def build_training_checks(settings: Settings) -> list:
 
     def split(cluster_labels: AssetFolder, filtered_images: AssetFolder):
         kept = np.asarray(filtered_images.table("kept", columns=["image_id"])["image_id"].tolist(), dtype=str)
-        held = heldout_mask(np.asarray(cluster_labels.array("labels")), s.heldout_fraction, s.heldout_max, settings.seed)
+        held = heldout_mask(kept, s.heldout_fraction, s.heldout_max, settings.seed)
         return kept, held
 
     @asset_check(asset="expert_shards", blocking=True,

@@ -158,25 +158,15 @@ def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: li
 
 def _first_sample(path, iter_samples) -> dict:
     """The first sample of a shard, decoded the way webdataset's default decoder does: by the plain
-    webdataset library on the local disk; on object stores, the same .npy / json / txt decoding over fsspec."""
-    import json
-
+    webdataset library on the local disk, over fsspec on object stores; members decoded by lib/samples, which
+    refuses pickle and torch members and object .npy arrays."""
+    from .samples import decode_sample
     from .storage import is_local
 
-    if is_local(str(path)):
+    if is_local(str(path)):  # webdataset reads the tar; lib/samples decodes (webdataset's decode() unpickles)
         import webdataset as wds
 
-        return next(iter(wds.WebDataset(str(path), shardshuffle=False).decode()))
+        return next(iter(wds.WebDataset(str(path), shardshuffle=False).map(decode_sample)))
     with path.open("rb") as fh:
         key, fields = next(iter_samples(fh))
-    sample = {"__key__": key}
-    for ext, data in fields.items():
-        if ext.endswith("npy"):
-            sample[ext] = np.load(io.BytesIO(data))
-        elif ext == "json":
-            sample[ext] = json.loads(data)
-        elif ext == "txt":
-            sample[ext] = data.decode("utf-8")
-        else:
-            sample[ext] = data
-    return sample
+    return decode_sample({"__key__": key, "__url__": str(path), **fields})
