@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .lib.checks import NUDENET_CLASSES
+from .lib.urls import METADATA_HOSTS, REFUSED_NETWORKS, check_networks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_ENV = "PARIS_CONFIG"
@@ -54,6 +55,12 @@ class IngestSettings(_Section):
     user_agent_token: Optional[str] = None  # added to the User-Agent so site owners can identify the crawler
     respect_opt_out: bool = True  # honour X-Robots-Tag noai/noimageai, as img2dataset does by default
     max_image_pixels: int = Field(89_478_485, ge=1)  # decoders refuse images declaring more (decompression bombs)
+    # URLs of a url_list into these networks are refused, not fetched: link-local and cloud metadata hand out
+    # the crawler's credentials. Add private ranges (10.0.0.0/8 ...) when crawling from inside a cloud network.
+    refused_networks: tuple[str, ...] = REFUSED_NETWORKS
+    refused_hosts: tuple[str, ...] = METADATA_HOSTS  # host names refused as they are written (metadata services)
+
+    _networks_parse = field_validator("refused_networks")(check_networks)
 
 
 class FilterSettings(_Section):

@@ -123,7 +123,7 @@ def test_a_killed_url_list_download_resumes(demo_files, tmp_path):
                                   base_dir=tmp_path)
         keyed = storage.staging_dir(settings.data_root, "raw_images", key=work_key(
             source_identity(settings.resolved_source), code_version(settings, "raw_images")))
-        table, _refused = prepare_source_table(source_table(settings.resolved_source, None, 0))
+        table, _refused = prepare_source_table(source_table(settings.resolved_source, None, 0)[0])
         _download(table, keyed, settings.ingest, log=lambda m: None)  # the run that got killed...
         for leftover in keyed.glob("00003*"):  # ...before its fourth shard was finished
             leftover.unlink()
@@ -132,6 +132,9 @@ def test_a_killed_url_list_download_resumes(demo_files, tmp_path):
                              resources={"shards_io": ShardsIOManager(root=settings.data_root)})
         assert result.success
         assert len(requests) == 10  # the unfinished shard only, not all 40
+        metadata = result.asset_materializations_for_node("raw_images")[0].metadata
+        assert metadata["row_groups_read"].value == metadata["row_groups_total"].value == 1
+        assert metadata["bytes_read"].value > 0 and "(none)" in metadata["refused_by_reason"].value
         samples = pd.read_parquet(tmp_path / "data" / "raw_images" / "samples.parquet")
         assert len(samples) == 40 and samples["status"].eq("success").all()
         assert not keyed.exists()  # committed: the resumable folder became the asset
@@ -203,3 +206,25 @@ def test_a_killed_download_leaves_no_workers_writing(demo_files, tmp_path):
                 os.killpg(group, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_url_list_refuses_unsafe_urls_before_download(demo_files, tmp_path):
+    """A URL list's non-http(s) URLs never reach img2dataset: refused.parquet and the stats count them by reason,
+    beside the repeated URL. (Link-local and metadata addresses are refused by the same check; test_urls proves
+    that without sending traffic to them.)"""
+    folder, _ = demo_files
+    names = sorted(p.name for p in (folder / "files").glob("*_000*.jpg"))[:5]
+    with serve_directory(str(folder / "files")) as base:
+        urls = [f"{base}/{n}" for n in names] + [f"{base}/{names[0]}", (folder / "files" / names[1]).as_uri(),
+                                                 f"ftp://127.0.0.1:1/{names[2]}"]
+        pd.DataFrame({"url": urls, "caption": "x"}).to_parquet(tmp_path / "urls.parquet", row_group_size=3)
+        settings = parse_settings({"source": {"kind": "url_list", "path": str(tmp_path / "urls.parquet")},
+                                   "ingest": {"processes": 1, "threads": 2}})
+        out = tmp_path / "raw"
+        stats = ingest(settings.source, settings.ingest, str(out), seed=0, log=lambda m: None)
+    samples = pd.read_parquet(out / "samples.parquet")
+    refused = pd.read_parquet(out / "refused.parquet")
+    assert stats["requested"] == stats["downloaded"] == 5 and samples["url"].str.startswith(base).all()
+    assert stats["refused_by_reason"] == {"duplicate_url": 1, "unsupported_scheme": 2}
+    assert sorted(refused["url"].str.split(":").str[0]) == ["file", "ftp", "http"]
+    assert (stats["row_groups_read"], stats["row_groups_total"]) == (3, 3) and stats["bytes_read"] > 0

@@ -25,7 +25,8 @@ def test_laion_spelling_becomes_stable_names(tmp_path, fmt):
         LAION.to_csv(path, index=False)
     else:
         path.write_text("\n".join(json.dumps(r) for r in LAION.to_dict("records")))
-    table = read_url_list(str(path), url_col="url", caption_col="caption")
+    table, read = read_url_list(str(path), url_col="url", caption_col="caption")
+    assert read["bytes_read"] > 0
     assert list(table.columns[:3]) == ["image_id", "url", "alt_text"]
     assert table["alt_text"][3] == "caption 3"
     assert table["original_width"][0] == 100 and table["original_height"][0] == 200
@@ -36,9 +37,9 @@ def test_laion_spelling_becomes_stable_names(tmp_path, fmt):
 def test_limit_is_a_seeded_sample(tmp_path):
     path = tmp_path / "urls.parquet"
     LAION.to_parquet(path)
-    a = read_url_list(str(path), limit=5, seed=1)
-    b = read_url_list(str(path), limit=5, seed=1)
-    c = read_url_list(str(path), limit=5, seed=2)
+    a, _ = read_url_list(str(path), limit=5, seed=1)
+    b, _ = read_url_list(str(path), limit=5, seed=1)
+    c, _ = read_url_list(str(path), limit=5, seed=2)
     assert len(a) == 5 and a["url"].tolist() == b["url"].tolist() and a["url"].tolist() != c["url"].tolist()
 
 
@@ -49,8 +50,74 @@ def test_glob_over_many_files_and_memory_fs(tmp_path):
     for part in range(2):
         with fs.open(f"/laion/part-{part}.parquet", "wb") as fh:
             LAION.iloc[part * 10:(part + 1) * 10].to_parquet(fh)
-    table = read_url_list("memory://laion/*.parquet")
-    assert len(table) == 20
+    table, read = read_url_list("memory://laion/*.parquet")
+    assert len(table) == 20 and read["row_groups_read"] == read["row_groups_total"] == 2
+
+
+def write_release(folder, files: int, groups: int, rows: int, seed: int = 0) -> list:
+    """A LAION-like release of many small row groups; each URL names its file and row group. The `embedding`
+    column is never read: a trial must not fetch it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for f in range(files):
+        n = groups * rows
+        noise = rng.integers(0, 2**63, size=(n, 4)).astype(str)  # incompressible, like real URLs and captions
+        table = pa.table({
+            "URL": [f"http://example.com/{f}/{i // rows}/{a}.jpg" for i, a in enumerate(noise[:, 0])],
+            "TEXT": [f"{a} {b} {c}" for a, b, c in noise[:, 1:]],
+            "embedding": [r.tobytes() for r in rng.integers(0, 255, size=(n, 256), dtype=np.uint8)],
+        })
+        paths.append(folder / f"part-{f:05d}.parquet")
+        pq.write_table(table, paths[-1], row_group_size=rows)
+    return paths
+
+
+def test_a_trial_reads_whole_row_groups_not_a_few_rows_of_each(tmp_path, monkeypatch):
+    """limit=1,000 of 20,000 rows in 100 row groups of 200: the rows come from the ~5 row groups that hold
+    them, and the bytes read (counted under fsspec, beside the reader's own count) are a few percent of the
+    release, where drawing rows over the whole release touched every row group."""
+    from fsspec.implementations.local import LocalFileOpener
+
+    paths = write_release(tmp_path, files=2, groups=50, rows=200)
+    counted = [0]
+    plain_read = LocalFileOpener.read
+
+    def counting_read(self, *args, **kwargs):
+        data = plain_read(self, *args, **kwargs)
+        counted[0] += len(data)
+        return data
+
+    monkeypatch.setattr(LocalFileOpener, "read", counting_read)
+    table, read = read_url_list(str(tmp_path / "*.parquet"), url_col="URL", caption_col="TEXT", limit=1000, seed=7)
+    groups = {tuple(url.split("/")[3:5]) for url in table["url"]}
+    assert len(table) == 1000 and table["image_id"].is_unique
+    assert read["row_groups_total"] == 100 and len(groups) == read["row_groups_read"] <= 6
+    assert read["bytes_read"] == counted[0] > 0
+    assert read["bytes_read"] < 0.05 * sum(p.stat().st_size for p in paths)
+    again, _ = read_url_list(str(tmp_path / "*.parquet"), url_col="URL", caption_col="TEXT", limit=1000, seed=7)
+    other, _ = read_url_list(str(tmp_path / "*.parquet"), url_col="URL", caption_col="TEXT", limit=1000, seed=8)
+    assert again["url"].tolist() == table["url"].tolist() and set(other["url"]) != set(table["url"])
+
+
+@pytest.mark.parametrize("sizes,limit", [([200] * 100, 1000), ([1, 500, 3, 0, 77, 1000, 2], 600),
+                                         ([10] * 5, 49), ([7], 3), ([3, 4], 7)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pick_row_groups_draws_exactly_limit_rows(sizes, limit, seed):
+    import numpy as np
+
+    from paris_assets.lib.sources import pick_row_groups
+
+    picked = pick_row_groups(sizes, limit, seed)
+    assert sum(len(rows) for rows in picked.values()) == limit
+    for group, rows in picked.items():
+        assert len(rows) and sizes[group] and (np.diff(rows) > 0).all() and 0 <= rows[0] and rows[-1] < sizes[group]
+    assert sum(sizes[g] for g in picked) - limit < max(sizes)  # no group beyond the one that reached the limit
+    same = pick_row_groups(sizes, limit, seed)
+    assert same.keys() == picked.keys() and all((same[g] == picked[g]).all() for g in picked)
 
 
 def test_unusable_sources_fail_before_download(tmp_path):

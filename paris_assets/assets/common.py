@@ -11,14 +11,15 @@ from ..lib import storage
 from ..settings import Settings
 
 # Bump an asset's entry when its code changes what it writes; settings changes are folded in automatically.
-CODE_VERSIONS = {"raw_images": "1", "filtered_images": "1", "captions": "1", "clip_embeddings": "1",
+CODE_VERSIONS = {"raw_images": "2", "filtered_images": "1", "captions": "1", "clip_embeddings": "1",
                  "dinov2_embeddings": "1", "latents": "1", "cluster_labels": "1", "cluster_report": "1",
                  "expert_shards": "1", "router_pairs": "1"}
 
 # The settings each asset's output depends on: editing any of them marks that asset (and only it) Unsynced.
 SHAPED_BY = {
     "raw_images": ("seed", "source", "ingest.samples_per_shard", "ingest.timeout", "ingest.retries",
-                   "ingest.user_agent_token", "ingest.respect_opt_out"),
+                   "ingest.user_agent_token", "ingest.respect_opt_out", "ingest.refused_networks",
+                   "ingest.refused_hosts"),
     "filtered_images": ("filter.image_size", "filter.resize_mode", "filter.min_side", "filter.max_aspect",
                         "filter.blank_std", "filter.max_punsafe", "filter.max_pwatermark", "filter.require_caption",
                         "filter.nudenet", "filter.nudenet_classes", "filter.nudenet_threshold",

@@ -35,9 +35,12 @@ def build_raw_images(settings: Settings) -> AssetsDefinition:
             "downloaded": stats["downloaded"],
             "failed": stats["failed"],
             "refused_before_download": stats["refused_before_download"],
+            "refused_by_reason": counts_table(stats["refused_by_reason"]),
             "failed_by_reason": counts_table(stats["failed_by_reason"]),
             "images_per_s": stats["images_per_s"],
             "seconds": stats["seconds"],
+            # what reading the source cost: a trial of a release should read about `limit` rows' worth
+            **{key: stats[key] for key in ("row_groups_read", "row_groups_total", "bytes_read") if key in stats},
             "settings": settings_metadata(settings, "raw_images"),
         })
         return out

@@ -27,21 +27,27 @@ import pandas as pd
 
 from .progress import Progress
 from .sources import decode_caption, expand_paths, stable_id
+from .urls import UrlPolicy
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 
 
-def prepare_source_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows to download, rows refused before download). Captions are decoded here; a repeated source item
-    (same image_id, i.e. the same URL) is refused as `duplicate_url`."""
+def prepare_source_table(frame: pd.DataFrame, policy: UrlPolicy | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows to download, rows refused before download, with `reason` and `detail`). Captions are decoded
+    here. With a `policy`, a URL it refuses (not http(s), a metadata or link-local address) is refused with
+    its reason; a repeated source item (same image_id, i.e. the same URL) is refused as `duplicate_url`."""
     frame = frame.copy()
     decoded = [decode_caption(raw) for raw in frame["alt_text"]]
     frame["alt_text"] = [text for text, _ in decoded]
     frame["caption_problem"] = [problem for _, problem in decoded]
     frame["url"] = frame["url"].astype(str)
-    repeated = frame["image_id"].duplicated(keep="first")
-    refused = frame.loc[repeated, ["image_id", "url"]].assign(reason="duplicate_url", detail="URL listed earlier in the source")
-    return frame.loc[~repeated].reset_index(drop=True), refused.reset_index(drop=True)
+    verdicts = [policy.refusal(url) if policy else None for url in frame["url"]]
+    unsafe = pd.Series([v is not None for v in verdicts], index=frame.index, dtype=bool)
+    repeated = frame["image_id"].duplicated(keep="first") & ~unsafe
+    refused = frame.loc[unsafe | repeated, ["image_id", "url"]].assign(
+        reason=[v[0] if v else "duplicate_url" for v, out in zip(verdicts, unsafe | repeated) if out],
+        detail=[v[1] if v else "URL listed earlier in the source" for v, out in zip(verdicts, unsafe | repeated) if out])
+    return frame.loc[~(unsafe | repeated)].reset_index(drop=True), refused.reset_index(drop=True)
 
 
 def folder_table(folder: str) -> pd.DataFrame:
@@ -314,15 +320,17 @@ def source_identity(source) -> str | None:
     return json.dumps([parts, source.url_col, source.caption_col, source.limit], default=str)
 
 
-def source_table(source, demo_dir: str | None, seed: int, base_url: str | None = None) -> pd.DataFrame:
-    """The source as one normalised table (image_id, url, alt_text, metadata), before any download."""
+def source_table(source, demo_dir: str | None, seed: int) -> tuple[pd.DataFrame, dict]:
+    """The source as one normalised table (image_id, url, alt_text, metadata), before any download, and what
+    reading it cost (`bytes_read`, and `row_groups_read` / `row_groups_total` for parquet)."""
     from .sources import read_url_list
 
     if source.kind == "url_list":
         return read_url_list(source.path, source.url_col, source.caption_col, limit=source.limit, seed=seed)
     if source.kind == "image_folder":
         table = folder_table(source.path)
-        return table.sample(n=source.limit, random_state=seed).sort_index() if source.limit and source.limit < len(table) else table
+        return (table.sample(n=source.limit, random_state=seed).sort_index()
+                if source.limit and source.limit < len(table) else table), {}
     if source.kind == "demo":
         return read_url_list(str(Path(demo_dir) / "laion_demo.parquet"), "URL", "TEXT", id_col="demo_id")
     raise ValueError(f"source.kind {source.kind!r} has no URL table")
@@ -340,7 +348,9 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if source.kind == "webdataset":
+    policy = UrlPolicy(ingest_settings.refused_networks, ingest_settings.refused_hosts)
+    read: dict = {}
+    if source.kind == "webdataset":  # indexed in place: its URLs are metadata, never fetched
         samples = webdataset_samples(source.path)
         if source.limit and source.limit < len(samples):
             samples = samples.sample(n=source.limit, random_state=seed).sort_index()
@@ -350,12 +360,18 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
         demo = ensure_demo(demo_dir, source.demo_size, seed, log)
         with serve_directory(demo_dir) as base:
             url_table(demo, base, refused_base_url()).to_parquet(Path(demo_dir) / "laion_demo.parquet", index=False)
-            table, refused = prepare_source_table(source_table(source, demo_dir, seed))
+            table, read = source_table(source, demo_dir, seed)
+            table, refused = prepare_source_table(table, policy)
             log(f"raw_images: downloading {len(table)} demo URLs from {base}")
             _download(table, out, ingest_settings, log)
         samples = collect_samples(table, str(out))
     else:
-        table, refused = prepare_source_table(source_table(source, demo_dir, seed))
+        table, read = source_table(source, demo_dir, seed)
+        # an image folder's file:// URLs are ours; a URL list's are untrusted
+        table, refused = prepare_source_table(table, policy if source.kind == "url_list" else None)
+        if table.empty:
+            raise ValueError(f"source.path {source.path!r}: no URL left to download; refused before download: "
+                             f"{refused['reason'].value_counts().to_dict()}")
         log(f"raw_images: downloading {len(table)} URLs with img2dataset")
         _download(table, out, ingest_settings, log)
         samples = collect_samples(table, str(out))
@@ -372,7 +388,8 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
             path.unlink()
     stats = download_stats(samples, time.perf_counter() - started)
     stats["refused_before_download"] = int(len(refused))
-    return stats
+    stats["refused_by_reason"] = {str(k): int(v) for k, v in sorted(refused["reason"].value_counts().items())}
+    return {**stats, **read}
 
 
 def _download(table: pd.DataFrame, out: Path, settings, log=print) -> None:
