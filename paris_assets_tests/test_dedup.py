@@ -1,4 +1,5 @@
-"""Near-duplicate search: the multi-hash index finds exactly the pairs all-pairs search finds."""
+"""Near-duplicate search: the multi-hash index finds exactly the pairs all-pairs search finds, and the bounded
+grouping gives the same groups as its plain O(n^2) statement."""
 
 import numpy as np
 import pandas as pd
@@ -43,11 +44,95 @@ def test_large_groups_of_identical_hashes():
     assert len(pairs) == 50 * 49 // 2 + 3
 
 
-def test_components_and_representatives():
-    groups = dedup.connected_components(6, np.array([[0, 3], [3, 5], [1, 2]]))
-    assert groups.tolist() == [0, 1, 1, 0, 4, 0]
-    rep = dedup.pick_representatives(groups, np.array([1, 5, 5, 9, 1, 9]))
-    assert rep.tolist() == [3, 1, 1, 3, 4, 3]  # largest wins, ties to the earliest
+def around(center: int, count: int, max_flips: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` hashes each within `max_flips` bits of `center` (a dense group, like near-blank images)."""
+    out = np.full(count, center, np.uint64)
+    flips = rng.integers(0, max_flips + 1, count)
+    for j in range(max_flips):
+        bit = np.uint64(1) << rng.integers(0, 64, count).astype(np.uint64)
+        out ^= np.where(j < flips, bit, np.uint64(0))
+    return out
+
+
+def mixed_hashes(n: int, radius: int, seed: int) -> np.ndarray:
+    """Random hashes, dense groups around a few centres, and chains of hashes radius bits apart."""
+    rng = np.random.default_rng(seed)
+    spread = rng.integers(0, 2**63, n // 3, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    dense = np.concatenate([around(int(c), n // 9, 2 * radius + 1, rng)
+                            for c in rng.integers(0, 2**63, 3, dtype=np.int64)])
+    chain = [int(rng.integers(0, 2**63))]
+    for _ in range(n - len(spread) - len(dense) - 1):
+        bits = rng.choice(64, size=max(radius, 1), replace=False)
+        chain.append(chain[-1] ^ sum(1 << int(b) for b in bits))
+    hashes = np.concatenate([spread, dense, np.array(chain, np.uint64)])
+    return hashes[rng.permutation(len(hashes))]
+
+
+@pytest.mark.parametrize("dense_run", [1, 8, 48])
+@pytest.mark.parametrize("radius", [0, 1, 3, 4, 6])
+@pytest.mark.parametrize("with_priority", [False, True])
+def test_grouping_matches_the_plain_rule(dense_run, radius, with_priority, monkeypatch):
+    """dense_run 1 scans every run per leader; 48 lists pairs in most runs: both answers are the plain rule's."""
+    monkeypatch.setattr(dedup, "DENSE_RUN", dense_run)
+    hashes = mixed_hashes(900, radius, seed=radius)
+    priority = np.random.default_rng(radius).integers(0, 5, len(hashes)) if with_priority else None
+    fast = dedup.group_near_duplicates(hashes, radius, priority)
+    assert fast.tolist() == dedup.group_near_duplicates_bruteforce(hashes, radius, priority).tolist()
+    assert (dedup.hamming(hashes, hashes[fast]) <= radius).all()
+    assert (fast[fast] == fast).all()  # a representative represents itself
+
+
+def test_a_chain_does_not_join_beyond_the_representative():
+    """A~B and B~C with A far from C: A leads {A, B}; C, not within radius of A, leads its own group."""
+    a, b, c = 0, 0b1111, 0b11111111
+    rep = dedup.group_near_duplicates(np.array([a, b, c], np.uint64), 4)
+    assert rep.tolist() == [0, 0, 2]
+    # with C first in priority it leads {C, B}, and A is left to lead itself
+    rep = dedup.group_near_duplicates(np.array([a, b, c], np.uint64), 4, priority=np.array([1, 1, 2]))
+    assert rep.tolist() == [0, 2, 2]
+
+
+def test_chained_near_copies_stay_in_the_rejected_table_within_radius():
+    facts = pd.DataFrame({
+        "image_id": list("abc"), "sha256": list("xyz"),
+        "phash": [f"{h:016x}" for h in (0, 0b1111, 0b11111111)],
+        "original_width": [300, 200, 100], "original_height": [300, 200, 100],
+    })
+    reason, detail = find_duplicates(facts, radius=4)
+    assert reason.tolist() == ["", "duplicate_near", ""]
+    assert detail[1] == "of a (pHash distance 4)"
+
+
+def test_equal_hashes_collapse_to_one_value():
+    hashes = np.array([7] * 20_000 + [2**40] * 3 + [2**40 + 1], dtype=np.uint64)
+    stats = {}
+    rep = dedup.group_near_duplicates(hashes, 2, stats=stats)
+    assert stats["unique"] == 3 and stats["groups"] == 2
+    assert set(rep[:20_000].tolist()) == {0} and set(rep[20_000:].tolist()) == {20_000}
+
+
+def test_a_dense_group_is_not_expanded_into_all_its_pairs():
+    """3,000 distinct hashes within 3 bits of one value hold ~950k pairs within radius 4; the grouping
+    computes a few tens of thousands of distances."""
+    rng = np.random.default_rng(3)
+    hashes = np.concatenate([around(0x0123456789ABCDEF, 3000, 3, rng),
+                             rng.integers(0, 2**63, 5000, dtype=np.int64).astype(np.uint64)])
+    stats = {}
+    rep = dedup.group_near_duplicates(hashes, 4, stats=stats)
+    all_pairs = len(dedup.near_pairs_bruteforce(hashes, 4))
+    assert all_pairs > 500_000
+    assert stats["pairs_listed"] + stats["distances"] < all_pairs / 10
+    assert rep.tolist() == dedup.group_near_duplicates_bruteforce(hashes, 4).tolist()
+
+
+def test_representative_is_the_best_of_its_group():
+    facts = pd.DataFrame({"image_id": list("abcd"), "sha256": list("wxyz"),
+                          "phash": [f"{h:016x}" for h in (1, 3, 0xFFFF << 40, 7)],
+                          "original_width": [10, 40, 10, 40], "original_height": [10, 40, 10, 40]})
+    reason, detail = find_duplicates(facts, radius=2)
+    # b (largest, earliest of the two largest) leads; a and d are within 2 bits of it
+    assert reason.tolist() == ["duplicate_near", "", "", "duplicate_near"]
+    assert detail[0] == "of b (pHash distance 1)" and detail[3] == "of b (pHash distance 1)"
 
 
 def test_find_duplicates_reasons():

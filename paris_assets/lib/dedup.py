@@ -1,9 +1,23 @@
-"""Duplicate search over a whole data set: exact (content hash) and near (pHash Hamming distance).
+"""Duplicate search over a whole data set: near duplicates by pHash Hamming distance.
 
-Near pairs come from multi-index hashing (the idea behind faiss' IndexBinaryMultiHash, done with numpy
-sorts, which measured 5x faster here at 1M hashes): only hashes that agree exactly on enough blocks are
-compared, which is sub-quadratic and, by the pigeonhole principle, exact for the radius. Groups are connected components of the near-pair graph;
-each keeps one deterministic representative.
+The grouping rule (`group_near_duplicates`), bounded so that a group cannot chain across the hash space:
+
+1. Equal hashes collapse to one value; a value's priority is that of its best item (highest priority, ties
+   going to the lowest index), so 20,000 identical placeholders cost one entry.
+2. Values are visited in priority order. A value nobody has claimed yet becomes a leader: its best item is
+   the group's representative, and it claims every still-unclaimed value within `radius` bits of itself.
+3. Every item belongs to the group of its value's leader.
+
+So every member is within `radius` of its representative (A~B and B~C with A far from C leaves C out of A's
+group unless C is within radius of A), and the representative is the group's best item.
+`group_near_duplicates_bruteforce` is the same rule written plainly, in O(n^2), for tests.
+
+Finding the values within radius uses multi-index hashing (the idea behind faiss' IndexBinaryMultiHash, done
+with numpy sorts): split the 64 bits into m blocks; two hashes within `radius` bits agree exactly on at least
+s = m - radius blocks (pigeonhole), so for every choice of s blocks only hashes that share those blocks (a
+"run" of equal keys after a sort) need comparing. Pairs are listed only inside small runs; a dense run (many
+distinct values sharing a key, as near-blank and text-on-white images do) is never expanded into pairs: each
+leader scans the still-unclaimed members of its dense runs, and claimed members drop out of the scan.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ import math
 import numpy as np
 
 HASH_BITS = 64
+DENSE_RUN = 48  # runs of equal keys longer than this are scanned per leader instead of expanded into pairs
 
 
 def search_plan(n: int, radius: int) -> tuple[int, int]:
@@ -35,37 +50,48 @@ def search_plan(n: int, radius: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
-def near_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
-    """All pairs (i, j), i < j, with Hamming(hashes[i], hashes[j]) <= radius, as a sorted (M, 2) int64 array.
-
-    Multi-index hashing: split the 64 bits into m blocks; for every choice of s blocks, sort the hashes by
-    those blocks and compare only neighbours that share them, verifying the full distance. Exact, and
-    about n log n per choice instead of n^2 (1M hashes at radius 4: 15 sorts, a few seconds).
-    """
-    h = np.asarray(hashes, np.uint64)
-    n = len(h)
-    if n < 2:
-        return np.empty((0, 2), np.int64)
+def key_masks(n: int, radius: int) -> list[np.uint64]:
+    """One 64-bit mask per choice of s of the m blocks (see search_plan): the multi-index's keys."""
     m, s = search_plan(n, radius)
     edges = np.linspace(0, HASH_BITS, m + 1).round().astype(int)
     blocks = [((1 << (hi - lo)) - 1) << lo for lo, hi in zip(edges[:-1], edges[1:])]
-    found = []
-    for combo in itertools.combinations(blocks, s):
-        keys = h & np.uint64(sum(combo))
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        k = np.nonzero(sorted_keys[1:] == sorted_keys[:-1])[0]  # k and k+1 share the key
-        step = 1
-        while len(k):  # walk each run of equal keys: pairs (k, k+step) for growing step
-            a, b = order[k], order[k + step]
-            near = np.bitwise_count(h[a] ^ h[b]) <= radius
-            found.append(np.stack([np.minimum(a, b)[near], np.maximum(a, b)[near]], axis=1))
-            k = k[k + step + 1 < n]
-            k = k[sorted_keys[k + step + 1] == sorted_keys[k]]
-            step += 1
-    if not found:
+    return [np.uint64(sum(combo)) for combo in itertools.combinations(blocks, s)]
+
+
+def near_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
+    """All pairs (i, j), i < j, with Hamming(hashes[i], hashes[j]) <= radius, as a sorted (M, 2) int64 array.
+
+    Multi-index hashing over every pair: exact, about n log n per key when hashes are spread, but it lists
+    every pair of a dense group (quadratic there). The grouping does not use it; it is the all-pairs answer
+    for analysis and the benchmark's "before".
+    """
+    h = np.asarray(hashes, np.uint64)
+    if len(h) < 2:
         return np.empty((0, 2), np.int64)
+    found = [_pairs_in_runs(h, np.argsort(h & mask, kind="stable"), h & mask, radius, None)
+             for mask in key_masks(len(h), radius)]
     return np.unique(np.concatenate(found).astype(np.int64), axis=0)
+
+
+def _pairs_in_runs(h: np.ndarray, order: np.ndarray, keys: np.ndarray, radius: int,
+                   in_small_run: np.ndarray | None) -> np.ndarray:
+    """Pairs (lower, higher index) within `radius` among hashes that share a key, walking each run of equal
+    sorted keys; with `in_small_run` (per sorted position) only those positions are walked."""
+    n = len(h)
+    sorted_keys = keys[order]
+    k = np.nonzero(sorted_keys[1:] == sorted_keys[:-1])[0]  # k and k+1 share the key
+    if in_small_run is not None:
+        k = k[in_small_run[k]]
+    found = [np.empty((0, 2), np.int64)]
+    step = 1
+    while len(k):  # pairs (k, k+step) for growing step
+        a, b = order[k], order[k + step]
+        near = np.bitwise_count(h[a] ^ h[b]) <= radius
+        found.append(np.stack([np.minimum(a, b)[near], np.maximum(a, b)[near]], axis=1))
+        k = k[k + step + 1 < n]
+        k = k[sorted_keys[k + step + 1] == sorted_keys[k]]
+        step += 1
+    return np.concatenate(found)
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -87,33 +113,99 @@ def near_pairs_bruteforce(hashes: np.ndarray, radius: int, block: int = 2048) ->
     return np.concatenate(out).astype(np.int64) if out else np.empty((0, 2), np.int64)
 
 
-def connected_components(n: int, pairs: np.ndarray) -> np.ndarray:
-    """Component id (the smallest member index) for each of n nodes, given undirected edges."""
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:
-            parent[i], i = root, parent[i]
-        return root
-
-    for a, b in pairs:
-        ra, rb = find(int(a)), find(int(b))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return np.array([find(i) for i in range(n)])
+def priority_order(n: int, priority: np.ndarray | None) -> np.ndarray:
+    """Item indices best first: highest `priority` (any number per item, e.g. pixel count), ties to the
+    lowest index; without priority, index order."""
+    if priority is None:
+        return np.arange(n)
+    priority = np.asarray(priority, np.float64)
+    if priority.shape != (n,):
+        raise ValueError(f"priority has shape {priority.shape}; it needs one value per hash ({n})")
+    return np.lexsort((np.arange(n), -priority))
 
 
-def pick_representatives(groups: np.ndarray, priority: np.ndarray) -> np.ndarray:
-    """Index of the kept member for each item's group: the one with the highest priority (ties: lowest index).
+def group_near_duplicates_bruteforce(hashes: np.ndarray, radius: int,
+                                     priority: np.ndarray | None = None) -> np.ndarray:
+    """The grouping rule of this module, item by item over all items (O(n * groups)): for tests."""
+    h = np.asarray(hashes, np.uint64)
+    rep = np.full(len(h), -1, np.int64)
+    for i in priority_order(len(h), priority):
+        if rep[i] < 0:
+            rep[(rep < 0) & (hamming(h, h[i]) <= radius)] = i
+    return rep
 
-    `priority` is any sortable key per item (e.g. original pixel count), so the choice is deterministic.
+
+def group_near_duplicates(hashes: np.ndarray, radius: int, priority: np.ndarray | None = None,
+                          stats: dict | None = None) -> np.ndarray:
+    """Index of the representative of each item's group, under the rule in the module docstring.
+
+    `hashes` are 64-bit integers; `priority` one number per item (higher is kept first; ties go to the
+    lowest index). Returns (n,) int64; rep[i] == i for the kept items. `stats`, when given, receives counts
+    of the work done (unique values, leaders, pairs listed, dense runs, distances computed).
     """
-    order = np.lexsort((np.arange(len(groups)), -np.asarray(priority, dtype=np.float64), groups))
-    sorted_groups = groups[order]
-    first = np.ones(len(order), bool)
-    first[1:] = sorted_groups[1:] != sorted_groups[:-1]
-    best_of_group = dict(zip(sorted_groups[first].tolist(), order[first].tolist()))
-    return np.array([best_of_group[g] for g in groups.tolist()], dtype=np.int64)
+    h = np.asarray(hashes, np.uint64)
+    n = len(h)
+    if n == 0:
+        return np.empty(0, np.int64)
+    order = priority_order(n, priority)
+    # unique values ranked by their best item: value r is the r-th to be visited
+    uniq, first_pos, inverse = np.unique(h[order], return_index=True, return_inverse=True)
+    by_rank = np.argsort(first_pos, kind="stable")
+    rank_of_uniq = np.empty(len(uniq), np.int64)
+    rank_of_uniq[by_rank] = np.arange(len(uniq))
+    values, best_item = uniq[by_rank], order[first_pos[by_rank]]
+    item_rank = np.empty(n, np.int64)
+    item_rank[order] = rank_of_uniq[inverse]
+    leader, work = _leaders(values, radius)
+    if stats is not None:
+        stats.update(work, items=n, unique=len(values), groups=int((leader == np.arange(len(values))).sum()))
+    return best_item[leader[item_rank]]
+
+
+def _leaders(values: np.ndarray, radius: int) -> tuple[np.ndarray, dict]:
+    """Leader (a rank) of each distinct value, values given in visiting order."""
+    u = len(values)
+    pairs, dense_runs = [], []  # pairs inside small runs; members of each dense run
+    for mask in (key_masks(u, radius) if u > 1 else []):
+        keys = values & mask
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        lengths = np.diff(np.r_[starts, u])
+        dense = lengths > DENSE_RUN
+        small = np.repeat(~dense, lengths)
+        pairs.append(_pairs_in_runs(values, order, keys, radius, small))
+        dense_runs += [order[a:a + k].copy() for a, k in zip(starts[dense].tolist(), lengths[dense].tolist())]
+    pairs = np.concatenate(pairs) if pairs else np.empty((0, 2), np.int64)
+    # forward edges: a leader only ever claims values after it
+    pairs = np.unique(pairs[:, 0] * u + pairs[:, 1])
+    source, target = pairs // u, pairs % u
+    start = np.searchsorted(source, np.arange(u + 1))
+    # which dense runs each value sits in, as (value, run) rows sorted by value
+    run_id = np.repeat(np.arange(len(dense_runs)), [len(r) for r in dense_runs])
+    member = np.concatenate(dense_runs) if dense_runs else np.empty(0, np.int64)
+    by_member = np.argsort(member, kind="stable")
+    member, run_id = member[by_member], run_id[by_member]
+    run_start = np.searchsorted(member, np.arange(u + 1))
+
+    leader = np.full(u, -1, np.int64)
+    distances = len(pairs)
+    # only values with a forward edge or a dense run can claim anything; every other unclaimed value leads
+    # a group of its own
+    for i in np.union1d(source, member).tolist():
+        if leader[i] >= 0:
+            continue
+        leader[i] = i
+        a, b = start[i], start[i + 1]
+        if a < b:
+            near = target[a:b]
+            leader[near[leader[near] < 0]] = i
+        for r in run_id[run_start[i]:run_start[i + 1]].tolist():
+            open_ = dense_runs[r]
+            open_ = open_[leader[open_] < 0]
+            distances += len(open_)
+            leader[open_[np.bitwise_count(values[open_] ^ values[i]) <= radius]] = i
+            dense_runs[r] = open_[leader[open_] < 0]
+    alone = leader < 0
+    leader[alone] = np.flatnonzero(alone)
+    return leader, {"pairs_listed": len(pairs), "dense_runs": len(dense_runs), "distances": distances}

@@ -55,18 +55,14 @@ def pre_decode_rejections(samples: pd.DataFrame, params: FilterParams) -> tuple[
 def find_duplicates(facts: pd.DataFrame, radius: int) -> tuple[pd.Series, pd.Series]:
     """(reason, detail) per decoded image: '' for a group's representative, else duplicate_exact/near.
 
-    Groups join exact copies (same sha256) and near copies (pHash within `radius`), transitively; the
-    representative is the largest original image, ties going to the earliest in source order.
+    Groups follow dedup.group_near_duplicates: images visited largest original first (ties to the earliest
+    in source order); an image no group has claimed keeps itself and claims every unclaimed image whose pHash
+    is within `radius` of its own. Exact copies (same sha256) share a pHash, so they share a group.
     """
     n = len(facts)
     phashes = np.array([int(h, 16) for h in facts["phash"]], dtype=np.uint64)
-    pairs = dedup.near_pairs(phashes, radius)
-    _, first_of_sha = np.unique(facts["sha256"].to_numpy(), return_inverse=True)
-    same_sha = pd.Series(np.arange(n)).groupby(first_of_sha).transform("min").to_numpy()
-    exact_pairs = np.stack([same_sha, np.arange(n)], axis=1)[same_sha != np.arange(n)]
-    groups = dedup.connected_components(n, np.concatenate([pairs, exact_pairs]) if len(exact_pairs) else pairs)
     area = facts["original_width"].to_numpy(np.float64) * facts["original_height"].to_numpy(np.float64)
-    rep = dedup.pick_representatives(groups, area)
+    rep = dedup.group_near_duplicates(phashes, radius, priority=area)
     ids, shas = facts["image_id"].to_numpy(), facts["sha256"].to_numpy()
     reason = np.where(rep == np.arange(n), "", np.where(shas == shas[rep], "duplicate_exact", "duplicate_near"))
     distance = dedup.hamming(phashes, phashes[rep])
