@@ -12,6 +12,7 @@ import torch
 import webdataset as wds
 from dagster import AssetKey
 
+from paris_assets.lib.shards import heldout_mask
 from paris_assets.lib.tars import TarShardWriter, iter_samples
 from paris_assets.lib.validation import verify_training_outputs
 from paris_assets.loaders import expert_dataset, router_dataset
@@ -109,8 +110,8 @@ def test_every_check_fails_on_damaged_output(trained, tmp_path, damage, message)
     assert not ok and any(message in p for p in facts["problems"]), facts["problems"]
 
 
-def test_loaders_train(trained):
-    """A tiny denoiser on one expert's shards and a tiny router on router_pairs: both losses fall clearly."""
+def test_expert_loader_trains(trained):
+    """A tiny denoiser on one expert's shards: the loss falls clearly."""
     _settings, _run, _instance, data = trained
     torch.manual_seed(0)
     manifest = json.loads((data / "pipeline_manifest.json").read_text())
@@ -137,17 +138,25 @@ def test_loaders_train(trained):
         losses.append(loss.item())
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
 
-    router_data = torch.utils.data.DataLoader(router_dataset(data, seed=0), batch_size=16)
+
+@pytest.mark.parametrize("interpolant", ["flow", "ddpm"])
+def test_router_trains(trained, interpolant):
+    """A tiny router on router_pairs under the flow interpolant (the default) and DDPM: the loss falls clearly."""
+    _settings, _run, _instance, data = trained
+    torch.manual_seed(0)
+    dataset = router_dataset(data, seed=0, interpolant=interpolant)
+    router_data = torch.utils.data.DataLoader(dataset, batch_size=16)
     k = int(np.load(data / "router_pairs" / "cluster_labels.npy").max()) + 1
     router = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4 * 32 * 32 + 1, 64), torch.nn.SiLU(),
                                  torch.nn.Linear(64, k))
     opt = torch.optim.Adam(router.parameters(), lr=2e-3)
+    scale = 1.0 if interpolant == "flow" else 1000.0
     losses = []
     for epoch in range(12):
-        router_data.dataset.epoch = epoch
-        for x_t, t, label in router_data:
-            features = torch.cat([x_t.flatten(1), (t.float() / 1000).unsqueeze(1)], 1)
-            loss = torch.nn.functional.cross_entropy(router(features), label)
+        dataset.set_epoch(epoch)
+        for batch in router_data:
+            features = torch.cat([batch["x_t"].flatten(1), (batch["t"].float() / scale).unsqueeze(1)], 1)
+            loss = torch.nn.functional.cross_entropy(router(features), batch["cluster"])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -183,6 +192,33 @@ def test_smaller_k_leaves_nothing_stale(trained):
     ok, facts = verify_training_outputs(str(data), kept_ids(data), np.load(data / "heldout" / "image_ids.npy").tolist(),
                                         EXPECT)
     assert ok, facts["problems"]
+
+
+def heldout_state(data, instance) -> tuple[list[str], dict, dict]:
+    manifest = json.loads((data / "pipeline_manifest.json").read_text())
+    meta = instance.fetch_materializations(AssetKey("expert_shards"), limit=1).records[0].asset_materialization.metadata
+    return np.load(data / "heldout" / "image_ids.npy").tolist(), manifest, meta
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_heldout_images_do_not_move_with_k(trained, k):
+    """A new K re-clusters everything, yet the same images stay held out; per-cluster counts and the worst
+    deviation from stratified are in the manifest and the metadata."""
+    settings, run, instance, data = trained
+    kept = kept_ids(data)
+    expected = [i for i, h in zip(kept, heldout_mask(kept, 0.1, 10_000, 0)) if h]
+    assert run(settings(k=k), selection=DOWNSTREAM).success
+    held, manifest, meta = heldout_state(data, instance)
+    assert held == expected and manifest["k"] == k
+    labels = np.load(data / "cluster_labels" / "labels.npy")
+    split = manifest["heldout_split"]
+    counts = np.bincount(labels[[kept.index(i) for i in held]], minlength=k)
+    assert [split["per_cluster"][str(c)]["heldout"] for c in range(k)] == counts.tolist()
+    assert split["heldout"] == len(held) and meta["heldout_per_cluster"].value == split["per_cluster"]
+    assert meta["heldout_worst_deviation_images"].value == split["worst_deviation_images"]
+    rate = len(held) / len(kept)
+    worst = max(abs(c - n * rate) for c, n in zip(counts, np.bincount(labels, minlength=k)))
+    assert split["worst_deviation_images"] == pytest.approx(worst, abs=0.01)
 
 
 def test_notebooks_run_top_to_bottom(trained, monkeypatch):
