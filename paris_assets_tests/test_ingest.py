@@ -228,3 +228,36 @@ def test_url_list_refuses_unsafe_urls_before_download(demo_files, tmp_path):
     assert stats["refused_by_reason"] == {"duplicate_url": 1, "unsupported_scheme": 2}
     assert sorted(refused["url"].str.split(":").str[0]) == ["file", "ftp", "http"]
     assert (stats["row_groups_read"], stats["row_groups_total"]) == (3, 3) and stats["bytes_read"] > 0
+
+
+def test_a_recorded_group_now_owned_by_another_process_is_left_alone(tmp_path):
+    """The download's record names a process group whose id now belongs to another process (another create
+    time): that process is not killed. The same id with the recorded create time is the download's: killed."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import psutil
+
+    from paris_assets.lib.ingest import DOWNLOADER, _stop_leftover_download
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        started = psutil.Process(other.pid).create_time()
+        marker = tmp_path / DOWNLOADER
+        lines = []
+        marker.write_text(f"{socket.gethostname()} {other.pid} {started - 50.0!r}")
+        _stop_leftover_download(str(tmp_path), lines.append)
+        assert other.poll() is None and not lines and not marker.exists()
+        marker.write_text(f"{socket.gethostname()} {other.pid}")  # a record without a create time: left alone
+        _stop_leftover_download(str(tmp_path), lines.append)
+        assert other.poll() is None and not lines
+        marker.write_text(f"{socket.gethostname()} {other.pid} {started!r}")
+        _stop_leftover_download(str(tmp_path), lines.append)
+        assert other.wait(timeout=30) == -signal.SIGKILL and "stopped the img2dataset processes" in lines[0]
+    finally:
+        if other.poll() is None:
+            os.kill(other.pid, signal.SIGKILL)
+            other.wait()
