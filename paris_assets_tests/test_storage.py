@@ -129,3 +129,38 @@ def test_leftovers_of_killed_commits_are_swept(tmp_path):
     assert not fs.exists(stale) and fs.exists(f"{fresh}/{storage.STARTED}")
     assert sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{root}/latents")) == [storage.MARKER, "latents.npy"]
     fs.rm(root, recursive=True)
+
+
+def test_a_commit_syncs_files_and_folders_before_the_rename_that_publishes_them(tmp_path, monkeypatch):
+    import os
+
+    root = str(tmp_path / "data")
+    staged = storage.staging_dir(root, "latents")
+    (staged / "sub").mkdir()
+    (staged / "latents.npy").write_bytes(b"new")
+    (staged / "sub" / "part.bin").write_bytes(b"part")
+    events = []
+    plain_fsync, plain_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        plain_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src), str(dst)))
+        plain_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = storage.commit_folder(staged, root, "latents")
+    publish = events.index(("replace", str(staged), str(target)))
+    synced_before = {e[1] for e in events[:publish] if e[0] == "fsync"}
+    every_file_and_folder = {str(staged)} | {str(staged / n) for n in ("latents.npy", "sub", "sub/part.bin", storage.MARKER)}
+    assert every_file_and_folder <= synced_before
+    assert ("fsync", str(tmp_path / "data")) in events[publish:]  # the rename made durable
+
+    events.clear()
+    storage.write_atomic(root, "pipeline_manifest.json", b"{}")
+    (replace_event,) = [e for e in events if e[0] == "replace"]
+    assert events[0] == ("fsync", replace_event[1]) and events[-1] == ("fsync", str(tmp_path / "data"))
+    assert (tmp_path / "data" / "pipeline_manifest.json").read_bytes() == b"{}"

@@ -112,6 +112,7 @@ def commit_folder(staged: Path, root: str, name: str, extra: dict | None = None)
     if is_local(root):
         target = local_path(root) / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        sync_tree(staged)  # a power cut after the rename must not publish empty or missing files
         for left in (local_path(root) / ".trash").glob(f"{name}-*"):  # an old output a killed commit left behind
             shutil.rmtree(left, ignore_errors=True)
         trash = local_path(root) / ".trash" / f"{name}-{uuid.uuid4().hex[:12]}"
@@ -119,6 +120,7 @@ def commit_folder(staged: Path, root: str, name: str, extra: dict | None = None)
             trash.parent.mkdir(parents=True, exist_ok=True)
             os.replace(target, trash)
         os.replace(staged, target)
+        _fsync(target.parent)  # the rename itself
         shutil.rmtree(trash, ignore_errors=True)
         return UPath(target)
     target = UPath(root) / name
@@ -148,6 +150,26 @@ def commit_folder(staged: Path, root: str, name: str, extra: dict | None = None)
     return target
 
 
+def sync_tree(folder: Path) -> None:
+    """fsync every file under `folder`, then every folder bottom-up: their contents and names are on disk
+    before a rename publishes them (rename is atomic, but not durable, without it)."""
+    folders = []
+    for parent, dirs, files in os.walk(folder):
+        for name in files:
+            _fsync(Path(parent) / name)
+        folders.append(Path(parent))
+    for path in reversed(folders):
+        _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _sweep_stale_uploads(fs, base: UPath, name: str) -> None:
     """Remove uploads of `name` that a killed process left in `<root>/.staging/` on an object store: those
     started more than STALE_UPLOAD_HOURS ago (a live upload of the same asset by another run is younger)."""
@@ -170,7 +192,9 @@ def write_atomic(root: str, name: str, data: bytes) -> None:
         target = local_path(root) / name
         tmp = target.with_name(f".{name}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_bytes(data)
+        _fsync(tmp)
         os.replace(tmp, target)
+        _fsync(target.parent)
     else:
         (UPath(root) / name).write_bytes(data)  # object-store PUTs are atomic per object
 
