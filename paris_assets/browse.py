@@ -84,7 +84,7 @@ def make_handler(browser: Browser, allowed_hosts: set[str]) -> type[BaseHTTPRequ
             self._answer(self._post)
 
         def _answer(self, handle) -> None:
-            if self.headers.get("Host", "") not in allowed_hosts:  # DNS rebinding: another name for this port
+            if not host_allowed(self.headers.get("Host", ""), allowed_hosts):  # DNS rebinding: another name
                 self._json({"error": f"unexpected Host {self.headers.get('Host')!r}"}, HTTPStatus.MISDIRECTED_REQUEST)
                 return
             try:
@@ -165,14 +165,25 @@ def _row(row) -> dict:
     return out
 
 
-def serve(data_root: str, host: str = "127.0.0.1", port: int = 8765,
-          cache_dir: Path | None = None) -> ThreadingHTTPServer:
+def host_allowed(header: str, allowed: set[str]) -> bool:
+    """Whether a Host header names this server: `name:port` as listed, or a name listed without a port (one
+    given with --allowed-host: a proxy in front answers on its own port, or on none)."""
+    header = header.strip().lower()
+    name, sep, port = header.rpartition(":")
+    return header in allowed or (bool(sep) and port.isdigit() and name in allowed)
+
+
+def serve(data_root: str, host: str = "127.0.0.1", port: int = 8765, cache_dir: Path | None = None,
+          allowed_hosts: tuple[str, ...] = ()) -> ThreadingHTTPServer:
     """A bound server, not yet serving (call serve_forever); port 0 picks a free one. With `cache_dir`, scans
-    of unchanged shards are reused across restarts."""
+    of unchanged shards are reused across restarts. It answers requests whose Host header is the address it
+    listens on (loopback names too on loopback), or one of `allowed_hosts`: the name it is reached by behind a
+    proxy or a DNS name, `name` (any port) or `name:port`."""
     server = ThreadingHTTPServer((host, port), BaseHTTPRequestHandler)
     bound = server.server_address[1]
     names = {host, *LOOPBACK} if host in LOOPBACK or host in ("0.0.0.0", "::") else {host}
     allowed = {f"{name}:{bound}" for name in names} | {f"[{name}]:{bound}" for name in names if ":" in name}
+    allowed = {name.lower() for name in allowed} | {name.strip().lower() for name in allowed_hosts}
     server.RequestHandlerClass = make_handler(Browser(data_root, cache_dir), allowed)
     return server
 
@@ -184,6 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="an address other than loopback exposes the data, "
                                                               "unauthenticated, to the network")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME[:PORT]",
+                        help="also answer requests addressed to this name (repeatable), e.g. a reverse proxy's; "
+                             "without a port, on any port. Otherwise only the address it listens on is answered "
+                             "(and the loopback names, on loopback): another name may be a DNS-rebinding page")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
                         help="where scans of the shards are kept (default: $PARIS_CACHE_DIR/shard-index or "
                              "~/.cache/paris-assets/shard-index)")
@@ -191,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     data_root = args.data_dir or load_settings(args.config).data_root
     started = time.perf_counter()
-    server = serve(data_root, args.host, args.port, None if args.no_cache else args.cache_dir)
+    server = serve(data_root, args.host, args.port, None if args.no_cache else args.cache_dir, tuple(args.allowed_host))
     print(f"indexed the shards in {time.perf_counter() - started:.1f} s", flush=True)
     if args.host not in LOOPBACK:
         print(f"warning: serving on {args.host}: anyone who can reach it can browse the data", file=sys.stderr)

@@ -328,3 +328,24 @@ def test_index_and_health_on_object_storage(shards):
     problems = {p["path"]: p["problem"] for p in shard_index.shard_health(shard_index.build_index(root))}
     assert problems == {first: "missing", "expert_shards/cluster_0/stray.tar": "extra: on disk but not in the manifest"}
     fs.rm(root, recursive=True)
+
+
+def test_allowed_host_serves_behind_another_name(tmp_path):
+    """`--allowed-host example.internal`: requests sent to 127.0.0.1 but addressed to that name (any port, any
+    case) are served, as behind a proxy; other names are still refused, loopback names still served."""
+    port = free_port()
+    proc = start([sys.executable, "-m", "paris_assets.browse", "--data-dir", str(tmp_path), "--port", str(port),
+                  "--no-cache", "--allowed-host", "example.internal", "--allowed-host", "other.internal:9"],
+                 tmp_path / "browse.log", f"http://127.0.0.1:{port}/", dict(os.environ))
+    try:
+        def status(host):
+            return get(urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host}))[0]
+
+        for host in (f"example.internal:{port}", "example.internal", "Example.Internal:443", "other.internal:9",
+                     f"localhost:{port}", f"127.0.0.1:{port}"):
+            assert status(host) == 200, host
+        for host in (f"evil.example:{port}", f"example.internal.evil.example:{port}", f"other.internal:{port}",
+                     f"xexample.internal:{port}", "example.internal:80:80", f"127.0.0.1:{port + 1}", ""):
+            assert status(host) == 421, host
+    finally:
+        stop(proc)
