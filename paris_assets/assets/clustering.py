@@ -12,7 +12,7 @@ from ..lib.clustering import cluster
 from ..lib.crops import decode_crops, read_crop_rows
 from ..lib.validation import inline_jpeg
 from ..settings import Settings
-from .common import code_version, settings_metadata, staging
+from .common import code_version, md_escape, settings_metadata, staging
 
 
 class ClusterRunConfig(Config):
@@ -71,8 +71,8 @@ def build_cluster_report(settings: Settings) -> AssetsDefinition:
         table = "| cluster | images | fraction | silhouette | intra cos | top terms |\n|---:|---:|---:|---:|---:|---|\n"
         table += "\n".join(
             f"| {c} | {report['sizes'][c]:,} | {report['fractions'][c]:.3f} | {_fmt(report['silhouette_per_cluster'][c])} "
-            f"| {_fmt(report['intra_cosine'][c])} | {', '.join(report['top_terms'][c][:5])} |" for c in range(k))
-        grids = "\n\n".join(f"**cluster {c}** ({', '.join(report['top_terms'][c][:3])})\n\n"
+            f"| {_fmt(report['intra_cosine'][c])} | {', '.join(map(md_escape, report['top_terms'][c][:5]))} |" for c in range(k))
+        grids = "\n\n".join(f"**cluster {c}** ({', '.join(map(md_escape, report['top_terms'][c][:3]))})\n\n"
                             + inline_jpeg((out / "grids" / f"cluster_{c}.png").read_bytes(), f"cluster {c}")
                             for c in range(k))
         context.add_output_metadata({

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -56,9 +57,27 @@ def _dig(tree: dict, dotted: str):
 
 
 def counts_table(counts: dict[str, int], key: str = "reason") -> MetadataValue:
-    rows = "\n".join(f"| {name} | {n:,} |" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    rows = "\n".join(f"| {md_escape(name)} | {n:,} |" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
     return MetadataValue.md(f"| {key} | count |\n|---|---:|\n{rows}" if counts else "(none)")
 
 
 def preview(frame: pd.DataFrame, rows: int = 10) -> MetadataValue:
-    return MetadataValue.md(frame.head(rows).to_markdown(index=False) if len(frame) else "(empty)")
+    """The first rows as a markdown table; text cells (alt text, captions, URLs: untrusted) escaped."""
+    if not len(frame):
+        return MetadataValue.md("(empty)")
+    head = frame.head(rows).copy()
+    for col in head.columns:
+        if not pd.api.types.is_numeric_dtype(head[col]):
+            head[col] = head[col].map(lambda v: md_escape(v) if isinstance(v, (str, bytes)) else v)
+    head.columns = [md_escape(c) for c in head.columns]
+    return MetadataValue.md(head.to_markdown(index=False))
+
+
+def md_escape(text) -> str:
+    """Untrusted text as literal markdown on one line: whitespace (newlines too) collapsed, and every ASCII
+    punctuation character backslash-escaped, which CommonMark renders as the character itself, so no table
+    cell break, image, link, autolink, emphasis or HTML can come out of an alt text."""
+    return _MD_PUNCTUATION.sub(r"\\\1", " ".join(str(text).split()))
+
+
+_MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
