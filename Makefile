@@ -8,7 +8,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 # A CUDA machine: `make setup TORCH_SPEC=torch` (or pre-install the CUDA torch wheel you want in .venv).
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: setup demo test ui browse bench screenshots clean
+.PHONY: setup demo test ui browse bench screenshots models clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,6 +41,11 @@ screenshots: setup
 
 bench: setup
 	$(PY) -m paris_assets.bench
+
+# the paris profile's weights into the HF cache at their pinned commits, then one image/prompt per role;
+# needs the hub (HF_HUB_OFFLINE=0 here); `make models MODELS_ARGS="--device cuda --dtype float16"`
+models: setup
+	HF_HUB_OFFLINE=0 $(PY) -m paris_assets.models.fetch $(MODELS_ARGS)
 
 clean:
 	rm -rf data .dagster_home/* .pytest_cache

@@ -9,11 +9,12 @@ import pandas as pd
 from dagster import MetadataValue
 
 from ..lib import storage
+from ..models.profiles import model_fingerprint
 from ..settings import Settings
 
 # Bump an asset's entry when its code changes what it writes; settings changes are folded in automatically.
-CODE_VERSIONS = {"raw_images": "2", "filtered_images": "1", "captions": "1", "clip_embeddings": "1",
-                 "dinov2_embeddings": "1", "latents": "1", "cluster_labels": "1", "cluster_report": "1",
+CODE_VERSIONS = {"raw_images": "2", "filtered_images": "1", "captions": "2", "clip_embeddings": "2",
+                 "dinov2_embeddings": "1", "latents": "2", "cluster_labels": "1", "cluster_report": "1",
                  "expert_shards": "1", "router_pairs": "1"}
 
 # The settings each asset's output depends on: editing any of them marks that asset (and only it) Unsynced.
@@ -39,7 +40,11 @@ SHAPED_BY = {
 
 
 def code_version(settings: Settings, asset: str) -> str:
-    return f"{CODE_VERSIONS[asset]}-{settings.fingerprint(*SHAPED_BY[asset])}"
+    """CODE_VERSIONS, the settings in SHAPED_BY and, for a model asset, the model's resolved commit, device type
+    and dtype: changing any of them marks the asset Unsynced."""
+    version = f"{CODE_VERSIONS[asset]}-{settings.fingerprint(*SHAPED_BY[asset])}"
+    model = model_fingerprint(settings, asset)
+    return f"{version}-{model}" if model else version
 
 
 def staging(settings: Settings, asset: str) -> Path:

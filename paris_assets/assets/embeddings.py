@@ -13,8 +13,9 @@ from .common import code_version, preview, settings_metadata, staging
 
 
 def _store(settings: Settings, asset_name: str, upstream: AssetFolder, model, n_rows: int) -> ChunkStore:
-    """Finished chunks from an earlier, interrupted run of the same inputs, model and settings."""
-    key = work_key(upstream.identity(), model.ref.model_id, model.ref.revision, str(model.dtype),
+    """Finished chunks from an earlier, interrupted run of the same inputs, model and settings: the key holds
+    the resolved commit, device type and dtype of the model as loaded, so no chunk crosses a change of them."""
+    key = work_key(upstream.identity(), model.ref.model_id, model.revision, model.device.type, str(model.dtype),
                    code_version(settings, asset_name), settings.models.chunk_size)
     return ChunkStore(storage.staging_dir(settings.data_root, f"{asset_name}-chunks", key=key), n_rows,
                       settings.models.chunk_size)
@@ -106,11 +107,12 @@ def build_latents(settings: Settings) -> AssetsDefinition:
            ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "latents"))
     def latents(context: AssetExecutionContext, filtered_images: AssetFolder):
         """Stable Diffusion VAE latents of the kept crops, what the experts are trained on: latents.npy
-        (N, 4, 32, 32) float16, already scaled by 0.18215; image_ids.npy."""
+        (N, 4, 32, 32) float16, already scaled by the VAE's scaling_factor (0.18215); image_ids.npy."""
         kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
-        out, _ = _run(context, settings, "latents", "latent_encoder", filtered_images, kept, stages.encode_latents,
-                      settings.models.latent_batch_size, crops_url=filtered_images.url(""))
-        context.add_output_metadata({"sampling": settings.models.latent_sampling, "scaling_factor": 0.18215})
+        out, stats = _run(context, settings, "latents", "latent_encoder", filtered_images, kept,
+                          stages.encode_latents, settings.models.latent_batch_size, crops_url=filtered_images.url(""))
+        context.add_output_metadata({"sampling": settings.models.latent_sampling,
+                                     "scaling_factor": stats["scaling_factor"], "shift_factor": stats["shift_factor"]})
         return out
 
     return latents

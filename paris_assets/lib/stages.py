@@ -59,10 +59,11 @@ def embed_images(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, ba
 
 def encode_latents(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
                    crops_url: str, log=print) -> dict:
-    """latents: latents.npy (N, 4, 32, 32) float16 (already x0.18215), image_ids.npy."""
+    """latents: latents.npy (N, 4, 32, 32) float16 (already scaled by the VAE's scaling_factor), image_ids.npy."""
     stats = run_on_crops(kept, crops_url, model, lambda pre, offset: {"latents": model(pre, offset=offset)}, store,
                          batch_size, threads, log, "latents")
     stats["shapes"] = _finish(store, out_dir, kept, ["latents"])
+    stats.update(scaling_factor=model.scaling_factor, shift_factor=model.shift_factor)
     return stats
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import ModelRef, load_pretrained, pick_device, pick_dtype
+from .common import ModelRef, load_pretrained, load_weights, pick_device, pick_dtype, resolve_revision
 
-BLIP2_OPT_2_7B = ModelRef("Salesforce/blip2-opt-2.7b")
+BLIP2_OPT_2_7B = ModelRef("Salesforce/blip2-opt-2.7b", "59a1ef6c1e5117b3f65523d1c6066825bcf315e3")
 
 
 class Captioner:
@@ -18,14 +18,15 @@ class Captioner:
         self.ref, self.max_new_tokens, self.min_new_tokens = ref, max_new_tokens, min_new_tokens
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
-        self.model = self.processor = None
+        self.model = self.processor = self.revision = None
 
     def load(self) -> "Captioner":
         from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
         self.processor = load_pretrained(Blip2Processor, self.ref, "captioner")
-        self.model = load_pretrained(Blip2ForConditionalGeneration, self.ref, "captioner")
-        self.model = self.model.to(self.device, self.dtype).eval()
+        # In float16 the Q-Former and query tokens stay float32, as the model asks (`_keep_in_fp32_modules`).
+        self.model = load_weights(Blip2ForConditionalGeneration, self.ref, "captioner", self.dtype, self.device)
+        self.revision = resolve_revision(self.ref)
         return self
 
     def preprocess(self, images: np.ndarray) -> dict[str, torch.Tensor]:

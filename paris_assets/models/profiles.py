@@ -7,14 +7,19 @@ from pathlib import Path
 from ..lib import storage
 from ..settings import Settings
 from .captioner import BLIP2_OPT_2_7B, Captioner
-from .common import ModelRef
-from .image_embedder import DINOV2_LARGE, ImageEmbedder
+from .common import COMMIT, ModelRef, dtype_name, pick_device, pick_dtype, resolve_revision
+from .image_embedder import DINOV2_BASE, DINOV2_LARGE, ImageEmbedder
 from .latent_encoder import SD_VAE_FT_MSE, LatentEncoder
 from .text_encoder import CLIP_VIT_L14, TextEncoder
-from .tiny import ensure_tiny_models, tiny_dir
+from .tiny import TINY_VERSION, ensure_tiny_models, tiny_dir
 
 PARIS = {"captioner": BLIP2_OPT_2_7B, "text_encoder": CLIP_VIT_L14, "image_embedder": DINOV2_LARGE,
          "latent_encoder": SD_VAE_FT_MSE}
+# Commits pinned for the hub ids this project knows; an override naming one of them without a revision gets its pin.
+PINNED = {ref.model_id: ref.revision for ref in (*PARIS.values(), DINOV2_BASE)}
+# The model role behind each asset that runs one.
+ASSET_ROLES = {"captions": "captioner", "clip_embeddings": "text_encoder", "dinov2_embeddings": "image_embedder",
+               "latents": "latent_encoder"}
 
 
 def tiny_root(settings: Settings) -> str:
@@ -26,12 +31,14 @@ def model_ref(settings: Settings, role: str) -> ModelRef:
     """The weights `role` loads under these settings (an explicit `<role>_id` wins over the profile)."""
     m = settings.models
     override = getattr(m, f"{role}_id")
+    revision = getattr(m, f"{role}_revision")
     if override:
-        return ModelRef(settings.resolve(override) if Path(settings.resolve(override)).exists() else override,
-                        getattr(m, f"{role}_revision"))
+        local = Path(settings.resolve(override)).exists()
+        return ModelRef(settings.resolve(override) if local else override,
+                        revision or (None if local else PINNED.get(override)))
     if m.profile == "tiny":
         return ModelRef(str(tiny_dir(tiny_root(settings), role)))
-    return ModelRef(PARIS[role].model_id, getattr(m, f"{role}_revision") or PARIS[role].revision)
+    return ModelRef(PARIS[role].model_id, revision or PARIS[role].revision)
 
 
 def build_model(settings: Settings, role: str):
@@ -51,9 +58,34 @@ def build_model(settings: Settings, role: str):
     raise ValueError(f"unknown model role {role!r}")
 
 
+def model_identity(settings: Settings, role: str) -> dict[str, str]:
+    """What, besides its inputs, shapes a role's outputs: the weights (the resolved commit), the device type and
+    the dtype. Cheap enough for a code version: no weights are loaded and the hub is not asked."""
+    m = settings.models
+    device = pick_device(m.device)
+    if m.profile == "tiny" and not getattr(m, f"{role}_id"):
+        model_id, revision = "tiny", f"tiny-v{TINY_VERSION}-seed{settings.seed}"  # built on first use
+    else:
+        ref = model_ref(settings, role)
+        model_id, revision = ref.model_id, resolve_revision(ref)
+    return {"model_id": model_id, "revision": revision, "device": device.type,
+            "dtype": dtype_name(pick_dtype(device, m.dtype))}
+
+
+def model_fingerprint(settings: Settings, asset: str) -> str | None:
+    """The model identity folded into `asset`'s code version (None for assets that run no model)."""
+    role = ASSET_ROLES.get(asset)
+    if role is None or (asset == "captions" and settings.captions.source != "blip2"):
+        return None
+    identity = model_identity(settings, role)
+    revision = identity["revision"][:10] if COMMIT.match(identity["revision"]) else identity["revision"]
+    return f"{revision}-{identity['device']}-{identity['dtype']}"
+
+
 def model_metadata(model) -> dict:
-    return {"model_id": model.ref.model_id, "revision": model.ref.revision or "default",
-            "device": str(model.device), "dtype": str(model.dtype).replace("torch.", "")}
+    """The loaded model as materialisation metadata: id, requested and resolved revision, device, dtype."""
+    return {"model_id": model.ref.model_id, "revision_requested": model.ref.revision or "default branch",
+            "revision": model.revision, "device": str(model.device), "dtype": dtype_name(model.dtype)}
 
 
 

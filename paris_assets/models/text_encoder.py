@@ -5,27 +5,32 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import ModelRef, load_pretrained, pick_device, pick_dtype
+from .common import ModelRef, load_pretrained, load_weights, pick_device, pick_dtype, resolve_revision
 
-CLIP_VIT_L14 = ModelRef("openai/clip-vit-large-patch14")
+CLIP_VIT_L14 = ModelRef("openai/clip-vit-large-patch14", "32bd64288804d66eefd0ccbe215aa642df71cc41")
 MAX_TOKENS = 77
 
 
 class TextEncoder:
-    """CLIPTextModelWithProjection with its tokenizer (padded/truncated to 77 tokens)."""
+    """CLIPTextModelWithProjection with its tokenizer (padded/truncated to 77 tokens), as Stable Diffusion's
+    `encode_prompt` runs it: no attention mask (CLIP's configs do not ask for one), so the padding positions
+    hold what SD-style experts are trained and sampled with."""
 
     def __init__(self, ref: ModelRef = CLIP_VIT_L14, device: str = "auto", dtype: str = "auto"):
         self.ref = ref
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
-        self.model = self.tokenizer = None
+        self.model = self.tokenizer = self.revision = None
 
     def load(self) -> "TextEncoder":
         from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
         self.tokenizer = load_pretrained(AutoTokenizer, self.ref, "text_encoder")
-        self.model = load_pretrained(CLIPTextModelWithProjection, self.ref, "text_encoder")
-        self.model = self.model.to(self.device, self.dtype).eval()
+        if self.tokenizer.model_max_length != MAX_TOKENS:
+            raise ValueError(f"text_encoder: {self.ref.model_id!r}'s tokenizer pads to {self.tokenizer.model_max_length} "
+                             f"tokens; the experts condition on CLIP's {MAX_TOKENS}: pick a CLIP text encoder")
+        self.model = load_weights(CLIPTextModelWithProjection, self.ref, "text_encoder", self.dtype, self.device)
+        self.revision = resolve_revision(self.ref)
         return self
 
     @property
@@ -40,10 +45,10 @@ class TextEncoder:
     @torch.no_grad()
     def __call__(self, tokens) -> tuple[np.ndarray, np.ndarray]:
         """Tokens from `preprocess` (or a list of strings) -> ((N, 77, H) float16 per-token last_hidden_state,
-        (N, P) float16 pooled, projected text_embeds)."""
+        what `StableDiffusionPipeline.encode_prompt` returns; (N, P) float16 pooled: the projected end-of-text
+        state `text_embeds`, CLIP's text embedding, which SDXL also takes as its pooled prompt embedding)."""
         if isinstance(tokens, list):
             tokens = self.preprocess(tokens)
-        out = self.model(input_ids=tokens["input_ids"].to(self.device),
-                         attention_mask=tokens["attention_mask"].to(self.device))
+        out = self.model(input_ids=tokens["input_ids"].to(self.device))
         return (out.last_hidden_state.float().cpu().numpy().astype(np.float16),
                 out.text_embeds.float().cpu().numpy().astype(np.float16))

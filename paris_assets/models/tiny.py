@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-TINY_VERSION = 2  # bump when a config below changes, so stale tiny models are rebuilt
+TINY_VERSION = 3  # bump when a config below changes, so stale tiny models are rebuilt
 ROLES = ("captioner", "text_encoder", "image_embedder", "latent_encoder")
 
 _WORDS = ("a the of and with in on at over under sky sun sea waves forest trees city night lights stars moon "
@@ -66,7 +66,8 @@ def _clip_tokenizer():
     merges = list(dict.fromkeys(merges))
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab.setdefault(special, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>")
+    # 77 like CLIP's own: diffusers' encode_prompt pads to the tokenizer's model_max_length
+    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>", model_max_length=77)
 
 
 def build_text_encoder(folder: Path) -> None:
@@ -105,7 +106,7 @@ def build_latent_encoder(folder: Path) -> None:
 
 
 def _calibrate_latent_scale(vae) -> None:
-    """Scale the encoder's output so that latents x 0.18215 have about unit std, as Stable Diffusion's do.
+    """Scale the encoder's output so that latents x scaling_factor (0.18215) have about unit std, as SD's do.
 
     Random weights give latents a hundred times too small; then every noise level buries them and nothing
     downstream (the router above all) has a signal to learn from. One fixed batch of demo pictures sets it."""
@@ -118,7 +119,7 @@ def _calibrate_latent_scale(vae) -> None:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
     with torch.no_grad():
         mean = vae.encode(x).latent_dist.mean
-        scale = 1.0 / (0.18215 * float(mean.std()))
+        scale = 1.0 / (vae.config.scaling_factor * float(mean.std()))
         channels = vae.config.latent_channels  # quant_conv's first half is the mean, the second the log-variance
         vae.quant_conv.weight[:channels] *= scale
         vae.quant_conv.bias[:channels] *= scale
