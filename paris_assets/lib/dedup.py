@@ -54,7 +54,7 @@ def key_masks(n: int, radius: int) -> list[np.uint64]:
     """One 64-bit mask per choice of s of the m blocks (see search_plan): the multi-index's keys."""
     m, s = search_plan(n, radius)
     edges = np.linspace(0, HASH_BITS, m + 1).round().astype(int)
-    blocks = [((1 << (hi - lo)) - 1) << lo for lo, hi in zip(edges[:-1], edges[1:])]
+    blocks = [((1 << (hi - lo)) - 1) << lo for lo, hi in itertools.pairwise(edges.tolist())]
     return [np.uint64(sum(combo)) for combo in itertools.combinations(blocks, s)]
 
 
