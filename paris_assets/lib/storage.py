@@ -2,7 +2,8 @@
 
 Every asset output is a folder. It is built in a staging folder, then swapped in whole: a crash never leaves
 a half-written output that looks complete, and a re-run never leaves a file from an earlier one. On the
-local disk the swap is a rename. Object stores have no rename, so there the folder is uploaded beside the
+local disk the swap is a rename, after every new file and folder is fsynced (a power cut must not publish
+empty files under a complete-looking marker). Object stores have no rename, so there the folder is uploaded beside the
 target, the old one removed, the new one moved in, and a `_SUCCESS.json` marker (the list of files and their
 sizes) written last; readers refuse a folder without it.
 """
