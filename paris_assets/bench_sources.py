@@ -29,17 +29,19 @@ READ_COLUMNS = ["URL", "TEXT", "WIDTH", "HEIGHT", "similarity", "punsafe", "pwat
 
 
 def write_release(folder: Path, files: int, groups: int, rows: int, seed: int = 0) -> list[Path]:
+    """`groups` row groups of `rows` rows over `files` parquet files, LAION's columns; each URL names its file
+    and row group (`.../<file>/<group>/<random>.jpg`). `hash` is never read: a trial must not fetch it."""
     rng = np.random.default_rng(seed)
     paths = []
     for f in range(files):
         n = groups // files * rows
-        words = rng.integers(0, 2**63, size=(n, 4)).astype(str)
+        words = rng.integers(0, 2**63, size=(n, 4)).astype(str)  # incompressible, like real URLs and captions
         table = pa.table({
-            "URL": np.char.add(np.char.add("https://images.example.com/", words[:, 0]), ".jpg").tolist(),
+            "URL": [f"https://images.example.com/{f}/{i // rows}/{w}.jpg" for i, w in enumerate(words[:, 0])],
             "TEXT": [f"{a} {b} {c}" for a, b, c in words[:, 1:]],
             "WIDTH": rng.integers(64, 4096, n), "HEIGHT": rng.integers(64, 4096, n),
-            "similarity": rng.random(n), "punsafe": rng.random(n), "pwatermark": rng.random(n),
-            "AESTHETIC_SCORE": rng.random(n) * 10,
+            "similarity": rng.random(n), "hash": rng.integers(-2**63, 2**63 - 1, n), "punsafe": rng.random(n),
+            "pwatermark": rng.random(n), "AESTHETIC_SCORE": rng.random(n) * 10,
         })
         paths.append(folder / f"part-{f:05d}.parquet")
         pq.write_table(table, paths[-1], row_group_size=rows)

@@ -54,50 +54,25 @@ def test_glob_over_many_files_and_memory_fs(tmp_path):
     assert len(table) == 20 and read["row_groups_read"] == read["row_groups_total"] == 2
 
 
-def write_release(folder, files: int, groups: int, rows: int, seed: int = 0) -> list:
-    """A LAION-like release of many small row groups; each URL names its file and row group. The `embedding`
-    column is never read: a trial must not fetch it."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(seed)
-    paths = []
-    for f in range(files):
-        n = groups * rows
-        noise = rng.integers(0, 2**63, size=(n, 4)).astype(str)  # incompressible, like real URLs and captions
-        table = pa.table({
-            "URL": [f"http://example.com/{f}/{i // rows}/{a}.jpg" for i, a in enumerate(noise[:, 0])],
-            "TEXT": [f"{a} {b} {c}" for a, b, c in noise[:, 1:]],
-            "embedding": [r.tobytes() for r in rng.integers(0, 255, size=(n, 256), dtype=np.uint8)],
-        })
-        paths.append(folder / f"part-{f:05d}.parquet")
-        pq.write_table(table, paths[-1], row_group_size=rows)
-    return paths
-
-
-def test_a_trial_reads_whole_row_groups_not_a_few_rows_of_each(tmp_path, monkeypatch):
+def test_a_trial_reads_whole_row_groups_not_a_few_rows_of_each(tmp_path):
     """limit=1,000 of 20,000 rows in 100 row groups of 200: the rows come from the ~5 row groups that hold
-    them, and the bytes read (counted under fsspec, beside the reader's own count) are a few percent of the
-    release, where drawing rows over the whole release touched every row group."""
-    from fsspec.implementations.local import LocalFileOpener
+    them, and the bytes read (counted under fsspec, beside the reader's own count) are a small share of the
+    release, where drawing rows over the whole release and fetching them with one take read nearly all of it."""
+    from paris_assets.bench_sources import counted_reads, whole_release_take, write_release
 
-    paths = write_release(tmp_path, files=2, groups=50, rows=200)
-    counted = [0]
-    plain_read = LocalFileOpener.read
-
-    def counting_read(self, *args, **kwargs):
-        data = plain_read(self, *args, **kwargs)
-        counted[0] += len(data)
-        return data
-
-    monkeypatch.setattr(LocalFileOpener, "read", counting_read)
-    table, read = read_url_list(str(tmp_path / "*.parquet"), url_col="URL", caption_col="TEXT", limit=1000, seed=7)
+    paths = write_release(tmp_path, files=2, groups=100, rows=200)
+    with counted_reads() as counted:
+        table, read = read_url_list(str(tmp_path / "*.parquet"), url_col="URL", caption_col="TEXT", limit=1000,
+                                    seed=7)
     groups = {tuple(url.split("/")[3:5]) for url in table["url"]}
     assert len(table) == 1000 and table["image_id"].is_unique
     assert read["row_groups_total"] == 100 and len(groups) == read["row_groups_read"] <= 6
     assert read["bytes_read"] == counted[0] > 0
-    assert read["bytes_read"] < 0.05 * sum(p.stat().st_size for p in paths)
+    size = sum(p.stat().st_size for p in paths)
+    assert read["bytes_read"] < 0.15 * size  # 5 row groups' columns of 100, and the two footers
+    with counted_reads() as baseline:
+        assert whole_release_take(paths, 1000, seed=7) == (1000, 100)
+    assert baseline[0] > 0.8 * size
     again, _ = read_url_list(str(tmp_path / "*.parquet"), url_col="URL", caption_col="TEXT", limit=1000, seed=7)
     other, _ = read_url_list(str(tmp_path / "*.parquet"), url_col="URL", caption_col="TEXT", limit=1000, seed=8)
     assert again["url"].tolist() == table["url"].tolist() and set(other["url"]) != set(table["url"])
