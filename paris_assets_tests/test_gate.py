@@ -2,6 +2,7 @@
 alerts reaching a real HTTP receiver on 127.0.0.1 and alerts.jsonl, and a change of K."""
 
 import json
+import re
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -151,3 +152,91 @@ def test_k_from_the_launchpad_for_one_run(world):
                  run_config={"ops": {"cluster_labels": {"config": {"k": 3}}}})
     assert result.success
     assert np.load(data / "cluster_labels" / "centroids.npy").shape[0] == 3
+
+
+TRAINING = [AssetKey("expert_shards"), AssetKey("router_pairs")]
+ACCEPT = {"ops": {"expert_shards": {"config": {"accept_failed_gate": True}},
+                  "router_pairs": {"config": {"accept_failed_gate": True}}}}
+
+
+def failure_messages(result) -> dict:
+    return {e.step_key: e.step_failure_data.error.message for e in result.get_step_failure_events()}
+
+
+def outputs_snapshot(data) -> dict:
+    """Every file of the training outputs with its size and modification time: what a refused run must not touch."""
+    files = {}
+    for name in ("expert_shards", "router_pairs", "heldout"):
+        for path in sorted((data / name).rglob("*")):
+            if path.is_file():
+                files[str(path.relative_to(data))] = (path.stat().st_size, path.stat().st_mtime_ns)
+    manifest = data / "pipeline_manifest.json"
+    return {"files": files, "manifest": manifest.read_text() if manifest.exists() else None}
+
+
+def test_a_later_run_cannot_ship_a_clustering_the_gate_rejected(world):
+    """The gate holds across runs: a run that selects only expert_shards and router_pairs is refused, naming the
+    failed check, its value and threshold, and writes nothing; the explicit override ships and says so."""
+    settings, run, instance, data, _first = world
+    bad = settings(clustering={"k": 8}, report={"min_silhouette": 0.99})
+    assert not run(bad, selection=CLUSTER).success
+    before = outputs_snapshot(data)
+    assert before["files"], "the first run wrote training outputs"
+    counts = {key: materialisations(instance, key) for key in ("expert_shards", "router_pairs")}
+
+    refused = run(bad, selection=TRAINING)
+    assert not refused.success
+    messages = failure_messages(refused)
+    assert set(messages) == {"expert_shards", "router_pairs"}
+    for asset, message in messages.items():
+        assert f"{asset} refused" in message and "accept_failed_gate: true" in message
+        assert re.search(r"silhouette_above_minimum failed: value 0\.\d+, threshold 0\.99", message), message
+    assert outputs_snapshot(data) == before  # nothing written, nothing replaced
+    assert {key: materialisations(instance, key) for key in counts} == counts
+    # the settings file fixed but the gate not re-run: still refused (the latest report's checks failed)
+    assert not run(settings(clustering={"k": 8}), selection=TRAINING).success
+
+    accepted = run(bad, selection=TRAINING, run_config=ACCEPT)
+    assert accepted.success
+    for key in ("expert_shards", "router_pairs"):
+        meta = instance.get_latest_materialization_event(AssetKey(key)).asset_materialization.metadata
+        assert meta["gate"].value.startswith("ACCEPTED DESPITE FAILURES")
+        assert "silhouette_above_minimum failed" in meta["gate_problems"].value
+    manifest = json.loads((data / "pipeline_manifest.json").read_text())
+    assert manifest["gate"]["accepted_failed_gate"] is True and not manifest["gate"]["passed"]
+    assert manifest["gate"]["checks"]["silhouette_above_minimum"]["status"] == "failed"
+
+    # a passing gate again: the training outputs run without any override and record that the gate passed
+    assert run(settings(clustering={"k": 8}), selection=CLUSTER + TRAINING).success
+    manifest = json.loads((data / "pipeline_manifest.json").read_text())
+    assert manifest["gate"]["passed"] and not manifest["gate"]["accepted_failed_gate"]
+
+
+def test_a_missing_evaluation_or_a_newer_clustering_counts_as_not_passed(world):
+    settings, run, _instance, data, _first = world
+    good = settings(clustering={"k": 8})
+    assert run(good, selection=CLUSTER).success
+    # cluster_report re-materialised without its checks: nothing has judged it
+    job = build_defs(good).resolve_implicit_global_asset_job_def()
+    subset = job.get_subset(asset_selection={AssetKey("cluster_report")}, asset_check_selection=set())
+    assert subset.execute_in_process(instance=_instance, raise_on_error=False).success
+    messages = failure_messages(run(good, selection=TRAINING))
+    assert "silhouette_above_minimum not evaluated" in messages["expert_shards"]
+    # the gate passed, then cluster_labels changed (another K) without the report: the gate has not seen it
+    assert run(good, selection=CLUSTER).success
+    assert run(settings(clustering={"k": 5}), selection=[AssetKey("cluster_labels")]).success
+    messages = failure_messages(run(good, selection=TRAINING))
+    assert "cluster_labels was re-materialised after cluster_report judged it" in messages["router_pairs"]
+    assert run(good, selection=CLUSTER + TRAINING).success
+
+
+def test_repeated_bad_runs_keep_failing_the_drop_check(world):
+    """silhouette_not_dropped compares with the last materialisation whose gate passed, not the one before."""
+    settings, run, instance, _data, _first = world
+    assert run(settings(clustering={"k": 8}), selection=CLUSTER).success
+    good = instance.get_latest_materialization_event(AssetKey("cluster_report")).asset_materialization
+    worse = settings(clustering={"k": 2}, report={"max_silhouette_drop": 0.0})
+    for _attempt in range(2):
+        check = checks_of(run(worse, selection=CLUSTER))["silhouette_not_dropped"]
+        assert not check.passed
+        assert check.metadata["previous"].value == pytest.approx(good.metadata["silhouette"].value)

@@ -1,5 +1,5 @@
-"""expert_shards and router_pairs: what the K experts and their router train on. Both sit downstream of
-cluster_report, so a failed blocking check of the quality gate stops them in the same run."""
+"""expert_shards and router_pairs: what the K experts and their router train on. A failed blocking check of
+cluster_report's quality gate stops them in the same run, and checks/gate.py stops them in any later run."""
 
 import json
 import time
@@ -7,11 +7,12 @@ import time
 import numpy as np
 from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetsDefinition, MetadataValue, asset
 
+from ..checks.gate import GateConfig, require_gate
 from ..io_managers import AssetFolder
 from ..lib import storage
 from ..lib.crops import read_crop_rows
-from ..lib.shards import (ShardSource, heldout_mask, manifest_entries, write_expert_shards, write_router_arrays,
-                          write_shards)
+from ..lib.shards import (ShardSource, heldout_mask, heldout_summary, manifest_entries, write_expert_shards,
+                          write_router_arrays, write_shards)
 from ..models.profiles import model_ref
 from ..settings import Settings
 from .common import code_version, settings_metadata, staging
@@ -43,7 +44,7 @@ def _aligned(filtered_images: AssetFolder, captions: AssetFolder, *folders: Asse
                              "filtered_images)")
 
 
-def _manifest(context, settings: Settings, clusters: dict, heldout: list, k: int) -> dict:
+def _manifest(context, settings: Settings, clusters: dict, heldout: list, k: int, gate: dict) -> dict:
     counts = {}
     for asset_name, keys in STAGE_COUNTS.items():
         event = context.instance.get_latest_materialization_event(AssetKey(asset_name))
@@ -58,9 +59,17 @@ def _manifest(context, settings: Settings, clusters: dict, heldout: list, k: int
         "counts": {**counts, "expert_samples": sum(s["samples"] for sh in clusters.values() for s in sh),
                    "heldout_samples": sum(s["samples"] for s in heldout)},
         "k": k,
+        "gate": gate,
         "clusters": clusters,
         "heldout": heldout,
     }
+
+
+def gate_metadata(gate: dict) -> dict:
+    """What the UI shows about the gate these outputs were written under."""
+    status = "ACCEPTED DESPITE FAILURES (accept_failed_gate)" if gate["accepted_failed_gate"] else "passed"
+    return {"gate": status, "gate_cluster_report_run": str(gate["cluster_report_run_id"]),
+            "gate_problems": MetadataValue.md("\n".join(f"- {p}" for p in gate["problems"]) or "none")}
 
 
 def build_expert_shards(settings: Settings) -> AssetsDefinition:
@@ -70,17 +79,20 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
            ins={"cluster_labels": AssetIn(), "latents": AssetIn(), "clip_embeddings": AssetIn(), "captions": AssetIn(),
                 "filtered_images": AssetIn(), "dinov2_embeddings": AssetIn()},
            code_version=code_version(settings, "expert_shards"))
-    def expert_shards(context: AssetExecutionContext, cluster_labels: AssetFolder, latents: AssetFolder,
-                      clip_embeddings: AssetFolder, captions: AssetFolder, filtered_images: AssetFolder,
-                      dinov2_embeddings: AssetFolder):
+    def expert_shards(context: AssetExecutionContext, config: GateConfig, cluster_labels: AssetFolder,
+                      latents: AssetFolder, clip_embeddings: AssetFolder, captions: AssetFolder,
+                      filtered_images: AssetFolder, dinov2_embeddings: AssetFolder):
         """One folder per expert, expert_shards/cluster_<k>/shard-NNNNNN.tar: latent.npy, clip.npy,
-        clip_tokens.npy, txt, json (and jpg) per image, shuffled within the cluster. Also writes the
-        cluster-stratified held-out split to heldout/ (same sample format + its router arrays) and, last,
-        pipeline_manifest.json."""
+        clip_tokens.npy, txt, json (and jpg) per image, shuffled within the cluster. Also writes the held-out
+        split (chosen by a seeded hash of image_id, so stable across K) to heldout/ (same sample format + its
+        router arrays) and, last, pipeline_manifest.json. Refuses to run unless cluster_report's quality gate
+        passed (see checks/gate.py)."""
+        gate = require_gate(context, settings, config, "expert_shards")
         _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
         src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings)
         k = len(cluster_labels.array("centroids"))
-        held = heldout_mask(src.labels, s.heldout_fraction, s.heldout_max, settings.seed)
+        held = heldout_mask(src.kept["image_id"], s.heldout_fraction, s.heldout_max, settings.seed)
+        split = heldout_summary(src.labels, held, k)
         train_rows = [np.flatnonzero((src.labels == c) & ~held) for c in range(k)]
 
         held_dir = storage.staging_dir(settings.data_root, "heldout")
@@ -95,11 +107,15 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
                                     context.log.info)
         clusters = {c: manifest_entries(shards, "expert_shards") for c, shards in stats["clusters"].items()}
         (out / "pipeline_manifest.json").write_text(json.dumps(
-            _manifest(context, settings, clusters, manifest_entries(held_shards, "heldout"), k), indent=1, default=str))
+            {**_manifest(context, settings, clusters, manifest_entries(held_shards, "heldout"), k, gate),
+             "heldout_split": split}, indent=1, default=str))
         rows = "\n".join(f"| {c} | {sum(x['samples'] for x in sh):,} | {len(sh)} | "
                          f"{sum(x['bytes'] for x in sh) / 1e6:,.1f} |" for c, sh in stats["clusters"].items())
         context.add_output_metadata({
-            "k": k, "samples": stats["samples"], "heldout_samples": int(held.sum()),
+            **gate_metadata(gate), "k": k, "samples": stats["samples"], "heldout_samples": int(held.sum()),
+            "heldout_per_cluster": MetadataValue.json(split["per_cluster"]),
+            "heldout_worst_deviation_images": split["worst_deviation_images"],
+            "heldout_worst_deviation_share": split["worst_deviation_share"],
             "shards": sum(len(v) for v in stats["clusters"].values()),
             "samples_per_s": round(stats["samples_per_s"], 1), "mb_per_s": round(stats["mb_per_s"], 1),
             "clusters": MetadataValue.md("| cluster | samples | shards | MB |\n|---:|---:|---:|---:|\n" + rows),
@@ -119,17 +135,20 @@ def build_router_pairs(settings: Settings) -> AssetsDefinition:
            ins={"cluster_labels": AssetIn(), "latents": AssetIn(), "clip_embeddings": AssetIn(),
                 "dinov2_embeddings": AssetIn(), "filtered_images": AssetIn(), "captions": AssetIn()},
            code_version=code_version(settings, "router_pairs"))
-    def router_pairs(context: AssetExecutionContext, cluster_labels: AssetFolder, latents: AssetFolder,
-                     clip_embeddings: AssetFolder, dinov2_embeddings: AssetFolder, filtered_images: AssetFolder,
-                     captions: AssetFolder):
+    def router_pairs(context: AssetExecutionContext, config: GateConfig, cluster_labels: AssetFolder,
+                     latents: AssetFolder, clip_embeddings: AssetFolder, dinov2_embeddings: AssetFolder,
+                     filtered_images: AssetFolder, captions: AssetFolder):
         """The router's training arrays, row i of each the same image (held-out images left out): latents.npy,
-        cluster_labels.npy, image_ids.npy, dinov2_embeddings.npy, clip_text_embeddings.npy (pooled)."""
+        cluster_labels.npy, image_ids.npy, dinov2_embeddings.npy, clip_text_embeddings.npy (pooled). Refuses to run
+        unless cluster_report's quality gate passed."""
+        gate = require_gate(context, settings, config, "router_pairs")
         _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
         src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings)
-        held = heldout_mask(src.labels, s.heldout_fraction, s.heldout_max, settings.seed)
+        held = heldout_mask(src.kept["image_id"], s.heldout_fraction, s.heldout_max, settings.seed)
         out = staging(settings, "router_pairs")
         shapes = write_router_arrays(out, np.flatnonzero(~held), src, dinov2_embeddings.array("embeddings"))
-        context.add_output_metadata({"rows": int((~held).sum()), "heldout_left_out": int(held.sum()),
+        context.add_output_metadata({**gate_metadata(gate), "rows": int((~held).sum()),
+                                     "heldout_left_out": int(held.sum()),
                                      "shapes": MetadataValue.json(shapes),
                                      "settings": settings_metadata(settings, "router_pairs")})
         return out
