@@ -8,6 +8,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from paris_assets.definitions import build_defs
+from paris_assets.models.tiny import TINY_VERSION
 from paris_assets.settings import PROJECT_ROOT, parse_settings
 
 
@@ -66,6 +67,11 @@ def test_metadata_names_model_device_and_speed(stack):
     meta = instance.get_latest_materialization_event(AssetKey("latents")).asset_materialization.metadata
     assert meta["model_id"].value.endswith("models/tiny/latent_encoder")
     assert meta["device"].value == "cpu" and meta["dtype"].value == "float32"
+    assert meta["revision"].value == f"tiny-v{TINY_VERSION}-seed0"  # the weights' identity, resolved at load
+    assert meta["scaling_factor"].value == 0.18215  # read from the VAE's config
+    for asset in ("captions", "clip_embeddings", "dinov2_embeddings", "latents"):
+        event = instance.get_latest_materialization_event(AssetKey(asset))
+        assert event.asset_materialization.tags["dagster/code_version"].endswith(f"tiny-v{TINY_VERSION}-seed0-cpu-float32")
     assert meta["images_per_s"].value > 0 and 0 < meta["model_time_share"].value <= 1
 
 
