@@ -1,14 +1,20 @@
 """The quality gate in a real instance: checks passing and failing, the drop check across materialisations,
-alerts reaching a real HTTP receiver on 127.0.0.1 and alerts.jsonl, and a change of K."""
+alerts reaching a real HTTP receiver on 127.0.0.1 and alerts.jsonl, a change of K, and the gate holding across
+runs (Python and the command line; the browser test does it from the UI)."""
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from dagster import AssetKey, DagsterInstance, build_run_status_sensor_context, build_sensor_context
 
 from paris_assets.definitions import build_defs
@@ -240,3 +246,21 @@ def test_repeated_bad_runs_keep_failing_the_drop_check(world):
         check = checks_of(run(worse, selection=CLUSTER))["silhouette_not_dropped"]
         assert not check.passed
         assert check.metadata["previous"].value == pytest.approx(good.metadata["silhouette"].value)
+
+
+def test_the_command_line_is_refused_too(world, tmp_path):
+    """`dagster asset materialize --select expert_shards,router_pairs` on the same instance after a failed gate."""
+    settings, run, instance, data, _first = world
+    bad = settings(clustering={"k": 8}, report={"min_silhouette": 0.99})
+    assert not run(bad, selection=CLUSTER).success
+    before = outputs_snapshot(data)
+    config = tmp_path / "paris.yaml"
+    config.write_text(yaml.safe_dump(bad.as_dict()))
+    env = dict(os.environ, DAGSTER_HOME=instance.root_directory, PARIS_CONFIG=str(config))
+    done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
+                           "paris_assets.definitions", "--select", "expert_shards,router_pairs"],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "expert_shards refused" in done.stderr and "router_pairs refused" in done.stderr, done.stderr[-3000:]
+    assert re.search(r"silhouette_above_minimum failed: value 0\.\d+, threshold 0\.99", done.stderr)
+    assert outputs_snapshot(data) == before
