@@ -90,7 +90,7 @@ def measure(stage: str, folder: Path, settings_overrides: dict | None = None) ->
     store.remove()
     return {"stage": stage, "n": len(kept), "images_per_s": len(kept) / wall, "model_share": stats["model_share"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "device": str(model.device),
-            "model_id": model.ref.model_id}
+            "model_id": model.ref.model_id, "revision": model.revision, "dtype": str(model.dtype).replace("torch.", "")}
 
 
 def measure_in_subprocess(stage: str, n: int, workdir: Path, overrides: dict) -> dict:

@@ -16,7 +16,8 @@ from paris_assets.assets.embeddings import _store
 from paris_assets.io_managers import AssetFolder
 from paris_assets.lib import storage
 from paris_assets.models.common import ModelRef, resolve_revision
-from paris_assets.models.profiles import PARIS, build_model, model_identity
+from paris_assets.models.image_embedder import DINOV2_BASE
+from paris_assets.models.profiles import PARIS, build_model, model_identity, model_ref
 from paris_assets.models.tiny import TINY_VERSION
 from paris_assets.settings import PROJECT_ROOT, parse_settings
 
@@ -45,6 +46,8 @@ def test_paris_profile_is_pinned_to_commits_and_they_shape_the_code_version(tmp_
     assert PARIS["latent_encoder"].revision[:10] in code_version(paris, "latents")
     other = settings_with(tmp_path, profile="paris", device="cpu", latent_encoder_revision="f" * 40)
     assert code_version(other, "latents") != code_version(paris, "latents")
+    base = settings_with(tmp_path, profile="paris", image_embedder_id="facebook/dinov2-base")
+    assert model_ref(base, "image_embedder") == DINOV2_BASE  # a known id named without revision gets its pin
 
 
 def fake_cache(root, repo: str, commit: str, branch: str = "main"):

@@ -1,5 +1,7 @@
 """Model wrappers on the tiny profile: shapes, dtypes, determinism, and the save_pretrained round trip."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,14 @@ def test_missing_weights_offline_say_what_to_do(monkeypatch):
     assert "facebook/dinov2-large" in message and "make models" in message
     assert "hf download facebook/dinov2-large --revision 47b73eefe95e8d44ec3623f8890bd894b6ea2d6c" in message
     assert "models.profile: tiny" in message
+
+
+def test_text_encoder_refuses_a_tokenizer_that_is_not_77_tokens(tiny, tmp_path):
+    import shutil
+
+    folder = tmp_path / "long"
+    shutil.copytree(tiny["text_encoder"], folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 512}))
+    with pytest.raises(ValueError, match="pads to 512 tokens"):
+        make("text_encoder", folder)
