@@ -75,7 +75,7 @@ class FilterSettings(_Section):
     nudenet: bool = False  # run the NudeNet detector (offline ONNX model in its wheel) on every kept image
     nudenet_classes: tuple[str, ...] = NUDENET_CLASSES  # exposed only: covered/face classes fire on ordinary photos
     nudenet_threshold: float = Field(0.6, ge=0, le=1)  # detection score at which an image is dropped
-    phash_max_distance: int = Field(4, ge=0, le=32)  # Hamming distance on 64-bit pHash that marks a near duplicate
+    phash_max_distance: int = Field(6, ge=0, le=32)  # pHash bits (of 64) within which images are near duplicates: README, Speed
     jpeg_quality: int = Field(95, ge=50, le=100)  # quality of the stored crops that every later stage decodes
     processes: int = Field(2, ge=1)  # decode/check worker processes
     chunk_size: int = Field(512, ge=1)  # images per work unit handed to a worker

@@ -1,12 +1,14 @@
 """Decoding every web encoding into upright 8-bit RGB, checked against PIL's own decode of the same file."""
 
 import io
+from pathlib import Path
 
 import imagehash
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from paris_assets.lib.checks import FilterParams, process_image
 from paris_assets.lib.images import Rejected, decode_image, is_blank, phash64, square_crop
 
 MAX = 89_478_485
@@ -91,12 +93,79 @@ def test_blank():
     assert not is_blank(Image.fromarray(noisy), 2.0)
 
 
-def test_phash_follows_imagehash(demo_files):
-    """Same algorithm as imagehash's pHash on a faster thumbnail: mostly identical, never far."""
+def photo(name: str) -> bytes:
+    """A real photograph that every scikit-learn install ships (china.jpg, flower.jpg: 640x427)."""
+    import sklearn.datasets
+
+    return (Path(sklearn.datasets.__file__).parent / "images" / name).read_bytes()
+
+
+def jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def filter_hash(data: bytes) -> int:
+    """The pHash filtered_images records for these bytes."""
+    return int(process_image(data, FilterParams())[0]["phash"], 16)
+
+
+def imagehash_whole(data: bytes) -> int:
+    return int(str(imagehash.phash(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))), 16)
+
+
+def distance(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+def test_phash_of_the_whole_image_follows_imagehash(demo_files):
+    """Same algorithm as imagehash.phash on the whole image, from a draft decode and a faster thumbnail: equal for
+    most images, within 2 bits for nearly all (on 400 LAION-like photographs: 81 % equal, 99 % within 2, max 6)."""
     folder, _ = demo_files
-    distances = []
-    for path in sorted((folder / "files").glob("*_000*.jpg"))[:60]:
-        crop = square_crop(decode_image(path.read_bytes(), MAX).image, 256)
-        distances.append(bin(phash64(crop) ^ int(str(imagehash.phash(crop)), 16)).count("1"))
-    assert np.mean(np.array(distances) == 0) >= 0.6
-    assert max(distances) <= 6
+    blobs = [p.read_bytes() for p in sorted((folder / "files").glob("*_000*.jpg"))[:40]]
+    rng = np.random.default_rng(0)
+    for name in ("china.jpg", "flower.jpg"):
+        image = Image.open(io.BytesIO(photo(name))).convert("RGB")
+        for _ in range(10):  # windows of the photographs at LAION-like sizes and qualities
+            w, h = (int(s * f) for s, f in zip(image.size, rng.uniform(0.6, 1.0, 2)))
+            window = image.crop((0, 0, w, h)).resize((w * 3 // 2, h * 3 // 2), Image.BICUBIC)
+            blobs.append(jpeg(window, int(rng.integers(75, 96))))
+    distances = np.array([distance(filter_hash(b), imagehash_whole(b)) for b in blobs])
+    assert np.mean(distances == 0) >= 0.6
+    assert np.mean(distances <= 2) >= 0.9
+    assert distances.max() <= 6
+
+
+def test_the_hash_is_of_the_whole_upright_image():
+    """Not of the centre crop: blacking out the sides changes the hash of the whole, not the crop's; an EXIF
+    rotation gives the upright picture's hash."""
+    original = Image.open(io.BytesIO(photo("china.jpg"))).convert("RGB")
+    sides = np.asarray(original).copy()
+    sides[:, :100] = 0
+    sides[:, -100:] = 0
+    data, blacked = jpeg(original), jpeg(Image.fromarray(sides))
+    assert distance(filter_hash(data), filter_hash(blacked)) > 12
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = io.BytesIO()
+    original.transpose(Image.Transpose.ROTATE_90).save(rotated, "JPEG", quality=90, exif=exif)
+    assert distance(filter_hash(data), filter_hash(rotated.getvalue())) <= 2
+
+
+def test_a_border_crop_stays_within_the_default_radius():
+    """flower.jpg with 2 % cut off its top, right and bottom borders: the whole image's hash stays within the
+    default radius, as imagehash's does; the hash of the 256 px centre crop (before) moved 8 bits. Measured on 54
+    photographs (python -m paris_assets.bench_photos), the whole-image hash is not always the closer one."""
+    radius = FilterParams().phash_max_distance
+    image = Image.open(io.BytesIO(photo("flower.jpg"))).convert("RGB")
+    w, h = image.size
+    cut = jpeg(image.crop((0, round(h * 0.02), w - round(w * 0.02), h - round(h * 0.02))))
+    original = photo("flower.jpg")
+    assert distance(filter_hash(original), filter_hash(cut)) <= radius
+    assert distance(imagehash_whole(original), imagehash_whole(cut)) <= radius
+
+    def centre_crop_hash(data: bytes) -> int:
+        return phash64(square_crop(decode_image(data, MAX).image, 256))
+
+    assert distance(centre_crop_hash(original), centre_crop_hash(cut)) > radius

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import fsspec
 import numpy as np
 
-from .images import Rejected, decode_image, encode_jpeg, gray_thumbnail, is_blank, phash64, square_crop
+from .images import Rejected, decode_image, encode_jpeg, image_phash, is_blank, square_crop
 from .tars import TarShardWriter, iter_samples
 
 
@@ -33,7 +33,7 @@ class FilterParams:
     nudenet: bool = False
     nudenet_classes: tuple[str, ...] = NUDENET_CLASSES
     nudenet_threshold: float = 0.6
-    phash_max_distance: int = 4
+    phash_max_distance: int = 6
     jpeg_quality: int = 95
     max_image_pixels: int = 89_478_485
 
@@ -43,13 +43,12 @@ def process_image(data: bytes, params: FilterParams, detector=None) -> tuple[dic
     decoded = decode_image(data, params.max_image_pixels, params.min_side, params.max_aspect,
                            draft_size=params.image_size)
     crop = square_crop(decoded.image, params.image_size, params.resize_mode)
-    thumb = gray_thumbnail(crop)
-    if is_blank(thumb, params.blank_std):
+    if is_blank(crop, params.blank_std):
         raise Rejected("blank", f"pixel std <= {params.blank_std}")
     if detector is not None:
         _check_nudity(detector, np.asarray(crop), params)
     facts = {"original_width": decoded.width, "original_height": decoded.height, "format": decoded.format,
-             "frames": decoded.frames, "sha256": hashlib.sha256(data).hexdigest(), "phash": f"{phash64(thumb):016x}"}  # text: 64 bits survive a DataFrame
+             "frames": decoded.frames, "sha256": hashlib.sha256(data).hexdigest(), "phash": f"{image_phash(decoded.image):016x}"}  # text: 64 bits survive a DataFrame
     # A source that already is the crop keeps its own bytes: no second JPEG generation, no encode time.
     stored = data if crop is decoded.image and decoded.pristine else encode_jpeg(crop, params.jpeg_quality)
     return facts, stored

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .images import phash64, square_crop
+from .images import image_phash
 
 THEMES = ("sunset", "ocean", "forest", "city", "checkers", "bubbles", "stars", "desert")
 
@@ -36,7 +36,7 @@ _ADJECTIVES = ["beautiful", "quiet", "vivid", "calm", "bright", "moody", "soft",
 
 # Every outcome a demo row can have: "kept", or the reason filtered_images must give.
 KEPT = "kept"
-DEMO_VERSION = 1  # bump when the generator changes, so cached demo files are redrawn
+DEMO_VERSION = 2  # bump when the generator changes, so cached demo files are redrawn
 
 
 @dataclass
@@ -165,17 +165,44 @@ def _caption(theme: str, rng: np.random.Generator) -> str:
 
 
 UNRELATED_MIN_DISTANCE = 10  # clean pictures differ by more than this many pHash bits: no accidental duplicates
-NEAR_MAX_DISTANCE = 3  # planted near copies stay this close, inside the default phash_max_distance of 4
-
-NEAR_COPIES = {
-    "requality": lambda arr, src: _jpeg(arr, quality=30),
-    "resized": lambda arr, src: _jpeg(Image.fromarray(arr).resize((src.width * 4 // 5, src.height * 4 // 5), Image.BICUBIC)),
-    "cropped": lambda arr, src: _jpeg(arr[3:-3, 3:-3]),
-}
 
 
-def _crop_hash(arr: np.ndarray) -> int:
-    return phash64(square_crop(Image.fromarray(arr), 256))
+@dataclass(frozen=True)
+class Recipe:
+    """A fixed way to make a near copy, as a re-poster would: the copy is planted as made, never re-drawn."""
+
+    kind: str  # "crop" (this share of the width off the left, of the height off the top), "rescale", "requality"
+    amount: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}_{self.amount:g}"
+
+
+NEAR_COPY_RECIPES = (
+    Recipe("crop", 0.01), Recipe("crop", 0.02), Recipe("crop", 0.03),
+    Recipe("rescale", 0.5), Recipe("rescale", 0.65), Recipe("rescale", 0.8),
+    Recipe("requality", 20), Recipe("requality", 30), Recipe("requality", 40),
+)
+NEAR_COPY_KINDS = tuple(dict.fromkeys(r.kind for r in NEAR_COPY_RECIPES))
+
+
+def apply_recipe(image: Image.Image, recipe: Recipe) -> bytes:
+    """The near copy's JPEG bytes (quality 90 unless the recipe is the quality)."""
+    w, h = image.size
+    if recipe.kind == "crop":
+        dx, dy = round(w * recipe.amount), round(h * recipe.amount)
+        return _jpeg(image.crop((dx, dy, w, h)))  # the centre moves: what a hash of the centre crop missed
+    if recipe.kind == "rescale":
+        size = (round(w * recipe.amount), round(h * recipe.amount))
+        return _jpeg(image.resize(size, Image.BICUBIC, reducing_gap=3.0))
+    if recipe.kind == "requality":
+        return _jpeg(image, quality=int(recipe.amount))
+    raise ValueError(f"unknown recipe kind {recipe.kind!r}")
+
+
+def _whole_hash(arr: np.ndarray) -> int:
+    return image_phash(Image.fromarray(arr))
 
 
 def _hamming_to(codes: np.ndarray, code: np.uint64) -> np.ndarray:
@@ -205,7 +232,7 @@ def make_demo(out_dir: str | Path, n: int = 2000, seed: int = 0) -> pd.DataFrame
         w, h = (int(s) for s in rng.integers(256, 513, 2))
         for _attempt in range(20):  # redraw a picture that happens to look like an earlier one
             arr = draw_theme(theme, w, h, rng)
-            code = np.uint64(_crop_hash(arr))
+            code = np.uint64(_whole_hash(arr))
             if not len(hashes) or _hamming_to(hashes, code).min() > UNRELATED_MIN_DISTANCE:
                 break
         hashes = np.append(hashes, code)
@@ -217,18 +244,10 @@ def make_demo(out_dir: str | Path, n: int = 2000, seed: int = 0) -> pd.DataFrame
     originals = [r for r in rows if r.expect == KEPT]
     pick = iter(rng.permutation(len(originals)))
 
-    def copy_of(transform=None) -> tuple[DemoRow, bytes]:
-        """A source image and its planted copy; near copies stay within NEAR_MAX_DISTANCE by construction."""
-        for index in pick:
-            src = originals[index]
-            if transform is None:
-                return src, (files / src.name).read_bytes()
-            data = transform(pictures[src.name], src)
-            copy = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-            if _hamming_to(np.array([_crop_hash(pictures[src.name])], np.uint64), np.uint64(_crop_hash(copy)))[0] \
-                    <= NEAR_MAX_DISTANCE:
-                return src, data
-        raise RuntimeError("demo too small to plant near duplicates")
+    def copy_of() -> tuple[DemoRow, bytes]:
+        """The next source image (in a seeded order) and its bytes."""
+        src = originals[next(pick)]
+        return src, (files / src.name).read_bytes()
 
     # Exact duplicates under other URLs: the same bytes again.
     for j in range(max(4, n // 200)):
@@ -236,12 +255,16 @@ def make_demo(out_dir: str | Path, n: int = 2000, seed: int = 0) -> pd.DataFrame
         add(f"copy_{j:03d}.jpg", data,
             DemoRow(f"copy_{j:03d}.jpg", src.caption, src.theme, "duplicate_exact", width=src.width,
                     height=src.height, duplicate_of=src.name))
-    # Near duplicates: re-encoded at low quality, resized, cropped by a few pixels.
+    # Near duplicates by fixed recipes: round j of each kind takes that kind's j-th amount (cycling), so even the
+    # smallest demo plants every recipe. Whether each lands within phash_max_distance is for the tests to say.
     for j in range(max(4, n // 200)):
-        for kind, transform in NEAR_COPIES.items():
-            src, data = copy_of(transform)
-            name = f"near_{kind}_{j:03d}.jpg"
-            add(name, data, DemoRow(name, src.caption, src.theme, "duplicate_near", duplicate_of=src.name))
+        for kind in NEAR_COPY_KINDS:
+            amounts = [r for r in NEAR_COPY_RECIPES if r.kind == kind]
+            recipe = amounts[j % len(amounts)]
+            src, _ = copy_of()
+            name = f"near_{recipe.name}_{j:03d}.jpg"
+            add(name, apply_recipe(Image.fromarray(pictures[src.name]), recipe),
+                DemoRow(name, src.caption, src.theme, "duplicate_near", duplicate_of=src.name))
 
     def fresh(theme: str, w: int = 320, h: int = 288) -> np.ndarray:
         return draw_theme(theme, w, h, rng)

@@ -6,13 +6,14 @@ right bit depth, or be refused with a reason. Refusals raise `Rejected`; they ar
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageCms, ImageFile, ImageOps
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a rejected row, never a half-grey picture
 
@@ -44,7 +45,8 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 1, max_aspect: fl
 
     Size, shape and decompression-bomb checks use the header only, before any pixel is decoded. Animated
     images give their first frame; transparency is flattened onto white; 16-bit images are scaled to 8 bits;
-    CMYK and palette images are converted; EXIF orientation is applied.
+    CMYK and palette images are converted; EXIF orientation is applied; pixels under an embedded non-sRGB ICC
+    profile (Adobe RGB, Display P3, a CMYK press profile) are converted to sRGB.
     """
     if not data:
         raise Rejected("empty_file", "0 bytes")
@@ -68,19 +70,60 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 1, max_aspect: fl
         raise Rejected("too_elongated", f"{width}x{height}, aspect {aspect:.1f} > {max_aspect}")
     frames = getattr(image, "n_frames", 1)
     fmt = image.format or ""
-    pristine = fmt == "JPEG" and image.mode == "RGB" and _orientation(image) == 1
+    orientation = _orientation(image)
+    icc = image.info.get("icc_profile")
+    # Stored as it came only when it carries nothing but pixels: EXIF (GPS), ICC, XMP and comments force a re-encode.
+    pristine = fmt == "JPEG" and image.mode == "RGB" and orientation == 1 and set(image.info) <= _PLAIN_JPEG_INFO
     try:
         if draft_size and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))  # DCT-domain downscale: same picture, a fraction of the work
         image.load()
         pristine = pristine and image.size == (width, height)
-        image = _to_rgb(ImageOps.exif_transpose(image))
+        if orientation in _TRANSPOSE:  # exif_transpose would copy every pixel even when there is nothing to turn
+            image = image.transpose(_TRANSPOSE[orientation])
+        image = _to_rgb(_to_srgb(image, icc) if icc else image)
     except Image.DecompressionBombError as exc:
         raise Rejected("decompression_bomb", str(exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = "truncated" if "truncated" in str(exc) or isinstance(exc, EOFError) else "undecodable"
         raise Rejected(reason, f"{type(exc).__name__}: {exc}") from None
     return Decoded(image, width, height, fmt, frames, pristine)
+
+
+_PLAIN_JPEG_INFO = {"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "progressive", "progression", "adobe",
+                    "adobe_transform"}
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+
+
+def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
+    """Pixels converted from the embedded ICC profile to sRGB (perceptual intent), as a colour-managed browser
+    shows them. sRGB profiles, and profiles that do not fit the pixels' mode, are left alone; a profile that
+    cannot be parsed is ignored, as browsers ignore it."""
+    transform = _srgb_transform(icc, image.mode)
+    return ImageCms.applyTransform(image, transform) if transform is not None else image
+
+
+@functools.lru_cache(maxsize=64)
+def _srgb_transform(icc: bytes, mode: str):
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except (OSError, ImageCms.PyCMSError):
+        return None
+    space = profile.profile.xcolor_space.strip()
+    if (mode, space) not in (("RGB", "RGB"), ("RGBA", "RGB"), ("CMYK", "CMYK")):
+        return None
+    if space == "RGB" and "srgb" in (profile.profile.profile_description or "").lower().replace(" ", ""):
+        return None
+    out_mode = "RGBA" if mode == "RGBA" else "RGB"
+    try:
+        return ImageCms.buildTransform(profile, _SRGB, mode, out_mode, ImageCms.Intent.PERCEPTUAL)
+    except ImageCms.PyCMSError:
+        return None
+
+
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def _orientation(image: Image.Image) -> int:
@@ -133,11 +176,18 @@ def square_crop(image: Image.Image, size: int, mode: str = "center_crop") -> Ima
     raise ValueError(f"resize_mode must be center_crop, border or stretch, got {mode!r}")
 
 
-def gray_thumbnail(image: Image.Image) -> np.ndarray:
-    """The (32, 32) float64 luminance thumbnail that pHash and the blank check read.
+def image_phash(image: Image.Image) -> int:
+    """pHash of the whole upright image, as imagehash.phash takes it (a crop at the border moves it little; a hash
+    of the centre crop moves with the centre)."""
+    return phash64(gray_thumbnail(image))
 
-    Pillow's reducing_gap=2 makes it 4x faster than a plain LANCZOS resize; the hashes it gives match
-    imagehash's exactly for most images and within a few bits for the rest (test_images measures it).
+
+def gray_thumbnail(image: Image.Image) -> np.ndarray:
+    """The (32, 32) float64 luminance thumbnail that pHash (of the whole image) and the blank check (of the crop)
+    read, aspect ratio ignored as imagehash ignores it.
+
+    Pillow's reducing_gap=2 makes it 4x faster than a plain LANCZOS resize; the hashes it gives match imagehash's
+    within a few bits (test_images measures it on real photographs).
     """
     return np.asarray(image.convert("L").resize((32, 32), Image.LANCZOS, reducing_gap=2.0), dtype=np.float64)
 
