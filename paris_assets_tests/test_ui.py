@@ -4,7 +4,8 @@
 the UI; "Materialize all" clicked in the UI succeeds; cluster_report shows its checks passed and its grids.
 Then the failure path: the settings file gets an impossible min_silhouette, the definitions are reloaded
 from the UI, the gate and what it guards are launched from the UI, the check shows failed, expert_shards is
-not materialised, and the alert sensor writes the failure to alerts.jsonl. Screenshots go to
+not materialised, and the alert sensor writes the failure to alerts.jsonl; a later run of only expert_shards and
+router_pairs launched from the UI is refused and writes nothing. Screenshots go to
 test-artifacts/ (docs/screenshots/ in the README are made the same way, by `make screenshots`)."""
 
 import json
@@ -207,3 +208,29 @@ def test_failed_gate_from_the_ui(dagster_ui):
     alert = next(a for a in mine if a["check"] == "silhouette_above_minimum")
     assert alert["severity"] == "ERROR" and alert["threshold"] == 0.99 and alert["value"] < 0.99
     assert alert["run_url"] == f"{base}/runs/{run['runId']}"
+
+
+def test_a_later_run_from_the_ui_cannot_ship_the_rejected_clustering(dagster_ui):
+    """The gate holds across runs: after the failed gate, a user selects just expert_shards and router_pairs and
+    clicks Materialize all. The run fails with the refusal naming the failed check; nothing is written."""
+    base, root, page = dagster_ui
+    before = latest_run(base)["runId"]
+    shards_before = materialisations(base, "expert_shards")
+    manifest_before = (root / "data" / "pipeline_manifest.json").read_text()
+    page.goto(f"{base}/asset-groups", wait_until="networkidle")
+    page.locator(".CodeMirror").first.click()
+    page.keyboard.type("key:expert_shards or key:router_pairs")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**key%3Aexpert_shards**")
+    page.get_by_role("button", name="Materialize all").click()
+    run = wait_for_run(base, after=before)
+    assert run["status"] == "FAILURE"
+    assert {a["path"][0] for a in run["assetSelection"]} == {"expert_shards", "router_pairs"}
+    steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
+    assert steps["expert_shards"] == "FAILURE" and steps["router_pairs"] == "FAILURE", steps
+    assert materialisations(base, "expert_shards") == shards_before
+    assert (root / "data" / "pipeline_manifest.json").read_text() == manifest_before
+    page.goto(f"{base}/runs/{run['runId']}", wait_until="networkidle")
+    page.get_by_text("expert_shards refused").first.wait_for(timeout=60_000)
+    page.get_by_text("silhouette_above_minimum failed").first.wait_for(timeout=30_000)
+    shot(page, "ui-gate-refused-later-run.jpg")
