@@ -49,10 +49,16 @@ def sd_pipeline(text_folder: str, vae_folder: str):
                                    requires_safety_checker=False)
 
 
-def test_clip_tokens_equal_stable_diffusion_encode_prompt(tiny):
-    ours = TextEncoder(ModelRef(tiny["text_encoder"]), device="cpu").load()
+@pytest.mark.parametrize("use_attention_mask", [None, True], ids=["clip-config", "config-asks-for-a-mask"])
+def test_clip_tokens_equal_stable_diffusion_encode_prompt(tiny, tmp_path, use_attention_mask):
+    folder = tmp_path / "clip"
+    shutil.copytree(tiny["text_encoder"], folder)
+    if use_attention_mask:  # encode_prompt masks only for such text encoders; so must we
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "use_attention_mask": True}))
+    ours = TextEncoder(ModelRef(str(folder)), device="cpu").load()
     tokens, pooled = ours(TEXTS)
-    pipe = sd_pipeline(tiny["text_encoder"], tiny["latent_encoder"])
+    pipe = sd_pipeline(str(folder), tiny["latent_encoder"])
     with torch.no_grad():  # the pipeline's __call__ runs it under no_grad
         reference, _ = pipe.encode_prompt(TEXTS, device="cpu", num_images_per_prompt=1,
                                           do_classifier_free_guidance=False)

@@ -49,6 +49,9 @@ class TextEncoder:
         state `text_embeds`, CLIP's text embedding, which SDXL also takes as its pooled prompt embedding)."""
         if isinstance(tokens, list):
             tokens = self.preprocess(tokens)
-        out = self.model(input_ids=tokens["input_ids"].to(self.device))
+        # As encode_prompt: a mask only for a text encoder whose config asks for one (CLIP's do not).
+        mask = tokens["attention_mask"].to(self.device) if getattr(self.model.config, "use_attention_mask", False) \
+            else None
+        out = self.model(input_ids=tokens["input_ids"].to(self.device), attention_mask=mask)
         return (out.last_hidden_state.float().cpu().numpy().astype(np.float16),
                 out.text_embeds.float().cpu().numpy().astype(np.float16))
