@@ -25,7 +25,11 @@ setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 demo: setup
 	$(PY) -m paris_assets.demo_run
 
-test: setup
+# the browser tests need Debian's chromium: installed when missing, or a stop with the command to run
+chromium:
+	bash scripts/ensure-chromium
+
+test: setup chromium
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 ui: setup
@@ -35,7 +39,7 @@ browse: setup
 	$(PY) -m paris_assets.browse
 
 # the README's screenshots, taken by the browser tests themselves
-screenshots: setup
+screenshots: setup chromium
 	PARIS_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PY) -m pytest -q paris_assets_tests/test_ui.py \
 		paris_assets_tests/test_browse.py::test_shard_browser_in_a_real_browser
 
