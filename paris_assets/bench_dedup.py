@@ -5,7 +5,8 @@ components) and after (lib.dedup.group_near_duplicates), each run in its own sub
 - one value xG: uniform, but G of them within 1 bit of one value (a placeholder image copied G times);
 - real pHash: pHashes of real images (pipeline's crop + pHash) resampled to n, see `real_like`.
 
-    python -m paris_assets.bench_dedup [--sizes 10000,100000,1000000] [--photos DIR] [--before-limit 60]
+    python -m paris_assets.bench_dedup [--sizes 10000,100000,1000000] [--photos DIR] [--pool FILE.npz]
+                                       [--before-limit 60]
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import argparse
 import functools
 import io
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -189,7 +189,7 @@ def transitive_groups_before(hashes: np.ndarray, radius: int) -> np.ndarray:
 def run_one(algorithm: str, path: str) -> dict:
     """Time one grouping of the hashes saved at `path` (in a fresh process, for its peak RSS)."""
     hashes = np.load(path)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_before = peak_rss_mb()
     started = time.perf_counter()
     stats = {}
     if algorithm == "before":
@@ -197,7 +197,13 @@ def run_one(algorithm: str, path: str) -> dict:
     else:
         groups = len(np.unique(dedup.group_near_duplicates(hashes, RADIUS, stats=stats)))
     return {"seconds": time.perf_counter() - started, "groups": groups, "stats": stats, "rss_before_mb": rss_before,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process' peak RSS since its exec (VmHWM; ru_maxrss keeps the forking parent's peak on Linux)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
 
 
 def timed(algorithm: str, hashes: np.ndarray, limit: float) -> dict:
@@ -222,9 +228,14 @@ def same_as_plain_rule(hashes: np.ndarray, sample: int = 3000, seed: int = 0) ->
 
 
 def bench_dedup(sizes: list[int], photos: Path | None, before_limit: float, groups: tuple[int, ...],
-                log=print) -> list[dict]:
+                pool_file: Path | None = None, log=print) -> list[dict]:
     started = time.perf_counter()
-    pool = real_phash_pool(photos)
+    if pool_file is not None and pool_file.exists():
+        pool = dict(np.load(pool_file))
+    else:
+        pool = real_phash_pool(photos)
+        if pool_file is not None:
+            np.savez(pool_file, **pool)
     log(f"real pHash pool: {', '.join(f'{len(v):,} {k}' for k, v in pool.items())} "
         f"({time.perf_counter() - started:.0f} s)")
     cases = [(f"uniform, n={n:,}", uniform(n)) for n in sizes]
@@ -258,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--groups", default="5000,20000", help="sizes of the one-value group in the 1M case")
     parser.add_argument("--photos", type=Path, default=None, help="a folder of real images to take pHashes from")
+    parser.add_argument("--pool", type=Path, default=None,
+                        help="an .npz of the real pHash pool: read if it exists, else written (drawing takes minutes)")
     parser.add_argument("--before-limit", type=float, default=60.0, help="seconds the old grouping may take")
     parser.add_argument("--run", nargs=2, metavar=("ALGORITHM", "HASHES_NPY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -265,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_one(*args.run)))
         return 0
     bench_dedup([int(s) for s in args.sizes.split(",")], args.photos, args.before_limit,
-                tuple(int(g) for g in args.groups.split(",") if g))
+                tuple(int(g) for g in args.groups.split(",") if g), args.pool)
     return 0
 
 

@@ -8,16 +8,18 @@ The grouping rule (`group_near_duplicates`), bounded so that a group cannot chai
    the group's representative, and it claims every still-unclaimed value within `radius` bits of itself.
 3. Every item belongs to the group of its value's leader.
 
-So every member is within `radius` of its representative (A~B and B~C with A far from C leaves C out of A's
-group unless C is within radius of A), and the representative is the group's best item.
+So every member is within `radius` of its representative (A~B and B~C do not put C in A's group unless C
+is within radius of A), and the representative is the group's best item.
 `group_near_duplicates_bruteforce` is the same rule written plainly, in O(n^2), for tests.
 
 Finding the values within radius uses multi-index hashing (the idea behind faiss' IndexBinaryMultiHash, done
 with numpy sorts): split the 64 bits into m blocks; two hashes within `radius` bits agree exactly on at least
 s = m - radius blocks (pigeonhole), so for every choice of s blocks only hashes that share those blocks (a
 "run" of equal keys after a sort) need comparing. Pairs are listed only inside small runs; a dense run (many
-distinct values sharing a key, as near-blank and text-on-white images do) is never expanded into pairs: each
-leader scans the still-unclaimed members of its dense runs, and claimed members drop out of the scan.
+distinct values sharing a key, as copies of one placeholder or skewed real pHashes do) is never expanded
+into its pairs: a leader compares itself with the run's still-unclaimed members, and claimed members drop
+out. Leaders are found a chunk of values at a time with array operations (see `_leaders`), not one Python
+step per value.
 """
 
 from __future__ import annotations
@@ -163,49 +165,109 @@ def group_near_duplicates(hashes: np.ndarray, radius: int, priority: np.ndarray 
 
 
 def _leaders(values: np.ndarray, radius: int) -> tuple[np.ndarray, dict]:
-    """Leader (a rank) of each distinct value, values given in visiting order."""
+    """Leader (a rank) of each distinct value, values given in visiting order.
+
+    Values that could claim anything (a listed pair or a dense run) are taken in rank order in chunks, each
+    chunk as one set of array operations: every chunk value's neighbours after it among the unclaimed (listed
+    pairs, and the members of its dense runs within radius), then which chunk values lead (the rule among
+    the chunk's own pairs), then the claims. A chunk grows while most of its values turn out to lead and
+    shrinks when they do not, so a dense group is met by a few values at a time.
+    """
     u = len(values)
-    pairs, dense_runs = [], []  # pairs inside small runs; members of each dense run
+    source, target, dense_runs = _candidate_pairs(values, radius)
+    forward = _Csr(source, target, u)
+    runs = _Csr(np.repeat(np.arange(len(dense_runs)), [len(r) for r in dense_runs]),
+                np.concatenate(dense_runs) if dense_runs else np.empty(0, np.int64), len(dense_runs))
+    runs_of = _Csr(runs.target, runs.row, u)  # the dense runs each value sits in
+    leader = np.full(u, -1, np.int64)
+    todo = np.flatnonzero(np.diff(forward.start) + np.diff(runs_of.start) > 0)
+    distances, chunk, pos = len(source), 1, 0
+    while pos < len(todo):
+        batch = todo[pos:pos + chunk]
+        pos += chunk
+        batch = batch[leader[batch] < 0]
+        if not len(batch):
+            continue
+        src, dst = forward.pairs(batch)
+        run_src, run = runs_of.pairs(batch)
+        member_src, member = runs.pairs(run, run_src)
+        distances += len(member)
+        near = (member > member_src) & (np.bitwise_count(values[member] ^ values[member_src]) <= radius)
+        src, dst = np.r_[src, member_src[near]], np.r_[dst, member[near]]
+        keep = leader[dst] < 0
+        src, dst = src[keep], dst[keep]
+        inside = np.isin(dst, batch)
+        leads = batch[_first_leaders(len(batch), np.searchsorted(batch, src[inside]),
+                                     np.searchsorted(batch, dst[inside]))]
+        leader[leads] = leads
+        claim = np.isin(src, leads) & (leader[dst] < 0)
+        order = np.lexsort((src[claim], dst[claim]))
+        dst, src = dst[claim][order], src[claim][order]
+        first = np.r_[True, dst[1:] != dst[:-1]] if len(dst) else np.empty(0, bool)
+        leader[dst[first]] = src[first]
+        if 2 * len(leads) >= len(batch):
+            chunk = min(2 * chunk, 1 << 16)
+        else:
+            chunk = max(1, chunk // 2)
+        if len(runs.target) > 4096 and 2 * np.count_nonzero(leader[runs.target] < 0) < len(runs.target):
+            runs = runs.where(leader[runs.target] < 0)  # drop claimed members once half are claimed
+    alone = leader < 0
+    leader[alone] = np.flatnonzero(alone)
+    return leader, {"pairs_listed": len(source), "dense_runs": len(dense_runs), "distances": distances}
+
+
+class _Csr:
+    """Rows of targets, a sparse adjacency: row r holds target[start[r]:start[r + 1]]."""
+
+    def __init__(self, row: np.ndarray, target: np.ndarray, rows: int):
+        order = np.argsort(row, kind="stable")
+        self.row, self.target = row[order], target[order]
+        self.start = np.searchsorted(self.row, np.arange(rows + 1))
+
+    def pairs(self, rows: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(label, target) for every target in the given rows (label: the row itself unless given)."""
+        first, count = self.start[rows], self.start[rows + 1] - self.start[rows]
+        at = np.repeat(first - np.cumsum(count) + count, count) + np.arange(count.sum())
+        return np.repeat(rows if labels is None else labels, count), self.target[at]
+
+    def where(self, keep: np.ndarray) -> _Csr:
+        return _Csr(self.row[keep], self.target[keep], len(self.start) - 1)
+
+
+def _first_leaders(k: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Which of k values (in visiting order) lead, given every pair a < b within radius among them: a value
+    leads unless an earlier leader is its neighbour. Decided in rounds: a value whose earliest neighbour
+    before it that is not yet known to follow is a leader, follows; one with none, leads."""
+    state = np.zeros(k, np.int8)  # 0 open, 1 leads, 2 follows
+    order = np.lexsort((a, b))
+    a, b = a[order], b[order]
+    while (state == 0).any():
+        first = np.r_[True, b[1:] != b[:-1]] if len(b) else np.empty(0, bool)
+        blocked = np.zeros(k, bool)
+        blocked[b[first]] = True
+        follows = b[first][state[a[first]] == 1]
+        state[(state == 0) & ~blocked] = 1
+        state[follows] = 2
+        keep = (state[b] == 0) & (state[a] != 2)
+        a, b = a[keep], b[keep]
+    return state == 1
+
+
+def _candidate_pairs(values: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(source, target, dense runs): every pair within radius that shares a small run of some key, as
+    source < target sorted by (target, source); and the members of each run longer than DENSE_RUN."""
+    u = len(values)
+    pairs, dense_runs = [np.empty((0, 2), np.int64)], []
     for mask in (key_masks(u, radius) if u > 1 else []):
         keys = values & mask
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(keys)  # order inside a run does not matter; quicksort is 6x faster here
         sorted_keys = keys[order]
         starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
         lengths = np.diff(np.r_[starts, u])
         dense = lengths > DENSE_RUN
-        small = np.repeat(~dense, lengths)
-        pairs.append(_pairs_in_runs(values, order, keys, radius, small))
+        pairs.append(_pairs_in_runs(values, order, keys, radius, np.repeat(~dense, lengths)))
         dense_runs += [order[a:a + k].copy() for a, k in zip(starts[dense].tolist(), lengths[dense].tolist())]
-    pairs = np.concatenate(pairs) if pairs else np.empty((0, 2), np.int64)
-    # forward edges: a leader only ever claims values after it
-    pairs = np.unique(pairs[:, 0] * u + pairs[:, 1])
-    source, target = pairs // u, pairs % u
-    start = np.searchsorted(source, np.arange(u + 1))
-    # which dense runs each value sits in, as (value, run) rows sorted by value
-    run_id = np.repeat(np.arange(len(dense_runs)), [len(r) for r in dense_runs])
-    member = np.concatenate(dense_runs) if dense_runs else np.empty(0, np.int64)
-    by_member = np.argsort(member, kind="stable")
-    member, run_id = member[by_member], run_id[by_member]
-    run_start = np.searchsorted(member, np.arange(u + 1))
-
-    leader = np.full(u, -1, np.int64)
-    distances = len(pairs)
-    # only values with a forward edge or a dense run can claim anything; every other unclaimed value leads
-    # a group of its own
-    for i in np.union1d(source, member).tolist():
-        if leader[i] >= 0:
-            continue
-        leader[i] = i
-        a, b = start[i], start[i + 1]
-        if a < b:
-            near = target[a:b]
-            leader[near[leader[near] < 0]] = i
-        for r in run_id[run_start[i]:run_start[i + 1]].tolist():
-            open_ = dense_runs[r]
-            open_ = open_[leader[open_] < 0]
-            distances += len(open_)
-            leader[open_[np.bitwise_count(values[open_] ^ values[i]) <= radius]] = i
-            dense_runs[r] = open_[leader[open_] < 0]
-    alone = leader < 0
-    leader[alone] = np.flatnonzero(alone)
-    return leader, {"pairs_listed": len(pairs), "dense_runs": len(dense_runs), "distances": distances}
+    pairs = np.concatenate(pairs)
+    codes = np.sort(pairs[:, 1] * u + pairs[:, 0])  # one row per pair, however many keys it shares
+    codes = codes[np.r_[True, codes[1:] != codes[:-1]]] if len(codes) else codes
+    return codes % u, codes // u, dense_runs
