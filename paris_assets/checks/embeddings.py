@@ -22,8 +22,8 @@ def build_embedding_checks(settings: Settings) -> list:
     # Expected shapes come from the models' configs at check time, never at load: loading the definitions
     # must not need the hub.
 
-    def kept_ids(filtered_images: AssetFolder) -> np.ndarray:
-        return np.asarray(filtered_images.table("kept", columns=["image_id"])["image_id"].tolist(), dtype=str)
+    def kept_ids(filtered_images: AssetFolder):
+        return filtered_images.column("kept", "image_id")
 
     @asset_check(asset="dinov2_embeddings", blocking=True, additional_ins={"filtered_images": AssetIn()},
                  description="Finite, the model's width, unit L2 norm, and the kept images in kept.parquet's order.")

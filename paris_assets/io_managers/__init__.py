@@ -43,6 +43,13 @@ class AssetFolder:
         with (self.path / f"{name}.parquet").open("rb") as fh:
             return pd.read_parquet(fh, columns=columns)
 
+    def column(self, name: str, column: str):
+        """One column of a table as an Arrow array: 11M ids take ~200 MB, not ~800 MB of Python strings."""
+        import pyarrow.parquet as pq
+
+        with (self.path / f"{name}.parquet").open("rb") as fh:
+            return pq.read_table(fh, columns=[column])[column]
+
     def array(self, name: str, mmap: bool = True) -> np.ndarray:
         """A .npy array, memory-mapped when the folder is on the local disk."""
         target = self.path / f"{name}.npy"

@@ -1,0 +1,81 @@
+"""Array checks at real width: blocks bounded by bytes, native dtype, memory-mapped pages released as they go."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from paris_assets.lib.validation import BLOCK_BYTES, check_arrays, non_finite_rows, rows_per_block
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_non_finite_rows_in_the_native_dtype(dtype):
+    info = np.finfo(dtype)
+    rows = np.zeros((7, 3, 5), dtype)
+    rows[1, 2, 4] = np.nan
+    rows[2, 0, 0] = np.inf
+    rows[3, 1, 1] = -np.inf
+    rows[4] = info.max          # the largest finite value is finite
+    rows[5] = -info.max
+    rows[6] = info.smallest_subnormal
+    assert non_finite_rows(rows).tolist() == [False, True, True, True, False, False, False]
+
+
+def test_integer_arrays_are_always_finite():
+    assert not non_finite_rows(np.arange(12, dtype=np.int32).reshape(4, 3)).any()
+
+
+@pytest.mark.parametrize("shape,dtype", [((77, 768), np.float16), ((1024,), np.float32), ((4, 32, 32), np.float16)])
+def test_blocks_are_bounded_by_bytes(shape, dtype):
+    array = np.empty((1, *shape), dtype)
+    assert rows_per_block(array) * array[0].nbytes <= BLOCK_BYTES
+
+
+def test_unit_norm_and_ids_are_checked_blockwise():
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(50, 8)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    ids = np.array([f"{i:016x}" for i in range(50)])
+    assert check_arrays({"e": rows}, ids, ids.tolist(), {"e": (8,)}, unit_norm=("e",))[0]
+    rows[7] *= 1.01
+    other = ids.copy()
+    other[31] = "f" * 16
+    passed, facts = check_arrays({"e": rows}, ids, other, {"e": (8,)}, unit_norm=("e",))
+    assert not passed
+    assert any("first difference at row 31" in p for p in facts["problems"])
+    assert any("L2 norm off by up to 0.01" in p for p in facts["problems"])
+
+
+CHILD = textwrap.dedent("""
+    import json, re, resource, sys
+    import numpy as np
+    resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))  # old float32 blocks (15 GB) die here, not the machine
+    from paris_assets.lib.validation import check_arrays
+    tokens = np.load(sys.argv[1], mmap_mode="r")
+    ids = np.load(sys.argv[2], mmap_mode="r")
+    passed, facts = check_arrays({"tokens": tokens}, ids, ids, {"tokens": (77, 768)})
+    # VmHWM: this process' own peak (ru_maxrss would carry the parent's peak over the exec)
+    facts["peak_rss_mb"] = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024
+    print(json.dumps(facts))
+""")
+
+
+def test_clip_tokens_at_real_width_stay_under_a_gigabyte(tmp_path):
+    """(70,001, 77, 768) float16 memory-mapped: 8.3 GB on disk (sparse), checked in a subprocess whose peak RSS
+    (file pages included) stays under 1 GB; the two planted non-finite rows are found."""
+    n = 70_001
+    tokens = np.lib.format.open_memmap(tmp_path / "tokens.npy", mode="w+", dtype=np.float16, shape=(n, 77, 768))
+    tokens[3, 5, 7] = np.nan
+    tokens[n - 1, 76, 767] = -np.inf
+    tokens.flush()
+    del tokens
+    np.save(tmp_path / "ids.npy", np.array([f"{i:016x}" for i in range(n)]))
+    done = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "tokens.npy"), str(tmp_path / "ids.npy")],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    facts = json.loads(done.stdout.splitlines()[-1])
+    assert facts["tokens_non_finite_rows"] == 2 and facts["problems"] == ["tokens: 2 rows with NaN or inf"]
+    assert facts["peak_rss_mb"] < 1024, facts
