@@ -26,10 +26,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .lib import dedup
+from .lib.checks import FilterParams
 from .lib.demo import THEMES, draw_theme
-from .lib.images import phash64, square_crop
+from .lib.images import image_phash
 
-RADIUS = 4  # filter.phash_max_distance's default
+RADIUS = FilterParams().phash_max_distance  # the setting's default
 PLACEHOLDER_TEXTS = ("image not available", "no image", "photo coming soon", "image unavailable", "404",
                      "no photo available", "this image has been removed", "picture not found", "loading...",
                      "image coming soon")
@@ -40,11 +41,6 @@ WORDS = ("sale", "new", "free", "shipping", "best", "quality", "summer", "collec
 FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
          "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
          "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf")
-
-
-def crop_phash(image: Image.Image) -> int:
-    """The pipeline's pHash: of the 256 px centre crop."""
-    return phash64(square_crop(image.convert("RGB"), 256))
 
 
 def _font(rng: np.random.Generator, size: int) -> ImageFont.ImageFont:
@@ -111,7 +107,7 @@ def photo_variants(path: Path, rng: np.random.Generator) -> list[int]:
     w, h = image.size
     copies = [image, image.resize((max(1, w // 2), max(1, h // 2))), _reencoded(image, 40),
               image.crop((w * 0.05, h * 0.05, w, h))]
-    return [crop_phash(c) for c in copies]
+    return [image_phash(c) for c in copies]
 
 
 def real_phash_pool(photos: Path | None, seed: int = 0, placeholders: int = 1000, blanks: int = 1000,
@@ -120,10 +116,10 @@ def real_phash_pool(photos: Path | None, seed: int = 0, placeholders: int = 1000
     drawn scenes, and the photographs (with their re-published copies) of every image file under `photos`."""
     rng = np.random.default_rng(seed)
     pool = {
-        "placeholder": [crop_phash(placeholder(i % 40, rng)) for i in range(placeholders)],
-        "blank": [crop_phash(near_blank(rng)) for _ in range(blanks)],
-        "text": [crop_phash(text_on_white(rng)) for _ in range(texts)],
-        "scene": [crop_phash(Image.fromarray(draw_theme(THEMES[i % len(THEMES)], 160, 160, rng)))
+        "placeholder": [image_phash(placeholder(i % 40, rng)) for i in range(placeholders)],
+        "blank": [image_phash(near_blank(rng)) for _ in range(blanks)],
+        "text": [image_phash(text_on_white(rng)) for _ in range(texts)],
+        "scene": [image_phash(Image.fromarray(draw_theme(THEMES[i % len(THEMES)], 160, 160, rng)))
                   for i in range(scenes)],
         "photo": [],
     }

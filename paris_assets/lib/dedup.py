@@ -70,28 +70,40 @@ def near_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
     h = np.asarray(hashes, np.uint64)
     if len(h) < 2:
         return np.empty((0, 2), np.int64)
-    found = [_pairs_in_runs(h, np.argsort(h & mask, kind="stable"), h & mask, radius, None)
-             for mask in key_masks(len(h), radius)]
+    found = []
+    for mask in key_masks(len(h), radius):
+        order = np.argsort(h & mask)
+        found.append(_pairs_in_runs(h, order, *_runs((h & mask)[order]), radius))
     return np.unique(np.concatenate(found).astype(np.int64), axis=0)
 
 
-def _pairs_in_runs(h: np.ndarray, order: np.ndarray, keys: np.ndarray, radius: int,
-                   in_small_run: np.ndarray | None) -> np.ndarray:
-    """Pairs (lower, higher index) within `radius` among hashes that share a key, walking each run of equal
-    sorted keys; with `in_small_run` (per sorted position) only those positions are walked."""
-    n = len(h)
-    sorted_keys = keys[order]
-    k = np.nonzero(sorted_keys[1:] == sorted_keys[:-1])[0]  # k and k+1 share the key
-    if in_small_run is not None:
-        k = k[in_small_run[k]]
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) of each run of equal sorted keys."""
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    return starts, np.diff(np.r_[starts, len(sorted_keys)])
+
+
+def _pairs_in_runs(h: np.ndarray, order: np.ndarray, starts: np.ndarray, lengths: np.ndarray, radius: int,
+                   walk: np.ndarray | None = None) -> np.ndarray:
+    """Pairs (lower, higher index) within `radius` among hashes in the same run (hashes h[order] sorted by
+    key, runs given by start and length); with `walk` (per run) only those runs."""
+    sorted_hashes = h[order]  # candidates then compare neighbours in memory, not scattered hashes
+    if walk is not None:
+        starts, lengths = starts[walk], lengths[walk]
+    starts, lengths = starts[lengths > 1], lengths[lengths > 1]
+    end = np.repeat(starts + lengths, lengths)
+    k = np.repeat(starts, lengths) + np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    keep = k + 1 < end
+    k, end = k[keep], end[keep]
     found = [np.empty((0, 2), np.int64)]
     step = 1
     while len(k):  # pairs (k, k+step) for growing step
-        a, b = order[k], order[k + step]
-        near = np.bitwise_count(h[a] ^ h[b]) <= radius
-        found.append(np.stack([np.minimum(a, b)[near], np.maximum(a, b)[near]], axis=1))
-        k = k[k + step + 1 < n]
-        k = k[sorted_keys[k + step + 1] == sorted_keys[k]]
+        near = np.bitwise_count(sorted_hashes[k] ^ sorted_hashes[k + step]) <= radius
+        if near.any():
+            a, b = order[k[near]], order[k[near] + step]
+            found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
+        keep = k + step + 1 < end
+        k, end = k[keep], end[keep]
         step += 1
     return np.concatenate(found)
 
@@ -261,11 +273,9 @@ def _candidate_pairs(values: np.ndarray, radius: int) -> tuple[np.ndarray, np.nd
     for mask in (key_masks(u, radius) if u > 1 else []):
         keys = values & mask
         order = np.argsort(keys)  # order inside a run does not matter; quicksort is 6x faster here
-        sorted_keys = keys[order]
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        lengths = np.diff(np.r_[starts, u])
+        starts, lengths = _runs(keys[order])
         dense = lengths > DENSE_RUN
-        pairs.append(_pairs_in_runs(values, order, keys, radius, np.repeat(~dense, lengths)))
+        pairs.append(_pairs_in_runs(values, order, starts, lengths, radius, ~dense))
         dense_runs += [order[a:a + k].copy() for a, k in zip(starts[dense].tolist(), lengths[dense].tolist())]
     pairs = np.concatenate(pairs)
     codes = np.sort(pairs[:, 1] * u + pairs[:, 0])  # one row per pair, however many keys it shares
