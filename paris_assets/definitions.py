@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, in_process_executor, multiprocess_executor
+from dagster import Definitions
 
 from .assets.clustering import build_cluster_labels, build_cluster_report
 from .assets.embeddings import build_captions, build_clip_embeddings, build_dinov2_embeddings, build_latents
@@ -12,6 +12,7 @@ from .assets.training import build_expert_shards, build_router_pairs
 from .checks.clustering import build_cluster_checks
 from .checks.embeddings import build_embedding_checks
 from .checks.training import build_training_checks
+from .executors import reaping_in_process_executor, reaping_multiprocess_executor
 from .io_managers import NpyIOManager, ParquetIOManager, ShardsIOManager
 from .sensors.alerts import build_alert_sensors
 from .settings import Settings, load_settings
@@ -27,7 +28,7 @@ def build_defs(settings: Settings | None = None) -> Definitions:
                 build_router_pairs(settings)],
         asset_checks=build_embedding_checks(settings) + build_cluster_checks(settings) + build_training_checks(settings),
         sensors=build_alert_sensors(settings),
-        executor=in_process_executor if settings.executor == "in_process" else multiprocess_executor,
+        executor=reaping_in_process_executor if settings.executor == "in_process" else reaping_multiprocess_executor,
         resources={
             "tables_io": ParquetIOManager(root=root),
             "arrays_io": NpyIOManager(root=root),
