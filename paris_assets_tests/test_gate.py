@@ -89,6 +89,9 @@ def test_gate_passes_on_the_demo(world):
                     "davies_bouldin_below_maximum": True, "largest_cluster_below_maximum": True}
     report = instance.get_latest_materialization_event(AssetKey("cluster_report")).asset_materialization.metadata
     assert report["k"].value == 8 and report["silhouette"].value > 0.02
+    # what is computed, said as it is: the silhouette over every image, Davies-Bouldin on a sample
+    assert report["silhouette_rows"].value == report["images"].value
+    assert 0 < report["davies_bouldin_sample"].value <= report["images"].value
     assert "data:image/jpeg;base64," in report["grids"].value
 
 

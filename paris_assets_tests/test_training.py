@@ -221,13 +221,17 @@ def test_heldout_images_do_not_move_with_k(trained, k):
     assert split["worst_deviation_images"] == pytest.approx(worst, abs=0.01)
 
 
-def test_notebooks_run_top_to_bottom(trained, monkeypatch):
-    """Every notebook under notebooks/, executed with a real kernel against these outputs; committed clean."""
+def test_notebooks_run_top_to_bottom(trained, monkeypatch, tmp_path):
+    """Every notebook under notebooks/, executed with a real kernel against these outputs, found through the
+    settings file named by PARIS_CONFIG (as a user points it anywhere); committed clean."""
     import nbformat
+    import yaml
     from nbclient import NotebookClient
 
-    _settings, _run, _instance, data = trained
-    monkeypatch.setenv("PARIS_DATA_DIR", str(data))
+    settings, _run, _instance, data = trained
+    (tmp_path / "paris.yaml").write_text(yaml.safe_dump(settings().as_dict()))
+    monkeypatch.setenv("PARIS_CONFIG", str(tmp_path / "paris.yaml"))
+    monkeypatch.delenv("PARIS_DATA_DIR", raising=False)
     notebooks = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
     assert notebooks
     for path in notebooks:

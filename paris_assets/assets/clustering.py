@@ -56,7 +56,8 @@ def build_cluster_report(settings: Settings) -> AssetsDefinition:
            code_version=code_version(settings, "cluster_report"))
     def cluster_report(context: AssetExecutionContext, cluster_labels: AssetFolder, dinov2_embeddings: AssetFolder,
                        captions: AssetFolder, filtered_images: AssetFolder):
-        """Why the clusters are what they are: silhouette (cosine, stratified sample), Davies-Bouldin, sizes,
+        """Why the clusters are what they are: silhouette (cosine, exact over every image), Davies-Bouldin (on a
+        seeded, cluster-stratified sample), sizes,
         intra-cluster similarity, a 5x5 grid of typical members and the top caption terms per cluster;
         report.json, report.html (plotly), grids/cluster_<k>.png. Always materialises; its checks gate the
         expert shards."""
@@ -78,7 +79,8 @@ def build_cluster_report(settings: Settings) -> AssetsDefinition:
         context.add_output_metadata({
             "k": k, "images": report["n"], "silhouette": report["silhouette"],
             "davies_bouldin": report["davies_bouldin"], "largest_fraction": report["largest_fraction"],
-            "empty_clusters": report["empty_clusters"], "silhouette_sample": report["sample_size"],
+            "empty_clusters": report["empty_clusters"], "silhouette_rows": report["n"],
+            "davies_bouldin_sample": report["sample_size"],
             "clusters": MetadataValue.md(table), "grids": MetadataValue.md(grids),
             # where report.html will be once the IO manager has committed this folder
             "report_html": MetadataValue.path(f"{settings.data_root.rstrip('/')}/cluster_report/report.html"),

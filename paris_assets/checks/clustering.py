@@ -27,7 +27,7 @@ def build_cluster_checks(settings: Settings) -> list:
     balance = severity["davies_bouldin_below_maximum"]
 
     @asset_check(asset="cluster_report", blocking=True,
-                 description=f"Silhouette (cosine, stratified sample) at least report.min_silhouette ({r.min_silhouette}).")
+                 description=f"Silhouette (cosine, exact over every image) at least report.min_silhouette ({r.min_silhouette}).")
     def silhouette_above_minimum(cluster_report: AssetFolder) -> AssetCheckResult:
         value = _report(cluster_report)["silhouette"]
         return AssetCheckResult(passed=bool(math.isfinite(value) and value >= r.min_silhouette),

@@ -1,4 +1,5 @@
-"""What explains a clustering: quality metrics on a stratified sample, per-cluster facts, grids and terms.
+"""What explains a clustering: the exact silhouette, Davies-Bouldin on a stratified sample, per-cluster facts,
+grids and terms.
 
 Silhouette is quadratic in general, but under cosine distance on unit vectors it is linear: the mean distance
 from a point to a cluster is 1 - x.S/n with S the cluster's sum. So it is exact over every row, streamed, even at

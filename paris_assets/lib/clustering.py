@@ -3,7 +3,9 @@
 `hierarchical`: spherical k-means to `fine_k` centroids (trained on a seeded sample when the data is large),
 then k-means over those fine centroids, weighted by their sizes, into K coarse centroids; every image goes to
 its nearest coarse centroid. `kmeans`: one pass straight to K. Cosine geometry throughout (features are
-L2-normalised, centroids re-normalised). Seeded and deterministic. Arrays are read in row blocks, so the
+L2-normalised, centroids re-normalised) with the `faiss` backend (spherical k-means); the `sklearn` backend runs
+Euclidean k-means on the unit vectors and normalises its centroids afterwards (close, not identical: its centroid
+updates ignore the sphere). Seeded and deterministic. Arrays are read in row blocks, so the
 full feature matrix is never copied into memory.
 """
 
