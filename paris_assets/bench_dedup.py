@@ -165,9 +165,25 @@ def uniform(n: int, group: int = 0, seed: int = 0) -> np.ndarray:
 
 
 def transitive_groups_before(hashes: np.ndarray, radius: int) -> np.ndarray:
-    """The grouping before issue #10: every pair within radius, then connected components (union-find)."""
-    pairs = dedup.near_pairs(hashes, radius)
-    parent = np.arange(len(hashes))
+    """The grouping before issue #10, as it was: every pair within radius (multi-index hashing, stable sorts,
+    a scattered gather per candidate), then connected components (union-find)."""
+    h = np.asarray(hashes, np.uint64)
+    found = [np.empty((0, 2), np.int64)]
+    for mask in dedup.key_masks(len(h), radius):
+        keys = h & mask
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        k = np.nonzero(sorted_keys[1:] == sorted_keys[:-1])[0]
+        step = 1
+        while len(k):
+            a, b = order[k], order[k + step]
+            near = np.bitwise_count(h[a] ^ h[b]) <= radius
+            found.append(np.stack([np.minimum(a, b)[near], np.maximum(a, b)[near]], axis=1))
+            k = k[k + step + 1 < len(h)]
+            k = k[sorted_keys[k + step + 1] == sorted_keys[k]]
+            step += 1
+    pairs = np.unique(np.concatenate(found), axis=0)
+    parent = np.arange(len(h))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -179,7 +195,7 @@ def transitive_groups_before(hashes: np.ndarray, radius: int) -> np.ndarray:
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
-    return np.array([find(i) for i in range(len(hashes))])
+    return np.array([find(i) for i in range(len(h))])
 
 
 def run_one(algorithm: str, path: str) -> dict:
