@@ -81,8 +81,8 @@ def bench_filter(n: int, processes: int) -> dict:
             "note": f"mean {megapixels:.2f} MP, {len(photos)} photographs; kept {stats['kept']}/{n}"}
 
 
-def bench_near_duplicates(n: int, radius: int = 4, planted: int = 1000, subsample: int = 20000,
-                          placeholders: int = 20000) -> dict:
+def bench_near_duplicates(n: int, radius: int = FilterParams().phash_max_distance, planted: int = 1000,
+                          subsample: int = 20000, placeholders: int = 20000) -> dict:
     """group_near_duplicates over n random hashes holding `planted` near pairs and `placeholders` hashes within
     1 bit of one value (issue #10's dense case; python -m paris_assets.bench_dedup times real pHashes)."""
     rng = np.random.default_rng(1)

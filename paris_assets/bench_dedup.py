@@ -15,6 +15,7 @@ import argparse
 import functools
 import io
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from .lib.demo import THEMES, draw_theme
 from .lib.images import image_phash
 
 RADIUS = FilterParams().phash_max_distance  # the setting's default
+MEMORY_CAP = 6 << 30  # bytes of address space per timed run
 PLACEHOLDER_TEXTS = ("image not available", "no image", "photo coming soon", "image unavailable", "404",
                      "no photo available", "this image has been removed", "picture not found", "loading...",
                      "image coming soon")
@@ -199,16 +201,22 @@ def transitive_groups_before(hashes: np.ndarray, radius: int) -> np.ndarray:
 
 
 def run_one(algorithm: str, path: str) -> dict:
-    """Time one grouping of the hashes saved at `path` (in a fresh process, for its peak RSS)."""
+    """Time one grouping of the hashes saved at `path` (in a fresh process, for its peak RSS), with its address
+    space capped at MEMORY_CAP so that all pairs of a dense group fail here rather than squeeze a shared machine."""
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
     hashes = np.load(path)
     rss_before = peak_rss_mb()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     stats = {}
-    if algorithm == "before":
-        groups = len(np.unique(transitive_groups_before(hashes, RADIUS)))
-    else:
-        groups = len(np.unique(dedup.group_near_duplicates(hashes, RADIUS, stats=stats)))
-    return {"seconds": time.perf_counter() - started, "groups": groups, "stats": stats, "rss_before_mb": rss_before,
+    try:
+        if algorithm == "before":
+            groups = len(np.unique(transitive_groups_before(hashes, RADIUS)))
+        else:
+            groups = len(np.unique(dedup.group_near_duplicates(hashes, RADIUS, stats=stats)))
+    except MemoryError:
+        return {"seconds": None, "stopped": f"out of memory after {time.perf_counter() - started:.0f} s "
+                                            f"({MEMORY_CAP / 2**30:.0f} GB cap)"}
+    return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu, "groups": groups, "stats": stats, "rss_before_mb": rss_before,
             "peak_rss_mb": peak_rss_mb()}
 
 
@@ -226,7 +234,9 @@ def timed(algorithm: str, hashes: np.ndarray, limit: float) -> dict:
             done = subprocess.run([sys.executable, "-m", "paris_assets.bench_dedup", "--run", algorithm, path],
                                   capture_output=True, text=True, timeout=limit, check=False)
         except subprocess.TimeoutExpired:
-            return {"seconds": None, "limit": limit}
+            return {"seconds": None, "stopped": f"> {limit:.0f} s (stopped)"}
+    if done.returncode < 0:  # the kernel's OOM killer sends SIGKILL
+        return {"seconds": None, "stopped": f"killed by signal {-done.returncode} (out of memory)"}
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -240,7 +250,8 @@ def same_as_plain_rule(hashes: np.ndarray, sample: int = 3000, seed: int = 0) ->
 
 
 def bench_dedup(sizes: list[int], photos: Path | None, before_limit: float, groups: tuple[int, ...],
-                pool_file: Path | None = None, log=print) -> list[dict]:
+                pool_file: Path | None = None, kinds: tuple[str, ...] = ("uniform", "group", "real"),
+                log=print) -> list[dict]:
     started = time.perf_counter()
     if pool_file is not None and pool_file.exists():
         pool = dict(np.load(pool_file))
@@ -250,10 +261,10 @@ def bench_dedup(sizes: list[int], photos: Path | None, before_limit: float, grou
             np.savez(pool_file, **pool)
     log(f"real pHash pool: {', '.join(f'{len(v):,} {k}' for k, v in pool.items())} "
         f"({time.perf_counter() - started:.0f} s)")
-    cases = [(f"uniform, n={n:,}", uniform(n)) for n in sizes]
+    cases = [(f"uniform, n={n:,}", uniform(n)) for n in sizes if "uniform" in kinds]
     cases += [(f"uniform, n={max(sizes):,}, {g:,} within 1 bit of one value", uniform(max(sizes), g))
-              for g in groups]
-    cases += [(f"real pHash, n={n:,}", real_like(n, pool)) for n in sizes]
+              for g in groups if "group" in kinds]
+    cases += [(f"real pHash, n={n:,}", real_like(n, pool)) for n in sizes if "real" in kinds]
     rows = []
     for name, hashes in cases:
         after = timed("after", hashes, 600)
@@ -266,10 +277,11 @@ def bench_dedup(sizes: list[int], photos: Path | None, before_limit: float, grou
 
 def format_row(row: dict) -> str:
     a, b = row["after"], row["before"]
-    before = f"> {b['limit']:.0f} s (stopped)" if b["seconds"] is None else \
-        f"{b['seconds']:.1f} s, {b['groups']:,} transitive groups, peak RSS {b['peak_rss_mb']:,.0f} MB"
+    before = b["stopped"] if b["seconds"] is None else \
+        f"{b['seconds']:.1f} s ({b['cpu_seconds']:.1f} s CPU), {b['groups']:,} transitive groups, " \
+        f"peak RSS {b['peak_rss_mb']:,.0f} MB"
     s = a["stats"]
-    return (f"{row['case']:<58} after {a['seconds']:6.1f} s, {a['groups']:,} groups, peak RSS {a['peak_rss_mb']:,.0f} MB "
+    return (f"{row['case']:<58} after {a['seconds']:6.1f} s ({a['cpu_seconds']:.1f} s CPU), {a['groups']:,} groups, peak RSS {a['peak_rss_mb']:,.0f} MB "
             f"({a['rss_before_mb']:,.0f} MB before grouping) "
             f"({s['unique']:,} unique, {s['pairs_listed']:,} pairs listed, {s['dense_runs']:,} dense runs, "
             f"{s['distances']:,} distances) | before {before} | plain rule on 3,000: "
@@ -280,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--groups", default="5000,20000", help="sizes of the one-value group in the 1M case")
+    parser.add_argument("--kinds", default="uniform,group,real", help="which hash sets to time")
     parser.add_argument("--photos", type=Path, default=None, help="a folder of real images to take pHashes from")
     parser.add_argument("--pool", type=Path, default=None,
                         help="an .npz of the real pHash pool: read if it exists, else written (drawing takes minutes)")
@@ -290,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_one(*args.run)))
         return 0
     bench_dedup([int(s) for s in args.sizes.split(",")], args.photos, args.before_limit,
-                tuple(int(g) for g in args.groups.split(",") if g), args.pool)
+                tuple(int(g) for g in args.groups.split(",") if g), args.pool, tuple(args.kinds.split(",")))
     return 0
 
 
