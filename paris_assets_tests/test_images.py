@@ -3,6 +3,7 @@
 import io
 from pathlib import Path
 
+import cv2
 import imagehash
 import numpy as np
 import pytest
@@ -169,3 +170,29 @@ def test_a_border_crop_stays_within_the_default_radius():
         return phash64(square_crop(decode_image(data, MAX).image, 256))
 
     assert distance(centre_crop_hash(original), centre_crop_hash(cut)) > radius
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.7, 1.0, 1.3, 1.6, 3.0])  # up, and down by 1-2 and 2-3 after the draft
+@pytest.mark.parametrize("name", ["china.jpg", "flower.jpg"])
+def test_centre_crop_is_close_to_pillows_bicubic(name, scale):
+    """The filter's crop (JPEG draft, then resize_array) against a LANCZOS resize of the full decode: within 2.5 dB
+    of Pillow's antialiased BICUBIC on the same draft (what the filter did before; the mean gap on LAION-like
+    photographs is ~0.4 dB), and better than the same crop without the antialiasing filter."""
+    image = Image.open(io.BytesIO(photo(name))).convert("RGB")
+    data = jpeg(image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS), 92)
+    full = Image.open(io.BytesIO(data)).convert("RGB")
+    side = min(full.size)
+    box = ((full.width - side) // 2, (full.height - side) // 2, (full.width + side) // 2, (full.height + side) // 2)
+    reference = np.asarray(full.resize((256, 256), Image.LANCZOS, box=box), dtype=np.float64)
+
+    def psnr(crop) -> float:
+        return 10 * np.log10(255 ** 2 / np.mean((np.asarray(crop, dtype=np.float64) - reference) ** 2))
+
+    draft = decode_image(data, MAX, draft_size=256).image
+    d_side = min(draft.size)
+    d_box = ((draft.width - d_side) // 2, (draft.height - d_side) // 2)
+    d_box += (d_box[0] + d_side, d_box[1] + d_side)
+    ours = psnr(square_crop(draft, 256))
+    pillow = psnr(draft.resize((256, 256), Image.BICUBIC, box=d_box))
+    plain = psnr(cv2.resize(np.asarray(draft.crop(d_box)), (256, 256), interpolation=cv2.INTER_NEAREST))
+    assert ours >= pillow - 2.5 and ours > plain, (ours, pillow, plain)

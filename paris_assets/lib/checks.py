@@ -9,10 +9,11 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+import cv2
 import fsspec
 import numpy as np
 
-from .images import Rejected, decode_image, encode_jpeg, image_phash, is_blank, square_crop
+from .images import Rejected, decode_image, encode_jpeg, gray_thumbnail, is_blank, phash64, square_crop
 from .tars import TarShardWriter, iter_samples
 
 
@@ -42,13 +43,15 @@ def process_image(data: bytes, params: FilterParams, detector=None) -> tuple[dic
     """(facts, crop JPEG bytes) for one downloaded file, or raise `Rejected`."""
     decoded = decode_image(data, params.max_image_pixels, params.min_side, params.max_aspect,
                            draft_size=params.image_size)
-    crop = square_crop(decoded.image, params.image_size, params.resize_mode)
-    if is_blank(crop, params.blank_std):
+    pixels = np.asarray(decoded.image)  # one copy out of Pillow, for the crop and the hash alike
+    crop = square_crop(decoded.image, params.image_size, params.resize_mode, pixels)
+    crop_pixels = np.asarray(crop)
+    if is_blank(gray_thumbnail(crop_pixels), params.blank_std):
         raise Rejected("blank", f"pixel std <= {params.blank_std}")
     if detector is not None:
-        _check_nudity(detector, np.asarray(crop), params)
+        _check_nudity(detector, crop_pixels, params)
     facts = {"original_width": decoded.width, "original_height": decoded.height, "format": decoded.format,
-             "frames": decoded.frames, "sha256": hashlib.sha256(data).hexdigest(), "phash": f"{image_phash(decoded.image):016x}"}  # text: 64 bits survive a DataFrame
+             "frames": decoded.frames, "sha256": hashlib.sha256(data).hexdigest(), "phash": f"{phash64(gray_thumbnail(pixels)):016x}"}  # text: 64 bits survive a DataFrame
     # A source that already is the crop keeps its own bytes: no second JPEG generation, no encode time.
     stored = data if crop is decoded.image and decoded.pristine else encode_jpeg(crop, params.jpeg_quality)
     return facts, stored
@@ -77,6 +80,7 @@ def _detector(params: FilterParams):
 def process_unit(shard_url: str, keys: list[str], image_ids: list[str], unit_tar: str,
                  params: FilterParams) -> list[dict]:
     """Decode and check the listed samples of one raw shard; kept crops go to `unit_tar` in listed order."""
+    cv2.setNumThreads(1)  # one image at a time per worker: the pool is the parallelism, not OpenCV's threads
     by_key = dict(zip(keys, image_ids))
     results: dict[str, dict] = {}
     crops: dict[str, bytes] = {}

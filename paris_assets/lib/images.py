@@ -12,6 +12,7 @@ import math
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
@@ -158,22 +159,54 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def square_crop(image: Image.Image, size: int, mode: str = "center_crop") -> Image.Image:
+def square_crop(image: Image.Image, size: int, mode: str = "center_crop", pixels: np.ndarray | None = None
+                ) -> Image.Image:
     """A size x size RGB image: `center_crop` (shorter side to size, then the centre), `border` (whole image
     fitted inside, padded white) or `stretch` (aspect ratio ignored). An image already size x size is
-    returned as it is."""
+    returned as it is. `pixels`, when given, is np.asarray(image), already made."""
     if image.size == (size, size):
         return image
     if mode == "stretch":
-        return image.resize((size, size), Image.BICUBIC, reducing_gap=3.0)
+        return Image.fromarray(resize_array(np.asarray(image) if pixels is None else pixels, (size, size)))
     if mode == "center_crop":
         w, h = image.size
         side = min(w, h)
-        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-        return image.resize((size, size), Image.BICUBIC, box=box, reducing_gap=3.0)
+        left, top = (w - side) // 2, (h - side) // 2
+        pixels = np.asarray(image) if pixels is None else pixels
+        return Image.fromarray(resize_array(pixels[top:top + side, left:left + side], (size, size)))
     if mode == "border":
         return ImageOps.pad(image, (size, size), Image.BICUBIC, color=WHITE)
     raise ValueError(f"resize_mode must be center_crop, border or stretch, got {mode!r}")
+
+
+def resize_array(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) uint8 pixels resized to size = (width, height), antialiased as Pillow's BICUBIC is: whole-factor box
+    averaging, then the bicubic kernel stretched by the remaining factor as a separable filter, then OpenCV's
+    bicubic interpolation (upscales: the interpolation alone).
+
+    Pillow's resampler has no SIMD; OpenCV's filters do: on LAION-like photographs after the JPEG draft this is ~2x
+    faster than Pillow's BICUBIC and within ~0.5 dB of it on average (2 dB at worst), both measured against a
+    LANCZOS resize of the full-resolution decode (test_images)."""
+    width, height = size
+    whole = int(min(pixels.shape[1] / width, pixels.shape[0] / height))
+    if whole >= 2:  # exact box averaging: cheap, and leaves the filter a short kernel
+        pixels = cv2.resize(pixels, (pixels.shape[1] // whole, pixels.shape[0] // whole), interpolation=cv2.INTER_AREA)
+    fx, fy = pixels.shape[1] / width, pixels.shape[0] / height
+    if fx > 1 or fy > 1:
+        pixels = cv2.sepFilter2D(pixels, -1, _bicubic_taps(fx), _bicubic_taps(fy), borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(np.ascontiguousarray(pixels), (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+@functools.lru_cache(maxsize=256)
+def _bicubic_taps(factor: float) -> np.ndarray:
+    """Keys' cubic (a = -0.5, Pillow's BICUBIC) stretched by `factor`, normalised: the low-pass of a downscale."""
+    if factor <= 1:
+        return np.ones(1, np.float32)
+    x = np.abs(np.arange(-math.ceil(2 * factor), math.ceil(2 * factor) + 1) / factor)
+    a = -0.5
+    k = np.where(x < 1, (a + 2) * x ** 3 - (a + 3) * x ** 2 + 1,
+                 np.where(x < 2, a * x ** 3 - 5 * a * x ** 2 + 8 * a * x - 4 * a, 0.0))
+    return (k / k.sum()).astype(np.float32)
 
 
 def image_phash(image: Image.Image) -> int:
@@ -182,14 +215,18 @@ def image_phash(image: Image.Image) -> int:
     return phash64(gray_thumbnail(image))
 
 
-def gray_thumbnail(image: Image.Image) -> np.ndarray:
-    """The (32, 32) float64 luminance thumbnail that pHash (of the whole image) and the blank check (of the crop)
-    read, aspect ratio ignored as imagehash ignores it.
+def gray_thumbnail(image: Image.Image | np.ndarray) -> np.ndarray:
+    """The (32, 32) float64 luminance thumbnail of an RGB image (or its (H, W, 3) pixels) that pHash (of the whole
+    image) and the blank check (of the crop) read, aspect ratio ignored as imagehash ignores it.
 
-    Pillow's reducing_gap=2 makes it 4x faster than a plain LANCZOS resize; the hashes it gives match imagehash's
-    within a few bits (test_images measures it on real photographs).
+    Luminance by OpenCV (SIMD; the same ITU-R 601 weights as Pillow's "L", within one level), then Pillow's
+    LANCZOS with reducing_gap=2 (4x faster than a plain LANCZOS resize); the hashes match imagehash's within a
+    few bits (test_images measures it on real photographs).
     """
-    return np.asarray(image.convert("L").resize((32, 32), Image.LANCZOS, reducing_gap=2.0), dtype=np.float64)
+    if isinstance(image, Image.Image) and image.mode != "RGB":
+        image = image.convert("RGB")
+    gray = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY)
+    return np.asarray(Image.fromarray(gray).resize((32, 32), Image.LANCZOS, reducing_gap=2.0), dtype=np.float64)
 
 
 def is_blank(image: Image.Image | np.ndarray, max_std: float) -> bool:
