@@ -32,7 +32,7 @@ def build_training_checks(settings: Settings) -> list:
         expect = {"latent.npy": (shapes["latents"], "float16"), "clip.npy": (shapes["clip_pooled"], "float16")}
         if s.include_clip_tokens:
             expect["clip_tokens.npy"] = (shapes["clip_tokens"], "float16")
-        return check_result(*verify_training_outputs(settings.data_root, kept.tolist(), kept[held].tolist(), expect))
+        return check_result(*verify_training_outputs(settings.data_root, kept, kept[held], expect))
 
     @asset_check(asset="router_pairs", blocking=True,
                  additional_ins={"cluster_labels": AssetIn(), "filtered_images": AssetIn()},

@@ -123,7 +123,7 @@ def inline_jpeg(image_bytes: bytes, alt: str, quality: int = 80) -> str:
     return f"![{alt}](data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
 
-def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: list[str],
+def verify_training_outputs(data_root: str, kept_ids, heldout_ids,
                             expect: dict[str, tuple[tuple[int, ...], str]]) -> tuple[bool, dict]:
     """Everything pipeline_manifest.json promises about expert_shards/ and heldout/: each listed shard exists,
     is non-empty, has its sha256 and sample count; no unlisted file; every kept image exactly once across the
@@ -144,7 +144,9 @@ def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: li
     manifest = json.loads(manifest_path.read_text())
     listed = {s["path"]: (where, s) for where, s in listed_shards(manifest)}
     on_disk = files_on_disk(root)
-    seen: dict[str, list[str]] = {}
+    places = {where: i for i, where in enumerate(sorted({where for where, _s in listed.values()}))}
+    found_keys: list[np.ndarray] = []   # every sample key, as fixed-width bytes (16 B an id, not a Python string)
+    found_where: list[np.ndarray] = []  # and where it was found (an index into places)
     for rel, (where, entry) in sorted(listed.items()):
         path = root / rel
         if on_disk.get(rel, (0,))[0] == 0:
@@ -165,22 +167,27 @@ def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: li
             problems.append(f"{rel}: sha256 differs from the manifest")
         if len(keys) != entry["samples"]:
             problems.append(f"{rel}: {len(keys)} samples, the manifest says {entry['samples']}")
-        for key in keys:
-            seen.setdefault(key, []).append(where)
+        found_keys.append(np.array(keys, dtype="S"))
+        found_where.append(np.full(len(keys), places[where], np.int32))
     for extra in sorted(rel for rel in set(on_disk) - set(listed) if not rel.endswith("/_SUCCESS.json")):
         problems.append(f"{extra}: on disk but not in the manifest")
-    twice = [k for k, where in seen.items() if len(where) > 1]
-    missing = sorted(set(kept_ids) - set(seen))
-    unknown = sorted(set(seen) - set(kept_ids))
-    misplaced = [k for k in heldout_ids if k in seen and seen[k] != ["heldout"]]
-    if twice:
-        problems.append(f"{len(twice)} images appear more than once (first: {twice[0]})")
-    if missing:
-        problems.append(f"{len(missing)} kept images are in no shard (first: {missing[0]})")
-    if unknown:
-        problems.append(f"{len(unknown)} shard samples are not kept images (first: {unknown[0]})")
-    if misplaced:
-        problems.append(f"{len(misplaced)} held-out images are in expert shards (first: {misplaced[0]})")
+    where = np.concatenate(found_where) if found_where else np.empty(0, np.int32)
+    (keys, kept, held), name = id_codes(np.concatenate(found_keys) if found_keys else np.empty(0, "S16"),
+                                        np.asarray(kept_ids).astype("S"), np.asarray(heldout_ids).astype("S"))
+    del found_keys
+    ordered = np.sort(keys)
+    twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    missing = np.sort(kept[~np.isin(kept, keys)])
+    unknown = np.unique(keys[~np.isin(keys, kept)])
+    misplaced = np.unique(keys[np.isin(keys, held) & (where != places.get("heldout", -1))])
+    if len(twice):
+        problems.append(f"{len(twice)} images appear more than once (first: {name(twice[0])})")
+    if len(missing):
+        problems.append(f"{len(missing)} kept images are in no shard (first: {name(missing[0])})")
+    if len(unknown):
+        problems.append(f"{len(unknown)} shard samples are not kept images (first: {name(unknown[0])})")
+    if len(misplaced):
+        problems.append(f"{len(misplaced)} held-out images are in expert shards (first: {name(misplaced[0])})")
     for cluster, shards in manifest["clusters"].items():
         first = next((root / s["path"] for s in shards if (root / s["path"]).exists()), None)
         if first is None:
@@ -199,8 +206,33 @@ def verify_training_outputs(data_root: str, kept_ids: list[str], heldout_ids: li
                                 f"expected {shape} {dtype}")
         if json.loads(json.dumps(sample["json"]))["cluster"] != int(cluster):
             problems.append(f"cluster {cluster}: a sample's json says cluster {sample['json']['cluster']}")
-    facts = {"shards": len(listed), "samples": sum(len(v) for v in seen.values()), "problems": problems}
+    facts = {"shards": len(listed), "samples": int(len(keys)), "problems": problems}
     return not problems, facts
+
+
+
+HEX = np.zeros(256, np.uint64)
+HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint64)
+IS_HEX = np.zeros(256, bool)
+IS_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = True
+
+
+def id_codes(*ids: np.ndarray):
+    """Integer codes for arrays of ids (bytes), equal ids getting equal codes, and a function from a code back to the
+    id: image ids (16 hex digits) map to their 64-bit value, so set operations over 11M ids sort integers (about
+    40x faster than numpy's byte strings, 8 B an id); any other ids go through one sort of them all."""
+    joined = np.concatenate([a for a in ids if len(a)] or [np.empty(0, "S16")])  # empties would widen the dtype
+    digits = joined.view(np.uint8).reshape(len(joined), -1) if joined.dtype.itemsize == 16 else None
+    if digits is not None and all(IS_HEX[digits[:, i]].all() for i in range(16)):
+        codes = np.zeros(len(joined), np.uint64)
+        for i in range(16):
+            codes = (codes << np.uint64(4)) | HEX[digits[:, i]]
+        name = lambda code: f"{int(code):016x}"  # noqa: E731
+    else:
+        unique, codes = np.unique(joined, return_inverse=True)
+        name = lambda code: unique[code].decode()  # noqa: E731
+    bounds = np.cumsum([0] + [len(a) for a in ids])
+    return [codes[a:b] for a, b in zip(bounds[:-1], bounds[1:])], name
 
 
 def _first_sample(path, iter_samples) -> dict:
