@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .lib.demo import NEAR_COPY_RECIPES, apply_recipe
-from .lib.images import decode_image, image_phash
+from .lib.images import decode_image, image_phash, square_crop
 
 _NATURE = "usr/share/backgrounds/mate/nature"
 _PLASMA = "usr/share/wallpapers/{}/contents/images/2560x1600.jpg"
@@ -115,25 +115,24 @@ def radius_table(photos: list[Image.Image], radii=range(13)) -> tuple[list[dict]
     """Per radius: recall (share of recipe copies within radius of their own original) per recipe family and
     overall, and the false-positive rate (share of pairs of different photographs within radius, counting
     originals and copies alike). Hashes come from the filter's own path (decode_image, image_phash)."""
-    hashes, owner, recipe_of = [], [], []
+    hashes, centre_hashes, owner, recipe_of = [], [], [], []
     for k, photo in enumerate(photos):
         buf = io.BytesIO()
         photo.save(buf, "JPEG", quality=90)
-        original = buf.getvalue()
-        hashes.append(_hash(original))
-        owner.append(k)
-        recipe_of.append("")
-        for recipe in NEAR_COPY_RECIPES:
-            hashes.append(_hash(apply_recipe(photo, recipe)))
+        for recipe, data in [("", buf.getvalue())] + [(r.name, apply_recipe(photo, r)) for r in NEAR_COPY_RECIPES]:
+            image = decode_image(data, 200_000_000, draft_size=256).image
+            hashes.append(image_phash(image))
+            centre_hashes.append(image_phash(square_crop(image, 256)))  # what filtered_images hashed before
             owner.append(k)
-            recipe_of.append(recipe.name)
-    h = np.array(hashes, np.uint64)
+            recipe_of.append(recipe)
+    h, centre = np.array(hashes, np.uint64), np.array(centre_hashes, np.uint64)
     owner, recipe_of = np.array(owner), np.array(recipe_of)
     dist = np.bitwise_count(h[:, None] ^ h[None, :])
     is_copy = recipe_of != ""
     first = np.searchsorted(owner, owner)  # each photo's original sits first in its block
     copy_dist = dist[np.arange(len(h)), first][is_copy]
     copy_family = np.array([r.split("_")[0] for r in recipe_of[is_copy]])
+    centre_dist = np.bitwise_count(centre ^ centre[first])[is_copy]
     upper = np.triu(np.ones_like(dist, bool), 1)
     different = upper & (owner[:, None] != owner[None, :])
     originals = different & ~is_copy[:, None] & ~is_copy[None, :]
@@ -142,19 +141,16 @@ def radius_table(photos: list[Image.Image], radii=range(13)) -> tuple[list[dict]
         row = {"radius": r, "recall": float(np.mean(copy_dist <= r))}
         for family in dict.fromkeys(copy_family):
             row[f"recall_{family}"] = float(np.mean(copy_dist[copy_family == family] <= r))
+        row["centre_crop_recall_crop"] = float(np.mean(centre_dist[copy_family == "crop"] <= r))
         row["fpr_all"] = float(np.mean(dist[different] <= r))
         row["fpr_originals"] = float(np.mean(dist[originals] <= r))
         rows.append(row)
     sizes = {"photos": len(photos), "copies": int(is_copy.sum()), "pairs_all": int(different.sum()),
-             "pairs_originals": int(originals.sum())}
+             "pairs_originals": int(originals.sum()), "closest_different": int(dist[different].min())}
     per_recipe = {name: np.sort(dist[np.arange(len(h)), first][recipe_of == name]).tolist()
                   for name in dict.fromkeys(recipe_of[is_copy])}
     sizes["per_recipe_distances"] = per_recipe
     return rows, sizes
-
-
-def _hash(data: bytes) -> int:
-    return image_phash(decode_image(data, 200_000_000, draft_size=256).image)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,13 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     rows, sizes = radius_table(photos)
     families = [k for k in rows[0] if k.startswith("recall_")]
     print(f"{sizes['photos']} photographs, {sizes['copies']} recipe copies; pairs of different photographs: "
-          f"{sizes['pairs_originals']:,} originals only, {sizes['pairs_all']:,} with the copies")
+          f"{sizes['pairs_originals']:,} originals only, {sizes['pairs_all']:,} with the copies; the closest two are "
+          f"{sizes['closest_different']} bits apart")
     print("| radius | recall | " + " | ".join(f"recall, {f[7:]}" for f in families)
-          + " | false positives (originals) | false positives (all pairs) |")
-    print("|---" * (4 + len(families)) + "|")
+          + " | recall, crop, centre-crop hash (before) | false positives (originals) | false positives (all pairs) |")
+    print("|---" * (5 + len(families)) + "|")
     for row in rows:
         print(f"| {row['radius']} | {row['recall']:.3f} | " + " | ".join(f"{row[f]:.3f}" for f in families)
-              + f" | {row['fpr_originals']:.4f} | {row['fpr_all']:.4f} |")
+              + f" | {row['centre_crop_recall_crop']:.3f} | {row['fpr_originals']:.4f} | {row['fpr_all']:.4f} |")
     for name, dists in sizes["per_recipe_distances"].items():
         print(f"{name}: distances {dists}")
     return 0
