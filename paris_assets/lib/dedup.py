@@ -31,6 +31,7 @@ import numpy as np
 
 HASH_BITS = 64
 DENSE_RUN = 48  # runs of equal keys longer than this are scanned per leader instead of expanded into pairs
+CHUNK_WORK = 2_000_000  # dense-run comparisons per chunk of leaders: ~100 MB of temporary arrays
 
 
 def search_plan(n: int, radius: int) -> tuple[int, int]:
@@ -195,13 +196,19 @@ def _leaders(values: np.ndarray, radius: int) -> tuple[np.ndarray, dict]:
     todo = np.flatnonzero(np.diff(forward.start) + np.diff(runs_of.start) > 0)
     distances, chunk, pos = len(source), 1, 0
     while pos < len(todo):
-        batch = todo[pos:pos + chunk]
+        at = np.arange(pos, min(pos + chunk, len(todo)))
+        at = at[leader[todo[at]] < 0]
         pos += chunk
-        batch = batch[leader[batch] < 0]
-        if not len(batch):
+        if not len(at):
             continue
+        run_src, run = runs_of.pairs(todo[at])
+        work = np.bincount(np.searchsorted(todo[at], run_src), runs.start[run + 1] - runs.start[run], len(at))
+        fits = max(1, int(np.searchsorted(np.cumsum(work), CHUNK_WORK, side="right")))
+        if fits < len(at):  # keep a chunk's comparisons (and memory) bounded: resume after the last taken
+            pos, at = int(at[fits]), at[:fits]
+            run_src, run = runs_of.pairs(todo[at])
+        batch = todo[at]
         src, dst = forward.pairs(batch)
-        run_src, run = runs_of.pairs(batch)
         member_src, member = runs.pairs(run, run_src)
         distances += len(member)
         near = (member > member_src) & (np.bitwise_count(values[member] ^ values[member_src]) <= radius)
