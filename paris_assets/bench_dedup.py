@@ -216,8 +216,8 @@ def run_one(algorithm: str, path: str) -> dict:
     except MemoryError:
         return {"seconds": None, "stopped": f"out of memory after {time.perf_counter() - started:.0f} s "
                                             f"({MEMORY_CAP / 2**30:.0f} GB cap)"}
-    return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu, "groups": groups, "stats": stats, "rss_before_mb": rss_before,
-            "peak_rss_mb": peak_rss_mb()}
+    return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu, "groups": groups,
+            "stats": stats, "rss_before_mb": rss_before, "peak_rss_mb": peak_rss_mb()}
 
 
 def peak_rss_mb() -> float:
@@ -277,15 +277,18 @@ def bench_dedup(sizes: list[int], photos: Path | None, before_limit: float, grou
 
 def format_row(row: dict) -> str:
     a, b = row["after"], row["before"]
-    before = b["stopped"] if b["seconds"] is None else \
-        f"{b['seconds']:.1f} s ({b['cpu_seconds']:.1f} s CPU), {b['groups']:,} transitive groups, " \
-        f"peak RSS {b['peak_rss_mb']:,.0f} MB"
-    s = a["stats"]
-    return (f"{row['case']:<58} after {a['seconds']:6.1f} s ({a['cpu_seconds']:.1f} s CPU), {a['groups']:,} groups, peak RSS {a['peak_rss_mb']:,.0f} MB "
-            f"({a['rss_before_mb']:,.0f} MB before grouping) "
-            f"({s['unique']:,} unique, {s['pairs_listed']:,} pairs listed, {s['dense_runs']:,} dense runs, "
-            f"{s['distances']:,} distances) | before {before} | plain rule on 3,000: "
+    work = "" if a["seconds"] is None else (
+        f" ({a['stats']['unique']:,} unique, {a['stats']['pairs_listed']:,} pairs listed, "
+        f"{a['stats']['dense_runs']:,} dense runs, {a['stats']['distances']:,} distances)")
+    return (f"{row['case']:<58} after {_timing(a)}{work} | before {_timing(b)} | plain rule on 3,000: "
             f"{'same' if row['same_as_plain_rule'] else 'DIFFERENT'}")
+
+
+def _timing(run: dict) -> str:
+    if run["seconds"] is None:
+        return run["stopped"]
+    return (f"{run['seconds']:.1f} s ({run['cpu_seconds']:.1f} s CPU), {run['groups']:,} groups, peak RSS "
+            f"{run['peak_rss_mb']:,.0f} MB ({run['rss_before_mb']:,.0f} MB before grouping)")
 
 
 def main(argv: list[str] | None = None) -> int:
