@@ -156,7 +156,8 @@ def group_near_duplicates(hashes: np.ndarray, radius: int, priority: np.ndarray 
 
     `hashes` are 64-bit integers; `priority` one number per item (higher is kept first; ties go to the
     lowest index). Returns (n,) int64; rep[i] == i for the kept items. `stats`, when given, receives counts
-    of the work done (unique values, leaders, pairs listed, dense runs, distances computed).
+    of the work done: items, unique values, groups, pairs listed (from small runs), dense runs, and distances
+    (the pairs listed plus the comparisons against dense-run members).
     """
     h = np.asarray(hashes, np.uint64)
     n = len(h)
@@ -184,7 +185,8 @@ def _leaders(values: np.ndarray, radius: int) -> tuple[np.ndarray, dict]:
     chunk as one set of array operations: every chunk value's neighbours after it among the unclaimed (listed
     pairs, and the members of its dense runs within radius), then which chunk values lead (the rule among
     the chunk's own pairs), then the claims. A chunk grows while most of its values turn out to lead and
-    shrinks when they do not, so a dense group is met by a few values at a time.
+    shrinks when they do not, so a dense group is met by a few values at a time; it is also cut where its
+    dense-run comparisons would pass CHUNK_WORK.
     """
     u = len(values)
     source, target, dense_runs = _candidate_pairs(values, radius)
