@@ -68,12 +68,14 @@ def mixed_hashes(n: int, radius: int, seed: int) -> np.ndarray:
     return hashes[rng.permutation(len(hashes))]
 
 
-@pytest.mark.parametrize("dense_run", [1, 8, 48])
+@pytest.mark.parametrize(("dense_run", "chunk_work"), [(1, 2_000_000), (8, 2_000_000), (48, 2_000_000), (8, 50)])
 @pytest.mark.parametrize("radius", [0, 1, 3, 4, 6])
 @pytest.mark.parametrize("with_priority", [False, True])
-def test_grouping_matches_the_plain_rule(dense_run, radius, with_priority, monkeypatch):
-    """dense_run 1 scans every run per leader; 48 lists pairs in most runs: both answers are the plain rule's."""
+def test_grouping_matches_the_plain_rule(dense_run, chunk_work, radius, with_priority, monkeypatch):
+    """dense_run 1 scans every run per leader; 48 lists pairs in most runs; chunk_work 50 cuts chunks to a few
+    values: every answer is the plain rule's."""
     monkeypatch.setattr(dedup, "DENSE_RUN", dense_run)
+    monkeypatch.setattr(dedup, "CHUNK_WORK", chunk_work)
     hashes = mixed_hashes(900, radius, seed=radius)
     priority = np.random.default_rng(radius).integers(0, 5, len(hashes)) if with_priority else None
     fast = dedup.group_near_duplicates(hashes, radius, priority)
