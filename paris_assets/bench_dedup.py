@@ -3,10 +3,10 @@ components) and after (lib.dedup.group_near_duplicates), each run in its own sub
 
 - uniform: random hashes, the best case for multi-index hashing (every bucket small);
 - one value xG: uniform, but G of them within 1 bit of one value (a placeholder image copied G times);
-- real pHash: pHashes of real images (pipeline's crop + pHash) resampled to n, see `real_like`.
+- real pHash: pHashes of real images (the pipeline's, of the whole image) resampled to n, see `real_like`.
 
-    python -m paris_assets.bench_dedup [--sizes 10000,100000,1000000] [--photos DIR] [--pool FILE.npz]
-                                       [--before-limit 60]
+    python -m paris_assets.bench_dedup [--sizes 10000,100000,1000000] [--groups 5000,20000] [--photos DIR]
+                                       [--pool FILE.npz] [--before-limit 60] [--kinds uniform,group,real]
 """
 
 from __future__ import annotations
