@@ -37,7 +37,7 @@ class Decoded:
     height: int
     format: str
     frames: int
-    pristine: bool = False  # the bytes are a baseline RGB JPEG shown as stored: no rotation, conversion, draft
+    pristine: bool = False  # a plain RGB JPEG shown as stored: no rotation, conversion, draft, EXIF, ICC or XMP
 
 
 def decode_image(data: bytes, max_pixels: int, min_side: int = 1, max_aspect: float = float("inf"),
