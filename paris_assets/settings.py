@@ -56,7 +56,8 @@ class IngestSettings(_Section):
     respect_opt_out: bool = True  # honour X-Robots-Tag noai/noimageai, as img2dataset does by default
     max_image_pixels: int = Field(89_478_485, ge=1)  # decoders refuse images declaring more (decompression bombs)
     # URLs of a url_list into these networks are refused, not fetched: link-local and cloud metadata hand out
-    # the crawler's credentials. Add private ranges (10.0.0.0/8 ...) when crawling from inside a cloud network.
+    # the crawler's credentials. The list replaces the default: to add private ranges (10.0.0.0/8 ...) when
+    # crawling from inside a cloud network, list them beside the defaults (the README shows the whole list).
     refused_networks: tuple[str, ...] = REFUSED_NETWORKS
     refused_hosts: tuple[str, ...] = METADATA_HOSTS  # host names refused as they are written (metadata services)
 

@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import yaml
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 
 from paris_assets.executors import TAG, free_dead_slot_holders
+from paris_assets.lib.processes import start_stamp
 from paris_assets.settings import PROJECT_ROOT
 
 
@@ -70,9 +70,12 @@ class _Log:
 def test_a_live_holder_or_one_on_another_host_is_left_alone(tmp_path):
     instance = DagsterInstance.local_temp(str(tmp_path))
     here = os.uname().nodename
-    runs = {"alive": f"{here} {os.getpid()} {psutil.Process().create_time()!r}",
+    started = start_stamp(os.getpid())
+    ticks, _, boot = started.partition("@")
+    runs = {"alive": f"{here} {os.getpid()} {started}",
             "elsewhere": "other-host-xyz 1 0.0",
-            "reused_pid": f"{here} {os.getpid()} 12345.0"}  # our pid, but another start time: the recorded one is dead
+            # our pid, but started one tick earlier: a process that had this pid before us, now dead
+            "reused_pid": f"{here} {os.getpid()} {int(ticks) - 1}@{boot}"}
     instance.event_log_storage.set_concurrency_slots("gpu", len(runs))
     ids = {}
     for i, (name, tag) in enumerate(runs.items()):

@@ -66,6 +66,9 @@ def test_heldout_and_router_pairs_partition_the_kept_images(trained):
     assert len(held_labels) >= 2  # stratified: more than one cluster is represented
     ok, facts = verify_training_outputs(str(data), kept, held, EXPECT)
     assert ok, facts["problems"]
+    # an image the split trains on, found only in heldout/: neither missing nor twice, still a finding
+    ok, facts = verify_training_outputs(str(data), kept, held[1:], EXPECT)
+    assert not ok and facts["problems"] == [f"1 images in heldout/ are not held out (first: {held[0]})"]
 
 
 def test_rematerialising_is_byte_identical(trained):

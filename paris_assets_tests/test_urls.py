@@ -43,6 +43,12 @@ def no_network(monkeypatch):
     ("http://[::ffff:a9fe:a9fe]/", "metadata_address"),
     ("http://[64:ff9b::a9fe:a9fe]/", "metadata_address"),  # NAT64
     ("http://user:pw@169.254.169.254:80/", "metadata_address"),
+    # full-width digits and ideographic dots: the resolver reads them as 169.254.169.254 (IDNA nameprep)
+    ("http://\uff11\uff16\uff19\uff0e\uff12\uff15\uff14\uff0e\uff11\uff16\uff19\uff0e\uff12\uff15\uff14/latest/meta-data/",
+     "metadata_address"),
+    ("http://169\u3002254\u3002169\u3002254/", "metadata_address"),
+    ("http://METADATA\uff0egoogle\uff0einternal/computeMetadata/v1/", "metadata_address"),
+    ("http://b\u00fccher.example/a.jpg", None),  # an ordinary internationalised name passes
     ("http://169.254.1.1/a.jpg", "link_local_address"),
     ("http://[fe80::1]/a.jpg", "link_local_address"),
     ("http://[fe80::1%25eth0]/a.jpg", "link_local_address"),

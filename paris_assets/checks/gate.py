@@ -65,12 +65,13 @@ def gate_verdict(instance: DagsterInstance, settings: Settings) -> Verdict:
     if not records:
         return judge(None, [])
     latest = records[0]
-    stale = None
     labels = instance.fetch_materializations(LABELS, limit=1).records
-    judged = (latest.asset_materialization.tags or {}).get("dagster/input_event_pointer/cluster_labels")
-    if labels and judged is not None and int(judged) != labels[0].storage_id:
-        stale = ("cluster_labels was re-materialised after cluster_report judged it: the gate has not seen the "
-                 "clustering that would be shipped")
+    # the cluster_labels materialisation the report read ("NULL" when Dagster had no record of it)
+    judged = (latest.asset_materialization.tags or {}).get("dagster/input_event_pointer/cluster_labels", "")
+    stale = None
+    if not labels or not judged.isdigit() or int(judged) != labels[0].storage_id:
+        stale = ("cluster_labels was re-materialised (or wiped) after cluster_report judged it: the gate has not "
+                 "seen the clustering that would be shipped")
     return judge(latest.run_id, _outcomes(latest, _evaluations(instance, severities), severities), stale)
 
 

@@ -17,7 +17,7 @@ def build_training_checks(settings: Settings) -> list:
     s = settings.shards
 
     def split(cluster_labels: AssetFolder, filtered_images: AssetFolder):
-        kept = np.asarray(filtered_images.table("kept", columns=["image_id"])["image_id"].tolist(), dtype=str)
+        kept = filtered_images.strings("kept", "image_id")
         held = heldout_mask(kept, s.heldout_fraction, s.heldout_max, settings.seed)
         return kept, held
 

@@ -1,17 +1,33 @@
 """Which process is this, and is a recorded one still running: host, pid and start time, so a reused pid (another
-process started later under the same number) is never taken for the one recorded."""
+process started later under the same number) is never taken for the one recorded.
+
+On Linux the start time is the kernel's own record, clock ticks since boot (/proc/<pid>/stat) with the boot id:
+exact, and untouched by clock steps (NTP), which shift the wall-clock start time psutil derives. Elsewhere it is
+psutil's create time, compared within a second."""
 
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import psutil
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def start_stamp(pid: int) -> str:
+    """When process `pid` started, as text: `<ticks since boot>@<boot id>` on Linux, else `<create time>`."""
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists() and BOOT_ID.exists():
+        fields = stat.read_text().rpartition(")")[2].split()  # after the command name, which may hold spaces
+        return f"{fields[19]}@{BOOT_ID.read_text().strip()}"  # field 22 of stat: starttime
+    return repr(psutil.Process(pid).create_time())
 
 
 def this_process() -> dict[str, str]:
     """The identity recorded for a run when it starts."""
-    proc = psutil.Process()
-    return {"host": socket.gethostname(), "pid": str(proc.pid), "started": repr(proc.create_time())}
+    pid = psutil.Process().pid
+    return {"host": socket.gethostname(), "pid": str(pid), "started": start_stamp(pid)}
 
 
 def is_running(host: str, pid: str, started: str) -> bool | None:
@@ -20,7 +36,11 @@ def is_running(host: str, pid: str, started: str) -> bool | None:
     if host != socket.gethostname():
         return None
     try:
-        proc = psutil.Process(int(pid))
-        return proc.status() != psutil.STATUS_ZOMBIE and abs(proc.create_time() - float(started)) < 1e-3
-    except (psutil.NoSuchProcess, ValueError):
+        if psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE:
+            return False
+        now = start_stamp(int(pid))
+    except (psutil.NoSuchProcess, ValueError, FileNotFoundError, ProcessLookupError):
         return False
+    if "@" in started or "@" in now:
+        return now == started
+    return abs(float(now) - float(started)) < 1.0

@@ -33,10 +33,15 @@ HELDOUT_RULE = ("held out iff sha256(f'{seed}:{image_id}')[:8] / 2**64 < shards.
 def heldout_scores(image_ids, seed: int) -> np.ndarray:
     """Each image's place in [0, 1) for the held-out draw: the first 8 bytes of sha256(f"{seed}:{image_id}") read
     as a big-endian integer, over 2**64. It depends on nothing but the id and the seed."""
-    ids = np.asarray(image_ids, dtype=str).tolist()  # plain str: ~2x faster to hash than numpy's str_
+    ids = np.asarray(image_ids, dtype=str)
     prefix = f"{seed}:".encode()
-    return np.fromiter((int.from_bytes(hashlib.sha256(prefix + i.encode()).digest()[:8], "big") for i in ids),
-                       np.uint64, len(ids)) / 2.0 ** 64
+    scores = np.empty(len(ids), np.uint64)
+    for start in range(0, len(ids), 1 << 20):  # plain str hashes ~2x faster than numpy's str_; a block at a time
+        block = ids[start:start + (1 << 20)].tolist()
+        scores[start:start + len(block)] = np.fromiter(
+            (int.from_bytes(hashlib.sha256(prefix + i.encode()).digest()[:8], "big") for i in block), np.uint64,
+            len(block))
+    return scores / 2.0 ** 64
 
 
 def heldout_mask(image_ids, fraction: float, cap: int, seed: int) -> np.ndarray:

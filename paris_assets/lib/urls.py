@@ -47,7 +47,11 @@ class UrlPolicy:
             return "unsupported_scheme", f"scheme {parts.scheme or '(none)'!r}: only http and https are fetched"
         if not parts.hostname:
             return "malformed_url", "no host"
-        return self._host_refusal(parts.hostname.rstrip("."))
+        try:  # as the resolver sees it: full-width digits and ideographic dots become ASCII (IDNA nameprep)
+            host = parts.hostname.encode("idna").decode("ascii").lower()
+        except UnicodeError as exc:
+            return "malformed_url", f"host {parts.hostname!r} is not a valid internationalised name: {exc}"
+        return self._host_refusal(host.rstrip("."))
 
     @functools.lru_cache(maxsize=65536)
     def _host_refusal(self, host: str) -> tuple[str, str] | None:

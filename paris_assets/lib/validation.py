@@ -179,7 +179,9 @@ def verify_training_outputs(data_root: str, kept_ids, heldout_ids,
     twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
     missing = np.sort(kept[~np.isin(kept, keys)])
     unknown = np.unique(keys[~np.isin(keys, kept)])
-    misplaced = np.unique(keys[np.isin(keys, held) & (where != places.get("heldout", -1))])
+    in_heldout = where == places.get("heldout", -1)
+    misplaced = np.unique(keys[np.isin(keys, held) & ~in_heldout])
+    stray = np.unique(keys[in_heldout & ~np.isin(keys, held)])
     if len(twice):
         problems.append(f"{len(twice)} images appear more than once (first: {name(twice[0])})")
     if len(missing):
@@ -188,6 +190,8 @@ def verify_training_outputs(data_root: str, kept_ids, heldout_ids,
         problems.append(f"{len(unknown)} shard samples are not kept images (first: {name(unknown[0])})")
     if len(misplaced):
         problems.append(f"{len(misplaced)} held-out images are in expert shards (first: {name(misplaced[0])})")
+    if len(stray):
+        problems.append(f"{len(stray)} images in heldout/ are not held out (first: {name(stray[0])})")
     for cluster, shards in manifest["clusters"].items():
         first = next((root / s["path"] for s in shards if (root / s["path"]).exists()), None)
         if first is None:
