@@ -9,6 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import torch
 from upath import UPath
 
 from paris_assets.assets.common import code_version
@@ -35,6 +36,17 @@ def test_device_and_dtype_change_the_code_version(tmp_path, asset):
     assert len(versions) == 3  # cuda + auto is float16: the same outputs, the same version
     assert code_version(settings_with(tmp_path, device="cpu"), "cluster_labels") == \
         code_version(settings_with(tmp_path, device="cuda"), "cluster_labels")
+
+
+@pytest.mark.parametrize("asset", ["clip_embeddings", "latents"])
+def test_device_auto_gives_the_same_code_version_on_every_host(tmp_path, asset, monkeypatch):
+    """The UI's code server on a CPU host and a GPU worker must agree, or the asset shows Unsynced for good."""
+    settings = settings_with(tmp_path)  # device: auto, dtype: auto
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    on_cpu_host = code_version(settings, asset)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert code_version(settings, asset) == on_cpu_host
+    assert code_version(settings_with(tmp_path, dtype="float16"), asset) != on_cpu_host  # the setting still counts
 
 
 def test_paris_profile_is_pinned_to_commits_and_they_shape_the_code_version(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..lib import storage
 from ..settings import Settings
 from .captioner import BLIP2_OPT_2_7B, Captioner
@@ -79,7 +81,15 @@ def model_fingerprint(settings: Settings, asset: str) -> str | None:
         return None
     identity = model_identity(settings, role)
     revision = identity["revision"][:10] if COMMIT.match(identity["revision"]) else identity["revision"]
-    return f"{revision}-{identity['device']}-{identity['dtype']}"
+    # Never what this host resolves `device: auto` to: the UI's code server (often a CPU host) and the GPU worker
+    # that materialises must compute the same code version, or the asset shows Unsynced for good. An explicit
+    # device fixes the dtype `auto` means (cuda + auto = cuda + float16); the resolved pair goes into the chunk
+    # key and the metadata either way.
+    m = settings.models
+    if m.device == "auto":
+        return f"{revision}-auto-{m.dtype}"
+    device = torch.device(m.device)
+    return f"{revision}-{device.type}-{dtype_name(pick_dtype(device, m.dtype))}"
 
 
 def model_metadata(model) -> dict:
