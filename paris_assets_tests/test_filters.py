@@ -102,12 +102,12 @@ def gps_exif() -> Image.Exif:
 def test_stored_crops_carry_no_exif(size):
     arr = np.random.default_rng(1).integers(0, 255, (size, size, 3), dtype=np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", quality=90, exif=gps_exif())
+    Image.fromarray(arr).save(buf, "JPEG", quality=90, exif=gps_exif(), comment=b"taken at 51.5N 0.1W")
     assert Image.open(buf).getexif().get_ifd(ExifTags.IFD.GPSInfo)  # the source does carry a position
     _, crop = process_image(buf.getvalue(), FilterParams(image_size=256))
     stored = Image.open(io.BytesIO(crop))
-    assert "exif" not in stored.info and not stored.getexif()
-    assert b"Exif" not in crop[:2048]
+    assert "exif" not in stored.info and not stored.getexif() and "comment" not in stored.info
+    assert b"Exif" not in crop[:2048] and b"51.5N" not in crop
 
 
 def rgb_profile(description: str, primaries: list[tuple[float, float, float]], gamma: float) -> bytes:

@@ -254,6 +254,7 @@ def phash64(image: Image.Image | np.ndarray) -> int:
 
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    """Pixels only: Pillow would copy a source's comment (and nothing else here) from `image.info`."""
     buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
+    image.save(buf, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2, comment=b"")
     return buf.getvalue()
