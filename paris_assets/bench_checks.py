@@ -31,13 +31,11 @@ CHECKS = {
 
 TOKEN_CHECK = "clip_embeddings_valid"  # runs at --token-rows
 
-# VmHWM: the peak RSS of this process' own memory (ru_maxrss would carry over the parent's peak across exec)
 CHILD = """
-import json, re, sys, time
+import json, sys, time
 import numpy as np, pyarrow.parquet as pq
+from paris_assets.lib.processes import peak_rss_mb
 from paris_assets.lib.validation import check_arrays
-def peak_rss_mb():
-    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024
 folder, spec = sys.argv[1], json.loads(sys.argv[2])
 started = time.perf_counter()
 kept = pq.read_table(f"{folder}/kept.parquet", columns=["image_id"])["image_id"]

@@ -30,6 +30,7 @@ from .lib import dedup
 from .lib.checks import FilterParams
 from .lib.demo import THEMES, draw_theme
 from .lib.images import image_phash
+from .lib.processes import peak_rss_mb
 
 RADIUS = FilterParams().phash_max_distance  # the setting's default
 MEMORY_CAP = 6 << 30  # bytes of address space per timed run
@@ -218,12 +219,6 @@ def run_one(algorithm: str, path: str) -> dict:
                                             f"({MEMORY_CAP / 2**30:.0f} GB cap)"}
     return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu, "groups": groups,
             "stats": stats, "rss_before_mb": rss_before, "peak_rss_mb": peak_rss_mb()}
-
-
-def peak_rss_mb() -> float:
-    """This process' peak RSS since its exec (VmHWM; ru_maxrss keeps the forking parent's peak on Linux)."""
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
 
 
 def timed(algorithm: str, hashes: np.ndarray, limit: float) -> dict:

@@ -50,15 +50,15 @@ def test_unit_norm_and_ids_are_checked_blockwise():
 
 
 CHILD = textwrap.dedent("""
-    import json, re, resource, sys
+    import json, resource, sys
     import numpy as np
     resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))  # old float32 blocks (15 GB) die here, not the machine
+    from paris_assets.lib.processes import peak_rss_mb
     from paris_assets.lib.validation import check_arrays
     tokens = np.load(sys.argv[1], mmap_mode="r")
     ids = np.load(sys.argv[2], mmap_mode="r")
     passed, facts = check_arrays({"tokens": tokens}, ids, ids, {"tokens": (77, 768)})
-    # VmHWM: this process' own peak (ru_maxrss would carry the parent's peak over the exec)
-    facts["peak_rss_mb"] = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) / 1024
+    facts["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(facts))
 """)
 

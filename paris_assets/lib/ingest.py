@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .processes import same_process, start_stamp
 from .progress import Progress
 from .sources import decode_caption, expand_paths, stable_id
 from .urls import UrlPolicy
@@ -94,7 +95,7 @@ def download_with_img2dataset(table: pd.DataFrame, out_dir: str, *, processes: i
         child = subprocess.Popen([sys.executable, "-m", "paris_assets.lib.ingest", json.dumps(options)],
                                  start_new_session=True, env=env)
         marker = Path(out_dir) / DOWNLOADER
-        marker.write_text(f"{socket.gethostname()} {child.pid} {_create_time(child.pid)!r}")
+        marker.write_text(f"{socket.gethostname()} {child.pid} {start_stamp(child.pid)}")
         try:
             code = child.wait()
         except BaseException:  # the run was terminated: take the workers down with it
@@ -113,33 +114,13 @@ def _stop_leftover_download(out_dir: str, log) -> None:
     if not marker.exists():
         return
     host, group, started = (marker.read_text().split() + ["", "", ""])[:3]
-    if host == socket.gethostname() and group.isdigit() and _same_group(int(group), started) \
+    # the group is the download's if its leader is the recorded process, or gone: Linux does not reuse an id
+    # while a group of that id exists. A live process of that id started at another time is someone else's.
+    if host == socket.gethostname() and group.isdigit() and same_process(int(group), started) is not False \
             and _kill_group(int(group)):
         log(f"raw_images: stopped the img2dataset processes a killed run left writing into {out_dir} "
             f"(process group {group})")
     marker.unlink(missing_ok=True)
-
-
-def _create_time(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        return None
-
-
-def _same_group(group: int, started: str) -> bool:
-    """Whether the recorded process group is still the download's. Its leader alive with the recorded create
-    time: yes. Its leader gone: yes, if any member is left, since Linux does not reuse an id while a group of
-    that id exists. A live process of that id started at another time is someone else's: never killed."""
-    now = _create_time(group)
-    if now is None:
-        return True
-    try:
-        return abs(now - float(started)) < 1e-3
-    except ValueError:  # a record without a create time: the process cannot be told apart, leave it
-        return False
 
 
 def _kill_group(group: int) -> bool:

@@ -30,17 +30,31 @@ def this_process() -> dict[str, str]:
     return {"host": socket.gethostname(), "pid": str(pid), "started": start_stamp(pid)}
 
 
+def same_process(pid: int, started: str) -> bool | None:
+    """Whether the process now holding `pid` is the one recorded as `started` (start_stamp's text, or a psutil
+    create time as older records hold); None when no live process holds that pid. An unusable record: False."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if "@" in started:
+            return start_stamp(pid) == started
+        return abs(proc.create_time() - float(started)) < 1e-3
+    except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+        return None
+    except ValueError:
+        return False
+
+
 def is_running(host: str, pid: str, started: str) -> bool | None:
     """True when that process still runs, False when it is gone (or its pid now belongs to a process started at
     another time), None when it ran on another host (nothing here can tell)."""
     if host != socket.gethostname():
         return None
-    try:
-        if psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE:
-            return False
-        now = start_stamp(int(pid))
-    except (psutil.NoSuchProcess, ValueError, FileNotFoundError, ProcessLookupError):
-        return False
-    if "@" in started or "@" in now:
-        return now == started
-    return abs(float(now) - float(started)) < 1.0
+    return bool(pid.isdigit() and same_process(int(pid), started))
+
+
+def peak_rss_mb() -> float:
+    """This process' peak RSS since its exec (VmHWM; ru_maxrss keeps the forking parent's peak on Linux)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1024
