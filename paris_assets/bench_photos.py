@@ -120,9 +120,9 @@ def radius_table(photos: list[Image.Image], radii=range(13)) -> tuple[list[dict]
         buf = io.BytesIO()
         photo.save(buf, "JPEG", quality=90)
         for recipe, data in [("", buf.getvalue())] + [(r.name, apply_recipe(photo, r)) for r in NEAR_COPY_RECIPES]:
-            image = decode_image(data, 200_000_000, draft_size=256).image
-            hashes.append(image_phash(image))
-            centre_hashes.append(image_phash(square_crop(image, 256)))  # what filtered_images hashed before
+            pixels = decode_image(data, 200_000_000, draft_size=256).pixels
+            hashes.append(image_phash(pixels))
+            centre_hashes.append(image_phash(square_crop(pixels, 256)))  # what filtered_images hashed before
             owner.append(k)
             recipe_of.append(recipe)
     h, centre = np.array(hashes, np.uint64), np.array(centre_hashes, np.uint64)

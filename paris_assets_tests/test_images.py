@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from paris_assets.lib.checks import FilterParams, process_image
-from paris_assets.lib.images import Rejected, decode_image, is_blank, phash64, square_crop
+from paris_assets.lib.images import Rejected, decode_image, gray_thumbnail, is_blank, phash64, square_crop
 
 MAX = 89_478_485
 
@@ -64,6 +64,30 @@ def test_bad_files_are_rejected_with_reason(demo_files, name, reason):
     assert err.value.detail
 
 
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.95])
+@pytest.mark.parametrize("draft", [None, 256])
+def test_a_cut_photograph_is_truncated_not_grey(keep, draft):
+    """A plain sRGB JPEG (the kind OpenCV decodes straight into an array) cut short is a `truncated` row, never a
+    picture whose rest is grey (what libjpeg gives when asked to carry on)."""
+    data = photo("china.jpg")
+    with pytest.raises(Rejected) as err:
+        decode_image(data[:int(len(data) * keep)], MAX, draft_size=draft)
+    assert err.value.reason == "truncated"
+
+
+@pytest.mark.parametrize("draft", [None, 256, 100])
+def test_the_array_decode_matches_pillows(draft):
+    """The OpenCV path gives Pillow's pixels (BGR order), at the size Pillow's draft would give."""
+    data = photo("flower.jpg")
+    decoded = decode_image(data, MAX, draft_size=draft)
+    reference = Image.open(io.BytesIO(data))
+    if draft:
+        reference.draft("RGB", (draft, draft))
+    reference = np.asarray(reference.convert("RGB"))
+    assert decoded.pixels.shape == reference.shape
+    assert np.abs(decoded.pixels[..., ::-1].astype(int) - reference).mean() < (0.5 if draft is None else 3)
+
+
 def test_html_page_detail_says_so(demo_files):
     folder, _ = demo_files
     with pytest.raises(Rejected) as err:
@@ -75,15 +99,15 @@ def test_html_page_detail_says_so(demo_files):
 @pytest.mark.parametrize("size", [32, 256])
 @pytest.mark.parametrize("shape", [(300, 200), (200, 300), (256, 256), (64, 900)])
 def test_square_crop_sizes(mode, size, shape):
-    image = Image.new("RGB", shape, (10, 200, 30))
-    out = square_crop(image, size, mode)
-    assert out.size == (size, size) and out.mode == "RGB"
+    pixels = np.full((shape[1], shape[0], 3), (30, 200, 10), np.uint8)
+    out = square_crop(pixels, size, mode)
+    assert out.shape == (size, size, 3) and out.dtype == np.uint8
 
 
 def test_center_crop_takes_the_centre():
     arr = np.zeros((100, 300, 3), np.uint8)
     arr[:, 100:200] = 255  # the central square is white, the sides black
-    out = np.asarray(square_crop(Image.fromarray(arr), 50, "center_crop"))
+    out = square_crop(arr, 50, "center_crop")
     assert out[:, 2:-2].min() > 240
 
 
@@ -167,7 +191,7 @@ def test_a_border_crop_stays_within_the_default_radius():
     assert distance(imagehash_whole(original), imagehash_whole(cut)) <= radius
 
     def centre_crop_hash(data: bytes) -> int:
-        return phash64(square_crop(decode_image(data, MAX).image, 256))
+        return phash64(gray_thumbnail(square_crop(decode_image(data, MAX).pixels, 256)))
 
     assert distance(centre_crop_hash(original), centre_crop_hash(cut)) > radius
 
@@ -192,7 +216,7 @@ def test_centre_crop_is_close_to_pillows_bicubic(name, scale):
     d_side = min(draft.size)
     d_box = ((draft.width - d_side) // 2, (draft.height - d_side) // 2)
     d_box += (d_box[0] + d_side, d_box[1] + d_side)
-    ours = psnr(square_crop(draft, 256))
+    ours = psnr(square_crop(np.asarray(draft), 256))
     pillow = psnr(draft.resize((256, 256), Image.BICUBIC, box=d_box))
     plain = psnr(cv2.resize(np.asarray(draft.crop(d_box)), (256, 256), interpolation=cv2.INTER_NEAREST))
     assert ours >= pillow - 2.5 and ours > plain, (ours, pillow, plain)

@@ -13,7 +13,7 @@ from ..models.profiles import model_fingerprint
 from ..settings import Settings
 
 # Bump an asset's entry when its code changes what it writes; settings changes are folded in automatically.
-CODE_VERSIONS = {"raw_images": "2", "filtered_images": "2", "captions": "2", "clip_embeddings": "2",
+CODE_VERSIONS = {"raw_images": "2", "filtered_images": "3", "captions": "2", "clip_embeddings": "2",
                  "dinov2_embeddings": "1", "latents": "2", "cluster_labels": "1", "cluster_report": "2",
                  "expert_shards": "2", "router_pairs": "2"}
 

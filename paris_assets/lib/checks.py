@@ -13,7 +13,7 @@ import cv2
 import fsspec
 import numpy as np
 
-from .images import Rejected, decode_image, encode_jpeg, gray_thumbnail, is_blank, phash64, square_crop
+from .images import Rejected, crop_thumbnail, decode_image, encode_jpeg, image_phash, is_blank, square_crop
 from .tars import TarShardWriter, iter_samples
 
 
@@ -43,22 +43,21 @@ def process_image(data: bytes, params: FilterParams, detector=None) -> tuple[dic
     """(facts, crop JPEG bytes) for one downloaded file, or raise `Rejected`."""
     decoded = decode_image(data, params.max_image_pixels, params.min_side, params.max_aspect,
                            draft_size=params.image_size)
-    pixels = np.asarray(decoded.image)  # one copy out of Pillow, for the crop and the hash alike
-    crop = square_crop(decoded.image, params.image_size, params.resize_mode, pixels)
-    crop_pixels = np.asarray(crop)
-    if is_blank(gray_thumbnail(crop_pixels), params.blank_std):
+    crop = square_crop(decoded.pixels, params.image_size, params.resize_mode)
+    if is_blank(crop_thumbnail(crop), params.blank_std):
         raise Rejected("blank", f"pixel std <= {params.blank_std}")
     if detector is not None:
-        _check_nudity(detector, crop_pixels, params)
+        _check_nudity(detector, crop, params)
     facts = {"original_width": decoded.width, "original_height": decoded.height, "format": decoded.format,
-             "frames": decoded.frames, "sha256": hashlib.sha256(data).hexdigest(), "phash": f"{phash64(gray_thumbnail(pixels)):016x}"}  # text: 64 bits survive a DataFrame
+             "frames": decoded.frames, "sha256": hashlib.sha256(data).hexdigest(),
+             "phash": f"{image_phash(decoded.pixels):016x}"}  # text: 64 bits survive a DataFrame
     # A source that already is the crop keeps its own bytes: no second JPEG generation, no encode time.
-    stored = data if crop is decoded.image and decoded.pristine else encode_jpeg(crop, params.jpeg_quality)
+    stored = data if crop is decoded.pixels and decoded.pristine else encode_jpeg(crop, params.jpeg_quality)
     return facts, stored
 
 
 def _check_nudity(detector, pixels: np.ndarray, params: FilterParams) -> None:
-    hits = [d for d in detector.detect(np.ascontiguousarray(pixels[..., ::-1]))  # NudeNet takes BGR like OpenCV
+    hits = [d for d in detector.detect(np.ascontiguousarray(pixels))  # NudeNet takes BGR, as the crop is
             if d["class"] in params.nudenet_classes and d["score"] >= params.nudenet_threshold]
     if hits:
         top = max(hits, key=lambda d: d["score"])
