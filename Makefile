@@ -29,7 +29,11 @@ demo: setup
 chromium:
 	bash scripts/ensure-chromium
 
-test: setup chromium
+# the team-instance tests start a real PostgreSQL server (Debian's package): installed when missing, or a stop
+postgres:
+	bash scripts/ensure-postgres
+
+test: setup chromium postgres
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 ui: setup
