@@ -1,0 +1,358 @@
+"""Chunked arrays, read where they lie.
+
+An array of N rows is a folder: fixed-size row chunks as plain `.npy` files (`chunk-000000.npy`, ...; numpy
+reads each with no code of ours) and `index.json` (format, dtype, full shape, chunk_rows, and per chunk its
+file, first and last row, and size in bytes). It is never assembled into one file: CLIP tokens for 11M images
+are 1.3 TB, and a copy of that is hours of disk or network for nothing.
+
+`ChunkedArrayWriter` builds such a folder in a local staging folder, one atomic chunk at a time;
+`link_chunk_store` turns the finished chunks of a `ChunkStore` into one by hard-linking them (no byte copied).
+`open_array` is the one reader for every consumer, of a chunked folder or a plain monolithic `.npy`: on the
+local disk it memory-maps the chunks a read touches; on any other fsspec filesystem (s3://, memory://) it reads
+each chunk's npy header once and then only the byte ranges of the rows asked, neighbouring rows coalesced into
+one range, all ranges of a read in one concurrent `cat_ranges` call. Results are always copies: nothing keeps
+a mapping (and its resident pages) alive, and nothing reads more than the rows asked.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import fsspec
+import numpy as np
+
+from .chunks import ChunkStore
+from .storage import is_local, local_path
+
+FORMAT, VERSION = "paris-chunked-array", 1
+INDEX = "index.json"
+HEAD_BYTES = 512  # a first read of a chunk's npy header; numpy's headers for plain dtypes are 128 bytes
+COALESCE_BYTES = 64 * 1024  # two row runs of a chunk closer than this are fetched as one range (one request)
+
+
+def chunk_file(i: int) -> str:
+    return f"chunk-{i:06d}.npy"
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+
+class ChunkedArrayWriter:
+    """Builds a chunked array in a local folder. Chunk i holds rows [i * chunk_rows, (i + 1) * chunk_rows); every
+    chunk but the last is full. Each chunk appears atomically (written under a temporary name, then renamed), so
+    a writer killed part-way leaves whole chunks only, and `done(i)` tells a resumed run what is left to do.
+    `finish()` checks the chunks agree and writes index.json, which is what makes the folder an array."""
+
+    def __init__(self, folder: str | Path, chunk_rows: int):
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
+        self.folder, self.chunk_rows = Path(folder), chunk_rows
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._pending: list[np.ndarray] = []  # rows appended but not yet a full chunk
+        self._appended = 0
+
+    def path(self, i: int) -> Path:
+        return self.folder / chunk_file(i)
+
+    def done(self, i: int) -> bool:
+        return self.path(i).exists()
+
+    def write_chunk(self, i: int, rows: np.ndarray) -> None:
+        """Write chunk i whole, atomically."""
+        with self.chunk(i, len(rows), rows.dtype, rows.shape[1:]) as out:
+            out[:] = rows
+
+    @contextmanager
+    def chunk(self, i: int, n_rows: int, dtype, row_shape: tuple[int, ...] = ()) -> Iterator[np.ndarray]:
+        """Chunk i as a writable memory map to fill batch by batch (a 121 MB chunk of CLIP tokens need not be in
+        memory at once); it takes its name only when the block exits without an exception."""
+        if n_rows > self.chunk_rows or n_rows < 1:
+            raise ValueError(f"chunk {i}: {n_rows} rows; a chunk holds 1 to {self.chunk_rows}")
+        tmp = self.folder / f".{chunk_file(i)}.{os.getpid()}.tmp"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(n_rows, *row_shape))
+        try:
+            yield out
+            out.flush()
+            del out
+            os.replace(tmp, self.path(i))
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def append(self, rows: np.ndarray) -> None:
+        """Add rows after those appended before, writing each chunk as soon as it is full (one chunk of rows held
+        at most). For producers whose batches do not line up with chunks."""
+        self._pending.append(np.asarray(rows))
+        self._appended += len(rows)
+        held = sum(len(p) for p in self._pending)
+        while held >= self.chunk_rows:
+            block = np.concatenate(self._pending)
+            self.write_chunk((self._appended - held) // self.chunk_rows, block[:self.chunk_rows])
+            self._pending, held = [block[self.chunk_rows:]], held - self.chunk_rows
+
+    def finish(self, n_rows: int | None = None, dtype=None, row_shape: tuple[int, ...] = ()) -> dict:
+        """Write what `append` still holds, check the chunks (numbered 0..n-1 without a gap, all full but the
+        last, one dtype and row shape, `n_rows` rows in all when given) and write index.json; returns the index.
+        An array of no rows has no chunk: give its `dtype` (and `row_shape`)."""
+        held = sum(len(p) for p in self._pending)
+        if held:
+            self.write_chunk((self._appended - held) // self.chunk_rows, np.concatenate(self._pending))
+        self._pending = []
+        files = sorted(p.name for p in self.folder.glob("chunk-*.npy"))
+        if files != [chunk_file(i) for i in range(len(files))]:
+            raise ValueError(f"{self.folder}: chunks are not numbered 0..{len(files) - 1} without a gap: {files[:5]}...")
+        chunks, start, kind = [], 0, None  # kind: (dtype, row shape) of chunk 0, which every chunk must share
+        for i, name in enumerate(files):
+            shape, chunk_dtype, _offset = read_header(self.folder / name)
+            if kind is not None and (chunk_dtype, shape[1:]) != kind:
+                raise ValueError(f"{self.folder / name}: {chunk_dtype} rows of {shape[1:]}, chunk 0 holds {kind}")
+            kind = (chunk_dtype, shape[1:])
+            if i < len(files) - 1 and shape[0] != self.chunk_rows:
+                raise ValueError(f"{self.folder / name}: {shape[0]} rows; every chunk but the last holds "
+                                 f"{self.chunk_rows}")
+            chunks.append({"file": name, "start": start, "stop": start + shape[0],
+                           "bytes": (self.folder / name).stat().st_size})
+            start += shape[0]
+        if kind is None and dtype is None:
+            raise ValueError(f"{self.folder}: no chunk, so no dtype: pass finish(dtype=...) for an empty array")
+        dtype, row_shape = kind or (np.dtype(dtype), tuple(row_shape))
+        if n_rows is not None and start != n_rows:
+            raise ValueError(f"{self.folder}: the chunks hold {start} rows, expected {n_rows}")
+        index = {"format": FORMAT, "version": VERSION, "dtype": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                 "shape": [start, *row_shape], "chunk_rows": self.chunk_rows, "chunks": chunks}
+        tmp = self.folder / f".{INDEX}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(index, indent=1))
+        os.replace(tmp, self.folder / INDEX)
+        return index
+
+
+def link_chunk_store(store: ChunkStore, name: str, folder: str | Path) -> dict:
+    """The chunked array `name` of a finished ChunkStore (`chunk-NNNNNN.<name>.npy`), as an array folder: each
+    chunk file hard-linked into `folder` under its array name, no byte copied and nothing assembled. The store
+    keeps its own links (a resumed run still finds its chunks) until it is removed. Returns the index."""
+    writer = ChunkedArrayWriter(folder, store.chunk_size)
+    for i in range(store.n_chunks):
+        source = store.folder / f"chunk-{i:06d}.{name}.npy"
+        if not store.done(i) or not source.exists():
+            raise ValueError(f"{store.folder}: chunk {i} of {name!r} is not finished; run every chunk first")
+        writer.path(i).unlink(missing_ok=True)
+        os.link(source, writer.path(i))  # same filesystem: both live in the data root's staging folder
+    return writer.finish(n_rows=store.n_rows)
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+def read_header(path: str | Path, fs=None) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, offset of the data) of a C-ordered .npy file, from its first bytes only."""
+    if fs is None:
+        with open(path, "rb") as fh:
+            head = fh.read(HEAD_BYTES)
+    else:
+        head = fs.cat_file(path, start=0, end=HEAD_BYTES)
+    return parse_header(head, lambda end: fs.cat_file(path, start=0, end=end) if fs else _first_bytes(path, end),
+                        str(path))
+
+
+def _first_bytes(path: str | Path, n: int) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def parse_header(head: bytes, more, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Parse an npy header from its first bytes; `more(n)` returns the first n bytes when the header is longer."""
+    fh = io.BytesIO(head)
+    try:
+        major, _minor = np.lib.format.read_magic(fh)
+    except ValueError as exc:
+        raise ValueError(f"{name} is not a .npy file: {exc}") from None
+    length_bytes = 2 if major == 1 else 4
+    needed = 8 + length_bytes + int.from_bytes(head[8:8 + length_bytes], "little")
+    if needed > len(head):
+        fh = io.BytesIO(more(needed))
+        np.lib.format.read_magic(fh)
+    reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = reader(fh)
+    if fortran and len(shape) > 1:
+        raise ValueError(f"{name} is Fortran-ordered: rows are not contiguous; save it C-ordered")
+    if dtype.hasobject:
+        raise ValueError(f"{name} holds Python objects: arrays here are plain numbers or fixed-width text")
+    return tuple(shape), dtype, fh.tell()
+
+
+class ChunkedArray:
+    """A read-only array over chunk files, local or remote. `a[i]`, `a[start:stop:step]`, `a[rows]` (integers in
+    any order, repeats allowed, or a boolean mask) return numpy arrays holding only the rows asked, in the order
+    asked; `iter_blocks(max_bytes)` walks all rows in blocks of at most max_bytes. `np.asarray(a)` reads
+    everything: for small arrays (labels, ids), never for embeddings."""
+
+    def __init__(self, path: str, files: list[str], starts: list[int], shape: tuple[int, ...], dtype: np.dtype,
+                 fs=None):
+        self.path, self.files, self.fs = path, files, fs
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.bounds = np.asarray([*starts, shape[0]], dtype=np.int64)  # chunk c holds rows bounds[c]:bounds[c+1]
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._offsets: dict[int, int] = {}  # remote: where each chunk's data starts, from its header
+
+    def __repr__(self) -> str:
+        return f"ChunkedArray({self.path!r}, shape={self.shape}, dtype={self.dtype}, chunks={len(self.files)})"
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.row_bytes
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getitem__(self, key) -> np.ndarray:
+        n = self.shape[0]
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + n if key < 0 else int(key)
+            if not 0 <= i < n:
+                raise IndexError(f"row {key} is outside an array of {n} rows")
+            return self._read_range(i, i + 1)[0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            if step == 1:
+                return self._read_range(start, max(start, stop))
+            return self.take(np.arange(start, stop, step))
+        if isinstance(key, tuple) or key is Ellipsis:
+            raise TypeError("index rows only (an int, a slice or an array of rows), then slice the result")
+        return self.take(key)
+
+    def take(self, rows) -> np.ndarray:
+        """The rows named by an integer array (any order, repeats) or a boolean mask, in that order."""
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            if rows.shape != (self.shape[0],):
+                raise IndexError(f"a boolean mask of shape {rows.shape} for an array of {self.shape[0]} rows")
+            rows = np.flatnonzero(rows)
+        if rows.size and not np.issubdtype(rows.dtype, np.integer):
+            raise IndexError(f"rows must be integers or a boolean mask, not {rows.dtype}")
+        rows = rows.astype(np.int64, copy=False)
+        rows = np.where(rows < 0, rows + self.shape[0], rows)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.shape[0]):
+            raise IndexError(f"rows outside an array of {self.shape[0]} rows")
+        unique, inverse = np.unique(rows, return_inverse=True)
+        return self._gather(unique)[inverse.reshape(rows.shape)]
+
+    def iter_blocks(self, max_bytes: int = 64 << 20, start: int = 0,
+                    stop: int | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(start, stop, rows) for consecutive blocks of rows [start, stop), each at most max_bytes (one row at
+        least): a pass over 1.3 TB holds one block at a time."""
+        stop = self.shape[0] if stop is None else min(stop, self.shape[0])
+        step = max(1, max_bytes // max(1, self.row_bytes))
+        for a in range(start, stop, step):
+            b = min(stop, a + step)
+            yield a, b, self._read_range(a, b)
+
+    # Both reads below split the request by chunk, then read each piece from the chunk's memory map (local) or
+    # as byte ranges fetched together (remote).
+
+    def _read_range(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, *self.shape[1:]), self.dtype)
+        pieces = []  # (chunk, first row in the chunk, last row + 1, where in out)
+        first = int(np.searchsorted(self.bounds, start, side="right")) - 1
+        c = first
+        while c < len(self.files) and self.bounds[c] < stop:
+            lo, hi = max(start, self.bounds[c]), min(stop, self.bounds[c + 1])
+            if hi > lo:
+                pieces.append((c, lo - self.bounds[c], hi - self.bounds[c], lo - start))
+            c += 1
+        for (c, a, b, at), data in zip(pieces, self._read_runs([(c, a, b) for c, a, b, _ in pieces])):
+            out[at:at + b - a] = data
+        return out
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        """Rows given sorted and unique."""
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        if not len(rows):
+            return out
+        chunk = np.searchsorted(self.bounds, rows, side="right") - 1
+        local = rows - self.bounds[chunk]
+        if self.fs is None:  # a memory map reads scattered rows itself; one map per chunk touched
+            for c in np.unique(chunk):
+                picked = np.flatnonzero(chunk == c)
+                out[picked] = self._map(int(c))[local[picked]]
+            return out
+        # remote: runs of neighbouring rows (gaps under COALESCE_BYTES bridged) become one range each
+        gap = max(1, COALESCE_BYTES // max(1, self.row_bytes))
+        breaks = np.flatnonzero((np.diff(chunk) != 0) | (np.diff(local) > gap)) + 1
+        run_starts, run_stops = np.r_[0, breaks], np.r_[breaks, len(rows)]
+        runs = [(int(chunk[s]), int(local[s]), int(local[e - 1]) + 1) for s, e in zip(run_starts, run_stops)]
+        for (_c, a, _b), s, e, data in zip(runs, run_starts, run_stops, self._read_runs(runs)):
+            out[s:e] = data[local[s:e] - a]
+        return out
+
+    def _map(self, c: int) -> np.ndarray:
+        return np.load(os.path.join(self.path, self.files[c]) if self.files[c] else self.path, mmap_mode="r")
+
+    def _read_runs(self, runs: list[tuple[int, int, int]]) -> list[np.ndarray]:
+        """Rows a:b of chunk c for each (c, a, b)."""
+        if self.fs is None:
+            return [np.array(self._map(c)[a:b]) for c, a, b in runs]
+        self._read_offsets(sorted({c for c, _a, _b in runs}))
+        paths = [self._path(c) for c, _a, _b in runs]
+        starts = [self._offsets[c] + a * self.row_bytes for c, a, _b in runs]
+        ends = [self._offsets[c] + b * self.row_bytes for c, _a, b in runs]
+        blobs = self.fs.cat_ranges(paths, starts, ends, on_error="raise") if runs else []
+        return [np.frombuffer(blob, self.dtype).reshape(b - a, *self.shape[1:]) for blob, (_c, a, b) in zip(blobs, runs)]
+
+    def _path(self, c: int) -> str:
+        return f"{self.path}/{self.files[c]}" if self.files[c] else self.path
+
+    def _read_offsets(self, chunks: list[int]) -> None:
+        """Read the npy headers of chunks not read before, all in one call, and check them against the index."""
+        todo = [c for c in chunks if c not in self._offsets]
+        if not todo:
+            return
+        heads = self.fs.cat_ranges([self._path(c) for c in todo], [0] * len(todo), [HEAD_BYTES] * len(todo),
+                                   on_error="raise")
+        for c, head in zip(todo, heads):
+            path = self._path(c)
+            shape, dtype, offset = parse_header(head, lambda end, p=path: self.fs.cat_file(p, start=0, end=end), path)
+            rows = int(self.bounds[c + 1] - self.bounds[c])
+            if (shape[0], tuple(shape[1:]), dtype) != (rows, self.shape[1:], self.dtype):
+                raise ValueError(f"{path}: {shape} {dtype}, the index says {rows} rows of {self.shape[1:]} "
+                                 f"{self.dtype}: the folder was changed after its index was written")
+            self._offsets[c] = offset
+
+
+def open_array(url: str, **storage_options) -> ChunkedArray:
+    """The array at `url`: a chunked array folder (index.json inside) or a plain `.npy` file (a URL ending in
+    .npy), on the local disk or any fsspec filesystem. Reads only index.json or the npy header now."""
+    url = str(url).rstrip("/")
+    local = is_local(url)
+    fs, path = (None, str(local_path(url))) if local else fsspec.core.url_to_fs(url, **storage_options)
+    if url.endswith(".npy"):
+        if local:
+            shape, dtype, _offset = read_header(path)
+        else:
+            shape, dtype, _offset = read_header(path, fs)
+        if not shape:
+            raise ValueError(f"{url} holds a 0-d array: there are no rows to read; load it with np.load")
+        return ChunkedArray(path, [""], [0], shape, dtype, fs)
+    try:
+        raw = Path(path, INDEX).read_text() if local else fs.cat_file(f"{path}/{INDEX}").decode()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{url} is neither a .npy file nor a chunked array folder (no {INDEX})") from None
+    index = json.loads(raw)
+    if index.get("format") != FORMAT or index.get("version") != VERSION:
+        raise ValueError(f"{url}/{INDEX}: format {index.get('format')!r} version {index.get('version')!r}; "
+                         f"this reader knows {FORMAT!r} version {VERSION}")
+    chunks = index["chunks"]
+    return ChunkedArray(path, [c["file"] for c in chunks], [c["start"] for c in chunks], tuple(index["shape"]),
+                        np.lib.format.descr_to_dtype(index["dtype"]), fs)
+
