@@ -3,11 +3,18 @@
 Every asset output is a folder. It is built in a staging folder, then swapped in whole: a crash never leaves
 a half-written output that looks complete, and a re-run never leaves a file from an earlier one. On the
 local disk the swap is a rename, after every new file and folder is fsynced (a power cut must not publish
-empty files under a complete-looking marker). Object stores have no rename, so there the folder is uploaded beside the
-target, the old one removed, the new one moved in, and a `_SUCCESS.json` marker (the list of files and their
-sizes) written last; readers refuse a folder without it.
-"""
+empty files under a complete-looking marker). Either way a `_SUCCESS.json` marker (the list of files and their
+sizes) comes last; readers refuse a folder without it.
 
+Object stores have no rename, and a killed process must never leave the previous output unreadable, so there
+the marker is also a pointer. A commit uploads the new output whole into `<root>/.staging/<name>-<id>/` (the
+old output untouched), then rewrites `<root>/<name>/_SUCCESS.json` in one PUT to point at that upload
+(`"location"`): from that moment `open_folder` reads the new output. Then it settles the output under its own
+name, for readers of plain paths (`<data_dir>/router_pairs/latents.npy` is a contract): each file copied over
+its old self on the server, files the new output lacks removed, the marker rewritten without the pointer. Last,
+the upload is removed. Killed anywhere, the marker names a complete output, old or new; the next commit of the
+same asset removes what the killed one left (see `_sweep_stale_uploads`).
+"""
 from __future__ import annotations
 
 import json
@@ -21,9 +28,12 @@ from pathlib import Path
 
 from upath import UPath
 
+from .processes import is_running, this_process
+
 MARKER = "_SUCCESS.json"
 OWNER = ".owner"  # host and pid of the process filling a staging folder
-STARTED = ".started"  # when an upload to an object store began (seconds since the epoch)
+STARTED = ".started"  # who began an upload to an object store, and when: {"time", "host", "pid", "started"}
+LOCATION = "location"  # in an object store's marker: the upload that holds the output until it is settled
 STALE_UPLOAD_HOURS = 48  # an upload older than this was abandoned: no asset takes two days to upload
 
 
@@ -124,31 +134,53 @@ def commit_folder(staged: Path, root: str, name: str, extra: dict | None = None)
         _fsync(target.parent)  # the rename itself
         shutil.rmtree(trash, ignore_errors=True)
         return UPath(target)
-    target = UPath(root) / name
-    fs = target.fs
-    upload = UPath(root) / ".staging" / f"{name}-{uuid.uuid4().hex[:12]}"
-    _sweep_stale_uploads(fs, UPath(root) / ".staging", name)
-    marker = staged / MARKER
+    target = _commit_to_object_store(staged, files, root, name)
+    shutil.rmtree(staged, ignore_errors=True)
+    return target
+
+
+def _commit_to_object_store(staged: Path, files: dict[str, int], root: str, name: str) -> UPath:
+    """Upload, point, settle, retire (the module docstring says why): the marker at `<root>/<name>/` names a
+    complete output after every single request, so a process killed between any two leaves one to read."""
+    base = UPath(root)
+    fs, target = base.fs, base / name
+    fs.invalidate_cache()  # another process may have changed the store since this one last listed it
+    previous = _pointed_upload(base, name)  # a killed commit's upload that still holds the output
+    _sweep_stale_uploads(fs, base / ".staging", name, keep=previous)
+    upload = base / ".staging" / f"{name}-{uuid.uuid4().hex[:12]}"
+    marker = (staged / MARKER).read_bytes()
     try:
-        fs.pipe_file((upload / STARTED).path, str(time.time()).encode())
+        fs.pipe_file((upload / STARTED).path, json.dumps({"time": time.time(), **this_process()}).encode())
         for rel in files:
             fs.makedirs(str((upload / rel).parent.path), exist_ok=True)
             fs.put_file(str(staged / rel), (upload / rel).path)
+        fs.pipe_file((upload / MARKER).path, marker)
     except BaseException:
         fs.rm(upload.path, recursive=True) if fs.exists(upload.path) else None
         raise
-    fs.rm_file((upload / STARTED).path)  # uploaded: not part of the asset
-    if fs.exists((target / MARKER).path):
-        fs.rm_file((target / MARKER).path)  # first: a half-deleted old folder must not look complete
-    if fs.exists(target.path):
-        fs.rm(target.path, recursive=True)
-    if files:
-        fs.mv(upload.path, target.path, recursive=True)
-    else:
-        fs.makedirs(target.path, exist_ok=True)
-    fs.put_file(str(marker), (target / MARKER).path)  # last: readers trust only a folder with its marker
-    shutil.rmtree(staged, ignore_errors=True)
+    pointer = {**json.loads(marker), LOCATION: upload.path[len(base.path.rstrip("/")) + 1:]}
+    fs.pipe_file((target / MARKER).path, json.dumps(pointer, indent=1, sort_keys=True).encode())  # one PUT
+    for rel in files:  # server-side copies: no byte comes back through this machine
+        fs.makedirs(str((target / rel).parent.path), exist_ok=True)
+        fs.copy((upload / rel).path, (target / rel).path)
+    prefix = target.path.rstrip("/") + "/"
+    for path in fs.find(target.path):
+        if path[len(prefix):] not in files and path[len(prefix):] != MARKER:
+            fs.rm_file(path)  # left by the old output (a shard of an earlier K), or a killed settle
+    fs.pipe_file((target / MARKER).path, marker)  # settled: readers of plain paths and of the marker agree
+    for done in (upload, previous):
+        if done is not None and fs.exists(done.path):
+            fs.rm(done.path, recursive=True)
     return target
+
+
+def _pointed_upload(base: UPath, name: str) -> UPath | None:
+    """The upload the marker of `<base>/<name>` points at (a commit killed before it settled), else None."""
+    try:
+        marker = json.loads(base.fs.cat_file((base / name / MARKER).path))
+    except FileNotFoundError:
+        return None
+    return base / marker[LOCATION] if LOCATION in marker else None
 
 
 def sync_tree(folder: Path) -> None:
@@ -171,20 +203,35 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _sweep_stale_uploads(fs, base: UPath, name: str) -> None:
-    """Remove uploads of `name` that a killed process left in `<root>/.staging/` on an object store: those
-    started more than STALE_UPLOAD_HOURS ago (a live upload of the same asset by another run is younger)."""
+def _sweep_stale_uploads(fs, base: UPath, name: str, keep: UPath | None = None) -> None:
+    """Remove uploads of `name` that a killed process left in `<root>/.staging/` on an object store: those whose
+    process ran on this host and has ended, and those begun more than STALE_UPLOAD_HOURS ago (by a host nothing
+    here can ask; a live upload of the same asset by another run is younger). Never `keep`, the upload a marker
+    points at: it is an output until the next commit has moved the pointer on."""
     try:
         candidates = fs.glob(f"{base.path}/{name}-*")
     except FileNotFoundError:
         return
     for upload in candidates:
+        if keep is not None and upload.rstrip("/") == keep.path.rstrip("/"):
+            continue
         try:
-            started = float(fs.cat_file(f"{upload}/{STARTED}"))
+            record = json.loads(fs.cat_file(f"{upload}/{STARTED}"))
         except (FileNotFoundError, ValueError):
             continue  # not ours, or not begun: leave it
-        if time.time() - started > STALE_UPLOAD_HOURS * 3600:
+        if _abandoned(record if isinstance(record, dict) else {"time": record}):
             fs.rm(upload, recursive=True)
+
+
+def _abandoned(started: dict) -> bool:
+    """Whether an upload's STARTED record (older ones hold the time alone) names a process that will not finish."""
+    try:
+        if time.time() - float(started["time"]) > STALE_UPLOAD_HOURS * 3600:
+            return True
+    except (KeyError, TypeError, ValueError):
+        return False
+    host, pid, stamp = (str(started.get(k, "")) for k in ("host", "pid", "started"))
+    return bool(pid) and is_running(host, pid, stamp) is False
 
 
 def write_atomic(root: str, name: str, data: bytes) -> None:
@@ -207,11 +254,19 @@ def remove_file(root: str, name: str) -> None:
 
 
 def open_folder(root: str, name: str) -> UPath:
-    """The committed folder `<root>/<name>`, or IncompleteOutput naming the asset to materialise."""
-    folder = UPath(local_path(root) if is_local(root) else root) / name
-    if not (folder / MARKER).exists():
-        raise IncompleteOutput(f"{folder} holds no complete output of {name!r}: materialise {name} first")
-    return folder
+    """The committed folder `<root>/<name>`, or IncompleteOutput naming the asset to materialise. On an object
+    store, the upload its marker points at while a commit settles it (or after that commit was killed)."""
+    if is_local(root):
+        folder = UPath(local_path(root)) / name
+        if not (folder / MARKER).exists():
+            raise IncompleteOutput(f"{folder} holds no complete output of {name!r}: materialise {name} first")
+        return folder
+    folder = UPath(root) / name
+    try:  # read, not listed: a listing cached by this process may predate another one's commit
+        marker = json.loads(folder.fs.cat_file((folder / MARKER).path))
+    except FileNotFoundError:
+        raise IncompleteOutput(f"{folder} holds no complete output of {name!r}: materialise {name} first") from None
+    return UPath(root) / marker[LOCATION] if LOCATION in marker else folder
 
 
 def folder_files(folder: UPath) -> dict[str, int]:
