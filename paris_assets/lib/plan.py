@@ -1,0 +1,551 @@
+"""Plan a run past this machine: per stage the work (GPU-hours, CPU core-hours), the storage each asset writes,
+the partitions and the expected wall time, for N images on a cluster of G GPUs.
+
+Where each number comes from:
+
+- **Bytes per image** are the shapes and dtypes the code writes (read from the models' configs the way
+  `models.profiles.expected_shapes` reads them), `.npy` members and tar blocks as `lib.shards` and `lib.tars`
+  write them (a shard sample is built by `lib.shards.sample_fields` itself). Two figures are measured, not
+  derived: the original JPEG and the stored crop (below). Text lengths (URL, alt text, caption) are assumptions.
+- **GPU throughput** is FLOPs per image / (peak x MFU). FLOPs count matrix products and convolutions as
+  `torch.utils.flop_counter.FlopCounterMode` counts them (2 per multiply-add; norms and activations left out):
+  transformers as 2 x matmul weights x tokens + 4 x tokens^2 x width per layer, the VAE encoder conv by conv
+  from its config. The tests check each formula against FlopCounterMode on the real configs (meta tensors).
+  BLIP-2's token-by-token generation is bounded by reading OPT's weights once per decoding step (a roofline:
+  max(compute, weight bytes / HBM bandwidth / batch)), not by FLOPs.
+- **CPU rates** are the figures measured on this 2-core machine and written in the README (cited per stage in
+  `CPU_FIGURES`); `--rate stage=...` overrides any of them.
+
+No torch, no Dagster: numbers in, a `Plan` out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .shards import ShardSource, npy_bytes, sample_fields
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+# --- the hardware ---------------------------------------------------------------------------------------------
+
+A100 = {"name": "A100-SXM4-80GB", "tflops": 312.0, "hbm_gbs": 2039.0,
+        "source": "NVIDIA A100 datasheet: 312 TFLOPS dense FP16/BF16 tensor core, 2,039 GB/s HBM2e (80 GB SXM)"}
+DEFAULT_MFU = 0.35  # achieved share of peak for batched fp16 inference of ViTs and convnets; override with --mfu
+CPUS_PER_GPU = 12  # an 8 x A100 node has 96 vCPUs (AWS p4d.24xlarge, GCP a2-highgpu-8g): 12 per GPU
+PARTITION_SIZE = 100_000  # images per partition (issue #11): thousands of partitions at most, as Dagster likes
+ID_BYTES = np.dtype("<U16").itemsize  # image_ids.npy: 16 hex digits as numpy str_ (lib.stages._finish)
+
+# --- the real models' configs, as their config.json files at the pinned commits say ---------------------------
+# Only the fields the plan reads. Transcribed from each repository's config.json (and the DINOv2 processor's
+# preprocessor_config.json); the tests recount their FLOPs with torch's FlopCounterMode on these very configs.
+
+PARIS_CONFIGS: dict[str, dict[str, Any]] = {
+    "facebook/dinov2-large": {"model_type": "dinov2", "hidden_size": 1024, "num_hidden_layers": 24,
+                              "num_attention_heads": 16, "mlp_ratio": 4, "patch_size": 14, "num_channels": 3,
+                              "crop_size": 224},
+    "facebook/dinov2-base": {"model_type": "dinov2", "hidden_size": 768, "num_hidden_layers": 12,
+                             "num_attention_heads": 12, "mlp_ratio": 4, "patch_size": 14, "num_channels": 3,
+                             "crop_size": 224},
+    "openai/clip-vit-large-patch14": {"model_type": "clip", "projection_dim": 768, "text_config": {
+        "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+        "max_position_embeddings": 77, "vocab_size": 49408}},
+    "stabilityai/sd-vae-ft-mse": {"_class_name": "AutoencoderKL", "in_channels": 3, "latent_channels": 4,
+                                  "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
+                                  "mid_block_add_attention": True, "use_quant_conv": True, "scaling_factor": 0.18215},
+    "Salesforce/blip2-opt-2.7b": {"model_type": "blip-2", "num_query_tokens": 32,
+                                  "vision_config": {"hidden_size": 1408, "intermediate_size": 6144,
+                                                    "num_hidden_layers": 39, "image_size": 224, "patch_size": 14},
+                                  "qformer_config": {"hidden_size": 768, "intermediate_size": 3072,
+                                                     "num_hidden_layers": 12, "cross_attention_frequency": 2,
+                                                     "encoder_hidden_size": 1408},
+                                  "text_config": {"hidden_size": 2560, "ffn_dim": 10240, "num_hidden_layers": 32,
+                                                  "vocab_size": 50272, "word_embed_proj_dim": 2560}},
+}
+PARIS_IDS = {"captioner": "Salesforce/blip2-opt-2.7b", "text_encoder": "openai/clip-vit-large-patch14",
+             "image_embedder": "facebook/dinov2-large", "latent_encoder": "stabilityai/sd-vae-ft-mse"}
+
+# --- figures measured on this machine --------------------------------------------------------------------------
+
+RAW_JPEG_BYTES = 80_477  # mean of 2,000 `bench_photos.laion_like` JPEGs (54 photographs, seed 0): ~0.5 MP, q75-95
+CROP_JPEG_BYTES_256 = 31_956  # mean stored crop of those 2,000 through `lib.checks.process_image` (256 px, q95 4:4:4)
+MEASURED_BYTES_SOURCE = ("measured: `bench_photos.laion_like(photos, 2000, seed=0)` on the 54 photographs of "
+                         "`bench_photos.photo_paths()`, each through `lib.checks.process_image` with default "
+                         "FilterParams; crop bytes scale with (image_size / 256)^2 (assumed)")
+TEXT_BYTES = {"url": 100, "alt_text": 60, "caption": 60}  # assumed UTF-8 lengths; no LAION rows on this machine
+REPORT_BYTES = 6.2e6  # cluster_report/ on the demo at K=8 (report.json, report.html, 8 grids): it does not grow with N
+TABLE_ROW_BYTES = 120  # assumed: ids, hashes and scores beside the text in a parquet row (before compression)
+
+# Each CPU stage: seconds per image on one core (per-image stages), or how its measured wall time scales with N
+# (global stages, which run as one process over all partitions).
+CPU_FIGURES: dict[str, dict[str, Any]] = {
+    "ingest": {"core_s_per_image": 2 / 150, "source":
+               "notes.md: img2dataset over loopback, 2 processes, ~150 images/s at 1,000 samples per shard "
+               "(the HTTP server on the same 2 cores); real downloads also wait on the network and remote hosts"},
+    "filtered_images": {"core_s_per_image": 1 / 187, "source":
+                        "README Speed: filter bench on a quiet machine, --images 8000, 187 images per CPU-second "
+                        "(`python -m paris_assets.bench --only filter`): decode, checks, crop, pHash, JPEG, sha256"},
+    "duplicate search": {"points": [(100_000, 0.5), (1_000_000, 20.5)], "source":
+                         "README, near-duplicate grouping against n: resampled real pHashes at radius 6, one "
+                         "thread, 0.5 s at 100k and 20.5 s at 1M (`python -m paris_assets.bench_dedup`); "
+                         "extrapolated as the power law through those two points"},
+    "cluster_labels": {"seconds_per_million": 104.0, "source":
+                       "README Speed: 1M x 1024 f16 features, hierarchical, faiss, fine_k 1024, K 8: 92-104 s on "
+                       "2 cores (`python -m paris_assets.bench --only clustering`); scaled linearly in N (an upper "
+                       "bound: k-means trains on a fixed sample), more cores not credited"},
+    "cluster_report": {"seconds_per_million": 10.8, "source":
+                       "README Speed: exact silhouette, intra-cluster similarity, Davies-Bouldin on 20k, 1M x "
+                       "1024 (bench_clustering); scaled linearly in N"},
+    "expert_shards": {"bytes_per_s": 135e6, "source":
+                      "README Speed: 20,000 samples with clip tokens written at 135-148 MB/s by one process "
+                      "(`python -m paris_assets.bench --only shards`); the low end, scaled by the bytes written"},
+    "router_pairs": {"bytes_per_s": 152.1e9 / 189 / 2, "source":
+                     "no bench writes the router arrays: router_pairs_aligned read the same arrays at 11M rows, "
+                     "152.1 GB in 189 s (README, `python -m paris_assets.bench_checks`); the copy reads and writes "
+                     "each byte, so half that rate"},
+}
+
+# CPU seconds per image that feed a GPU stage: decoding the stored crop, then the model's own preprocessing.
+PREPROCESS_CPU = {
+    "dinov2_embeddings": (1.44e-3 + 2.24e-3, "decode_crops 1.44 ms + DINOv2 BitImageProcessor (256 -> 224 crop) 2.24 ms"),
+    "latents": (1.44e-3 + 3.94e-3, "decode_crops 1.44 ms + diffusers VaeImageProcessor 3.94 ms"),
+    "captions": (1.44e-3 + 2.24e-3, "decode_crops 1.44 ms + a 224 px processor, DINOv2's figure standing in"),
+    "clip_embeddings": (0.0, "tokenising a caption: not measured (the tiny tokenizer is not CLIP's); left out"),
+}
+PREPROCESS_SOURCE = ("measured here: CPU time, one thread, 512 demo crops (256 px), `lib.crops.decode_crops` and "
+                     "`model.preprocess` in batches of 64 with the tiny profile's processors, which keep the paris "
+                     "geometry (docs/plan.md has the snippet)")
+
+GPU_STAGES = ("captions", "dinov2_embeddings", "clip_embeddings", "latents")
+STAGES = ("ingest", "filtered_images", "captions", "dinov2_embeddings", "clip_embeddings", "latents",
+          "duplicate search", "cluster_labels", "cluster_report", "expert_shards", "router_pairs")
+PER_IMAGE_CPU = ("ingest", "filtered_images")
+ROLE_OF = {"captions": "captioner", "clip_embeddings": "text_encoder", "dinov2_embeddings": "image_embedder",
+           "latents": "latent_encoder"}
+
+
+# --- FLOPs from configs ----------------------------------------------------------------------------------------
+
+def transformer_flops(layers: int, width: int, ffn: int, tokens: int, context: int | None = None) -> float:
+    """Forward FLOPs of `layers` pre-norm transformer layers over `tokens` tokens: 2 x (4 width^2 + 2 width ffn)
+    per token for the projections and MLP, and 4 x tokens x context x width for the attention products."""
+    context = tokens if context is None else context
+    return float(layers * (2 * tokens * (4 * width * width + 2 * width * ffn) + 4 * tokens * context * width))
+
+
+def dinov2_cost(config: dict) -> dict:
+    """DINOv2 at its processor's crop: patch embedding + ViT layers over patches + CLS; output (hidden,) float32."""
+    width, patch, crop = config["hidden_size"], config["patch_size"], config.get("crop_size", 224)
+    patches = (crop // patch) ** 2
+    ffn = int(width * config.get("mlp_ratio", 4))
+    flops = 2 * config.get("num_channels", 3) * patch * patch * width * patches
+    flops += transformer_flops(config["num_hidden_layers"], width, ffn, patches + 1)
+    return {"flops": flops, "dim": width, "how": f"ViT-{width}x{config['num_hidden_layers']} layers over "
+            f"{patches}+1 tokens ({crop} px crop / {patch} px patches)"}
+
+
+def clip_text_cost(config: dict) -> dict:
+    """CLIP text tower on 77 tokens plus the projection of the end-of-text state."""
+    text = config.get("text_config", config)
+    width, tokens = text["hidden_size"], text.get("max_position_embeddings", 77)
+    projection = config.get("projection_dim", text.get("projection_dim", width))
+    flops = transformer_flops(text["num_hidden_layers"], width, text["intermediate_size"], tokens)
+    flops += 2 * width * projection
+    return {"flops": flops, "width": width, "tokens": tokens, "projection": projection,
+            "how": f"text transformer {width}x{text['num_hidden_layers']} layers over {tokens} tokens + projection"}
+
+
+def vae_encoder_cost(config: dict, image_size: int) -> dict:
+    """AutoencoderKL.encode at image_size x image_size, conv by conv (diffusers' Encoder: conv_in, resnets of
+    two 3x3 convs plus a 1x1 shortcut where channels change, a stride-2 downsample after every block but the
+    last, a mid block of resnet-attention-resnet, conv_out to 2 x latent channels, quant_conv)."""
+    channels, per_block = list(config["block_out_channels"]), config["layers_per_block"]
+    latent = config["latent_channels"]
+
+    def conv(cin: int, cout: int, k: int, side: int) -> int:  # multiply-adds of a conv producing side x side
+        return cin * cout * k * k * side * side
+
+    side, macs, cin = image_size, conv(config.get("in_channels", 3), channels[0], 3, image_size), channels[0]
+    for i, cout in enumerate(channels):
+        for _ in range(per_block):
+            macs += conv(cin, cout, 3, side) + conv(cout, cout, 3, side) + (conv(cin, cout, 1, side) if cin != cout else 0)
+            cin = cout
+        if i < len(channels) - 1:
+            side //= 2
+            macs += conv(cout, cout, 3, side)
+    c, tokens = channels[-1], side * side
+    macs += 2 * (2 * conv(c, c, 3, side))
+    if config.get("mid_block_add_attention", True):
+        macs += 4 * c * c * tokens + 2 * tokens * tokens * c
+    macs += conv(c, 2 * latent, 3, side)
+    if config.get("use_quant_conv", True):
+        macs += conv(2 * latent, 2 * latent, 1, side)
+    return {"flops": 2.0 * macs, "latent_shape": (latent, side, side),
+            "how": f"encoder convs {channels} x {per_block} per block at {image_size} px -> {latent}x{side}x{side}"}
+
+
+def blip2_cost(config: dict, new_tokens: int) -> dict:
+    """BLIP-2 captioning: the vision ViT, the Q-Former and OPT's prefill of the query tokens (+ BOS) are
+    compute-bound ('flops'); each generated token costs 'flops_per_token' and reads OPT's fp16 weights once per
+    decoding step ('weight_bytes'), shared by the batch."""
+    vis, q, txt = config["vision_config"], config["qformer_config"], config["text_config"]
+    queries = config.get("num_query_tokens", 32)
+    patches = (vis["image_size"] // vis["patch_size"]) ** 2
+    v_width, q_width, t_width = vis["hidden_size"], q["hidden_size"], txt["hidden_size"]
+    flops = 2 * 3 * vis["patch_size"] ** 2 * v_width * patches
+    flops += transformer_flops(vis["num_hidden_layers"], v_width, vis["intermediate_size"], patches + 1)
+    flops += transformer_flops(q["num_hidden_layers"], q_width, q["intermediate_size"], queries)
+    cross_layers = math.ceil(q["num_hidden_layers"] / q.get("cross_attention_frequency", 2))
+    enc = q.get("encoder_hidden_size", v_width)
+    flops += cross_layers * (2 * queries * 2 * q_width * q_width + 2 * (patches + 1) * 2 * enc * q_width
+                             + 4 * queries * (patches + 1) * q_width)
+    flops += 2 * queries * q_width * t_width  # language_projection
+    prefill = queries + 1
+    layer_weights = 4 * t_width * t_width + 2 * t_width * txt["ffn_dim"]
+    flops += transformer_flops(txt["num_hidden_layers"], t_width, txt["ffn_dim"], prefill)
+    vocab = txt["vocab_size"]
+    context = prefill + new_tokens / 2
+    per_token = (txt["num_hidden_layers"] * (2 * layer_weights + 4 * context * t_width)
+                 + 2 * txt.get("word_embed_proj_dim", t_width) * vocab)
+    weight_bytes = 2 * (txt["num_hidden_layers"] * layer_weights + vocab * txt.get("word_embed_proj_dim", t_width))
+    return {"flops": float(flops), "flops_per_token": float(per_token), "weight_bytes": float(weight_bytes),
+            "new_tokens": new_tokens,
+            "how": f"ViT {v_width}x{vis['num_hidden_layers']} + Q-Former + OPT {t_width}x{txt['num_hidden_layers']} "
+                   f"prefill of {prefill} tokens, then {new_tokens} new tokens (max_new_tokens, an upper bound)"}
+
+
+# --- inputs and the plan ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything a plan depends on. `configs` maps role -> (model id, config dict)."""
+    images: int
+    gpus: int = 8
+    cpus: int | None = None  # cores in all (ingest, filtering, decoding for the GPUs); None: gpus x cpus_per_gpu
+    cpus_per_gpu: int = CPUS_PER_GPU
+    partition_size: int = PARTITION_SIZE
+    gpu_name: str = A100["name"]
+    gpu_tflops: float = A100["tflops"]
+    gpu_hbm_gbs: float = A100["hbm_gbs"]
+    mfu: float = DEFAULT_MFU
+    rates: dict[str, float] = field(default_factory=dict)  # stage -> images/s (per GPU, per core, or overall)
+    configs: dict[str, tuple[str, dict]] = field(default_factory=lambda: {r: (i, PARIS_CONFIGS[i])
+                                                                          for r, i in PARIS_IDS.items()})
+    image_size: int = 256
+    captions_blip2: bool = True
+    max_new_tokens: int = 30
+    caption_batch_size: int = 16
+    k: int = 8
+    include_clip_tokens: bool = True
+    include_jpg: bool = False
+    max_samples_per_shard: int = 1000
+    max_shard_bytes: int = 256 * 2 ** 20
+    heldout_fraction: float = 0.01
+    heldout_max: int = 10_000
+    raw_bytes: int = RAW_JPEG_BYTES
+    crop_bytes_256: int = CROP_JPEG_BYTES_256
+    notes: tuple[str, ...] = ()
+
+    @property
+    def total_cpus(self) -> int:
+        return self.cpus if self.cpus is not None else self.gpus * self.cpus_per_gpu
+
+
+@dataclass
+class StageRow:
+    stage: str
+    runs_on: str  # "GPU" (data-parallel over gpus), "CPU" (over all cores), "one process" (a global step)
+    partitions: int | str
+    rate: float  # images/s per GPU, per core, or of the one process
+    rate_unit: str
+    rate_source: str
+    gpu_hours: float
+    core_hours: float
+    wall_hours: float
+    writes: str
+    wall_is_lower_bound: bool = False  # ingest: the network and remote hosts are not modelled
+
+
+@dataclass
+class AssetRow:
+    asset: str
+    rows: int  # images it holds (training samples for the shards and router arrays)
+    bytes_per_row: float
+    fixed_bytes: float
+    total_bytes: float
+    what: str
+
+
+@dataclass
+class Plan:
+    inputs: PlanInputs
+    stages: list[StageRow]
+    assets: list[AssetRow]
+    models: dict[str, dict]
+    partitions: int
+    heldout: int
+    shards: dict[str, int]
+    wall_hours_serial: float
+    wall_hours_overlapped: float
+    assumptions: list[tuple[str, str, str]]
+
+    def stage(self, name: str) -> StageRow:
+        return next(s for s in self.stages if s.stage == name)
+
+    def asset(self, name: str) -> AssetRow:
+        return next(a for a in self.assets if a.asset == name)
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["inputs"]["configs"] = {role: model_id for role, (model_id, _) in self.inputs.configs.items()}
+        out["inputs"]["total_cpus"] = self.inputs.total_cpus
+        out["totals"] = {"gpu_hours": sum(s.gpu_hours for s in self.stages),
+                         "core_hours": sum(s.core_hours for s in self.stages),
+                         "storage_bytes": sum(a.total_bytes for a in self.assets),
+                         "wall_hours_serial": self.wall_hours_serial,
+                         "wall_hours_overlapped": self.wall_hours_overlapped}
+        return out
+
+
+def model_costs(inputs: PlanInputs) -> dict[str, dict]:
+    """Per GPU stage: its model, FLOPs per image, output widths, and the images/s per GPU they give."""
+    peak = inputs.gpu_tflops * 1e12
+    costs = {
+        "dinov2_embeddings": dinov2_cost(inputs.configs["image_embedder"][1]),
+        "clip_embeddings": clip_text_cost(inputs.configs["text_encoder"][1]),
+        "latents": vae_encoder_cost(inputs.configs["latent_encoder"][1], inputs.image_size),
+    }
+    if inputs.captions_blip2:
+        costs["captions"] = blip2_cost(inputs.configs["captioner"][1], inputs.max_new_tokens)
+    for stage, cost in costs.items():
+        cost["model_id"] = inputs.configs[ROLE_OF[stage]][0]
+        seconds = cost["flops"] / (peak * inputs.mfu)
+        if "flops_per_token" in cost:  # decoding: compute or weight reads, whichever is slower, per image
+            step = max(cost["flops_per_token"] / (peak * inputs.mfu),
+                       cost["weight_bytes"] / (inputs.gpu_hbm_gbs * 1e9 * inputs.caption_batch_size))
+            cost["decode_s_per_token"] = step
+            seconds += cost["new_tokens"] * step
+        cost["images_per_s"] = 1.0 / seconds
+    return costs
+
+
+def duplicate_search_seconds(n: int) -> float:
+    (n0, t0), (n1, t1) = CPU_FIGURES["duplicate search"]["points"]
+    exponent = math.log(t1 / t0) / math.log(n1 / n0)
+    return t1 * (n / n1) ** exponent
+
+
+def tar_member_bytes(size: int) -> int:
+    """A member of a USTAR tar as lib.tars writes it: a 512-byte header and the data padded to 512."""
+    return 512 + (size + 511) // 512 * 512
+
+
+def tar_file_bytes(member_sizes: list[int]) -> int:
+    """The whole tar file: members, two zero blocks, padded to tarfile's 10,240-byte record."""
+    raw = sum(tar_member_bytes(s) for s in member_sizes) + 1024
+    return (raw + 10239) // 10240 * 10240
+
+
+def shard_sample(inputs: PlanInputs, costs: dict) -> dict[str, int]:
+    """Member name -> bytes of one expert-shard sample, built by lib.shards.sample_fields from arrays of the
+    real shapes and text of the assumed lengths."""
+    clip, latent = costs["clip_embeddings"], costs["latents"]["latent_shape"]
+    kept = pd.DataFrame({"image_id": ["0" * 16], "url": ["u" * TEXT_BYTES["url"]],
+                         "alt_text": ["a" * TEXT_BYTES["alt_text"]], "aesthetic": [6.5], "punsafe": [0.01],
+                         "original_width": [1024], "original_height": [768], "phash": ["0" * 16]})
+    src = ShardSource(kept=kept, captions=["c" * TEXT_BYTES["caption"]], labels=np.zeros(1, np.int32),
+                      distances=np.full(1, 0.123456, np.float32),
+                      latents=np.zeros((1, *latent), np.float16), pooled=np.zeros((1, clip["projection"]), np.float16),
+                      tokens=np.zeros((1, clip["tokens"], clip["width"]), np.float16) if inputs.include_clip_tokens
+                      else None)
+    jpg = b"\0" * crop_bytes(inputs) if inputs.include_jpg else None
+    return {name: len(value) for name, value in sample_fields(src, 0, jpg).items()}
+
+
+def crop_bytes(inputs: PlanInputs) -> int:
+    return round(inputs.crop_bytes_256 * (inputs.image_size / 256) ** 2)
+
+
+def make_plan(inputs: PlanInputs) -> Plan:
+    n = inputs.images
+    if n < 1 or inputs.gpus < 1 or inputs.partition_size < 1:
+        raise ValueError("images, gpus and partition_size must be at least 1")
+    unknown = set(inputs.rates) - set(STAGES)
+    if unknown:
+        raise ValueError(f"--rate for unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
+    costs = model_costs(inputs)
+    partitions = math.ceil(n / inputs.partition_size)
+    held = min(round(n * inputs.heldout_fraction), inputs.heldout_max) if inputs.heldout_fraction > 0 else 0
+    train = n - held
+    clip, dim = costs["clip_embeddings"], costs["dinov2_embeddings"]["dim"]
+    latent_bytes = int(np.prod(costs["latents"]["latent_shape"])) * 2
+    members = shard_sample(inputs, costs)
+    sample_tar = sum(tar_member_bytes(s) for s in members.values())
+    cut_need = sum(s + 1024 for s in members.values())  # lib.shards cuts at TAR_OVERHEAD (1,024) per member
+    per_shard = max(1, min(inputs.max_samples_per_shard, inputs.max_shard_bytes // cut_need))
+    shards = {"samples_per_shard": per_shard, "expert_shards_at_most": math.ceil(train / per_shard) + inputs.k,
+              "heldout_shards": math.ceil(held / per_shard) if held else 0}
+    router_row = latent_bytes + 4 + dim * 4 + clip["projection"] * 2 + ID_BYTES
+    text_row = TEXT_BYTES["url"] + TEXT_BYTES["alt_text"] + TABLE_ROW_BYTES
+
+    ids = ID_BYTES
+    assets = [
+        AssetRow("raw_images", n, inputs.raw_bytes + 3 * 1024 + text_row, 0, 0,
+                 "original bytes (jpg) + txt + json members per sample, samples.parquet row"),
+        AssetRow("filtered_images", n, tar_member_bytes(crop_bytes(inputs)) + text_row, 0, 0,
+                 f"{inputs.image_size} px crop JPEG q95 in crops/*.tar, kept.parquet row"),
+        AssetRow("captions", n, TEXT_BYTES["caption"] + TEXT_BYTES["alt_text"] + 16 + 10, 0, 0,
+                 "captions.parquet row: image_id, caption, alt_text, caption_source"),
+        AssetRow("clip_embeddings", n, (clip["tokens"] * clip["width"] + clip["projection"]) * 2 + ids, 0, 0,
+                 f"tokens ({clip['tokens']}, {clip['width']}) f16 + pooled ({clip['projection']},) f16 + id"),
+        AssetRow("dinov2_embeddings", n, dim * 4 + ids, 0, 0, f"({dim},) f32 + id"),
+        AssetRow("latents", n, latent_bytes + ids, 0, 0,
+                 f"({', '.join(map(str, costs['latents']['latent_shape']))}) f16 + id"),
+        AssetRow("cluster_labels", n, 4 + 4 + ids, inputs.k * dim * 4, 0,
+                 f"label i32 + distance f32 + id; centroids ({inputs.k}, {dim}) f32"),
+        AssetRow("cluster_report", 0, 0, REPORT_BYTES, 0, "report.json/html and K grids: a fixed size"),
+        AssetRow("expert_shards", train, sample_tar, 0, 0,
+                 "tar sample: " + ", ".join(f"{k} {v:,} B" for k, v in members.items())
+                 + f"; <= {per_shard:,} per shard"),
+        AssetRow("heldout", held, sample_tar + router_row, 0, 0, "held-out samples: shards + their own router arrays"),
+        AssetRow("router_pairs", train, router_row, 0, 0,
+                 f"latent f16 + label i32 + dinov2 ({dim},) f32 + pooled CLIP ({clip['projection']},) f16 + id"),
+    ]
+    for a in assets:
+        a.total_bytes = a.bytes_per_row * a.rows + a.fixed_bytes
+
+    total_cpus = inputs.total_cpus
+    stages: list[StageRow] = []
+    for stage in STAGES:
+        override = inputs.rates.get(stage)
+        if stage in PER_IMAGE_CPU:
+            rate = override or 1 / CPU_FIGURES[stage]["core_s_per_image"]
+            core_h = n / rate / 3600
+            stages.append(StageRow(stage, "CPU", partitions, rate, "images/s per core",
+                                   "--rate" if override else CPU_FIGURES[stage]["source"], 0.0, core_h,
+                                   core_h / total_cpus, "raw_images" if stage == "ingest" else "filtered_images",
+                                   wall_is_lower_bound=stage == "ingest" and not override))
+        elif stage in GPU_STAGES:
+            if stage == "captions" and not inputs.captions_blip2:
+                stages.append(StageRow(stage, "none", partitions, 0.0, "-", "captions.source: alt_text (no model)",
+                                       0.0, 0.0, 0.0, "captions"))
+                continue
+            cost = costs[stage]
+            rate = override or cost["images_per_s"]
+            source = "--rate" if override else (
+                f"{cost['model_id']}: {cost['flops'] / 1e9:,.1f} GFLOPs/image ({cost['how']})"
+                + (f" + {cost['new_tokens']} tokens x {cost['decode_s_per_token'] * 1e6:,.0f} us (roofline: "
+                   f"{cost['weight_bytes'] / 1e9:.2f} GB of OPT weights per step / {inputs.gpu_hbm_gbs:,.0f} GB/s "
+                   f"/ batch {inputs.caption_batch_size})" if "flops_per_token" in cost else "")
+                + f" at {inputs.mfu:.0%} of {inputs.gpu_tflops:g} TFLOPs")
+            gpu_h = n / rate / 3600
+            core_h = n * PREPROCESS_CPU[stage][0] / 3600  # decoding ahead of the GPU: wall is the slower side
+            stages.append(StageRow(stage, "GPU", partitions, rate, "images/s per GPU", source, gpu_h, core_h,
+                                   max(gpu_h / inputs.gpus, core_h / total_cpus), stage))
+        else:
+            figure = CPU_FIGURES[stage]
+            if override:
+                seconds, source = n / override, "--rate"
+            elif stage == "duplicate search":
+                seconds, source = duplicate_search_seconds(n), figure["source"]
+            elif "seconds_per_million" in figure:
+                seconds, source = figure["seconds_per_million"] * n / 1e6, figure["source"]
+            else:
+                written = inputs_asset_bytes(assets, "expert_shards", "heldout") if stage == "expert_shards" \
+                    else inputs_asset_bytes(assets, "router_pairs")
+                seconds, source = written / figure["bytes_per_s"], figure["source"]
+            stages.append(StageRow(stage, "one process", "fan-in", n / seconds, "images/s (the one process)",
+                                   source, 0.0, seconds / 3600, seconds / 3600,
+                                   {"duplicate search": "filtered_images (rejected rows)"}.get(stage, stage)))
+
+    serial = sum(s.wall_hours for s in stages)
+    per_image_cpu = sum(s.wall_hours for s in stages if s.stage in PER_IMAGE_CPU)
+    gpu = sum(s.wall_hours for s in stages if s.runs_on == "GPU")
+    global_steps = sum(s.wall_hours for s in stages if s.runs_on == "one process")
+    overlapped = max(per_image_cpu, gpu) + global_steps
+
+    assumptions = [
+        ("GPU", f"{inputs.gpu_name}: {inputs.gpu_tflops:g} TFLOPs fp16, {inputs.gpu_hbm_gbs:,.0f} GB/s",
+         A100["source"] if inputs.gpu_tflops == A100["tflops"] else "--gpu-tflops / --gpu-hbm-gbs"),
+        ("MFU", f"{inputs.mfu:.0%}", "assumed for batched fp16 inference (--mfu); BLIP-2 decoding is bounded by "
+         "weight reads instead (roofline)"),
+        ("CPU cores", f"{total_cpus:,} for ingest and filtering ({inputs.cpus_per_gpu} per GPU unless --cpus)",
+         "8 x A100 nodes carry 96 vCPUs (AWS p4d.24xlarge, GCP a2-highgpu-8g)"),
+        ("original image", f"{inputs.raw_bytes:,} B", MEASURED_BYTES_SOURCE),
+        ("stored crop", f"{crop_bytes(inputs):,} B at {inputs.image_size} px", MEASURED_BYTES_SOURCE),
+        ("text", ", ".join(f"{k} {v} B" for k, v in TEXT_BYTES.items()), "assumed (no LAION rows here)"),
+        ("held out", f"{held:,} images", f"min(heldout_fraction {inputs.heldout_fraction} x N, heldout_max "
+         f"{inputs.heldout_max:,})"),
+        ("wall time", "serial: stages one after another; overlapped: ingest/filter of later partitions beside the "
+         "GPU stages of earlier ones, then the global steps", "stage figures above"),
+    ]
+    assumptions.append(("GPU feeding", "; ".join(f"{k}: {v[1]}" for k, v in PREPROCESS_CPU.items()),
+                        PREPROCESS_SOURCE))
+    assumptions += [("note", note, "settings") for note in inputs.notes]
+    return Plan(inputs, stages, assets, costs, partitions, held, shards, serial, overlapped, assumptions)
+
+
+def inputs_asset_bytes(assets: list[AssetRow], *names: str) -> float:
+    return sum(a.total_bytes for a in assets if a.asset in names)
+
+
+# --- from the settings file ------------------------------------------------------------------------------------
+
+def read_config(folder: str | Path) -> dict:
+    """A local model folder's config.json (plus the DINOv2 processor's crop size when it is there)."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    processor = folder / "preprocessor_config.json"
+    if processor.exists():
+        crop = json.loads(processor.read_text()).get("crop_size")
+        if isinstance(crop, dict):
+            config["crop_size"] = crop.get("height", 224)
+    return config
+
+
+def role_config(settings: "Settings", role: str) -> tuple[str, dict, bool]:
+    """(model id, config, whether the paris model stands in for a tiny one) for a role: an override the plan knows or a local folder, else the paris
+    profile's model. The tiny profile's models have no throughput worth planning: the paris models stand in."""
+    override = getattr(settings.models, f"{role}_id")
+    if override:
+        if override in PARIS_CONFIGS:
+            return override, PARIS_CONFIGS[override], False
+        local = Path(settings.resolve(override))
+        if (local / "config.json").exists():
+            return override, read_config(local), False
+        raise ValueError(f"models.{role}_id {override!r}: no config known to the plan and no local "
+                         f"config.json; plan with the default and pass --rate for its stage")
+    return PARIS_IDS[role], PARIS_CONFIGS[PARIS_IDS[role]], settings.models.profile == "tiny"
+
+
+def inputs_from_settings(settings: "Settings", images: int, **overrides) -> PlanInputs:
+    """PlanInputs shaped by the settings file: image size, captions on or off, the models, K, shard settings,
+    the held-out split, batch sizes; `overrides` (gpus, mfu, rates ...) as given on the command line."""
+    configs, stand_ins = {}, []
+    for role in PARIS_IDS:
+        model_id, config, stand_in = role_config(settings, role)
+        configs[role] = (model_id, config)
+        if stand_in and (role != "captioner" or settings.captions.source == "blip2"):
+            stand_ins.append(model_id)
+    notes = [f"models.profile is tiny (random weights, no throughput worth planning): planned with the paris "
+             f"profile's {', '.join(stand_ins)}"] if stand_ins else []
+    execution = getattr(settings, "execution", None)  # partition_size lives there once issue #11 lands
+    if "partition_size" not in overrides and getattr(execution, "partition_size", None):
+        overrides["partition_size"] = execution.partition_size
+    s = settings.shards
+    return PlanInputs(images=images, configs=configs, image_size=settings.filter.image_size,
+                      captions_blip2=settings.captions.source == "blip2",
+                      max_new_tokens=settings.captions.max_new_tokens,
+                      caption_batch_size=settings.models.caption_batch_size, k=settings.clustering.k,
+                      include_clip_tokens=s.include_clip_tokens, include_jpg=s.include_jpg,
+                      max_samples_per_shard=s.max_samples_per_shard, max_shard_bytes=s.max_shard_bytes,
+                      heldout_fraction=s.heldout_fraction, heldout_max=s.heldout_max, notes=tuple(notes),
+                      **overrides)

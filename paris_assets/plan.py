@@ -1,0 +1,120 @@
+"""Plan a run past this machine: work, storage, partitions and wall time per stage (lib/plan.py says how).
+
+    python -m paris_assets.plan --images 11000000 --gpus 64 [--config paris.yaml] [--partition-size 100000]
+        [--cpus N | --cpus-per-gpu 12] [--gpu-tflops 312] [--gpu-hbm-gbs 2039] [--mfu 0.35]
+        [--rate latents=900 --rate filtered_images=250 ...] [--json]
+
+The settings file (PARIS_CONFIG or paris.yaml, or --config) decides the image size, captions (BLIP-2 or alt
+text), the models, K and the shard settings. `--rate stage=images_per_s` replaces a stage's default: images/s per
+GPU for the model stages, per core for ingest and filtered_images, of the one process for the global steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tabulate import tabulate
+
+from .lib.plan import A100, CPUS_PER_GPU, DEFAULT_MFU, PARTITION_SIZE, STAGES, Plan, inputs_from_settings, make_plan
+from .settings import SettingsError, load_settings
+
+
+def parse_rate(text: str) -> tuple[str, float]:
+    stage, sep, value = text.partition("=")
+    if not sep or stage not in STAGES:
+        raise argparse.ArgumentTypeError(f"expected STAGE=IMAGES_PER_S with STAGE one of: {', '.join(STAGES)}")
+    try:
+        rate = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the rate must be a number of images per second") from None
+    if rate <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the rate must be positive")
+    return stage, rate
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m paris_assets.plan", description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, required=True, help="images through every stage (kept images)")
+    p.add_argument("--gpus", type=int, default=8, help="GPUs for the model stages (default 8)")
+    p.add_argument("--cpus", type=int, help="CPU cores for ingest and filtering in all (default gpus x cpus-per-gpu)")
+    p.add_argument("--cpus-per-gpu", type=int, default=CPUS_PER_GPU, help=f"default {CPUS_PER_GPU} (96 per 8-GPU node)")
+    p.add_argument("--partition-size", type=int, help=f"images per partition (default {PARTITION_SIZE:,})")
+    p.add_argument("--gpu-name", default=A100["name"])
+    p.add_argument("--gpu-tflops", type=float, default=A100["tflops"], help="peak fp16 TFLOPs (default A100: 312)")
+    p.add_argument("--gpu-hbm-gbs", type=float, default=A100["hbm_gbs"], help="HBM GB/s (default A100 80GB: 2039)")
+    p.add_argument("--mfu", type=float, default=DEFAULT_MFU, help=f"achieved share of peak (default {DEFAULT_MFU})")
+    p.add_argument("--rate", type=parse_rate, action="append", default=[], metavar="STAGE=IMAGES_PER_S")
+    p.add_argument("--config", help="settings file (default: $PARIS_CONFIG or paris.yaml)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    return p
+
+
+def hours(h: float) -> str:
+    if h == 0:
+        return "-"
+    if h < 1 / 60:
+        return f"{h * 3600:.0f} s"
+    if h < 1:
+        return f"{h * 60:.1f} min"
+    return f"{h:,.1f} h"
+
+
+def size(n: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,.0f} B"
+
+
+def render(plan: Plan) -> str:
+    i = plan.inputs
+    head = (f"Plan: {i.images:,} images, {i.gpus} x {i.gpu_name} ({i.gpu_tflops:g} TFLOPs fp16 at {i.mfu:.0%} MFU), "
+            f"{i.total_cpus:,} CPU cores, {plan.partitions:,} partitions of {i.partition_size:,} images, "
+            f"image_size {i.image_size}, captions {'BLIP-2' if i.captions_blip2 else 'alt text'}, K={i.k}")
+    stage_rows = [[s.stage, s.runs_on, f"{s.partitions:,}" if isinstance(s.partitions, int) else s.partitions,
+                   f"{s.rate:,.0f} {s.rate_unit}" if s.rate else "-", hours(s.gpu_hours), hours(s.core_hours),
+                   (">= " if s.wall_is_lower_bound else "") + hours(s.wall_hours), size(plan.asset(s.writes).total_bytes) if s.writes in
+                   {a.asset for a in plan.assets} else "-"]
+                  for s in plan.stages]
+    totals = plan.as_dict()["totals"]
+    stage_rows.append(["total", "", "", "", hours(totals["gpu_hours"]), hours(totals["core_hours"]),
+                       f"{hours(plan.wall_hours_serial)} serial, {hours(plan.wall_hours_overlapped)} overlapped",
+                       size(totals["storage_bytes"])])
+    stages = tabulate(stage_rows, headers=["stage", "runs on", "partitions", "rate", "GPU-hours", "core-hours",
+                                           "wall", "writes"], tablefmt="github", disable_numparse=True)
+    asset_rows = [[a.asset, f"{a.rows:,}", f"{a.bytes_per_row:,.0f}", size(a.total_bytes), a.what] for a in plan.assets]
+    assets = tabulate(asset_rows, headers=["asset", "rows", "bytes/row", "total", "what"], tablefmt="github",
+                      disable_numparse=True)
+    sources = "\n".join(f"- {s.stage}: {s.rate_source}" for s in plan.stages)
+    assumptions = "\n".join(f"- {name}: {value} ({source})" for name, value, source in plan.assumptions)
+    shards = (f"Shards: <= {plan.shards['samples_per_shard']:,} samples each (shards.max_samples_per_shard / "
+              f"max_shard_bytes), at most {plan.shards['expert_shards_at_most']:,} expert shards and "
+              f"{plan.shards['heldout_shards']:,} held-out shards.")
+    return "\n\n".join([head, stages, assets, shards, "Where each rate comes from:\n" + sources,
+                        "Assumptions:\n" + assumptions])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    overrides = dict(gpus=args.gpus, cpus=args.cpus, cpus_per_gpu=args.cpus_per_gpu, gpu_name=args.gpu_name,
+                     gpu_tflops=args.gpu_tflops, gpu_hbm_gbs=args.gpu_hbm_gbs, mfu=args.mfu, rates=dict(args.rate))
+    if args.partition_size is not None:
+        overrides["partition_size"] = args.partition_size
+    try:
+        plan = make_plan(inputs_from_settings(settings, args.images, **overrides))
+    except ValueError as exc:
+        print(f"plan: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(plan.as_dict(), indent=2, default=str) if args.json else render(plan))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
