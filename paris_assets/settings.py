@@ -143,6 +143,58 @@ class AlertSettings(_Section):
     ui_base_url: str = "http://127.0.0.1:3000"  # where alert links to runs point
 
 
+class ExecutionSettings(_Section):
+    """Where the model stages compute their chunks. The outputs are byte-identical under both engines, so none of
+    these keys is part of any asset's code version, and chunks finished under one engine are reused by the other."""
+
+    # local: in this process, no Ray (the demo, the tests, a laptop); ray: on a pool of Ray workers, one per GPU,
+    # each loading its model once (docs/ray.md)
+    engine: Literal["local", "ray"] = "local"
+    # with engine ray: a running cluster ("auto" for the one `ray start` runs on this host, "ray://head:10001"
+    # for a remote or KubeRay head's client port, "head:6379"); empty: start a local Ray on 127.0.0.1 for the run
+    ray_address: str = ""
+    # model workers to start; 0: as many as the cluster's GPUs allow (gpus_per_worker each). Set it on an
+    # autoscaling cluster, whose GPU nodes appear only once workers ask for them
+    num_workers: int = Field(0, ge=0)
+    # GPUs each model worker holds: 1 is one model copy per GPU; 0 runs CPU workers (a cluster without GPUs)
+    gpus_per_worker: float = Field(1, ge=0)
+    # CPUs Ray reserves per model worker, for its loader threads (models.loader_threads) decoding ahead of the model
+    cpus_per_worker: float = Field(1, ge=0)
+    # CPUs per task of CPU-only work spread with map_units (per-image filtering units)
+    cpus_per_task: float = Field(1, gt=0)
+    # attempts after the first for a chunk whose worker died or which raised; then the stage fails naming it
+    max_retries: int = Field(3, ge=0)
+    # object store of the local Ray the run starts (ray_address empty): chunks are written by the workers
+    # themselves, so little passes through it (the kept table once per stage)
+    local_object_store_mb: int = Field(256, ge=80)
+
+    @field_validator("ray_address")
+    @classmethod
+    def _address_form(cls, value: str) -> str:
+        value = value.strip()
+        if value and value != "auto" and not value.startswith("ray://") and ":" not in value:
+            raise ValueError(f"got {value!r}: use 'auto', 'ray://HOST:10001', 'HOST:6379', or leave it empty "
+                             "to start a local Ray for the run")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExecutionSettings":
+        if self.engine == "local" and self.ray_address:
+            raise ValueError(f"execution.ray_address is {self.ray_address!r} but execution.engine is 'local': set "
+                             "engine: ray to use that cluster, or remove ray_address")
+        if self.gpus_per_worker == 0 and self.cpus_per_worker == 0:
+            raise ValueError("execution.gpus_per_worker and execution.cpus_per_worker are both 0: a model worker "
+                             "must hold a GPU or at least part of a CPU")
+        if self.engine == "ray":
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise ValueError("execution.engine is 'ray' but the ray package is not installed: "
+                                 "pip install 'ray[data]' into this environment (and on the cluster's nodes), "
+                                 "or set engine: local")
+        return self
+
+
 class Settings(_Section):
     data_dir: str = "data"  # every asset writes under here; a local path or an fsspec URL (s3://, gs://, memory://)
     seed: int = 0  # one seed for every sampled or shuffled choice: same inputs + settings -> same outputs
@@ -159,6 +211,7 @@ class Settings(_Section):
     report: ReportSettings = ReportSettings()
     shards: ShardSettings = ShardSettings()
     alerts: AlertSettings = AlertSettings()
+    execution: ExecutionSettings = ExecutionSettings()
 
     # Where this file lives: relative paths resolve against it. Not a key users set.
     base_dir: str = Field(default=str(PROJECT_ROOT), exclude=True)

@@ -1,5 +1,9 @@
 """The model stack: captions, clip_embeddings, dinov2_embeddings and latents. Each runs one model role over
-the kept images (or captions) in resumable chunks, in the `gpu` pool."""
+the kept images (or captions) in resumable chunks, in the `gpu` pool, in this process or on Ray workers
+(execution.engine)."""
+
+from contextlib import contextmanager
+from functools import partial
 
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
@@ -21,6 +25,32 @@ def _store(settings: Settings, asset_name: str, upstream: AssetFolder, model, n_
                       settings.models.chunk_size)
 
 
+def load_role(settings: Settings, role: str):
+    """The role's model, loaded where this runs: what each Ray worker calls (a partial of it pickles by name)."""
+    return build_model(settings, role).load()
+
+
+@contextmanager
+def role_model(settings: Settings, role: str, label: str, log=print):
+    """The role's model for a stage under the configured engine: loaded here (local), or a Ray ModelPool standing
+    in for it, its workers each loading their own copy (ray); Ray is connected (or started) for the duration."""
+    run = settings.execution
+    if run.engine == "local":
+        yield build_model(settings, role).load()
+        return
+    from ..lib import ray_engine
+
+    build_model(settings, role)  # the tiny profile's models are built once here, not raced by the workers
+    with ray_engine.ray_session(run.ray_address, object_store_mb=run.local_object_store_mb, log=log):
+        pool = ray_engine.ModelPool(partial(load_role, settings, role), workers=run.num_workers,
+                                    gpus_per_worker=run.gpus_per_worker, cpus_per_worker=run.cpus_per_worker,
+                                    max_retries=run.max_retries, label=label, log=log)
+        try:
+            yield pool
+        finally:
+            pool.close()
+
+
 def _run(context, settings: Settings, asset_name: str, role: str, upstream: AssetFolder, table: pd.DataFrame,
          stage, batch_size: int, **stage_kwargs):
     """Load the role's model, run `stage` over `table` in resumable chunks into a staged folder, record
@@ -28,18 +58,31 @@ def _run(context, settings: Settings, asset_name: str, role: str, upstream: Asse
     if len(table) == 0:
         raise ValueError(f"{asset_name}: no images to process: filtered_images kept none (see its "
                          "rejected.parquet and dropped_<reason> counts); fix the source or the filter settings")
-    model = build_model(settings, role).load()
-    store = _store(settings, asset_name, upstream, model, len(table))
-    out = staging(settings, asset_name)
-    stats = stage(table, model=model, store=store, out_dir=out, batch_size=batch_size,
-                  threads=settings.models.loader_threads, log=context.log.info, **stage_kwargs)
-    store.remove()
-    _metadata(context, settings, asset_name, model, stats, batch_size)
+    with role_model(settings, role, asset_name, context.log.info) as model:
+        store = _store(settings, asset_name, upstream, model, len(table))
+        out = staging(settings, asset_name)
+        stats = stage(table, model=model, store=store, out_dir=out, batch_size=batch_size,
+                      threads=settings.models.loader_threads, log=context.log.info, **stage_kwargs)
+        store.remove()
+        _metadata(context, settings, asset_name, model, stats, batch_size)
     return out, stats
+
+
+def _engine_metadata(settings: Settings, stats: dict) -> dict:
+    """Which engine computed the chunks, on how many workers and GPUs."""
+    meta = {"engine": stats["engine"], "workers": stats["workers"]}
+    if stats["engine"] == "ray":
+        meta.update({"ray_address": settings.execution.ray_address or "local (started for the run)",
+                     "gpus": stats["gpus"], "gpus_per_worker": stats["gpus_per_worker"],
+                     "worker_devices": MetadataValue.json(stats["worker_devices"]),
+                     "worker_startup_s": stats["startup_seconds"],
+                     "overhead_per_chunk_s": stats["overhead_per_chunk_s"] or 0.0})
+    return meta
 
 
 def _metadata(context, settings, asset_name, model, stats, batch_size) -> None:
     context.add_output_metadata({
+        **_engine_metadata(settings, stats),
         **model_metadata(model),
         "batch_size": batch_size,
         "rows": stats["rows"],

@@ -7,6 +7,10 @@ rest. Then the chunks are assembled, streaming, into memory-mappable contract fi
 
 Decoding and preprocessing run in loader threads ahead of the model (PIL and tokenizers release the GIL), so
 the model is not left waiting; the time spent inside the model is measured, to show it.
+
+Where a chunk is computed is the engine's only choice: here, one chunk after another (`run_chunks`), or on a
+pool of Ray workers (`lib/ray_engine.py`); both write into the same ChunkStore, so keys, resumption and
+assembly do not depend on the engine.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,21 +56,42 @@ class ChunkStore:
         return (self.folder / f"chunk-{i:06d}.done").exists()
 
     def save(self, i: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write chunk i's arrays, then its `.done` marker; the chunk counts as finished only once the marker is
+        there. Why no row is ever lost or duplicated, whichever process writes and however it dies:
+        - a chunk holds exactly rows `bounds(i)`, by position: a retried chunk can only rewrite those rows;
+        - every file is written under a name of its own writer (pid and a random part) and then renamed into
+          place (`os.replace`, atomic on a local or network file system), so a reader sees a whole file, never
+          a part, and two writers of the same chunk (a retry while a presumed-dead worker still runs) never
+          write into the same file: the last rename wins, with the same bytes (the stages are deterministic);
+        - the marker is renamed into place last: a writer killed before it leaves the chunk not done (and at
+          most stray temporary files), so the next attempt computes the whole chunk again."""
         start, stop = self.bounds(i)
         for name, array in arrays.items():
             if len(array) != stop - start:
                 raise ValueError(f"chunk {i}: {name} has {len(array)} rows, expected {stop - start}")
-            tmp = self._path(i, name).with_suffix(".tmp")
+        writer = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        for name, array in arrays.items():
+            tmp = self._path(i, name).with_name(f".chunk-{i:06d}.{name}.{writer}.tmp")
             with open(tmp, "wb") as fh:
                 np.save(fh, array)
             os.replace(tmp, self._path(i, name))
-        (self.folder / f"chunk-{i:06d}.done").write_text(json.dumps(sorted(arrays)))
+        marker = self.folder / f".chunk-{i:06d}.done.{writer}.tmp"
+        marker.write_text(json.dumps(sorted(arrays)))
+        os.replace(marker, self.folder / f"chunk-{i:06d}.done")
+
+    def missing(self) -> list[int]:
+        """The chunks not finished yet, in order."""
+        return [i for i in range(self.n_chunks) if not self.done(i)]
 
     def load(self, i: int, name: str) -> np.ndarray:
         return np.load(self._path(i, name), mmap_mode="r")
 
     def assemble(self, name: str, out_path: str | Path) -> tuple[tuple[int, ...], str]:
         """Concatenate every chunk's `name` into one .npy file, one chunk in memory at a time."""
+        missing = self.missing()
+        if missing:
+            raise RuntimeError(f"{self.folder}: chunks {missing[:10]} of {self.n_chunks} are not finished; "
+                               "run the stage again to compute them")
         first = self.load(0, name)
         shape = (self.n_rows,) + first.shape[1:]
         out = np.lib.format.open_memmap(out_path, mode="w+", dtype=first.dtype, shape=shape)
@@ -108,17 +134,12 @@ class Timer:
 
 def run_chunks(store: ChunkStore, compute_chunk: Callable[[int, int, Callable[[int], None]], dict[str, np.ndarray]],
                log: Callable[[str], None] = print, label: str = "", every: float = 10.0) -> dict:
-    """Compute every chunk not already in `store`; log progress (done/total, rate, ETA) at most every `every`
-    seconds; return counts.
+    """Compute every chunk not already in `store`, here, one after another; log progress (done/total, rate,
+    ETA) at most every `every` seconds; return counts.
     `compute_chunk(start, stop, advance)` may call `advance(rows)` as batches finish, so a slow model still
     reports progress within a chunk; rows it does not report are counted when the chunk is saved."""
     started = time.perf_counter()
-    todo = [i for i in range(store.n_chunks) if not store.done(i)]
-    reused = store.n_chunks - len(todo)
-    if reused:
-        log(f"{label}: reusing {reused}/{store.n_chunks} finished chunks from an earlier run")
-    rows_done = 0
-    progress = Progress(label, sum(store.bounds(i)[1] - store.bounds(i)[0] for i in todo), "rows", log, every)
+    todo, progress = plan_chunks(store, log, label, every)
     for i in todo:
         start, stop = store.bounds(i)
         reported = 0
@@ -131,7 +152,22 @@ def run_chunks(store: ChunkStore, compute_chunk: Callable[[int, int, Callable[[i
                 progress.advance(rows)
 
         store.save(i, compute_chunk(start, stop, advance))
-        rows_done += stop - start
         advance(stop - start - reported)
-    return {"rows": store.n_rows, "chunks": store.n_chunks, "chunks_reused": reused, "chunks_computed": len(todo),
-            "rows_computed": rows_done, "seconds": time.perf_counter() - started}
+    return chunk_stats(store, todo, started)
+
+
+def plan_chunks(store: ChunkStore, log: Callable[[str], None], label: str, every: float = 10.0
+                ) -> tuple[list[int], Progress]:
+    """The chunks still to compute (saying how many an earlier run left), and a progress line over their rows."""
+    todo = store.missing()
+    reused = store.n_chunks - len(todo)
+    if reused:
+        log(f"{label}: reusing {reused}/{store.n_chunks} finished chunks from an earlier run")
+    return todo, Progress(label, sum(store.bounds(i)[1] - store.bounds(i)[0] for i in todo), "rows", log, every)
+
+
+def chunk_stats(store: ChunkStore, todo: list[int], started: float) -> dict:
+    """What a run of `todo` over `store` did, whichever engine ran it."""
+    return {"rows": store.n_rows, "chunks": store.n_chunks, "chunks_reused": store.n_chunks - len(todo),
+            "chunks_computed": len(todo), "rows_computed": sum(store.bounds(i)[1] - store.bounds(i)[0] for i in todo),
+            "seconds": time.perf_counter() - started}

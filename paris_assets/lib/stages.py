@@ -1,13 +1,20 @@
 """The model stages: batch the kept images (or captions), run a model role over them in resumable chunks,
 and write the contract arrays in kept.parquet's row order. Models are passed in (any object with
 `preprocess` and `__call__`), so this module needs no torch.
+
+Each stage is one `BatchedJob`: what chunk [start, stop) is, given a model. The job holds no model, so it is
+the same whether the model was loaded in this process (the local engine) or a Ray `ModelPool` stands in for it
+and each of its workers runs the job with its own copy (lib/ray_engine.py): one implementation per stage, and
+the engine only decides where each chunk is computed.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -16,43 +23,96 @@ from .chunks import ChunkStore, Timer, ordered_map, run_chunks
 from .crops import decode_crops, read_crop_bytes
 
 
-def run_batched(store: ChunkStore, rows: Callable[[int, int], Sequence], preprocess: Callable,
-                forward: Callable, batch_size: int, threads: int, log: Callable[[str], None], label: str) -> dict:
-    """For each missing chunk: fetch its rows, preprocess batches in loader threads, run `forward` on each
-    (timed), and save the chunk. `forward(pre, offset)` returns a dict of arrays with one row per item."""
-    model_time = Timer()
+@dataclass
+class BatchedJob:
+    """One stage's work on a chunk: fetch its rows, preprocess batches in loader threads ahead of the model,
+    run `forward(model, pre, offset)` on each (timed), concatenate. Picklable: every callable is a module-level
+    function or a partial of one (the rows reader carries the kept table or the captions, not a model)."""
 
-    def compute_chunk(start: int, stop: int, advance: Callable[[int], None]) -> dict[str, np.ndarray]:
-        items = rows(start, stop)
-        batches = [(s, items[s - start:s - start + batch_size]) for s in range(start, stop, batch_size)]
+    rows: Callable[[int, int], Sequence]  # (start, stop) -> the chunk's items (crop bytes, captions)
+    preprocess: Callable[[Any, Sequence], Any]  # (model, items) -> the model's input; runs in a loader thread
+    forward: Callable[[Any, Any, int], dict[str, np.ndarray]]  # (model, input, row offset) -> one row per item
+    batch_size: int
+    threads: int
+    model_time: Timer = field(default_factory=Timer)
+
+    def __call__(self, model, start: int, stop: int, advance: Callable[[int], None] = lambda rows: None
+                 ) -> dict[str, np.ndarray]:
+        items = self.rows(start, stop)
+        batches = [(s, items[s - start:s - start + self.batch_size]) for s in range(start, stop, self.batch_size)]
         outputs = []
-        for offset, pre in ordered_map(lambda b: (b[0], preprocess(b[1])), batches, threads, ahead=2 * threads):
-            with model_time:
-                outputs.append(forward(pre, offset))
-            advance(min(batch_size, stop - offset))
+        for offset, pre in ordered_map(lambda b: (b[0], self.preprocess(model, b[1])), batches, self.threads,
+                                       ahead=2 * self.threads):
+            with self.model_time:
+                outputs.append(self.forward(model, pre, offset))
+            advance(min(self.batch_size, stop - offset))
         return {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
 
+
+@runtime_checkable
+class ChunkEngine(Protocol):
+    """Stands in for a model and computes chunks elsewhere (lib/ray_engine.ModelPool)."""
+
+    def run_chunks(self, store: ChunkStore, job: BatchedJob, log: Callable[[str], None], label: str) -> dict: ...
+
+
+def run_batched(store: ChunkStore, job: BatchedJob, model, log: Callable[[str], None], label: str) -> dict:
+    """Every missing chunk of `store` by `job`: with `model` here (a loaded model: the local engine), or on the
+    workers of `model` when it is a ChunkEngine. Adds the time spent in the model and the rate to the counts."""
     started = time.perf_counter()
-    stats = run_chunks(store, compute_chunk, log, label)
+    if isinstance(model, ChunkEngine):
+        stats = model.run_chunks(store, job, log, label)
+    else:
+        stats = run_chunks(store, partial(job, model), log, label)
+        stats.update(engine="local", workers=1, model_seconds=job.model_time.seconds)
     wall = time.perf_counter() - started
-    stats.update(model_seconds=round(model_time.seconds, 3), wall_seconds=round(wall, 3),
-                 model_share=round(model_time.seconds / wall, 3) if stats["rows_computed"] else None,
+    # The share of the workers' time spent inside the model: 1.0 means the loaders kept every model busy.
+    busy = wall * stats["workers"]
+    stats.update(model_seconds=round(stats["model_seconds"], 3), wall_seconds=round(wall, 3),
+                 model_share=round(min(stats["model_seconds"] / busy, 1.0), 3) if stats["rows_computed"] else None,
                  rows_per_s=round(stats["rows_computed"] / wall, 1) if stats["rows_computed"] else None)
     return stats
 
 
-def run_on_crops(kept: pd.DataFrame, crops_url: str, model, forward: Callable, store: ChunkStore, batch_size: int,
-                 threads: int, log: Callable[[str], None], label: str) -> dict:
-    """run_batched over the kept crops: loader threads decode and preprocess, `forward(pre, offset)` runs."""
-    return run_batched(store, lambda start, stop: read_crop_bytes(crops_url, kept, start, stop),
-                       lambda blobs: model.preprocess(decode_crops(blobs)), forward, batch_size, threads, log, label)
+def crop_job(kept: pd.DataFrame, crops_url: str, forward: Callable, batch_size: int, threads: int) -> BatchedJob:
+    """A job over the kept crops: loader threads read, decode and preprocess them, `forward` runs the model."""
+    return BatchedJob(partial(read_crop_bytes, crops_url, kept), _preprocess_crops, forward, batch_size, threads)
+
+
+def _preprocess_crops(model, blobs: list[bytes]):
+    return model.preprocess(decode_crops(blobs))
+
+
+def _preprocess(model, items):
+    return model.preprocess(items)
+
+
+def _embed(model, pre, _offset: int) -> dict[str, np.ndarray]:
+    return {"embeddings": model(pre)}
+
+
+def _encode_latents(model, pre, offset: int) -> dict[str, np.ndarray]:
+    return {"latents": model(pre, offset=offset)}
+
+
+def _caption(model, pre, _offset: int) -> dict[str, np.ndarray]:
+    return {"captions": np.array(model(pre), dtype=np.str_)}
+
+
+def _encode_texts(model, tokens, _offset: int) -> dict[str, np.ndarray]:
+    per_token, pooled = model(tokens)
+    return {"tokens": per_token, "pooled": pooled}
+
+
+def _slice(items: Sequence, start: int, stop: int) -> Sequence:
+    return items[start:stop]
 
 
 def embed_images(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
                  crops_url: str, log=print) -> dict:
     """dinov2_embeddings: embeddings.npy (N, D) float32 L2-normalised, image_ids.npy."""
-    stats = run_on_crops(kept, crops_url, model, lambda pre, _offset: {"embeddings": model(pre)}, store,
-                         batch_size, threads, log, "dinov2_embeddings")
+    stats = run_batched(store, crop_job(kept, crops_url, _embed, batch_size, threads), model, log,
+                        "dinov2_embeddings")
     stats["shapes"] = _finish(store, out_dir, kept, ["embeddings"])
     return stats
 
@@ -60,8 +120,7 @@ def embed_images(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, ba
 def encode_latents(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
                    crops_url: str, log=print) -> dict:
     """latents: latents.npy (N, 4, 32, 32) float16 (already scaled by the VAE's scaling_factor), image_ids.npy."""
-    stats = run_on_crops(kept, crops_url, model, lambda pre, offset: {"latents": model(pre, offset=offset)}, store,
-                         batch_size, threads, log, "latents")
+    stats = run_batched(store, crop_job(kept, crops_url, _encode_latents, batch_size, threads), model, log, "latents")
     stats["shapes"] = _finish(store, out_dir, kept, ["latents"])
     stats.update(scaling_factor=model.scaling_factor, shift_factor=model.shift_factor)
     return stats
@@ -70,8 +129,7 @@ def encode_latents(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, 
 def caption_images(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
                    crops_url: str, log=print) -> dict:
     """captions.parquet from BLIP-2, falling back to the alt text where the model returns nothing."""
-    stats = run_on_crops(kept, crops_url, model, lambda pre, _offset: {"captions": np.array(model(pre), dtype=np.str_)},
-                         store, batch_size, threads, log, "captions")
+    stats = run_batched(store, crop_job(kept, crops_url, _caption, batch_size, threads), model, log, "captions")
     generated = np.concatenate([store.load(i, "captions") for i in range(store.n_chunks)]) if len(kept) else []
     table = captions_table(kept, [str(c) for c in generated])
     table.to_parquet(out_dir / "captions.parquet", index=False)
@@ -95,13 +153,8 @@ def encode_texts(captions: pd.DataFrame, model, store: ChunkStore, out_dir: Path
                  log=print) -> dict:
     """clip_embeddings: tokens.npy (N, 77, H) f16, pooled.npy (N, P) f16, image_ids.npy."""
     texts = captions["caption"].fillna("").astype(str).tolist()
-
-    def forward(tokens, _offset):
-        per_token, pooled = model(tokens)
-        return {"tokens": per_token, "pooled": pooled}
-
-    stats = run_batched(store, lambda start, stop: texts[start:stop], model.preprocess, forward, batch_size,
-                        threads, log, "clip_embeddings")
+    job = BatchedJob(partial(_slice, texts), _preprocess, _encode_texts, batch_size, threads)
+    stats = run_batched(store, job, model, log, "clip_embeddings")
     stats["shapes"] = _finish(store, out_dir, captions, ["tokens", "pooled"])
     return stats
 

@@ -1,0 +1,226 @@
+"""The ray engine on a local Ray (127.0.0.1, two logical GPUs on this CPU machine): workers run side by side on
+their own device, every model stage writes exactly the bytes the local engine writes, a worker killed mid-chunk
+costs a retry and no row, a chunk that always fails is named, and the assets run on it end to end."""
+
+import os
+import signal
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from paris_assets.assets.embeddings import load_role
+from paris_assets.bench_models import make_kept
+from paris_assets.lib import ray_engine, stages
+from paris_assets.lib.chunks import ChunkStore
+from paris_assets.settings import parse_settings
+
+N_IMAGES, CHUNK = 40, 8  # five chunks of eight images: a handful per worker
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the whole session, with the engine's own start-up: 2 CPUs, 2 logical GPUs, a small
+    object store, no dashboard, no usage stats; stopped at the end."""
+    with ray_engine.ray_session("", num_cpus=2, num_gpus=2, object_store_mb=200, log=lambda m: None) as where:
+        yield where
+
+
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory):
+    """Kept crops (in crop shards of 16) and their table, as filtered_images writes them, plus tiny-profile
+    settings with chunks of eight."""
+    root = tmp_path_factory.mktemp("ray")
+    make_kept(root / "filtered", N_IMAGES, distinct=N_IMAGES, per_shard=16)
+    settings = parse_settings({"data_dir": str(root / "data"), "models": {
+        "device": "cpu", "chunk_size": CHUNK, "image_batch_size": 4, "latent_batch_size": 4, "text_batch_size": 4,
+        "caption_batch_size": 4}, "captions": {"min_new_tokens": 3, "max_new_tokens": 5}}, base_dir=root)
+    load_role(settings, "image_embedder")  # builds the tiny models once, before any worker loads them
+    return settings, pd.read_parquet(root / "filtered" / "kept.parquet"), root
+
+
+def pool(settings, role, **kw) -> ray_engine.ModelPool:
+    return ray_engine.ModelPool(partial(load_role, settings, role), label=role, log=lambda m: None, **kw)
+
+
+class Probe:
+    """A model that records where it runs and takes its time, so two workers visibly overlap."""
+
+    device = "probe"
+
+    def preprocess(self, items):
+        return items
+
+    def __call__(self, items):
+        started = time.time()
+        time.sleep(0.3)
+        n = len(items)
+        return {"pid": np.full(n, os.getpid()), "cuda": np.full(n, int(os.environ["CUDA_VISIBLE_DEVICES"])),
+                "started": np.full(n, started), "stopped": np.full(n, time.time())}
+
+
+def _probe(model, items, _offset):
+    return model(items)
+
+
+def _rows(start, stop):
+    return list(range(start, stop))
+
+
+def test_two_gpu_workers_run_concurrently_each_on_its_own_device(ray_cluster, tmp_path):
+    workers = ray_engine.ModelPool(Probe, workers=2, attributes=("device",), log=lambda m: None)
+    try:
+        store = ChunkStore(tmp_path, n_rows=16, chunk_size=4)
+        job = stages.BatchedJob(_rows, stages._preprocess, _probe, batch_size=4, threads=1)
+        stats = stages.run_batched(store, job, workers, lambda m: None, "probe")
+    finally:
+        workers.close()
+    chunks = [{name: store.load(i, name)[0] for name in ("pid", "cuda", "started", "stopped")} for i in range(4)]
+    assert stats["engine"] == "ray" and stats["workers"] == 2 and stats["gpus"] == 2
+    assert {c["cuda"] for c in chunks} == {0, 1} and stats["worker_devices"] == ["0", "1"]
+    by_device = {c["cuda"]: c["pid"] for c in chunks}
+    assert len(set(by_device.values())) == 2  # one process per GPU, each with its own CUDA_VISIBLE_DEVICES
+    first, second = sorted(chunks, key=lambda c: c["started"])[:2]
+    assert first["pid"] != second["pid"] and second["started"] < first["stopped"]  # side by side
+    assert workers.device == "probe"  # the pool answers for its workers' model
+
+
+STAGES = {  # stage -> (role, the files it writes)
+    "dinov2_embeddings": ("image_embedder", ["embeddings.npy", "image_ids.npy"]),
+    "latents": ("latent_encoder", ["latents.npy", "image_ids.npy"]),
+    "clip_embeddings": ("text_encoder", ["tokens.npy", "pooled.npy", "image_ids.npy"]),
+    "captions": ("captioner", ["captions.parquet"]),
+}
+
+
+def run_stage(name, settings, kept, root, model, tag):
+    out, work = root / f"{name}-{tag}", root / f"{name}-{tag}-chunks"
+    out.mkdir()
+    store = ChunkStore(work, len(kept), CHUNK)
+    m = settings.models
+    common = dict(model=model, store=store, out_dir=out, threads=2, log=lambda s: None)
+    if name == "dinov2_embeddings":
+        stats = stages.embed_images(kept, batch_size=m.image_batch_size, crops_url=str(root / "filtered"), **common)
+    elif name == "latents":
+        stats = stages.encode_latents(kept, batch_size=m.latent_batch_size, crops_url=str(root / "filtered"),
+                                      **common)
+    elif name == "clip_embeddings":
+        stats = stages.encode_texts(stages.captions_table(kept, None), batch_size=m.text_batch_size, **common)
+    else:
+        stats = stages.caption_images(kept, batch_size=m.caption_batch_size, crops_url=str(root / "filtered"),
+                                      **common)
+    return out, work, stats
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_every_model_stage_writes_the_local_engines_bytes(ray_cluster, kept, name):
+    settings, table, root = kept
+    role, files = STAGES[name]
+    local_out, local_work, local = run_stage(name, settings, table, root, load_role(settings, role), "local")
+    workers = pool(settings, role, workers=2)
+    try:
+        ray_out, ray_work, remote = run_stage(name, settings, table, root, workers, "ray")
+    finally:
+        workers.close()
+    assert (local["engine"], remote["engine"], remote["workers"]) == ("local", "ray", 2)
+    assert len(set(remote["chunk_workers"].values())) == 2  # both workers computed chunks
+    chunk_files = sorted(p.name for p in local_work.glob("chunk-*.npy"))
+    assert len(chunk_files) == (len(table) // CHUNK) * (len(files) - ("image_ids.npy" in files))
+    assert chunk_files == sorted(p.name for p in ray_work.glob("chunk-*.npy"))
+    for chunk in chunk_files:
+        assert (local_work / chunk).read_bytes() == (ray_work / chunk).read_bytes(), chunk
+    for file in files:
+        assert (local_out / file).read_bytes() == (ray_out / file).read_bytes(), file
+
+
+class KillOnce:
+    """The latent encoder, except that the first worker to reach row `at` SIGKILLs its own process mid-chunk
+    (half its batches done), leaving its pid in `marker`; the restarted worker goes through."""
+
+    def __init__(self, settings, marker: str, at: int):
+        self.inner, self.marker, self.at = load_role(settings, "latent_encoder"), marker, at
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def preprocess(self, images):
+        return self.inner.preprocess(images)
+
+    def __call__(self, pixels, offset=0):
+        if offset == self.at and not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner(pixels, offset=offset)
+
+
+def test_a_worker_killed_mid_chunk_is_retried_and_no_row_is_lost_or_doubled(ray_cluster, kept):
+    settings, table, root = kept
+    marker = root / "killed.pid"
+    kill_at = 2 * CHUNK + 4  # the second batch of chunk 2: its first batch is done, nothing saved
+    workers = ray_engine.ModelPool(partial(KillOnce, settings, str(marker), kill_at), workers=2, max_retries=2,
+                                   log=lambda m: None)
+    try:
+        out, work, stats = run_stage("latents", settings, table, root, workers, "killed")
+    finally:
+        workers.close()
+    killed = int(marker.read_text())
+    assert stats["chunks_computed"] == len(table) // CHUNK and stats["chunk_workers"][2] != killed
+    local_out, _work, _ = run_stage("latents", settings, table, root, load_role(settings, "latent_encoder"), "ref")
+    assert np.load(out / "image_ids.npy").tolist() == table["image_id"].tolist()
+    latents = np.load(out / "latents.npy")
+    assert latents.shape[0] == len(table)
+    assert (out / "latents.npy").read_bytes() == (local_out / "latents.npy").read_bytes()
+    # the rows, each exactly once, in order: row r's latent is the one the local engine computed for row r
+    assert len({row.tobytes() for row in latents}) == len(table)
+
+
+def _fail_on_chunk_3(model, items, offset):
+    if offset // 10 == 3:
+        raise ValueError(f"cannot read row {offset}")
+    return {"x": np.asarray(items, dtype=np.int64)}
+
+
+class Nothing:
+    def preprocess(self, items):
+        return items
+
+
+def test_a_chunk_that_always_fails_fails_the_stage_naming_it(ray_cluster, tmp_path):
+    workers = ray_engine.ModelPool(Nothing, workers=2, gpus_per_worker=0, cpus_per_worker=0.5, max_retries=1,
+                                   attributes=(), log=lambda m: None)
+    store = ChunkStore(tmp_path, n_rows=50, chunk_size=10)
+    job = stages.BatchedJob(_rows, stages._preprocess, _fail_on_chunk_3, batch_size=5, threads=1)
+    try:
+        with pytest.raises(ray_engine.WorkFailed) as err:
+            stages.run_batched(store, job, workers, lambda m: None, "toy")
+    finally:
+        workers.close()
+    message = str(err.value)
+    assert "toy: chunk 3 (rows 30-39 of 50) failed after 2 attempts" in message
+    assert "last error: ValueError: cannot read row 30" in message
+    assert 3 in store.missing() and store.done(0)  # the chunks that finished are kept
+    assert str(tmp_path) in message
+
+
+def _square(x):
+    return x * x
+
+
+def _odd_fails(x):
+    if x == 7:
+        raise KeyError("seven")
+    return x
+
+
+def test_map_units_keeps_order_and_names_a_failing_unit(ray_cluster):
+    assert list(ray_engine.map_units(_square, range(12), cpus_per_task=0.5, in_flight=3)) == [x * x for x in range(12)]
+    with pytest.raises(ray_engine.WorkFailed, match=r"filter: unit 7 failed after 2 attempts; last error: KeyError"):
+        list(ray_engine.map_units(_odd_fails, range(10), max_retries=1, label="filter"))
+
+
+def test_a_cluster_without_gpus_is_refused_with_what_to_set(ray_cluster):
+    with pytest.raises(RuntimeError, match="execution.gpus_per_worker: 0"):
+        ray_engine.ModelPool(Nothing, gpus_per_worker=4, attributes=(), label="latents")
