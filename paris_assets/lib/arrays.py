@@ -7,11 +7,15 @@ are 1.3 TB, and a copy of that is hours of disk or network for nothing.
 
 `ChunkedArrayWriter` builds such a folder in a local staging folder, one atomic chunk at a time;
 `link_chunk_store` turns the finished chunks of a `ChunkStore` into one by hard-linking them (no byte copied).
-`open_array` is the one reader for every consumer, of a chunked folder or a plain monolithic `.npy`: on the
-local disk it memory-maps the chunks a read touches; on any other fsspec filesystem (s3://, memory://) it reads
-each chunk's npy header once and then only the byte ranges of the rows asked, neighbouring rows coalesced into
-one range, all ranges of a read in one concurrent `cat_ranges` call. Results are always copies: nothing keeps
-a mapping (and its resident pages) alive, and nothing reads more than the rows asked.
+`open_array` is the one reader for every consumer, of a chunked folder or a plain monolithic `.npy`: it reads
+each chunk's npy header once, then only the byte ranges of the rows asked, neighbouring rows coalesced into one
+range: positional reads (`preadv`) straight into the result on the local disk, one concurrent `cat_ranges` call
+(a ranged GET per range) on any other fsspec filesystem (s3://, memory://). Results are always fresh arrays:
+nothing keeps a file mapping, or its resident pages, alive.
+
+Why not memory maps locally: on these machines 4,096 random rows of a sparse 11M x 1024 float16 array took
+0.9-13.8 s through per-chunk `np.load(mmap_mode="r")` (a page fault and a read-around per row) and 0.07-0.12 s
+through `pread`; the bytes read and the memory held are the same or less.
 """
 
 from __future__ import annotations
@@ -271,63 +275,82 @@ class ChunkedArray:
             if hi > lo:
                 pieces.append((c, lo - self.bounds[c], hi - self.bounds[c], lo - start))
             c += 1
-        for (c, a, b, at), data in zip(pieces, self._read_runs([(c, a, b) for c, a, b, _ in pieces])):
-            out[at:at + b - a] = data
+        self._read_runs([(c, a, b) for c, a, b, _at in pieces], [out[at:at + b - a] for _c, a, b, at in pieces])
         return out
 
     def _gather(self, rows: np.ndarray) -> np.ndarray:
-        """Rows given sorted and unique."""
+        """Rows given sorted and unique: runs of neighbouring rows in a chunk (gaps under COALESCE_BYTES
+        bridged) are read as one range each."""
         out = np.empty((len(rows), *self.shape[1:]), self.dtype)
         if not len(rows):
             return out
         chunk = np.searchsorted(self.bounds, rows, side="right") - 1
         local = rows - self.bounds[chunk]
-        if self.fs is None:  # a memory map reads scattered rows itself; one map per chunk touched
-            for c in np.unique(chunk):
-                picked = np.flatnonzero(chunk == c)
-                out[picked] = self._map(int(c))[local[picked]]
-            return out
-        # remote: runs of neighbouring rows (gaps under COALESCE_BYTES bridged) become one range each
         gap = max(1, COALESCE_BYTES // max(1, self.row_bytes))
         breaks = np.flatnonzero((np.diff(chunk) != 0) | (np.diff(local) > gap)) + 1
         run_starts, run_stops = np.r_[0, breaks], np.r_[breaks, len(rows)]
         runs = [(int(chunk[s]), int(local[s]), int(local[e - 1]) + 1) for s, e in zip(run_starts, run_stops)]
-        for (_c, a, _b), s, e, data in zip(runs, run_starts, run_stops, self._read_runs(runs)):
+        buffers = [np.empty((b - a, *self.shape[1:]), self.dtype) for _c, a, b in runs]
+        self._read_runs(runs, buffers)
+        for (_c, a, _b), s, e, data in zip(runs, run_starts, run_stops, buffers):
             out[s:e] = data[local[s:e] - a]
         return out
 
-    def _map(self, c: int) -> np.ndarray:
-        return np.load(os.path.join(self.path, self.files[c]) if self.files[c] else self.path, mmap_mode="r")
-
-    def _read_runs(self, runs: list[tuple[int, int, int]]) -> list[np.ndarray]:
-        """Rows a:b of chunk c for each (c, a, b)."""
-        if self.fs is None:
-            return [np.array(self._map(c)[a:b]) for c, a, b in runs]
+    def _read_runs(self, runs: list[tuple[int, int, int]], outs: list[np.ndarray]) -> None:
+        """Fill outs[i] with rows a:b of chunk c for runs[i] = (c, a, b): positional reads straight into it on the
+        local disk, one concurrent `cat_ranges` call (a ranged GET per run) on an object store."""
         self._read_offsets(sorted({c for c, _a, _b in runs}))
-        paths = [self._path(c) for c, _a, _b in runs]
         starts = [self._offsets[c] + a * self.row_bytes for c, a, _b in runs]
-        ends = [self._offsets[c] + b * self.row_bytes for c, _a, b in runs]
-        blobs = self.fs.cat_ranges(paths, starts, ends, on_error="raise") if runs else []
-        return [np.frombuffer(blob, self.dtype).reshape(b - a, *self.shape[1:]) for blob, (_c, a, b) in zip(blobs, runs)]
+        if self.fs is not None:
+            ends = [self._offsets[c] + b * self.row_bytes for c, _a, b in runs]
+            blobs = self.fs.cat_ranges([self._path(c) for c, _a, _b in runs], starts, ends, on_error="raise") \
+                if runs else []
+            for blob, out in zip(blobs, outs):
+                out[...] = np.frombuffer(blob, self.dtype).reshape(out.shape)
+            return
+        fds: dict[int, int] = {}
+        try:
+            for (c, _a, _b), start, out in zip(runs, starts, outs):
+                if c not in fds:
+                    fds[c] = os.open(self._path(c), os.O_RDONLY)
+                _pread_into(fds[c], out, start, self._path(c))
+        finally:
+            for fd in fds.values():
+                os.close(fd)
 
     def _path(self, c: int) -> str:
         return f"{self.path}/{self.files[c]}" if self.files[c] else self.path
 
     def _read_offsets(self, chunks: list[int]) -> None:
-        """Read the npy headers of chunks not read before, all in one call, and check them against the index."""
+        """Read the npy headers of chunks not read before (on an object store all in one call) and check each
+        against the index."""
         todo = [c for c in chunks if c not in self._offsets]
         if not todo:
             return
-        heads = self.fs.cat_ranges([self._path(c) for c in todo], [0] * len(todo), [HEAD_BYTES] * len(todo),
-                                   on_error="raise")
-        for c, head in zip(todo, heads):
-            path = self._path(c)
-            shape, dtype, offset = parse_header(head, lambda end, p=path: self.fs.cat_file(p, start=0, end=end), path)
+        paths = [self._path(c) for c in todo]
+        if self.fs is None:
+            heads = [_first_bytes(p, HEAD_BYTES) for p in paths]
+        else:
+            heads = self.fs.cat_ranges(paths, [0] * len(todo), [HEAD_BYTES] * len(todo), on_error="raise")
+        for c, path, head in zip(todo, paths, heads):
+            more = (lambda end, p=path: _first_bytes(p, end)) if self.fs is None else \
+                (lambda end, p=path: self.fs.cat_file(p, start=0, end=end))
+            shape, dtype, offset = parse_header(head, more, path)
             rows = int(self.bounds[c + 1] - self.bounds[c])
             if (shape[0], tuple(shape[1:]), dtype) != (rows, self.shape[1:], self.dtype):
                 raise ValueError(f"{path}: {shape} {dtype}, the index says {rows} rows of {self.shape[1:]} "
                                  f"{self.dtype}: the folder was changed after its index was written")
             self._offsets[c] = offset
+
+
+def _pread_into(fd: int, out: np.ndarray, offset: int, path: str) -> None:
+    """Fill `out` from the file at `offset` (a large read may come back in parts)."""
+    view, done = memoryview(out.reshape(-1).view(np.uint8)), 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            raise ValueError(f"{path} ends at byte {offset + done}, before the rows its header promises")
+        done += got
 
 
 def open_array(url: str, **storage_options) -> ChunkedArray:
