@@ -17,7 +17,16 @@ import sys
 
 from tabulate import tabulate
 
-from .lib.plan import A100, CPUS_PER_GPU, DEFAULT_MFU, PARTITION_SIZE, STAGES, Plan, inputs_from_settings, make_plan
+from .lib.plan import (
+    A100,
+    CPUS_PER_GPU,
+    DEFAULT_MFU,
+    PARTITION_SIZE,
+    STAGES,
+    Plan,
+    inputs_from_settings,
+    make_plan,
+)
 from .settings import SettingsError, load_settings
 
 
@@ -73,10 +82,10 @@ def render(plan: Plan) -> str:
     head = (f"Plan: {i.images:,} images, {i.gpus} x {i.gpu_name} ({i.gpu_tflops:g} TFLOPs fp16 at {i.mfu:.0%} MFU), "
             f"{i.total_cpus:,} CPU cores, {plan.partitions:,} partitions of {i.partition_size:,} images, "
             f"image_size {i.image_size}, captions {'BLIP-2' if i.captions_blip2 else 'alt text'}, K={i.k}")
+    written = {a.asset: size(a.total_bytes) for a in plan.assets}
     stage_rows = [[s.stage, s.runs_on, f"{s.partitions:,}" if isinstance(s.partitions, int) else s.partitions,
                    f"{s.rate:,.0f} {s.rate_unit}" if s.rate else "-", hours(s.gpu_hours), hours(s.core_hours),
-                   (">= " if s.wall_is_lower_bound else "") + hours(s.wall_hours), size(plan.asset(s.writes).total_bytes) if s.writes in
-                   {a.asset for a in plan.assets} else "-"]
+                   (">= " if s.wall_is_lower_bound else "") + hours(s.wall_hours), written.get(s.writes, "-")]
                   for s in plan.stages]
     totals = plan.as_dict()["totals"]
     stage_rows.append(["total", "", "", "", hours(totals["gpu_hours"]), hours(totals["core_hours"]),
@@ -103,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    overrides = dict(gpus=args.gpus, cpus=args.cpus, cpus_per_gpu=args.cpus_per_gpu, gpu_name=args.gpu_name,
-                     gpu_tflops=args.gpu_tflops, gpu_hbm_gbs=args.gpu_hbm_gbs, mfu=args.mfu, rates=dict(args.rate))
+    overrides = {"gpus": args.gpus, "cpus": args.cpus, "cpus_per_gpu": args.cpus_per_gpu, "gpu_name": args.gpu_name,
+                 "gpu_tflops": args.gpu_tflops, "gpu_hbm_gbs": args.gpu_hbm_gbs, "mfu": args.mfu,
+                 "rates": dict(args.rate)}
     if args.partition_size is not None:
         overrides["partition_size"] = args.partition_size
     try:

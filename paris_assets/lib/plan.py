@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .shards import ShardSource, npy_bytes, sample_fields
+from .shards import TAR_OVERHEAD, ShardSource, sample_fields
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -77,9 +77,10 @@ PARIS_IDS = {"captioner": "Salesforce/blip2-opt-2.7b", "text_encoder": "openai/c
 
 RAW_JPEG_BYTES = 80_477  # mean of 2,000 `bench_photos.laion_like` JPEGs (54 photographs, seed 0): ~0.5 MP, q75-95
 CROP_JPEG_BYTES_256 = 31_956  # mean stored crop of those 2,000 through `lib.checks.process_image` (256 px, q95 4:4:4)
-MEASURED_BYTES_SOURCE = ("measured: `bench_photos.laion_like(photos, 2000, seed=0)` on the 54 photographs of "
-                         "`bench_photos.photo_paths()`, each through `lib.checks.process_image` with default "
-                         "FilterParams; crop bytes scale with (image_size / 256)^2 (assumed)")
+RAW_BYTES_SOURCE = ("measured: mean of `bench_photos.laion_like(photos, 2000, seed=0)` over the 54 photographs of "
+                    "`bench_photos.photo_paths()` (docs/plan.md has the snippet)")
+CROP_BYTES_SOURCE = ("measured: those 2,000 through `lib.checks.process_image` (default FilterParams); other sizes "
+                     "scaled by (image_size / 256)^2 (assumed)")
 TEXT_BYTES = {"url": 100, "alt_text": 60, "caption": 60}  # assumed UTF-8 lengths; no LAION rows on this machine
 REPORT_BYTES = 6.2e6  # cluster_report/ on the demo at K=8 (report.json, report.html, 8 grids): it does not grow with N
 TABLE_ROW_BYTES = 120  # assumed: ids, hashes and scores beside the text in a parquet row (before compression)
@@ -115,7 +116,7 @@ CPU_FIGURES: dict[str, dict[str, Any]] = {
 
 # CPU seconds per image that feed a GPU stage: decoding the stored crop, then the model's own preprocessing.
 PREPROCESS_CPU = {
-    "dinov2_embeddings": (1.44e-3 + 2.24e-3, "decode_crops 1.44 ms + DINOv2 BitImageProcessor (256 -> 224 crop) 2.24 ms"),
+    "dinov2_embeddings": (1.44e-3 + 2.24e-3, "decode_crops 1.44 ms + DINOv2's BitImageProcessor (to 224) 2.24 ms"),
     "latents": (1.44e-3 + 3.94e-3, "decode_crops 1.44 ms + diffusers VaeImageProcessor 3.94 ms"),
     "captions": (1.44e-3 + 2.24e-3, "decode_crops 1.44 ms + a 224 px processor, DINOv2's figure standing in"),
     "clip_embeddings": (0.0, "tokenising a caption: not measured (the tiny tokenizer is not CLIP's); left out"),
@@ -176,7 +177,8 @@ def vae_encoder_cost(config: dict, image_size: int) -> dict:
     side, macs, cin = image_size, conv(config.get("in_channels", 3), channels[0], 3, image_size), channels[0]
     for i, cout in enumerate(channels):
         for _ in range(per_block):
-            macs += conv(cin, cout, 3, side) + conv(cout, cout, 3, side) + (conv(cin, cout, 1, side) if cin != cout else 0)
+            shortcut = conv(cin, cout, 1, side) if cin != cout else 0
+            macs += conv(cin, cout, 3, side) + conv(cout, cout, 3, side) + shortcut
             cin = cout
         if i < len(channels) - 1:
             side //= 2
@@ -375,6 +377,7 @@ def crop_bytes(inputs: PlanInputs) -> int:
 
 
 def make_plan(inputs: PlanInputs) -> Plan:
+    """The plan: model costs, bytes per asset, then each stage's work and wall time, and the assumptions."""
     n = inputs.images
     if n < 1 or inputs.gpus < 1 or inputs.partition_size < 1:
         raise ValueError("images, gpus and partition_size must be at least 1")
@@ -384,19 +387,37 @@ def make_plan(inputs: PlanInputs) -> Plan:
     costs = model_costs(inputs)
     partitions = math.ceil(n / inputs.partition_size)
     held = min(round(n * inputs.heldout_fraction), inputs.heldout_max) if inputs.heldout_fraction > 0 else 0
-    train = n - held
-    clip, dim = costs["clip_embeddings"], costs["dinov2_embeddings"]["dim"]
-    latent_bytes = int(np.prod(costs["latents"]["latent_shape"])) * 2
+    assets, shards = plan_assets(inputs, costs, held)
+    stages = []
+    for stage in STAGES:
+        if stage in PER_IMAGE_CPU:
+            stages.append(cpu_stage(inputs, stage, partitions))
+        elif stage in GPU_STAGES:
+            stages.append(gpu_stage(inputs, stage, partitions, costs.get(stage)))
+        else:
+            stages.append(global_stage(inputs, stage, assets))
+    per_image_cpu = sum(s.wall_hours for s in stages if s.stage in PER_IMAGE_CPU)
+    gpu = sum(s.wall_hours for s in stages if s.runs_on == "GPU")
+    global_steps = sum(s.wall_hours for s in stages if s.runs_on == "one process")
+    return Plan(inputs, stages, assets, costs, partitions, held, shards,
+                wall_hours_serial=sum(s.wall_hours for s in stages),
+                wall_hours_overlapped=max(per_image_cpu, gpu) + global_steps,
+                assumptions=assumptions(inputs, held))
+
+
+def plan_assets(inputs: PlanInputs, costs: dict, held: int) -> tuple[list[AssetRow], dict[str, int]]:
+    """Each asset's rows and bytes per row, from the shapes and dtypes the code writes; and the shard counts."""
+    n, train, ids = inputs.images, inputs.images - held, ID_BYTES
+    clip, dim, latent = costs["clip_embeddings"], costs["dinov2_embeddings"]["dim"], costs["latents"]["latent_shape"]
+    latent_bytes = int(np.prod(latent)) * 2
     members = shard_sample(inputs, costs)
     sample_tar = sum(tar_member_bytes(s) for s in members.values())
-    cut_need = sum(s + 1024 for s in members.values())  # lib.shards cuts at TAR_OVERHEAD (1,024) per member
+    cut_need = sum(s + TAR_OVERHEAD for s in members.values())  # what lib.shards counts when it cuts a shard
     per_shard = max(1, min(inputs.max_samples_per_shard, inputs.max_shard_bytes // cut_need))
     shards = {"samples_per_shard": per_shard, "expert_shards_at_most": math.ceil(train / per_shard) + inputs.k,
               "heldout_shards": math.ceil(held / per_shard) if held else 0}
-    router_row = latent_bytes + 4 + dim * 4 + clip["projection"] * 2 + ID_BYTES
+    router_row = latent_bytes + 4 + dim * 4 + clip["projection"] * 2 + ids
     text_row = TEXT_BYTES["url"] + TEXT_BYTES["alt_text"] + TABLE_ROW_BYTES
-
-    ids = ID_BYTES
     assets = [
         AssetRow("raw_images", n, inputs.raw_bytes + 3 * 1024 + text_row, 0, 0,
                  "original bytes (jpg) + txt + json members per sample, samples.parquet row"),
@@ -407,8 +428,7 @@ def make_plan(inputs: PlanInputs) -> Plan:
         AssetRow("clip_embeddings", n, (clip["tokens"] * clip["width"] + clip["projection"]) * 2 + ids, 0, 0,
                  f"tokens ({clip['tokens']}, {clip['width']}) f16 + pooled ({clip['projection']},) f16 + id"),
         AssetRow("dinov2_embeddings", n, dim * 4 + ids, 0, 0, f"({dim},) f32 + id"),
-        AssetRow("latents", n, latent_bytes + ids, 0, 0,
-                 f"({', '.join(map(str, costs['latents']['latent_shape']))}) f16 + id"),
+        AssetRow("latents", n, latent_bytes + ids, 0, 0, f"({', '.join(map(str, latent))}) f16 + id"),
         AssetRow("cluster_labels", n, 4 + 4 + ids, inputs.k * dim * 4, 0,
                  f"label i32 + distance f32 + id; centroids ({inputs.k}, {dim}) f32"),
         AssetRow("cluster_report", 0, 0, REPORT_BYTES, 0, "report.json/html and K grids: a fixed size"),
@@ -421,80 +441,79 @@ def make_plan(inputs: PlanInputs) -> Plan:
     ]
     for a in assets:
         a.total_bytes = a.bytes_per_row * a.rows + a.fixed_bytes
+    return assets, shards
 
-    total_cpus = inputs.total_cpus
-    stages: list[StageRow] = []
-    for stage in STAGES:
-        override = inputs.rates.get(stage)
-        if stage in PER_IMAGE_CPU:
-            rate = override or 1 / CPU_FIGURES[stage]["core_s_per_image"]
-            core_h = n / rate / 3600
-            stages.append(StageRow(stage, "CPU", partitions, rate, "images/s per core",
-                                   "--rate" if override else CPU_FIGURES[stage]["source"], 0.0, core_h,
-                                   core_h / total_cpus, "raw_images" if stage == "ingest" else "filtered_images",
-                                   wall_is_lower_bound=stage == "ingest" and not override))
-        elif stage in GPU_STAGES:
-            if stage == "captions" and not inputs.captions_blip2:
-                stages.append(StageRow(stage, "none", partitions, 0.0, "-", "captions.source: alt_text (no model)",
-                                       0.0, 0.0, 0.0, "captions"))
-                continue
-            cost = costs[stage]
-            rate = override or cost["images_per_s"]
-            source = "--rate" if override else (
-                f"{cost['model_id']}: {cost['flops'] / 1e9:,.1f} GFLOPs/image ({cost['how']})"
-                + (f" + {cost['new_tokens']} tokens x {cost['decode_s_per_token'] * 1e6:,.0f} us (roofline: "
-                   f"{cost['weight_bytes'] / 1e9:.2f} GB of OPT weights per step / {inputs.gpu_hbm_gbs:,.0f} GB/s "
-                   f"/ batch {inputs.caption_batch_size})" if "flops_per_token" in cost else "")
-                + f" at {inputs.mfu:.0%} of {inputs.gpu_tflops:g} TFLOPs")
-            gpu_h = n / rate / 3600
-            core_h = n * PREPROCESS_CPU[stage][0] / 3600  # decoding ahead of the GPU: wall is the slower side
-            stages.append(StageRow(stage, "GPU", partitions, rate, "images/s per GPU", source, gpu_h, core_h,
-                                   max(gpu_h / inputs.gpus, core_h / total_cpus), stage))
-        else:
-            figure = CPU_FIGURES[stage]
-            if override:
-                seconds, source = n / override, "--rate"
-            elif stage == "duplicate search":
-                seconds, source = duplicate_search_seconds(n), figure["source"]
-            elif "seconds_per_million" in figure:
-                seconds, source = figure["seconds_per_million"] * n / 1e6, figure["source"]
-            else:
-                written = inputs_asset_bytes(assets, "expert_shards", "heldout") if stage == "expert_shards" \
-                    else inputs_asset_bytes(assets, "router_pairs")
-                seconds, source = written / figure["bytes_per_s"], figure["source"]
-            stages.append(StageRow(stage, "one process", "fan-in", n / seconds, "images/s (the one process)",
-                                   source, 0.0, seconds / 3600, seconds / 3600,
-                                   {"duplicate search": "filtered_images (rejected rows)"}.get(stage, stage)))
 
-    serial = sum(s.wall_hours for s in stages)
-    per_image_cpu = sum(s.wall_hours for s in stages if s.stage in PER_IMAGE_CPU)
-    gpu = sum(s.wall_hours for s in stages if s.runs_on == "GPU")
-    global_steps = sum(s.wall_hours for s in stages if s.runs_on == "one process")
-    overlapped = max(per_image_cpu, gpu) + global_steps
+def cpu_stage(inputs: PlanInputs, stage: str, partitions: int) -> StageRow:
+    """ingest or filtered_images: per-image CPU work spread over every core."""
+    override = inputs.rates.get(stage)
+    rate = override or 1 / CPU_FIGURES[stage]["core_s_per_image"]
+    core_h = inputs.images / rate / 3600
+    return StageRow(stage, "CPU", partitions, rate, "images/s per core",
+                    "--rate" if override else CPU_FIGURES[stage]["source"], 0.0, core_h, core_h / inputs.total_cpus,
+                    "raw_images" if stage == "ingest" else "filtered_images",
+                    wall_is_lower_bound=stage == "ingest" and not override)
 
-    assumptions = [
+
+def gpu_stage(inputs: PlanInputs, stage: str, partitions: int, cost: dict | None) -> StageRow:
+    """A model stage, data-parallel over the GPUs; its wall is the GPUs' or the decoding CPUs', the slower."""
+    if cost is None:
+        return StageRow(stage, "no model", partitions, 0.0, "-", "captions.source: alt_text (no model)", 0.0, 0.0, 0.0,
+                        stage)
+    override = inputs.rates.get(stage)
+    rate = override or cost["images_per_s"]
+    decode = ""
+    if "flops_per_token" in cost:
+        decode = (f" + {cost['new_tokens']} tokens x {cost['decode_s_per_token'] * 1e6:,.0f} us (roofline: "
+                  f"{cost['weight_bytes'] / 1e9:.2f} GB of OPT weights per step / {inputs.gpu_hbm_gbs:,.0f} GB/s / "
+                  f"batch {inputs.caption_batch_size})")
+    source = "--rate" if override else (f"{cost['model_id']}: {cost['flops'] / 1e9:,.1f} GFLOPs/image "
+                                        f"({cost['how']}){decode} at {inputs.mfu:.0%} of {inputs.gpu_tflops:g} TFLOPs")
+    gpu_h = inputs.images / rate / 3600
+    core_h = inputs.images * PREPROCESS_CPU[stage][0] / 3600
+    return StageRow(stage, "GPU", partitions, rate, "images/s per GPU", source, gpu_h, core_h,
+                    max(gpu_h / inputs.gpus, core_h / inputs.total_cpus), stage)
+
+
+def global_stage(inputs: PlanInputs, stage: str, assets: list[AssetRow]) -> StageRow:
+    """A step over all partitions at once, in one process: its measured wall time, scaled to N."""
+    n, figure, override = inputs.images, CPU_FIGURES[stage], inputs.rates.get(stage)
+    written = {a.asset: a.total_bytes for a in assets}
+    if override:
+        seconds = n / override
+    elif stage == "duplicate search":
+        seconds = duplicate_search_seconds(n)
+    elif "seconds_per_million" in figure:
+        seconds = figure["seconds_per_million"] * n / 1e6
+    elif stage == "expert_shards":
+        seconds = (written["expert_shards"] + written["heldout"]) / figure["bytes_per_s"]
+    else:
+        seconds = written["router_pairs"] / figure["bytes_per_s"]
+    return StageRow(stage, "one process", "fan-in", n / seconds, "images/s (the one process)",
+                    "--rate" if override else figure["source"], 0.0, seconds / 3600, seconds / 3600,
+                    "filtered_images (rejected rows)" if stage == "duplicate search" else stage)
+
+
+def assumptions(inputs: PlanInputs, held: int) -> list[tuple[str, str, str]]:
+    """(what, value, where it comes from) for every figure the stage rows do not cite themselves."""
+    rows = [
         ("GPU", f"{inputs.gpu_name}: {inputs.gpu_tflops:g} TFLOPs fp16, {inputs.gpu_hbm_gbs:,.0f} GB/s",
          A100["source"] if inputs.gpu_tflops == A100["tflops"] else "--gpu-tflops / --gpu-hbm-gbs"),
-        ("MFU", f"{inputs.mfu:.0%}", "assumed for batched fp16 inference (--mfu); BLIP-2 decoding is bounded by "
-         "weight reads instead (roofline)"),
-        ("CPU cores", f"{total_cpus:,} for ingest and filtering ({inputs.cpus_per_gpu} per GPU unless --cpus)",
+        ("MFU", f"{inputs.mfu:.0%}", ("assumed for batched fp16 inference (--mfu); BLIP-2 decoding is bounded by "
+                                      "weight reads instead (roofline)")),
+        ("CPU cores", (f"{inputs.total_cpus:,} for ingest, filtering and decoding ahead of the GPUs "
+                       f"({inputs.cpus_per_gpu} per GPU unless --cpus)"),
          "8 x A100 nodes carry 96 vCPUs (AWS p4d.24xlarge, GCP a2-highgpu-8g)"),
-        ("original image", f"{inputs.raw_bytes:,} B", MEASURED_BYTES_SOURCE),
-        ("stored crop", f"{crop_bytes(inputs):,} B at {inputs.image_size} px", MEASURED_BYTES_SOURCE),
+        ("original image", f"{inputs.raw_bytes:,} B", RAW_BYTES_SOURCE),
+        ("stored crop", f"{crop_bytes(inputs):,} B at {inputs.image_size} px", CROP_BYTES_SOURCE),
         ("text", ", ".join(f"{k} {v} B" for k, v in TEXT_BYTES.items()), "assumed (no LAION rows here)"),
-        ("held out", f"{held:,} images", f"min(heldout_fraction {inputs.heldout_fraction} x N, heldout_max "
-         f"{inputs.heldout_max:,})"),
-        ("wall time", "serial: stages one after another; overlapped: ingest/filter of later partitions beside the "
-         "GPU stages of earlier ones, then the global steps", "stage figures above"),
+        ("held out", f"{held:,} images",
+         f"min(heldout_fraction {inputs.heldout_fraction} x N, heldout_max {inputs.heldout_max:,})"),
+        ("GPU feeding", "; ".join(f"{k}: {v[1]}" for k, v in PREPROCESS_CPU.items()), PREPROCESS_SOURCE),
+        ("wall time", ("serial: stages one after another; overlapped: ingest and filtering of later partitions "
+                       "beside the GPU stages of earlier ones, then the global steps"), "the stage rows"),
     ]
-    assumptions.append(("GPU feeding", "; ".join(f"{k}: {v[1]}" for k, v in PREPROCESS_CPU.items()),
-                        PREPROCESS_SOURCE))
-    assumptions += [("note", note, "settings") for note in inputs.notes]
-    return Plan(inputs, stages, assets, costs, partitions, held, shards, serial, overlapped, assumptions)
-
-
-def inputs_asset_bytes(assets: list[AssetRow], *names: str) -> float:
-    return sum(a.total_bytes for a in assets if a.asset in names)
+    return rows + [("note", note, "settings") for note in inputs.notes]
 
 
 # --- from the settings file ------------------------------------------------------------------------------------
@@ -511,9 +530,10 @@ def read_config(folder: str | Path) -> dict:
     return config
 
 
-def role_config(settings: "Settings", role: str) -> tuple[str, dict, bool]:
-    """(model id, config, whether the paris model stands in for a tiny one) for a role: an override the plan knows or a local folder, else the paris
-    profile's model. The tiny profile's models have no throughput worth planning: the paris models stand in."""
+def role_config(settings: Settings, role: str) -> tuple[str, dict, bool]:
+    """(model id, config, whether a paris model stands in for a tiny one) for a role: an override the plan knows
+    or a local folder, else the paris profile's model (the tiny profile's models have no throughput worth
+    planning, so the paris ones stand in for them)."""
     override = getattr(settings.models, f"{role}_id")
     if override:
         if override in PARIS_CONFIGS:
@@ -526,7 +546,7 @@ def role_config(settings: "Settings", role: str) -> tuple[str, dict, bool]:
     return PARIS_IDS[role], PARIS_CONFIGS[PARIS_IDS[role]], settings.models.profile == "tiny"
 
 
-def inputs_from_settings(settings: "Settings", images: int, **overrides) -> PlanInputs:
+def inputs_from_settings(settings: Settings, images: int, **overrides) -> PlanInputs:
     """PlanInputs shaped by the settings file: image size, captions on or off, the models, K, shard settings,
     the held-out split, batch sizes; `overrides` (gpus, mfu, rates ...) as given on the command line."""
     configs, stand_ins = {}, []
@@ -535,8 +555,8 @@ def inputs_from_settings(settings: "Settings", images: int, **overrides) -> Plan
         configs[role] = (model_id, config)
         if stand_in and (role != "captioner" or settings.captions.source == "blip2"):
             stand_ins.append(model_id)
-    notes = [f"models.profile is tiny (random weights, no throughput worth planning): planned with the paris "
-             f"profile's {', '.join(stand_ins)}"] if stand_ins else []
+    notes = [(f"models.profile is tiny (random weights, no throughput worth planning): planned with the paris "
+              f"profile's {', '.join(stand_ins)}")] if stand_ins else []
     execution = getattr(settings, "execution", None)  # partition_size lives there once issue #11 lands
     if "partition_size" not in overrides and getattr(execution, "partition_size", None):
         overrides["partition_size"] = execution.partition_size
