@@ -1,7 +1,7 @@
 """Plan a run past this machine: work, storage, partitions and wall time per stage (lib/plan.py says how).
 
     python -m paris_assets.plan --images 11000000 --gpus 64 [--config paris.yaml] [--partition-size 100000]
-        [--cpus N | --cpus-per-gpu 12] [--gpu-tflops 312] [--gpu-hbm-gbs 2039] [--mfu 0.35]
+        [--cpus N | --cpus-per-gpu 12] [--gpu-tflops 312] [--gpu-hbm-gbs 2039] [--mfu 0.35] [--write-gbs 5]
         [--rate latents=900 --rate filtered_images=250 ...] [--json]
 
 The settings file (PARIS_CONFIG or paris.yaml, or --config) decides the image size, captions (BLIP-2 or alt
@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-name", default=A100["name"])
     p.add_argument("--gpu-tflops", type=float, default=A100["tflops"], help="peak fp16 TFLOPs (default A100: 312)")
     p.add_argument("--gpu-hbm-gbs", type=float, default=A100["hbm_gbs"], help="HBM GB/s (default A100 80GB: 2039)")
+    p.add_argument("--write-gbs", type=float, help="aggregate write bandwidth to data_dir in GB/s (default: not "
+                   "modelled); a stage's wall is then at least what it writes / this")
     p.add_argument("--mfu", type=float, default=DEFAULT_MFU, help=f"achieved share of peak (default {DEFAULT_MFU})")
     p.add_argument("--rate", type=parse_rate, action="append", default=[], metavar="STAGE=IMAGES_PER_S")
     p.add_argument("--config", help="settings file (default: $PARIS_CONFIG or paris.yaml)")
@@ -84,15 +86,17 @@ def render(plan: Plan) -> str:
             f"image_size {i.image_size}, captions {'BLIP-2' if i.captions_blip2 else 'alt text'}, K={i.k}")
     written = {a.asset: size(a.total_bytes) for a in plan.assets}
     stage_rows = [[s.stage, s.runs_on, f"{s.partitions:,}" if isinstance(s.partitions, int) else s.partitions,
-                   f"{s.rate:,.0f} {s.rate_unit}" if s.rate else "-", hours(s.gpu_hours), hours(s.core_hours),
-                   (">= " if s.wall_is_lower_bound else "") + hours(s.wall_hours), written.get(s.writes, "-")]
+                   f"{s.rate:,.0f} {s.rate_unit.replace('images/s', '/s')}" if s.rate else "-", hours(s.gpu_hours),
+                   hours(s.core_hours), (">= " if s.wall_is_lower_bound else "") + hours(s.wall_hours), s.bound or "-",
+                   f"{s.partition_seconds:,.1f} s" if s.partition_seconds else "-", written.get(s.writes, "-")]
                   for s in plan.stages]
     totals = plan.as_dict()["totals"]
     stage_rows.append(["total", "", "", "", hours(totals["gpu_hours"]), hours(totals["core_hours"]),
-                       f"{hours(plan.wall_hours_serial)} serial, {hours(plan.wall_hours_overlapped)} overlapped",
+                       hours(plan.wall_hours_serial), f"overlapped: {hours(plan.wall_hours_overlapped)}", "",
                        size(totals["storage_bytes"])])
-    stages = tabulate(stage_rows, headers=["stage", "runs on", "partitions", "rate", "GPU-hours", "core-hours",
-                                           "wall", "writes"], tablefmt="github", disable_numparse=True)
+    stages = tabulate(stage_rows, headers=["stage", "runs on", "partitions", "rate (images)", "GPU-hours",
+                                           "core-hours", "wall", "bound by", "per partition", "writes"],
+                      tablefmt="github", disable_numparse=True)
     asset_rows = [[a.asset, f"{a.rows:,}", f"{a.bytes_per_row:,.0f}", size(a.total_bytes), a.what] for a in plan.assets]
     assets = tabulate(asset_rows, headers=["asset", "rows", "bytes/row", "total", "what"], tablefmt="github",
                       disable_numparse=True)
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     overrides = {"gpus": args.gpus, "cpus": args.cpus, "cpus_per_gpu": args.cpus_per_gpu, "gpu_name": args.gpu_name,
                  "gpu_tflops": args.gpu_tflops, "gpu_hbm_gbs": args.gpu_hbm_gbs, "mfu": args.mfu,
-                 "rates": dict(args.rate)}
+                 "write_gbs": args.write_gbs, "rates": dict(args.rate)}
     if args.partition_size is not None:
         overrides["partition_size"] = args.partition_size
     try:

@@ -196,6 +196,17 @@ def test_too_few_cpus_make_decoding_the_bound():
     assert starved.wall_hours > fed.wall_hours
 
 
+def test_write_bandwidth_bounds_a_stage_only_when_given():
+    free = P.make_plan(P.PlanInputs(images=N, gpus=64)).stage("clip_embeddings")
+    slow = P.make_plan(P.PlanInputs(images=N, gpus=64, write_gbs=2.0))
+    clip = slow.stage("clip_embeddings")
+    assert free.bound == "GPU" and clip.bound == "writes at 2 GB/s"
+    assert clip.wall_hours == pytest.approx(slow.asset("clip_embeddings").total_bytes / 2e9 / 3600)
+    assert clip.wall_hours > free.wall_hours
+    baseline = P.make_plan(P.PlanInputs(images=N)).stage("expert_shards")
+    assert slow.stage("expert_shards").wall_hours == baseline.wall_hours
+
+
 @pytest.mark.parametrize("images,size,expected", [(11_000_000, 100_000, 110), (11_000_001, 100_000, 111),
                                                   (5, 100_000, 1), (1_000, 7, 143)])
 def test_partitions_are_the_ceiling(images, size, expected):

@@ -238,6 +238,7 @@ class PlanInputs:
     gpu_tflops: float = A100["tflops"]
     gpu_hbm_gbs: float = A100["hbm_gbs"]
     mfu: float = DEFAULT_MFU
+    write_gbs: float | None = None  # aggregate write bandwidth to data_dir, GB/s; None: not modelled
     rates: dict[str, float] = field(default_factory=dict)  # stage -> images/s (per GPU, per core, or overall)
     configs: dict[str, tuple[str, dict]] = field(default_factory=lambda: {r: (i, PARIS_CONFIGS[i])
                                                                           for r, i in PARIS_IDS.items()})
@@ -273,7 +274,13 @@ class StageRow:
     core_hours: float
     wall_hours: float
     writes: str
+    bound: str = ""  # what sets the wall time: GPU, CPU, decoding CPU, writes (--write-gbs), measured
     wall_is_lower_bound: bool = False  # ingest: the network and remote hosts are not modelled
+
+    @property
+    def partition_seconds(self) -> float | None:
+        """Wall seconds of one partition when the whole cluster works on it (None for the fan-in steps)."""
+        return self.wall_hours * 3600 / self.partitions if isinstance(self.partitions, int) else None
 
 
 @dataclass
@@ -307,6 +314,8 @@ class Plan:
 
     def as_dict(self) -> dict:
         out = asdict(self)
+        for row, stage in zip(out["stages"], self.stages):
+            row["partition_seconds"] = stage.partition_seconds
         out["inputs"]["configs"] = {role: model_id for role, (model_id, _) in self.inputs.configs.items()}
         out["inputs"]["total_cpus"] = self.inputs.total_cpus
         out["totals"] = {"gpu_hours": sum(s.gpu_hours for s in self.stages),
@@ -389,13 +398,19 @@ def make_plan(inputs: PlanInputs) -> Plan:
     held = min(round(n * inputs.heldout_fraction), inputs.heldout_max) if inputs.heldout_fraction > 0 else 0
     assets, shards = plan_assets(inputs, costs, held)
     stages = []
+    written = {a.asset: a.total_bytes for a in assets}
     for stage in STAGES:
         if stage in PER_IMAGE_CPU:
-            stages.append(cpu_stage(inputs, stage, partitions))
+            row = cpu_stage(inputs, stage, partitions)
         elif stage in GPU_STAGES:
-            stages.append(gpu_stage(inputs, stage, partitions, costs.get(stage)))
+            row = gpu_stage(inputs, stage, partitions, costs.get(stage))
         else:
-            stages.append(global_stage(inputs, stage, assets))
+            row = global_stage(inputs, stage, written)
+        if inputs.write_gbs and row.runs_on in ("CPU", "GPU"):  # the global steps' figures include their writes
+            writing = written.get(row.writes, 0.0) / (inputs.write_gbs * 1e9) / 3600
+            if writing > row.wall_hours:
+                row.wall_hours, row.bound = writing, f"writes at {inputs.write_gbs:g} GB/s"
+        stages.append(row)
     per_image_cpu = sum(s.wall_hours for s in stages if s.stage in PER_IMAGE_CPU)
     gpu = sum(s.wall_hours for s in stages if s.runs_on == "GPU")
     global_steps = sum(s.wall_hours for s in stages if s.runs_on == "one process")
@@ -452,7 +467,7 @@ def cpu_stage(inputs: PlanInputs, stage: str, partitions: int) -> StageRow:
     return StageRow(stage, "CPU", partitions, rate, "images/s per core",
                     "--rate" if override else CPU_FIGURES[stage]["source"], 0.0, core_h, core_h / inputs.total_cpus,
                     "raw_images" if stage == "ingest" else "filtered_images",
-                    wall_is_lower_bound=stage == "ingest" and not override)
+                    bound="CPU", wall_is_lower_bound=stage == "ingest" and not override)
 
 
 def gpu_stage(inputs: PlanInputs, stage: str, partitions: int, cost: dict | None) -> StageRow:
@@ -471,14 +486,14 @@ def gpu_stage(inputs: PlanInputs, stage: str, partitions: int, cost: dict | None
                                         f"({cost['how']}){decode} at {inputs.mfu:.0%} of {inputs.gpu_tflops:g} TFLOPs")
     gpu_h = inputs.images / rate / 3600
     core_h = inputs.images * PREPROCESS_CPU[stage][0] / 3600
+    gpu_wall, cpu_wall = gpu_h / inputs.gpus, core_h / inputs.total_cpus
     return StageRow(stage, "GPU", partitions, rate, "images/s per GPU", source, gpu_h, core_h,
-                    max(gpu_h / inputs.gpus, core_h / inputs.total_cpus), stage)
+                    max(gpu_wall, cpu_wall), stage, bound="GPU" if gpu_wall >= cpu_wall else "decoding CPU")
 
 
-def global_stage(inputs: PlanInputs, stage: str, assets: list[AssetRow]) -> StageRow:
+def global_stage(inputs: PlanInputs, stage: str, written: dict[str, float]) -> StageRow:
     """A step over all partitions at once, in one process: its measured wall time, scaled to N."""
     n, figure, override = inputs.images, CPU_FIGURES[stage], inputs.rates.get(stage)
-    written = {a.asset: a.total_bytes for a in assets}
     if override:
         seconds = n / override
     elif stage == "duplicate search":
@@ -489,9 +504,10 @@ def global_stage(inputs: PlanInputs, stage: str, assets: list[AssetRow]) -> Stag
         seconds = (written["expert_shards"] + written["heldout"]) / figure["bytes_per_s"]
     else:
         seconds = written["router_pairs"] / figure["bytes_per_s"]
-    return StageRow(stage, "one process", "fan-in", n / seconds, "images/s (the one process)",
+    return StageRow(stage, "one process", "fan-in", n / seconds, "images/s (1 process)",
                     "--rate" if override else figure["source"], 0.0, seconds / 3600, seconds / 3600,
-                    "filtered_images (rejected rows)" if stage == "duplicate search" else stage)
+                    "filtered_images (rejected rows)" if stage == "duplicate search" else stage,
+                    bound="--rate" if override else "measured, 1 process")
 
 
 def assumptions(inputs: PlanInputs, held: int) -> list[tuple[str, str, str]]:
