@@ -49,7 +49,8 @@ def run(instance, settings, selection=None):
 
 def refusals(result) -> dict:
     """What each refused step said, with run ids blanked (they differ between instances by design)."""
-    return {e.step_key: RUN_ID.sub("<run>", e.step_failure_data.error.message) for e in result.get_step_failure_events()}
+    return {e.step_key: RUN_ID.sub("<run>", e.step_failure_data.error.message)
+            for e in result.get_step_failure_events()}
 
 
 def verdict(instance, settings) -> dict:
@@ -115,7 +116,8 @@ def test_the_shipped_instance_is_sqlite_and_its_postgres_block_is_valid(team, tm
     assert team_config["concurrency"]["runs"] == {"max_concurrent_runs": 4}
     assert {k: v for k, v in team_config.items() if k not in ("storage", "concurrency")} == {
         k: v for k, v in shipped.items() if k != "concurrency"}
-    lite = DagsterInstance.from_config(str(instance_home(tmp_path / "lite", (PROJECT_ROOT / "dagster.yaml").read_text())))
+    shipped_text = (PROJECT_ROOT / "dagster.yaml").read_text()
+    lite = DagsterInstance.from_config(str(instance_home(tmp_path / "lite", shipped_text)))
     assert type(lite.run_storage).__name__ == "SqliteRunStorage"
     assert type(team["a"].run_storage).__name__ == "PostgresRunStorage"
     assert type(team["a"].event_log_storage).__name__ == "PostgresEventLogStorage"
@@ -137,6 +139,16 @@ def test_the_gate_refuses_and_accepts_as_on_sqlite(team):
     # the first run's training outputs stand: the refused run wrote nothing
     manifest = json.loads((team["root"] / "data" / "pipeline_manifest.json").read_text())
     assert manifest["gate"]["passed"] and not manifest["gate"]["accepted_failed_gate"]
+
+
+def test_the_credentials_come_from_the_environment(team, postgres_server):
+    """The server checks passwords over TCP (scram-sha-256), so the instance connected with DAGSTER_PG_PASSWORD."""
+    import psycopg2
+
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(host=postgres_server.host, port=postgres_server.port, user=postgres_server.user,
+                         password="not-the-password", dbname=team["database"], connect_timeout=5)
+    assert team["a"].get_run_by_id(team["pg"]["first"].run_id) is not None
 
 
 def test_runs_events_and_check_evaluations_are_rows_in_postgres(team, postgres_server):
