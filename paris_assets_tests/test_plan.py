@@ -180,7 +180,7 @@ def test_measured_jpeg_sizes_hold_on_the_bench_inputs():
 # --- the plan's arithmetic ------------------------------------------------------------------------------------
 
 def test_gpu_stages_scale_with_one_over_gpus_and_global_steps_do_not():
-    small, large = (P.make_plan(P.PlanInputs(images=N, gpus=g, cpus=100_000)) for g in (16, 64))
+    small, large = (P.make_plan(P.PlanInputs(images=N, gpus=g, loader_threads=8)) for g in (16, 64))
     for stage in P.GPU_STAGES:
         assert small.stage(stage).gpu_hours == pytest.approx(large.stage(stage).gpu_hours)
         assert small.stage(stage).wall_hours == pytest.approx(4 * large.stage(stage).wall_hours)
@@ -188,16 +188,20 @@ def test_gpu_stages_scale_with_one_over_gpus_and_global_steps_do_not():
         assert small.stage(stage).wall_hours == large.stage(stage).wall_hours > 0
 
 
-def test_too_few_cpus_make_decoding_the_bound():
-    fed = P.make_plan(P.PlanInputs(images=N, gpus=64, cpus_per_gpu=12)).stage("latents")
-    starved = P.make_plan(P.PlanInputs(images=N, gpus=64, cpus=8)).stage("latents")
-    assert fed.wall_hours == pytest.approx(fed.gpu_hours / 64)
-    assert starved.wall_hours == pytest.approx(starved.core_hours / 8)
-    assert starved.wall_hours > fed.wall_hours
+def test_decoding_ahead_of_the_gpu_bounds_the_wall_when_too_few_threads_feed_it():
+    """latents: 5.4 ms of CPU per image ahead of a 400 images/s GPU needs ~2.2 loader threads per GPU."""
+    fed = P.make_plan(P.PlanInputs(images=N, gpus=64, loader_threads=4)).stage("latents")
+    assert fed.bound == "GPU" and fed.wall_hours == pytest.approx(fed.gpu_hours / 64)
+    two = P.make_plan(P.PlanInputs(images=N, gpus=64, loader_threads=2)).stage("latents")
+    assert two.bound == "decoding (2 loader threads per GPU)"
+    assert two.wall_hours == pytest.approx(two.core_hours / (2 * 64))
+    assert two.wall_hours > fed.wall_hours
+    starved = P.make_plan(P.PlanInputs(images=N, gpus=64, cpus=32, loader_threads=4)).stage("latents")
+    assert starved.wall_hours == pytest.approx(starved.core_hours / 32)
 
 
 def test_write_bandwidth_bounds_a_stage_only_when_given():
-    free = P.make_plan(P.PlanInputs(images=N, gpus=64)).stage("clip_embeddings")
+    free = P.make_plan(P.PlanInputs(images=N, gpus=64)).stage("clip_embeddings")  # no decoding: GPU-bound
     slow = P.make_plan(P.PlanInputs(images=N, gpus=64, write_gbs=2.0))
     clip = slow.stage("clip_embeddings")
     assert free.bound == "GPU" and clip.bound == "writes at 2 GB/s"

@@ -246,6 +246,7 @@ class PlanInputs:
     captions_blip2: bool = True
     max_new_tokens: int = 30
     caption_batch_size: int = 16
+    loader_threads: int = 2  # models.loader_threads: threads decoding ahead of each GPU's model
     k: int = 8
     include_clip_tokens: bool = True
     include_jpg: bool = False
@@ -486,9 +487,12 @@ def gpu_stage(inputs: PlanInputs, stage: str, partitions: int, cost: dict | None
                                         f"({cost['how']}){decode} at {inputs.mfu:.0%} of {inputs.gpu_tflops:g} TFLOPs")
     gpu_h = inputs.images / rate / 3600
     core_h = inputs.images * PREPROCESS_CPU[stage][0] / 3600
-    gpu_wall, cpu_wall = gpu_h / inputs.gpus, core_h / inputs.total_cpus
+    # each GPU's model is fed by its own loader threads, on the cores of its node
+    feeders = min(inputs.loader_threads, inputs.total_cpus / inputs.gpus)
+    gpu_wall, cpu_wall = gpu_h / inputs.gpus, core_h / (feeders * inputs.gpus)
+    bound = "GPU" if gpu_wall >= cpu_wall else f"decoding ({feeders:g} loader threads per GPU)"
     return StageRow(stage, "GPU", partitions, rate, "images/s per GPU", source, gpu_h, core_h,
-                    max(gpu_wall, cpu_wall), stage, bound="GPU" if gpu_wall >= cpu_wall else "decoding CPU")
+                    max(gpu_wall, cpu_wall), stage, bound=bound)
 
 
 def global_stage(inputs: PlanInputs, stage: str, written: dict[str, float]) -> StageRow:
@@ -581,6 +585,7 @@ def inputs_from_settings(settings: Settings, images: int, **overrides) -> PlanIn
                       captions_blip2=settings.captions.source == "blip2",
                       max_new_tokens=settings.captions.max_new_tokens,
                       caption_batch_size=settings.models.caption_batch_size, k=settings.clustering.k,
+                      loader_threads=settings.models.loader_threads,
                       include_clip_tokens=s.include_clip_tokens, include_jpg=s.include_jpg,
                       max_samples_per_shard=s.max_samples_per_shard, max_shard_bytes=s.max_shard_bytes,
                       heldout_fraction=s.heldout_fraction, heldout_max=s.heldout_max, notes=tuple(notes),
