@@ -208,11 +208,19 @@ def test_pool_limits_are_team_wide(team, tmp_path):
 
 def test_a_fresh_team_instance_refuses_training_until_the_report_runs_on_it(team, postgres_server, tmp_path,
                                                                           monkeypatch):
-    """Moving to PostgreSQL starts an empty history (nothing copies SQLite's records): the data stays, and the gate,
-    which reads check evaluations from the instance, refuses the training outputs until cluster_report runs here."""
-    monkeypatch.setenv("DAGSTER_PG_DB", postgres_server.create_database("paris_fresh"))
+    """A database set up as docs/postgres.md says (an ordinary role owning it, not a superuser). Moving to PostgreSQL
+    starts an empty history (nothing copies SQLite's records): the data stays, and the gate, which reads check
+    evaluations from the instance, refuses the training outputs until cluster_report runs on the new instance."""
+    admin = postgres_server.connect("postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("CREATE ROLE dagster_team LOGIN PASSWORD 'team-secret'")
+        cursor.execute("CREATE DATABASE dagster_team OWNER dagster_team")
+    admin.close()
+    for name, value in {"DB": "dagster_team", "USERNAME": "dagster_team", "PASSWORD": "team-secret"}.items():
+        monkeypatch.setenv(f"DAGSTER_PG_{name}", value)
     fresh = DagsterInstance.from_config(str(instance_home(tmp_path / "fresh", team_instance_yaml())))
-    fresh.upgrade()  # `dagster instance migrate`: a no-op on tables Dagster has just created, and it must say so
+    fresh.upgrade()  # `dagster instance migrate`: nothing to do on the tables Dagster has just created
     refused = run(fresh, team["settings"](team["root"] / "sqlite_data"), TRAINING)
     assert not refused.success
     assert "cluster_report has never been materialised" in refusals(refused)["expert_shards"]
