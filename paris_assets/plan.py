@@ -47,7 +47,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m paris_assets.plan", description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, required=True, help="images through every stage (kept images)")
     p.add_argument("--gpus", type=int, default=8, help="GPUs for the model stages (default 8)")
-    p.add_argument("--cpus", type=int, help="CPU cores for ingest and filtering in all (default gpus x cpus-per-gpu)")
+    p.add_argument("--cpus", type=int, help="CPU cores in all: ingest, filtering, decoding for the GPUs "
+                   "(default gpus x cpus-per-gpu)")
     p.add_argument("--cpus-per-gpu", type=int, default=CPUS_PER_GPU, help=f"default {CPUS_PER_GPU} (96 per 8-GPU node)")
     p.add_argument("--partition-size", type=int, help=f"images per partition (default {PARTITION_SIZE:,})")
     p.add_argument("--gpu-name", default=A100["name"])

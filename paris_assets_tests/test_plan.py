@@ -313,3 +313,6 @@ def test_cli_refuses_a_bad_rate():
     result = run_cli("--images", "10", "--rate", "latent=5")
     assert result.returncode == 2
     assert "STAGE=IMAGES_PER_S" in result.stderr
+    result = run_cli("--images", "10", "--mfu", "35")
+    assert result.returncode == 2
+    assert "mfu must be in (0, 1]" in result.stderr

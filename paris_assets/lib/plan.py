@@ -14,7 +14,8 @@ Where each number comes from:
   BLIP-2's token-by-token generation is bounded by reading OPT's weights once per decoding step (a roofline:
   max(compute, weight bytes / HBM bandwidth / batch)), not by FLOPs.
 - **CPU rates** are the figures measured on this 2-core machine and written in the README (cited per stage in
-  `CPU_FIGURES`); `--rate stage=...` overrides any of them.
+  `CPU_FIGURES`, and `PREPROCESS_CPU` for the decoding that feeds each GPU); `--rate stage=...` overrides any
+  of them. docs/plan.md lists every default with its source.
 
 No torch, no Dagster: numbers in, a `Plan` out.
 """
@@ -389,8 +390,10 @@ def crop_bytes(inputs: PlanInputs) -> int:
 def make_plan(inputs: PlanInputs) -> Plan:
     """The plan: model costs, bytes per asset, then each stage's work and wall time, and the assumptions."""
     n = inputs.images
-    if n < 1 or inputs.gpus < 1 or inputs.partition_size < 1:
-        raise ValueError("images, gpus and partition_size must be at least 1")
+    if n < 1 or inputs.gpus < 1 or inputs.partition_size < 1 or inputs.total_cpus < 1:
+        raise ValueError("images, gpus, cpus and partition_size must be at least 1")
+    if not 0 < inputs.mfu <= 1 or inputs.gpu_tflops <= 0 or inputs.gpu_hbm_gbs <= 0 or (inputs.write_gbs or 1) <= 0:
+        raise ValueError("mfu must be in (0, 1]; gpu_tflops, gpu_hbm_gbs and write_gbs must be positive")
     unknown = set(inputs.rates) - set(STAGES)
     if unknown:
         raise ValueError(f"--rate for unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
