@@ -11,7 +11,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataVa
 from ..io_managers import AssetFolder
 from ..lib import stages, storage
 from ..lib.chunks import ChunkStore, work_key
-from ..models.profiles import build_model, model_metadata
+from ..models.profiles import build_model, load_model, model_metadata
 from ..settings import Settings
 from .common import code_version, preview, settings_metadata, staging
 
@@ -25,24 +25,20 @@ def _store(settings: Settings, asset_name: str, upstream: AssetFolder, model, n_
                       settings.models.chunk_size)
 
 
-def load_role(settings: Settings, role: str):
-    """The role's model, loaded where this runs: what each Ray worker calls (a partial of it pickles by name)."""
-    return build_model(settings, role).load()
-
-
 @contextmanager
-def role_model(settings: Settings, role: str, label: str, log=print):
+def role_model(settings: Settings, role: str, label: str, n_rows: int, log=print):
     """The role's model for a stage under the configured engine: loaded here (local), or a Ray ModelPool standing
     in for it, its workers each loading their own copy (ray); Ray is connected (or started) for the duration."""
     run = settings.execution
     if run.engine == "local":
-        yield build_model(settings, role).load()
+        yield load_model(settings, role)
         return
     from ..lib import ray_engine
 
     build_model(settings, role)  # the tiny profile's models are built once here, not raced by the workers
     with ray_engine.ray_session(run.ray_address, object_store_mb=run.local_object_store_mb, log=log):
-        pool = ray_engine.ModelPool(partial(load_role, settings, role), workers=run.num_workers,
+        chunks = -(-n_rows // settings.models.chunk_size)
+        pool = ray_engine.ModelPool(partial(load_model, settings, role), workers=run.num_workers, chunks=chunks,
                                     gpus_per_worker=run.gpus_per_worker, cpus_per_worker=run.cpus_per_worker,
                                     max_retries=run.max_retries, label=label, log=log)
         try:
@@ -58,7 +54,7 @@ def _run(context, settings: Settings, asset_name: str, role: str, upstream: Asse
     if len(table) == 0:
         raise ValueError(f"{asset_name}: no images to process: filtered_images kept none (see its "
                          "rejected.parquet and dropped_<reason> counts); fix the source or the filter settings")
-    with role_model(settings, role, asset_name, context.log.info) as model:
+    with role_model(settings, role, asset_name, len(table), context.log.info) as model:
         store = _store(settings, asset_name, upstream, model, len(table))
         out = staging(settings, asset_name)
         stats = stage(table, model=model, store=store, out_dir=out, batch_size=batch_size,

@@ -133,13 +133,14 @@ class ModelPool:
     `gpus_per_worker` GPUs (or `cpus_per_worker` CPUs when that is 0), each holding the model `load()` returns.
 
     `load` must be picklable and build the model where it runs (so the device is the worker's): a module-level
-    function or a partial of one, never a loaded model. The model's plain `attributes` (id, revision, device,
-    dtype, ...) are read from the first worker and served here, so a stage reads them as from a local model;
-    every worker must report the same ones (the same weights on the same kind of device), or the pool refuses
-    to run, since the chunk key holds them."""
+    function or a partial of one, never a loaded model. All workers start loading at once; the pool is ready as
+    soon as the first has its model, and the others join the run as they become ready. The model's plain
+    `attributes` (id, revision, device, dtype, ...) are read from the first worker and served here, so a stage
+    reads them as from a local model; every worker must report the same ones (the same weights on the same kind
+    of device), or the pool refuses to run, since the chunk key holds them."""
 
-    def __init__(self, load: Callable[[], Any], *, workers: int = 0, gpus_per_worker: float = 1,
-                 cpus_per_worker: float = 1, max_retries: int = 3,
+    def __init__(self, load: Callable[[], Any], *, workers: int = 0, chunks: int | None = None,
+                 gpus_per_worker: float = 1, cpus_per_worker: float = 1, max_retries: int = 3,
                  attributes: Sequence[str] = ("ref", "revision", "device", "dtype", "scaling_factor",
                                               "shift_factor"),
                  label: str = "", log: Callable[[str], None] = print):
@@ -147,16 +148,17 @@ class ModelPool:
 
         self.label, self.log, self.max_retries = label, log, max_retries
         self.gpus_per_worker, self.cpus_per_worker = gpus_per_worker, cpus_per_worker
-        self.max_workers = workers or self._workers_the_cluster_holds(ray)
-        self._actor_class = ray.remote(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker, max_restarts=max_retries,
-                                       max_task_retries=max_retries)(_ChunkWorker)
-        self._load, self._attribute_names = load, tuple(attributes)
+        n = workers or self._workers_the_cluster_holds(ray)
+        n = max(1, min(n, chunks)) if chunks is not None else n  # no model loaded for a worker with nothing to do
+        actor_class = ray.remote(num_gpus=gpus_per_worker, num_cpus=cpus_per_worker, max_restarts=max_retries,
+                                 max_task_retries=max_retries)(_ChunkWorker)
         started = time.perf_counter()
-        self.actors: list = []
-        self.workers_info: list[dict] = []
-        self._add_workers(1)
+        self.actors = [actor_class.remote(load, tuple(attributes)) for _ in range(n)]
+        self._loading = {actor.describe.remote(): actor for actor in self.actors}
+        self.ready: deque = deque()
+        self.attributes: dict = {}
+        self._wait_ready(block=True)
         self.startup_seconds = time.perf_counter() - started
-        self.attributes = self.workers_info[0]["attributes"]
 
     def _workers_the_cluster_holds(self, ray) -> int:
         resources = ray.cluster_resources()
@@ -173,22 +175,40 @@ class ModelPool:
                 "demand set execution.num_workers to how many workers to ask for")
         return n
 
-    def _add_workers(self, n: int) -> None:
-        """Start `n` more workers and wait until each has loaded its model."""
+    def _wait_ready(self, block: bool, refs: Sequence = ()) -> list:
+        """Move the workers that have loaded their model into `ready` (waiting for one if `block`); returns
+        which of `refs` (chunk results) finished meanwhile."""
         import ray
 
-        new = [self._actor_class.remote(self._load, self._attribute_names) for _ in range(n)]
-        try:
-            infos = ray.get([actor.describe.remote() for actor in new])
-        except ray.exceptions.RayActorError as exc:
-            raise RuntimeError(f"{self.label}: a Ray worker could not load its model: {_last_error(exc)}") from None
-        for info in infos:
-            if info["attributes"] != (self.workers_info[0]["attributes"] if self.workers_info else info["attributes"]):
-                raise RuntimeError(
-                    f"{self.label}: Ray workers loaded different models or devices ({info['attributes']} vs "
-                    f"{self.workers_info[0]['attributes']}): give every worker the same kind of GPU and weights")
-        self.actors += new
-        self.workers_info += infos
+        waiting = list(refs) + list(self._loading)
+        if not waiting:
+            return []
+        done, _ = ray.wait(waiting, num_returns=1, timeout=None if block else 0)
+        finished = [ref for ref in done if ref not in self._loading]
+        for ref in done:
+            if ref in self._loading:
+                actor = self._loading.pop(ref)
+                try:
+                    info = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:
+                    raise RuntimeError(f"{self.label}: a Ray worker could not load its model: "
+                                       f"{_last_error(exc)}") from None
+                if self.attributes and info["attributes"] != self.attributes:
+                    raise RuntimeError(
+                        f"{self.label}: Ray workers loaded different models or devices ({info['attributes']} vs "
+                        f"{self.attributes}): give every worker the same kind of GPU and the same weights")
+                self.attributes = self.attributes or info["attributes"]
+                self.ready.append(actor)
+        return finished
+
+    def wait_until_ready(self) -> "ModelPool":
+        """Block until every worker has its model loaded. A run does not need this (workers join as they get
+        ready); measurements do, to tell start-up from work."""
+        started = time.perf_counter()
+        while self._loading:
+            self._wait_ready(block=True)
+        self.startup_seconds += time.perf_counter() - started
+        return self
 
     def __getattr__(self, name: str):
         attributes = self.__dict__.get("attributes", {})
@@ -198,57 +218,53 @@ class ModelPool:
                              "or it is not among the pool's `attributes`)")
 
     def run_chunks(self, store: ChunkStore, job, log: Callable[[str], None], label: str) -> dict:
-        """Compute every chunk missing from `store` with `job`, spread over the workers (started up to
-        min(max workers, chunks to do)); one chunk in flight per worker, handed out as workers free up."""
+        """Compute every chunk missing from `store` with `job`, one chunk in flight per worker, handed out as
+        workers free up (or finish loading)."""
         import ray
 
         started = time.perf_counter()
         todo, progress = plan_chunks(store, log, label)
-        grow_started = time.perf_counter()
-        self._add_workers(max(0, min(self.max_workers, len(todo)) - len(self.actors)))
-        self.startup_seconds += time.perf_counter() - grow_started
         log(f"{label}: {len(todo)} chunks on {len(self.actors)} Ray workers "
-            f"({self.gpus_per_worker:g} GPU, {self.cpus_per_worker:g} CPU each)")
+            f"({self.gpus_per_worker:g} GPU, {self.cpus_per_worker:g} CPU each; {len(self.ready)} ready)")
         job_ref = [ray.put(job)]
-        queue, free, running = deque(todo), deque(self.actors), {}
-        results, failures = [], []
+        queue, running, results, failures, used = deque(todo), {}, [], [], set()
         while queue or running:
-            while queue and free and not failures:  # after a failure: let the running chunks finish, start no more
-                actor, i = free.popleft(), queue.popleft()
-                running[actor.compute.options(retry_exceptions=True).remote(store, job_ref, i)] = (i, actor)
-            if not running:
+            while queue and self.ready and not failures:  # after a failure: the running chunks finish, no more start
+                actor, i = self.ready.popleft(), queue.popleft()
+                ref = actor.compute.options(retry_exceptions=True).remote(store, job_ref, i)
+                running[ref] = (i, actor, time.perf_counter())
+                used.add(actor)
+            if not running and (failures or not self._loading):
                 break
-            (ref,), _ = ray.wait(list(running), num_returns=1)
-            i, actor = running.pop(ref)
-            try:
-                result = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:  # the worker is gone for good (restarts used up)
-                failures.append((i, _last_error(exc)))
-                continue
-            except ray.exceptions.RayTaskError as exc:
-                failures.append((i, _last_error(exc)))
-                free.append(actor)
-                continue
-            if not store.done(i):
-                raise RuntimeError(
-                    f"{label}: chunk {i} was saved by a worker on node {result['node']} but is not in {store.folder} "
-                    "as this process sees it: the chunk folder (under data_dir's .staging) must be on storage "
-                    "every Ray node shares")
-            results.append(result)
-            free.append(actor)
-            progress.advance(store.bounds(i)[1] - store.bounds(i)[0])
+            for ref in self._wait_ready(True, list(running)):
+                i, actor, submitted = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:  # the worker is gone for good (restarts used up)
+                    failures.append((i, _last_error(exc)))
+                    continue
+                except ray.exceptions.RayTaskError as exc:
+                    failures.append((i, _last_error(exc)))
+                    self.ready.append(actor)
+                    continue
+                if not store.done(i):
+                    raise RuntimeError(
+                        f"{label}: chunk {i} was saved by a worker on node {result['node']} but is not in "
+                        f"{store.folder} as this process sees it: the chunk folder (under data_dir's .staging) must "
+                        "be on storage every Ray node shares")
+                # the round trip beyond the worker's own time: scheduling, the job's first fetch, the reply
+                result["overhead"] = time.perf_counter() - submitted - result["seconds"]
+                results.append(result)
+                self.ready.append(actor)
+                progress.advance(store.bounds(i)[1] - store.bounds(i)[0])
         if failures:
             raise WorkFailed(self._failure_message(store, failures, label))
         stats = chunk_stats(store, todo, started)
-        wall = time.perf_counter() - started
-        busy = sum(r["seconds"] for r in results)
         stats.update(
-            engine="ray", workers=len(self.actors), gpus_per_worker=self.gpus_per_worker,
-            gpus=self.gpus_per_worker * len(self.actors), model_seconds=sum(r["model_seconds"] for r in results),
+            engine="ray", workers=len(used), gpus_per_worker=self.gpus_per_worker,
+            gpus=self.gpus_per_worker * len(used), model_seconds=sum(r["model_seconds"] for r in results),
             startup_seconds=round(self.startup_seconds, 3),
-            # time a worker was assigned a chunk but not computing it (scheduling, the job's first fetch),
-            # per computed chunk
-            overhead_per_chunk_s=round(max(wall * len(self.actors) - busy, 0) / len(results), 3) if results else None,
+            overhead_per_chunk_s=round(sum(r["overhead"] for r in results) / len(results), 3) if results else None,
             worker_devices=sorted({r["cuda_visible_devices"] for r in results}),
             chunk_workers={r["chunk"]: r["pid"] for r in results})
         return stats
@@ -269,7 +285,7 @@ class ModelPool:
 
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
-        self.actors = []
+        self.actors, self._loading, self.ready = [], {}, deque()
 
 
 def _last_error(exc: Exception) -> str:

@@ -60,6 +60,12 @@ def build_model(settings: Settings, role: str):
     raise ValueError(f"unknown model role {role!r}")
 
 
+def load_model(settings: Settings, role: str):
+    """The role's model, built and loaded where this runs. What a Ray worker calls (execution.engine: ray):
+    module-level, so a partial of it pickles by name, and its module imports no Dagster into the workers."""
+    return build_model(settings, role).load()
+
+
 def model_identity(settings: Settings, role: str) -> dict[str, str]:
     """What, besides its inputs, shapes a role's outputs: the weights (the resolved commit), the device type and
     the dtype. Cheap enough for a code version: no weights are loaded and the hub is not asked."""
