@@ -151,8 +151,8 @@ def _commit_to_object_store(staged: Path, files: dict[str, int], root: str, name
     marker = (staged / MARKER).read_bytes()
     try:
         fs.pipe_file((upload / STARTED).path, json.dumps({"time": time.time(), **this_process()}).encode())
+        _make_parents(fs, upload, files)
         for rel in files:
-            fs.makedirs(str((upload / rel).parent.path), exist_ok=True)
             fs.put_file(str(staged / rel), (upload / rel).path)
         fs.pipe_file((upload / MARKER).path, marker)
     except BaseException:
@@ -160,9 +160,9 @@ def _commit_to_object_store(staged: Path, files: dict[str, int], root: str, name
         raise
     pointer = {**json.loads(marker), LOCATION: upload.path[len(base.path.rstrip("/")) + 1:]}
     fs.pipe_file((target / MARKER).path, json.dumps(pointer, indent=1, sort_keys=True).encode())  # one PUT
+    _make_parents(fs, target, files)
     for rel in files:  # server-side copies: no byte comes back through this machine
-        fs.makedirs(str((target / rel).parent.path), exist_ok=True)
-        fs.copy((upload / rel).path, (target / rel).path)
+        fs.cp_file((upload / rel).path, (target / rel).path)
     prefix = target.path.rstrip("/") + "/"
     for path in fs.find(target.path):
         if path[len(prefix):] not in files and path[len(prefix):] != MARKER:
@@ -172,6 +172,12 @@ def _commit_to_object_store(staged: Path, files: dict[str, int], root: str, name
         if done is not None and fs.exists(done.path):
             fs.rm(done.path, recursive=True)
     return target
+
+
+def _make_parents(fs, folder: UPath, files: dict[str, int]) -> None:
+    """Create the folders the files go in, once each (a no-op on object stores, needed on filesystems)."""
+    for parent in sorted({str((folder / rel).parent.path) for rel in files}):
+        fs.makedirs(parent, exist_ok=True)
 
 
 def _pointed_upload(base: UPath, name: str) -> UPath | None:
@@ -262,7 +268,8 @@ def open_folder(root: str, name: str) -> UPath:
             raise IncompleteOutput(f"{folder} holds no complete output of {name!r}: materialise {name} first")
         return folder
     folder = UPath(root) / name
-    try:  # read, not listed: a listing cached by this process may predate another one's commit
+    folder.fs.invalidate_cache()  # listings (and ETags) this process cached may predate a commit since
+    try:
         marker = json.loads(folder.fs.cat_file((folder / MARKER).path))
     except FileNotFoundError:
         raise IncompleteOutput(f"{folder} holds no complete output of {name!r}: materialise {name} first") from None
