@@ -1,7 +1,9 @@
 """filtered_images: every downloaded image decoded once, checked, de-duplicated and cropped."""
 
 
+from contextlib import contextmanager
 from dataclasses import asdict
+from functools import partial
 
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
@@ -18,6 +20,23 @@ def filter_params(settings: Settings) -> FilterParams:
     return FilterParams(**{n: getattr(f, n) for n in names}, max_image_pixels=settings.ingest.max_image_pixels)
 
 
+@contextmanager
+def unit_runner(settings: Settings, log=print):
+    """(engine description, map_units or None): the filter's work units in local processes (local), or as Ray
+    tasks (ray; Ray connected or started for the duration). Ray workers write the units' crop shards into the
+    run's staging folder, so they must share this host's filesystem (a local Ray, or a cluster with a shared
+    mount); the outputs are byte-identical either way (test_ray_filter)."""
+    run = settings.execution
+    if run.engine == "local":
+        yield f"local, {settings.filter.processes} processes", None
+        return
+    from ..lib import ray_engine
+
+    with ray_engine.ray_session(run.ray_address, object_store_mb=run.local_object_store_mb, log=log) as where:
+        yield f"ray: {where}", partial(ray_engine.map_units, cpus_per_task=run.cpus_per_task,
+                                       max_retries=run.max_retries, label="filtered_images")
+
+
 def build_filtered_images(settings: Settings) -> AssetsDefinition:
     @asset(
         group_name="ingest",
@@ -30,9 +49,10 @@ def build_filtered_images(settings: Settings) -> AssetsDefinition:
         """The images fit to train on: kept.parquet (one row per image, in crop order), rejected.parquet
         (image_id, url, reason, detail) and crops/ (the square crops every later stage reads)."""
         out = staging(settings, "filtered_images")
-        stats = filter_raw_folder(str(raw_images.path), str(out), filter_params(settings),
-                                  processes=settings.filter.processes, chunk_size=settings.filter.chunk_size,
-                                  log=context.log.info)
+        with unit_runner(settings, context.log.info) as (engine, map_units):
+            stats = filter_raw_folder(str(raw_images.path), str(out), filter_params(settings),
+                                      processes=settings.filter.processes, chunk_size=settings.filter.chunk_size,
+                                      log=context.log.info, map_units=map_units)
         kept = pd.read_parquet(out / "kept.parquet", columns=["image_id", "alt_text", "original_width",
                                                               "original_height", "aesthetic", "phash"])
         rejected = pd.read_parquet(out / "rejected.parquet")
@@ -46,6 +66,7 @@ def build_filtered_images(settings: Settings) -> AssetsDefinition:
             "images_per_s": stats["images_per_s"],
             "decode_images_per_s": stats["decode_images_per_s"],
             "seconds": stats["seconds"],
+            "engine": engine,
             "kept_preview": preview(kept),
             "rejected_preview": preview(rejected.groupby("reason").head(1)),
             "settings": settings_metadata(settings, "filtered_images"),

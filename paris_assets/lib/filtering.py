@@ -15,6 +15,7 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Callable, Iterable
 
 import fsspec
 import numpy as np
@@ -71,9 +72,14 @@ def find_duplicates(facts: pd.DataFrame, radius: int) -> tuple[pd.Series, pd.Ser
 
 
 def filter_images(samples: pd.DataFrame, out_dir: str, params: FilterParams, processes: int = 1,
-                  refused: pd.DataFrame | None = None, chunk_size: int = 512, log=print) -> dict:
+                  refused: pd.DataFrame | None = None, chunk_size: int = 512, log=print,
+                  map_units: Callable[[Callable, list], Iterable[list[dict]]] | None = None) -> dict:
     """Run every filter over `samples` (raw_images' samples.parquet, shard as a full URL) and write the
     filtered_images folder. `refused` rows (dropped before download) join rejected.parquet as they are.
+
+    The work units run in `processes` local processes, or through `map_units(fn, units)` when given (the ray
+    engine: ray_engine.map_units, results in the units' order); either way each unit writes its own crop shard
+    under `out_dir`, which the workers must therefore be able to write (this host, or a shared filesystem).
 
     Returns stats: counts per reason, kept fraction, throughput.
     """
@@ -92,7 +98,11 @@ def filter_images(samples: pd.DataFrame, out_dir: str, params: FilterParams, pro
     results = []
     decode_started = time.perf_counter()
     progress = Progress("filtered_images: decoded", len(todo), "images", log)
-    if processes > 1 and len(units) > 1:
+    if map_units is not None:
+        for unit_rows in map_units(process_unit_args, units):
+            results.extend(unit_rows)
+            progress.advance(len(unit_rows))
+    elif processes > 1 and len(units) > 1:
         ctx = multiprocessing.get_context("spawn")  # fork is unsafe under Dagster's threads
         with ProcessPoolExecutor(min(processes, len(units)), mp_context=ctx) as pool:
             for unit_rows in pool.map(process_unit_args, units):
@@ -152,7 +162,7 @@ def filter_images(samples: pd.DataFrame, out_dir: str, params: FilterParams, pro
 
 
 def filter_raw_folder(raw_url: str, out_dir: str, params: FilterParams, processes: int = 1, chunk_size: int = 512,
-                      log=print) -> dict:
+                      log=print, map_units: Callable[[Callable, list], Iterable[list[dict]]] | None = None) -> dict:
     """filter_images over a committed raw_images folder."""
     with fsspec.open(f"{raw_url}/samples.parquet", "rb") as fh:
         samples = pd.read_parquet(fh)
@@ -161,7 +171,8 @@ def filter_raw_folder(raw_url: str, out_dir: str, params: FilterParams, processe
     relative = samples["shard"].notna() & ~samples["shard"].astype(str).str.contains("://") \
         & ~samples["shard"].astype(str).str.startswith("/")
     samples.loc[relative, "shard"] = raw_url.rstrip("/") + "/" + samples.loc[relative, "shard"].astype(str)
-    return filter_images(samples, out_dir, params, processes, refused=refused, chunk_size=chunk_size, log=log)
+    return filter_images(samples, out_dir, params, processes, refused=refused, chunk_size=chunk_size, log=log,
+                         map_units=map_units)
 
 
 def _kept_table(by_id: pd.DataFrame, decoded: pd.DataFrame, kept_ids: list[str],
