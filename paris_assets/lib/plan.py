@@ -15,7 +15,7 @@ Where each number comes from:
   max(compute, weight bytes / HBM bandwidth / batch)), not by FLOPs.
 - **CPU rates** are the figures measured on this 2-core machine and written in the README (cited per stage in
   `CPU_FIGURES`, and `PREPROCESS_CPU` for the decoding that feeds each GPU); `--rate stage=...` overrides any
-  of them. docs/plan.md lists every default with its source.
+  of them. The README's "Plan a run" lists every default with its source.
 
 No torch, no Dagster: numbers in, a `Plan` out.
 """
@@ -79,7 +79,7 @@ PARIS_IDS = {"captioner": "Salesforce/blip2-opt-2.7b", "text_encoder": "openai/c
 RAW_JPEG_BYTES = 80_477  # mean of 2,000 `bench_photos.laion_like` JPEGs (54 photographs, seed 0): ~0.5 MP, q75-95
 CROP_JPEG_BYTES_256 = 31_956  # mean stored crop of those 2,000 through `lib.checks.process_image` (256 px, q95 4:4:4)
 RAW_BYTES_SOURCE = ("measured: mean of `bench_photos.laion_like(photos, 2000, seed=0)` over the 54 photographs of "
-                    "`bench_photos.photo_paths()` (docs/plan.md has the snippet)")
+                    "`bench_photos.photo_paths()` (the README's Plan a run section has the snippet)")
 CROP_BYTES_SOURCE = ("measured: those 2,000 through `lib.checks.process_image` (default FilterParams); other sizes "
                      "scaled by (image_size / 256)^2 (assumed)")
 TEXT_BYTES = {"url": 100, "alt_text": 60, "caption": 60}  # assumed UTF-8 lengths; no LAION rows on this machine
@@ -124,7 +124,7 @@ PREPROCESS_CPU = {
 }
 PREPROCESS_SOURCE = ("measured here: CPU time, one thread, 512 demo crops (256 px), `lib.crops.decode_crops` and "
                      "`model.preprocess` in batches of 64 with the tiny profile's processors, which keep the paris "
-                     "geometry (docs/plan.md has the snippet)")
+                     "geometry (the README's Plan a run section has the snippet)")
 
 GPU_STAGES = ("captions", "dinov2_embeddings", "clip_embeddings", "latents")
 STAGES = ("ingest", "filtered_images", "captions", "dinov2_embeddings", "clip_embeddings", "latents",
