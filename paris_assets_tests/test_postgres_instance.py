@@ -126,6 +126,8 @@ def test_the_shipped_instance_is_sqlite_and_its_postgres_block_is_valid(team, tm
 
 
 def test_the_gate_refuses_and_accepts_as_on_sqlite(team):
+    """The verdict the training assets act on, read back from each instance: passed on the good clustering, failed
+    on the rejected one, with the same checks, values and thresholds; and the same refusal, word for word."""
     pg, sqlite = team["pg"], team["sqlite"]
     assert sqlite["good_cluster"].success
     assert pg["good"]["passed"] and pg["good"] == sqlite["good"]  # the same checks, values, thresholds
@@ -155,15 +157,16 @@ def test_runs_events_and_check_evaluations_are_rows_in_postgres(team, postgres_s
     a, pg, home = team["a"], team["pg"], team["root"] / "machine_a"
     ours = {pg[k].run_id: status for k, status in [("first", "SUCCESS"), ("bad_cluster", "FAILURE"),
                                                     ("refused", "FAILURE")]}
+    runs = (tuple(ours),)
     with postgres_server.connect(team["database"]) as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT run_id, status FROM runs")
+        cursor.execute("SELECT run_id, status FROM runs WHERE run_id IN %s", runs)
         assert dict(cursor.fetchall()) == ours
         cursor.execute("SELECT asset_key, count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
-                       "GROUP BY asset_key")
+                       "AND run_id IN %s GROUP BY asset_key", runs)
         materialised = {tuple(json.loads(key)): n for key, n in cursor.fetchall()}
         assert materialised == {**{(name,): 1 for name in ASSETS}, ("cluster_labels",): 2, ("cluster_report",): 2}
-        cursor.execute("SELECT run_id, execution_status FROM asset_check_executions "
-                       "WHERE asset_key = %s AND check_name = 'silhouette_above_minimum'", ('["cluster_report"]',))
+        cursor.execute("SELECT run_id, execution_status FROM asset_check_executions WHERE asset_key = %s "
+                       "AND check_name = 'silhouette_above_minimum' AND run_id IN %s", ('["cluster_report"]', *runs))
         assert dict(cursor.fetchall()) == {pg["first"].run_id: "SUCCEEDED", pg["bad_cluster"].run_id: "FAILED"}
         cursor.execute("SELECT count(*) FROM event_logs WHERE run_id = %s", (pg["first"].run_id,))
         assert cursor.fetchone()[0] > 100  # every step's events, not only the summaries
