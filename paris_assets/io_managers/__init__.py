@@ -16,6 +16,7 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 from upath import UPath
 
 from ..lib import storage
+from ..lib.arrays import open_array
 
 
 class AssetFolder:
@@ -58,11 +59,15 @@ class AssetFolder:
                  for chunk in col.chunks for i in range(0, len(chunk), 1 << 20)]
         return np.concatenate(parts) if parts else np.empty(0, "<U1")
 
-    def array(self, name: str, mmap: bool = True) -> np.ndarray:
-        """A .npy array, memory-mapped when the folder is on the local disk."""
+    def array(self, name: str, mmap: bool = True):
+        """A .npy array: memory-mapped when the folder is on the local disk; elsewhere (s3://) a lib/arrays reader
+        that fetches only the rows asked for by ranged reads (slices, index arrays, blocks), never the whole
+        file at once. `mmap=False` reads it whole into memory."""
         target = self.path / f"{name}.npy"
         if storage.is_local(str(self.path)) and mmap:
             return np.load(storage.local_path(str(target)), mmap_mode="r")
+        if mmap:
+            return open_array(str(target))
         with target.open("rb") as fh:
             return np.load(fh)
 
