@@ -8,7 +8,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 # A CUDA machine: `make setup TORCH_SPEC=torch` (or pre-install the CUDA torch wheel you want in .venv).
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: setup demo test ui browse bench screenshots models clean
+.PHONY: setup demo test chromium postgres ui browse bench screenshots models clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

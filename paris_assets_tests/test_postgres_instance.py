@@ -211,7 +211,7 @@ def test_pool_limits_are_team_wide(team, tmp_path):
 
 def test_a_fresh_team_instance_refuses_training_until_the_report_runs_on_it(team, postgres_server, tmp_path,
                                                                           monkeypatch):
-    """A database set up as docs/postgres.md says (an ordinary role owning it, not a superuser). Moving to PostgreSQL
+    """A database set up as the README's team-instance section says (an ordinary role owning it, not a superuser). Moving to PostgreSQL
     starts an empty history (nothing copies SQLite's records): the data stays, and the gate, which reads check
     evaluations from the instance, refuses the training outputs until cluster_report runs on the new instance."""
     admin = postgres_server.connect("postgres")
