@@ -164,3 +164,46 @@ def test_a_commit_syncs_files_and_folders_before_the_rename_that_publishes_them(
     (replace_event,) = [e for e in events if e[0] == "replace"]
     assert events[0] == ("fsync", replace_event[1]) and events[-1] == ("fsync", str(tmp_path / "data"))
     assert (tmp_path / "data" / "pipeline_manifest.json").read_bytes() == b"{}"
+
+
+def test_uploads_of_dead_processes_are_swept_and_the_pointed_one_is_kept(tmp_path):
+    """On an object store a commit removes the uploads a killed process of this host left, however young; it
+    keeps a live process' upload, one from another machine under the same host name (its boot differs), and
+    the upload a killed commit's marker still points at until its own pointer has moved on."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import fsspec
+
+    from paris_assets.lib.processes import this_process
+
+    root = f"memory://uploads-{uuid.uuid4().hex[:8]}"
+    fs = fsspec.filesystem("memory")
+    staged = storage.staging_dir(root, "latents")
+    (staged / "latents.npy").write_bytes(b"old")
+    storage.commit_folder(staged, root, "latents")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    me = this_process()
+    uploads = {  # name -> who began it
+        "dead": {**me, "pid": dead.stdout.strip()},
+        "live": me,
+        "elsewhere": {**me, "pid": dead.stdout.strip(), "started": "1@another-boot"},
+        "pointed": {**me, "pid": dead.stdout.strip()},
+    }
+    for name, who in uploads.items():
+        fs.pipe(f"{root}/.staging/latents-{name}/{storage.STARTED}", json.dumps({"time": time.time(), **who}).encode())
+        fs.pipe(f"{root}/.staging/latents-{name}/latents.npy", b"half" if name != "pointed" else b"whole")
+    marker = json.loads(fs.cat(f"{root}/latents/{storage.MARKER}"))
+    fs.pipe(f"{root}/.staging/latents-pointed/{storage.MARKER}", json.dumps(marker).encode())
+    fs.pipe(f"{root}/latents/{storage.MARKER}", json.dumps({**marker, storage.LOCATION: ".staging/latents-pointed"}).encode())
+    assert (storage.open_folder(root, "latents") / "latents.npy").read_bytes() == b"whole"  # a killed settle
+
+    staged = storage.staging_dir(root, "latents")
+    (staged / "latents.npy").write_bytes(b"new")
+    storage.commit_folder(staged, root, "latents")
+    left = sorted(p.rsplit("/", 1)[1].removeprefix("latents-") for p in fs.ls(f"{root}/.staging", detail=False))
+    assert left == ["elsewhere", "live"]
+    assert (storage.open_folder(root, "latents") / "latents.npy").read_bytes() == b"new"
+    fs.rm(root, recursive=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from upath import UPath
 
-from .processes import is_running, this_process
+from .processes import BOOT_ID, is_running, this_process
 
 MARKER = "_SUCCESS.json"
 OWNER = ".owner"  # host and pid of the process filling a staging folder
@@ -237,6 +237,9 @@ def _abandoned(started: dict) -> bool:
     except (KeyError, TypeError, ValueError):
         return False
     host, pid, stamp = (str(started.get(k, "")) for k in ("host", "pid", "started"))
+    booted = stamp.partition("@")[2]
+    if booted and BOOT_ID.exists() and booted != BOOT_ID.read_text().strip():
+        return False  # another machine under the same host name (or this one before a reboot): age decides
     return bool(pid) and is_running(host, pid, stamp) is False
 
 
