@@ -69,3 +69,50 @@ def test_ordered_map_keeps_order():
 
 def test_work_key_changes_with_any_part():
     assert work_key("a", 1) == work_key("a", 1) != work_key("a", 2)
+
+
+def _save_then_die(folder, die_after_replaces):
+    """A writer (a worker process) SIGKILLed after `die_after_replaces` of its renames into place."""
+    import os
+    import signal
+
+    from paris_assets.lib import chunks
+
+    real, count = os.replace, [0]
+
+    def replace(src, dst):
+        if count[0] == die_after_replaces:
+            os.kill(os.getpid(), signal.SIGKILL)
+        count[0] += 1
+        real(src, dst)
+
+    chunks.os.replace = replace
+    ChunkStore(folder, 20, 10).save(1, compute(10, 20))
+
+
+@pytest.mark.parametrize("die_after", [0, 1, 2])  # before any array, between the arrays, before the marker
+def test_a_writer_killed_mid_save_leaves_the_chunk_to_compute_again(tmp_path, die_after):
+    import multiprocessing
+
+    store = ChunkStore(tmp_path, 20, 10)
+    store.save(0, compute(0, 10))
+    child = multiprocessing.get_context("fork").Process(target=_save_then_die, args=(tmp_path, die_after))
+    child.start()
+    child.join()
+    assert child.exitcode == -9
+    assert store.missing() == [1]  # not done: whatever the dead writer placed is not trusted
+    with pytest.raises(RuntimeError, match=r"chunks \[1\] of 2 are not finished"):
+        store.assemble("x", tmp_path / "x.npy")
+    store.save(1, compute(10, 20))  # the retry
+    store.assemble("y", tmp_path / "y.npy")
+    assert np.load(tmp_path / "y.npy").tolist() == list(range(20))  # every row once, in order
+
+
+def test_two_writers_of_one_chunk_never_share_a_file(tmp_path):
+    """A retry racing a worker presumed dead: each writes its own temporary files, the renames are atomic, and
+    the chunk ends whole, with the (identical) rows once."""
+    store = ChunkStore(tmp_path, 40_000, 20_000)
+    arrays = compute(0, 20_000)
+    list(ordered_map(lambda _: store.save(0, arrays), range(8), threads=8, ahead=8))
+    assert store.missing() == [1] and np.array_equal(store.load(0, "x"), arrays["x"])
+    assert not list(tmp_path.glob("*.tmp"))  # every writer's temporary files were renamed into place

@@ -49,7 +49,9 @@ def kept(tmp_path_factory):
 
 
 def pool(settings, role, **kw) -> ray_engine.ModelPool:
-    return ray_engine.ModelPool(partial(load_model, settings, role), label=role, log=lambda m: None, **kw)
+    """A pool of the role's tiny model, every worker loaded before the first chunk (so each gets chunks)."""
+    return ray_engine.ModelPool(partial(load_model, settings, role), label=role, log=lambda m: None,
+                                **kw).wait_until_ready()
 
 
 class Probe:
@@ -233,3 +235,33 @@ def test_map_units_keeps_order_and_names_a_failing_unit(ray_cluster):
 def test_a_cluster_without_gpus_is_refused_with_what_to_set(ray_cluster):
     with pytest.raises(RuntimeError, match="execution.gpus_per_worker: 0"):
         ray_engine.ModelPool(Nothing, gpus_per_worker=4, attributes=(), label="latents")
+
+
+def test_an_asset_run_with_engine_ray_uses_it_and_says_so(ray_cluster, tmp_path_factory):
+    """dinov2_embeddings materialised in a real instance, first locally, then with execution.engine: ray over
+    the same filtered_images: the same bytes, and the metadata names the engine, its workers and GPUs."""
+    from dagster import AssetKey, DagsterInstance
+
+    from paris_assets.definitions import build_defs
+
+    root = tmp_path_factory.mktemp("asset")
+    raw = {"data_dir": str(root / "data"), "source": {"kind": "demo", "demo_size": 50},
+           "ingest": {"processes": 1, "threads": 8}, "filter": {"processes": 1}, "captions": {"source": "alt_text"},
+           "models": {"chunk_size": 16, "image_batch_size": 8}}
+    instance = DagsterInstance.ephemeral()
+
+    def materialise(settings, keys):
+        job = build_defs(settings).resolve_implicit_global_asset_job_def()
+        result = job.execute_in_process(instance=instance, asset_selection=[AssetKey(k) for k in keys])
+        assert result.success
+        return (root / "data" / "dinov2_embeddings" / "embeddings.npy").read_bytes()
+
+    local = materialise(parse_settings(raw, base_dir=root), ["raw_images", "filtered_images", "dinov2_embeddings"])
+    on_ray = materialise(parse_settings({**raw, "execution": {"engine": "ray", "num_workers": 2}}, base_dir=root),
+                         ["dinov2_embeddings"])
+    assert on_ray == local
+    meta = instance.get_latest_materialization_event(AssetKey("dinov2_embeddings")).asset_materialization.metadata
+    assert (meta["engine"].value, meta["workers"].value, meta["gpus"].value) == ("ray", 2, 2)
+    assert set(meta["worker_devices"].value) <= {"0", "1"} and 1 <= meta["workers_used"].value <= 2
+    assert meta["ray_address"].value == "local (started for the run)"
+    assert not list((root / "data" / ".staging").glob("dinov2_embeddings-chunks-*"))

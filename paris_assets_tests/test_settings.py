@@ -84,3 +84,25 @@ def test_the_readme_documents_every_setting():
     first_cells = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| `")]
     missing = [key for key in keys(Settings) if not any(f"`{key}`" in cell for cell in first_cells)]
     assert not missing, f"README's Settings table lacks {missing}"
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ({"execution": {"engine": "dask"}}, "execution.engine: got 'dask'; allowed values: 'local' or 'ray'"),
+    ({"execution": {"ray_address": "auto"}}, "execution.ray_address is 'auto' but execution.engine is 'local'"),
+    ({"execution": {"engine": "ray", "ray_address": "headnode"}}, "execution.ray_address: Value error, got 'headnode'"),
+    ({"execution": {"gpus_per_worker": 0, "cpus_per_worker": 0}}, "both 0"),
+    ({"execution": {"max_retries": -1}}, "execution.max_retries"),
+])
+def test_bad_execution_settings_say_what_to_fix(raw, needle):
+    with pytest.raises(SettingsError) as err:
+        parse_settings(raw, origin="paris.yaml")
+    assert needle in str(err.value)
+
+
+def test_execution_settings_shape_no_asset():
+    """The engines write the same bytes: switching to Ray marks nothing Unsynced."""
+    base = parse_settings({})
+    ray = parse_settings({"execution": {"engine": "ray", "ray_address": "ray://head:10001", "num_workers": 8}})
+    assert ray.execution.engine == "ray" and base.execution.engine == "local"
+    for asset in ("captions", "clip_embeddings", "dinov2_embeddings", "latents"):
+        assert code_version(base, asset) == code_version(ray, asset)

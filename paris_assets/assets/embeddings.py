@@ -69,7 +69,7 @@ def _engine_metadata(settings: Settings, stats: dict) -> dict:
     meta = {"engine": stats["engine"], "workers": stats["workers"]}
     if stats["engine"] == "ray":
         meta.update({"ray_address": settings.execution.ray_address or "local (started for the run)",
-                     "gpus": stats["gpus"], "gpus_per_worker": stats["gpus_per_worker"],
+                     "workers_used": stats["workers_used"], "gpus": stats["gpus"], "gpus_per_worker": stats["gpus_per_worker"],
                      "worker_devices": MetadataValue.json(stats["worker_devices"]),
                      "worker_startup_s": stats["startup_seconds"],
                      "overhead_per_chunk_s": stats["overhead_per_chunk_s"] or 0.0})

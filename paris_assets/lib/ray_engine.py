@@ -261,8 +261,8 @@ class ModelPool:
             raise WorkFailed(self._failure_message(store, failures, label))
         stats = chunk_stats(store, todo, started)
         stats.update(
-            engine="ray", workers=len(used), gpus_per_worker=self.gpus_per_worker,
-            gpus=self.gpus_per_worker * len(used), model_seconds=sum(r["model_seconds"] for r in results),
+            engine="ray", workers=len(self.actors), workers_used=len(used), gpus_per_worker=self.gpus_per_worker,
+            gpus=self.gpus_per_worker * len(self.actors), model_seconds=sum(r["model_seconds"] for r in results),
             startup_seconds=round(self.startup_seconds, 3),
             overhead_per_chunk_s=round(sum(r["overhead"] for r in results) / len(results), 3) if results else None,
             worker_devices=sorted({r["cuda_visible_devices"] for r in results}),
