@@ -195,12 +195,12 @@ class ChunkedArray:
     everything: for small arrays (labels, ids), never for embeddings."""
 
     def __init__(self, path: str, files: list[str], starts: list[int], shape: tuple[int, ...], dtype: np.dtype,
-                 fs=None):
+                 fs=None, offsets: dict[int, int] | None = None):
         self.path, self.files, self.fs = path, files, fs
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.bounds = np.asarray([*starts, shape[0]], dtype=np.int64)  # chunk c holds rows bounds[c]:bounds[c+1]
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        self._offsets: dict[int, int] = {}  # remote: where each chunk's data starts, from its header
+        self._offsets = dict(offsets or {})  # where each chunk's data starts, from its header
 
     def __repr__(self) -> str:
         return f"ChunkedArray({self.path!r}, shape={self.shape}, dtype={self.dtype}, chunks={len(self.files)})"
@@ -360,13 +360,10 @@ def open_array(url: str, **storage_options) -> ChunkedArray:
     local = is_local(url)
     fs, path = (None, str(local_path(url))) if local else fsspec.core.url_to_fs(url, **storage_options)
     if url.endswith(".npy"):
-        if local:
-            shape, dtype, _offset = read_header(path)
-        else:
-            shape, dtype, _offset = read_header(path, fs)
+        shape, dtype, offset = read_header(path, fs)
         if not shape:
             raise ValueError(f"{url} holds a 0-d array: there are no rows to read; load it with np.load")
-        return ChunkedArray(path, [""], [0], shape, dtype, fs)
+        return ChunkedArray(path, [""], [0], shape, dtype, fs, offsets={0: offset})
     try:
         raw = Path(path, INDEX).read_text() if local else fs.cat_file(f"{path}/{INDEX}").decode()
     except FileNotFoundError:
