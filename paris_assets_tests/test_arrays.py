@@ -62,6 +62,8 @@ def test_every_read_matches_numpy(tmp_path, memory_root, name, kind, where):
     for key in keys:
         np.testing.assert_array_equal(a[key], array[key], err_msg=str(key))
     np.testing.assert_array_equal(np.asarray(a), array)
+    with pytest.raises(ValueError, match="without a copy"):
+        np.array(a, copy=False)
     for max_bytes in (1, 1000, 10 ** 9):
         blocks = list(a.iter_blocks(max_bytes))
         bounds = [0] + [e for _, e, _ in blocks]

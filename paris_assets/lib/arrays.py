@@ -217,6 +217,8 @@ class ChunkedArray:
         return self.shape[0] * self.row_bytes
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if copy is False:
+            raise ValueError("a ChunkedArray is read into a new array: it cannot be viewed without a copy")
         out = self[:]
         return out if dtype is None else out.astype(dtype, copy=False)
 
@@ -262,8 +264,7 @@ class ChunkedArray:
             b = min(stop, a + step)
             yield a, b, self._read_range(a, b)
 
-    # Both reads below split the request by chunk, then read each piece from the chunk's memory map (local) or
-    # as byte ranges fetched together (remote).
+    # Both reads below split the request into runs of rows within one chunk, then read every run's bytes at once.
 
     def _read_range(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, *self.shape[1:]), self.dtype)
