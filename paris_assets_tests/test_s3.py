@@ -50,7 +50,7 @@ def s3():
 
 
 @pytest.fixture
-def requests(monkeypatch):
+def s3_requests(monkeypatch):
     """Every S3 request this process makes: (method, its keyword arguments)."""
     made = []
     plain = s3fs.S3FileSystem._call_s3
@@ -80,7 +80,7 @@ def ranged_bytes(made) -> tuple[int, int]:
     return len(gets), total
 
 
-def test_a_few_rows_of_a_large_array_fetch_a_few_ranges(s3, tmp_path, requests):
+def test_a_few_rows_of_a_large_array_fetch_a_few_ranges(s3, tmp_path, s3_requests):
     rows, width, chunk_rows = 24_000, 1024, 1000  # 47 MB of float16 in 24 chunks
     array = np.random.default_rng(0).standard_normal((rows, width)).astype(np.float16)
     writer = ChunkedArrayWriter(tmp_path / "emb", chunk_rows)
@@ -94,26 +94,27 @@ def test_a_few_rows_of_a_large_array_fetch_a_few_ranges(s3, tmp_path, requests):
 
     picked = np.array([23_999, 5, 6, 7, 12_345, 5, 8_000])  # three neighbours, a repeat, out of order
     for url, most_gets in ((f"{root}/emb", 1 + 4 + 4), (f"{root}/emb.npy", 1 + 4)):
-        requests.clear()
+        s3_requests.clear()
         a = open_array(url)
         np.testing.assert_array_equal(a[picked], array[picked])
-        gets, fetched = ranged_bytes(requests)
+        gets, fetched = ranged_bytes(s3_requests)
         # the index (or the .npy header), each touched chunk's header once, one range per run of rows
-        assert gets <= most_gets and not [m for m, _ in requests if m not in READS], requests
+        assert gets <= most_gets and not [m for m, _ in s3_requests if m not in READS], s3_requests
         assert fetched < 64 * 1024, f"{fetched:,} bytes fetched for 6 distinct rows of a {array.nbytes:,}-byte array"
         print(f"{url.rsplit('/', 1)[1]}: 6 rows of {array.nbytes / 1e6:.0f} MB: {gets} GETs, {fetched:,} bytes")
 
-        requests.clear()
+        s3_requests.clear()
         np.testing.assert_array_equal(a[100:110], array[100:110])  # chunk 0: its header was read
-        assert ranged_bytes(requests) == (1, 10 * width * 2)  # header known: one range, exactly the rows
+        assert ranged_bytes(s3_requests) == (1, 10 * width * 2)  # header known: one range, exactly the rows
 
-        requests.clear()
+        s3_requests.clear()
         total = 0
         for start, stop, block in a.iter_blocks(max_bytes=8 << 20):
             np.testing.assert_array_equal(block, array[start:stop])
             total += stop - start
-        gets, fetched = ranged_bytes(requests)
+        gets, fetched = ranged_bytes(s3_requests)
         assert total == rows and fetched <= array.nbytes + 24 * HEAD_BYTES  # the rows, and unread headers once
+        print(f"  a pass in 8 MB blocks: {gets} GETs, {fetched:,} bytes")
 
 
 KILL_POINTS = 14  # more than the writes of one commit of NEW: the last commits run to the end
