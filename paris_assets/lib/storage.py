@@ -15,6 +15,7 @@ its old self on the server, files the new output lacks removed, the marker rewri
 the upload is removed. Killed anywhere, the marker names a complete output, old or new; the next commit of the
 same asset removes what the killed one left (see `_sweep_stale_uploads`).
 """
+
 from __future__ import annotations
 
 import json
