@@ -21,6 +21,7 @@ Ray is imported only when the engine is used: the local engine never needs it.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections import deque
@@ -54,7 +55,7 @@ def ray_session(address: str = "", *, num_cpus: int | None = None, num_gpus: int
         yield _describe_cluster(ray, "this process's Ray")
         return
     env = {name: os.environ[name] for name in WORKER_ENV if name in os.environ}
-    started = time.perf_counter()
+    started, temp = time.perf_counter(), None
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         where = f"the Ray cluster at {address}"
@@ -69,13 +70,16 @@ def ray_session(address: str = "", *, num_cpus: int | None = None, num_gpus: int
         yield description
     finally:
         ray.shutdown()
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)  # the session's logs and sockets; the errors were reported
 
 
 def _loopback_only() -> None:
     """Keep a local Ray on 127.0.0.1: on Linux Ray otherwise binds the host's outward address (it maps
     127.0.0.1 to it), which a laptop on a café network has no reason to open. The switch is read at import, so
     it is set in the environment (the raylet and workers inherit it) and, if Ray is already imported, on the
-    module too."""
+    module too. It stays set for the process: a process that later joins a remote cluster by `host:port` (not
+    `ray://`) must not have started a local one first."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import sys
 
