@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 import s3fs
 
+import torch
+
 from paris_assets.lib import storage
+from paris_assets.lib.shard_index import CropLookup, build_index, read_image, shard_health
+from paris_assets.loaders import expert_dataset, router_dataset
 from paris_assets.lib.arrays import HEAD_BYTES, ChunkedArrayWriter, open_array
 
 BUCKET = "paris-test"
@@ -124,7 +128,11 @@ NEW = {"a.bin": b"new a" * 120, "sub/b.bin": b"new b", "sub/c.bin": b"only in th
 COMMITS = """
 import json, os, signal, sys
 import s3fs
+import torch
+
 from paris_assets.lib import storage
+from paris_assets.lib.shard_index import CropLookup, build_index, read_image, shard_health
+from paris_assets.loaders import expert_dataset, router_dataset
 
 READS = {reads!r}
 plain = s3fs.S3FileSystem._call_s3
@@ -262,3 +270,23 @@ def test_whole_graph_on_s3(s3, tmp_path, monkeypatch):
     assert ok and facts["samples"] == len(kept), facts["problems"]
     left = [p for p in fs().find(root) if "/.staging/" in p]
     assert not left, left  # every upload retired
+
+    # training code streams from s3:// as from a folder: the same items as a local copy of the outputs
+    copy = tmp_path / "copy"
+    for name in ("router_pairs", "expert_shards"):
+        fs().get(f"{root.removeprefix('s3://')}/{name}", str(copy / name), recursive=True)
+    (copy / "pipeline_manifest.json").write_bytes(fs().cat_file(f"{root.removeprefix('s3://')}/pipeline_manifest.json"))
+    remote, local = (list(router_dataset(where, seed=0, with_dinov2=True)) for where in (root, copy))
+    assert len(remote) == len(local) == len(kept) - len(held)
+    for a, b in zip(remote, local):
+        assert a["cluster"] == b["cluster"] and all(torch.equal(a[k], b[k]) for k in ("x_t", "t", "clip", "dinov2"))
+    remote, local = (list(expert_dataset(where, 0, seed=0, with_key=True)) for where in (root, copy))
+    assert len(remote) == len(local) > 0
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2:] == b[2:] for a, b in zip(remote, local))
+
+    # and the shard browser indexes the shards where they lie, every one healthy
+    index = build_index(root, cache_dir=tmp_path / "index-cache")
+    assert sorted(index.samples["image_id"]) == sorted(kept)  # the expert shards and the held-out ones
+    assert shard_health(index) == []
+    image = read_image(index, kept[0], CropLookup(index.root))
+    assert image[:2] == b"\xff\xd8"
