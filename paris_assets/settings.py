@@ -158,7 +158,8 @@ class ExecutionSettings(_Section):
     num_workers: int = Field(0, ge=0)
     # GPUs each model worker holds: 1 is one model copy per GPU; 0 runs CPU workers (a cluster without GPUs)
     gpus_per_worker: float = Field(1, ge=0)
-    # CPUs Ray reserves per model worker, for its loader threads (models.loader_threads) decoding ahead of the model
+    # CPUs Ray reserves per model worker, for its loader threads (models.loader_threads) decoding ahead of the model;
+    # Ray also sets the worker's OMP_NUM_THREADS (torch's CPU threads) to it
     cpus_per_worker: float = Field(1, ge=0)
     # CPUs per task of CPU-only work spread with map_units (per-image filtering units)
     cpus_per_task: float = Field(1, gt=0)

@@ -97,8 +97,9 @@ def test_two_gpu_workers_run_concurrently_each_on_its_own_device(ray_cluster, tm
     assert workers.device == "probe"  # the pool answers for its workers' model
 
 
-STAGES = {  # stage -> (role, the files it writes, workers: one for the text stages, to spare process start-ups)
-    "dinov2_embeddings": ("image_embedder", ["embeddings.npy", "image_ids.npy"], 2),
+# stage -> (role, the files it writes, workers: one for the text stages, to spare process start-ups).
+# dinov2_embeddings is compared byte for byte through its asset, on two workers, at the end of this file.
+STAGES = {
     "latents": ("latent_encoder", ["latents.npy", "image_ids.npy"], 2),
     "clip_embeddings": ("text_encoder", ["tokens.npy", "pooled.npy", "image_ids.npy"], 1),
     "captions": ("captioner", ["captions.parquet"], 1),
@@ -239,7 +240,8 @@ def test_a_cluster_without_gpus_is_refused_with_what_to_set(ray_cluster):
 
 def test_an_asset_run_with_engine_ray_uses_it_and_says_so(ray_cluster, tmp_path_factory):
     """dinov2_embeddings materialised in a real instance, first locally, then with execution.engine: ray over
-    the same filtered_images: the same bytes, and the metadata names the engine, its workers and GPUs."""
+    the same filtered_images (four chunks on two workers): the same bytes (the contract array is its chunks
+    end to end), and the metadata names the engine, its workers and GPUs."""
     from dagster import AssetKey, DagsterInstance
 
     from paris_assets.definitions import build_defs

@@ -75,8 +75,10 @@ def run_batched(store: ChunkStore, job: BatchedJob, model, log: Callable[[str], 
 
 
 def crop_job(kept: pd.DataFrame, crops_url: str, forward: Callable, batch_size: int, threads: int) -> BatchedJob:
-    """A job over the kept crops: loader threads read, decode and preprocess them, `forward` runs the model."""
-    return BatchedJob(partial(read_crop_bytes, crops_url, kept), _preprocess_crops, forward, batch_size, threads)
+    """A job over the kept crops: loader threads read, decode and preprocess them, `forward` runs the model. It
+    carries only the two columns the reader needs: the job travels to every Ray worker."""
+    where = kept[["image_id", "crop_shard"]]
+    return BatchedJob(partial(read_crop_bytes, crops_url, where), _preprocess_crops, forward, batch_size, threads)
 
 
 def _preprocess_crops(model, blobs: list[bytes]):
