@@ -112,9 +112,7 @@ def run_stage(name, settings, kept, root, model, tag):
     store = ChunkStore(work, len(kept), CHUNK)
     m = settings.models
     common = dict(model=model, store=store, out_dir=out, threads=2, log=lambda s: None)
-    if name == "dinov2_embeddings":
-        stats = stages.embed_images(kept, batch_size=m.image_batch_size, crops_url=str(root / "filtered"), **common)
-    elif name == "latents":
+    if name == "latents":
         stats = stages.encode_latents(kept, batch_size=m.latent_batch_size, crops_url=str(root / "filtered"),
                                       **common)
     elif name == "clip_embeddings":
