@@ -24,16 +24,18 @@ import torch
 
 from .lib.arrays import open_array
 from .lib.samples import decode_sample
-from .lib.storage import is_local, root_upath
+from .lib.storage import is_local, require_settled, root_upath
 from .lib.tars import iter_members
 
 NUM_TIMESTEPS = 1000
 
 
 def manifest(data_dir: str | Path) -> dict:
+    """pipeline_manifest.json, once the shard folders it lists are whole (not mid-commit on an object store)."""
     path = root_upath(str(data_dir)) / "pipeline_manifest.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: materialise expert_shards first")
+    require_settled(str(data_dir), "expert_shards", "heldout")
     return json.loads(path.read_text())
 
 
@@ -224,10 +226,14 @@ class RouterDataset(torch.utils.data.IterableDataset):
         folder = root_upath(str(data_dir)) / "router_pairs"
         if not (folder / "latents.npy").exists():
             raise FileNotFoundError(f"{folder} has no latents.npy: materialise router_pairs first")
-        # memory-mapped on the local disk; elsewhere (s3://) only the rows asked for are fetched, by ranged reads
+        require_settled(str(data_dir), "router_pairs")
+        # memory-mapped on the local disk; elsewhere (s3://) only the rows asked for are fetched, by ranged reads,
+        # except the labels (44 MB at 11M), read whole: the shuffled rows of a block are ~10k rows apart, so ranged
+        # reads of 4-byte rows would fetch the gaps between them too
         load = (lambda name: np.load(str(folder / f"{name}.npy"), mmap_mode="r")) if is_local(str(data_dir)) \
             else (lambda name: open_array(str(folder / f"{name}.npy")))
-        self.latents, self.labels, self.clip = load("latents"), load("cluster_labels"), load("clip_text_embeddings")
+        self.latents, self.clip = load("latents"), load("clip_text_embeddings")
+        self.labels = np.asarray(load("cluster_labels"))
         self.dinov2 = load("dinov2_embeddings") if with_dinov2 else None
         self.seed, self.epoch, self.interpolant, self.t_sampling = seed, epoch, interpolant, t_sampling
         self.logit_mean, self.logit_std, self.rank, self.world_size = logit_mean, logit_std, rank, world_size

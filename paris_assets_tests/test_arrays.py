@@ -3,6 +3,7 @@ files the same way on the local disk and on fsspec's memory:// (s3:// with count
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -206,8 +207,11 @@ def test_an_11m_row_array_is_read_in_bounded_memory(tmp_path):
     """11M x 1024 float16 (22.5 GB) as sparse local chunks: 4,096 random rows and 256 MB of blocks read with a
     peak RSS of tens of MB above the interpreter's own."""
     rows, width = 11_000_000, 1024
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(SPARSE), str(tmp_path / "big"), str(rows), str(width),
-                          "8192"], capture_output=True, text=True, timeout=120)
+    try:
+        out = subprocess.run([sys.executable, "-c", textwrap.dedent(SPARSE), str(tmp_path / "big"), str(rows),
+                              str(width), "8192"], capture_output=True, text=True, timeout=120)
+    finally:  # 22.5 GB of files (sparse here): never left in pytest's kept temporary folders
+        shutil.rmtree(tmp_path / "big", ignore_errors=True)
     assert out.returncode == 0, out.stderr
     shape, nbytes, picked, streamed, baseline, peak, random_s, stream_s = json.loads(out.stdout)
     assert shape == [rows, width] and nbytes == rows * width * 2 and picked == [4096, width] and streamed == 2 ** 28

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from paris_assets.lib.checks import FilterParams, process_image
-from paris_assets.lib.images import Rejected, decode_image, gray_thumbnail, is_blank, phash64, square_crop
+from paris_assets.lib.images import (Rejected, crop_thumbnail, decode_image, gray_thumbnail, is_blank, phash64,
+                                     square_crop)
 
 MAX = 89_478_485
 
@@ -102,6 +103,37 @@ def test_square_crop_sizes(mode, size, shape):
     pixels = np.full((shape[1], shape[0], 3), (30, 200, 10), np.uint8)
     out = square_crop(pixels, size, mode)
     assert out.shape == (size, size, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("shape", [(301, 157), (157, 301), (97, 96)])  # (width, height): odd, tall, nearly square
+def test_border_mode_is_pillows_pad(shape):
+    """`border` fits the whole picture inside and pads white, with ImageOps.pad's geometry: the same inner size and
+    offset (pixels within resampling noise), pure white around it."""
+    rng = np.random.default_rng(5)
+    pixels = cv2.GaussianBlur(rng.integers(0, 256, (shape[1], shape[0], 3), dtype=np.uint8), (0, 0), 3)
+    ours = square_crop(pixels, 128, "border").astype(int)
+    theirs = np.asarray(ImageOps.pad(Image.fromarray(pixels), (128, 128), Image.BICUBIC, color=(255, 255, 255))).astype(int)
+    assert ours.shape == theirs.shape == (128, 128, 3)
+    padded = np.all(theirs == 255, axis=2)
+    assert np.array_equal(np.all(ours == 255, axis=2)[padded], padded[padded])  # white wherever Pillow pads
+    assert np.abs(ours - theirs)[~padded].mean() < 3
+
+
+def test_crop_thumbnail_is_the_crops_luminance():
+    """The blank check's 32x32: exact 8x8-block means of the crop's luminance (BGR weights: blue counts least),
+    so a flat crop has std 0, a faint gradient a small one, and a two-tone crop a large one."""
+    flat = np.full((256, 256, 3), (200, 10, 10), np.uint8)  # BGR: a flat blue
+    assert crop_thumbnail(flat).std() == 0
+    assert abs(crop_thumbnail(flat).mean() - (0.114 * 200 + 0.587 * 10 + 0.299 * 10)) < 1
+    gradient = np.repeat(np.linspace(100, 103, 256)[None, :, None], 256, axis=0).repeat(3, axis=2).astype(np.uint8)
+    assert 0 < crop_thumbnail(gradient).std() <= 2.0  # blank at the default threshold
+    halves = flat.copy()
+    halves[:, 128:] = (10, 10, 200)  # red: brighter than the blue in luminance
+    thumb = crop_thumbnail(halves)
+    assert abs(thumb[:, :16].mean() - 32) < 1 and abs(thumb[:, 16:].mean() - 67) < 1 and thumb.std() > 15
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    expected = cv2.cvtColor(noise, cv2.COLOR_BGR2GRAY).astype(float).reshape(32, 8, 32, 8).mean(axis=(1, 3))
+    assert np.abs(crop_thumbnail(noise) - expected).max() <= 1
 
 
 def test_center_crop_takes_the_centre():

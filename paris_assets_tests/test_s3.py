@@ -200,6 +200,12 @@ def readable_output(root: str) -> str:
     raise AssertionError(f"{folder} opens to neither output whole: {sorted(content)}")
 
 
+def plain_output(root: str) -> dict[str, bytes]:
+    """The files under `<root>/asset/` by their plain paths, as a reader that ignores the marker sees them."""
+    prefix = root.removeprefix("s3://") + "/asset/"
+    return {p.removeprefix(prefix): fs().cat_file(p) for p in fs().find(prefix) if not p.endswith(storage.MARKER)}
+
+
 def test_a_commit_killed_at_any_write_leaves_a_complete_output(s3, tmp_path):
     """SIGKILL before each write request of a commit in turn (upload, pointer, settle, marker, removals): the
     asset always opens to the old output or the new one, whole; the next commit succeeds and leaves nothing
@@ -214,6 +220,19 @@ def test_a_commit_killed_at_any_write_leaves_a_complete_output(s3, tmp_path):
     seen = [readable_output(root) for root in roots]
     assert seen[0] == "old" and seen[-1] == "new" and seen == sorted(seen, key=["old", "new"].index), seen
     roots = roots[:writes]
+
+    # readers of plain paths (the loaders, the integrity check, the shard browser) are refused while they may mix
+    refused, mixed = 0, 0
+    for root in roots:
+        plain = plain_output(root)
+        try:
+            storage.require_settled(root, "asset")
+        except storage.IncompleteOutput:
+            refused += 1
+            mixed += plain not in (OLD, NEW)
+            continue
+        assert plain in (OLD, NEW), plain
+    assert refused and mixed  # the settle window exists, and the plain paths do mix inside it
 
     for n, root in enumerate(roots):  # the next commit succeeds and cleans up after the killed one
         newest = {"a.bin": b"newest"}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from paris_assets.assets.common import code_version
+from paris_assets.assets.common import CODE_VERSIONS, code_version
 from paris_assets.settings import SettingsError, load_settings, parse_settings
 
 
@@ -104,5 +104,5 @@ def test_execution_settings_shape_no_asset():
     base = parse_settings({})
     ray = parse_settings({"execution": {"engine": "ray", "ray_address": "ray://head:10001", "num_workers": 8}})
     assert ray.execution.engine == "ray" and base.execution.engine == "local"
-    for asset in ("captions", "clip_embeddings", "dinov2_embeddings", "latents"):
+    for asset in CODE_VERSIONS:  # the model stages and filtered_images' units run under both engines
         assert code_version(base, asset) == code_version(ray, asset)

@@ -4,6 +4,7 @@
 from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
+from typing import Callable, Iterable, Iterator
 
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
@@ -21,7 +22,8 @@ def filter_params(settings: Settings) -> FilterParams:
 
 
 @contextmanager
-def unit_runner(settings: Settings, log=print):
+def unit_runner(settings: Settings, log: Callable[[str], None] = print
+                ) -> Iterator[tuple[str, Callable[[Callable, list], Iterable] | None]]:
     """(engine description, map_units or None): the filter's work units in local processes (local), or as Ray
     tasks (ray; Ray connected or started for the duration). Ray workers write the units' crop shards into the
     run's staging folder, so they must share this host's filesystem (a local Ray, or a cluster with a shared

@@ -16,7 +16,7 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 from upath import UPath
 
 from ..lib import storage
-from ..lib.arrays import open_array
+from ..lib.arrays import ChunkedArray, open_array
 
 
 class AssetFolder:
@@ -59,10 +59,11 @@ class AssetFolder:
                  for chunk in col.chunks for i in range(0, len(chunk), 1 << 20)]
         return np.concatenate(parts) if parts else np.empty(0, "<U1")
 
-    def array(self, name: str, mmap: bool = True):
+    def array(self, name: str, mmap: bool = True) -> np.ndarray | ChunkedArray:
         """A .npy array: memory-mapped when the folder is on the local disk; elsewhere (s3://) a lib/arrays reader
         that fetches only the rows asked for by ranged reads (slices, index arrays, blocks), never the whole
-        file at once. `mmap=False` reads it whole into memory."""
+        file at once. That reader indexes like an array but is not one (no arithmetic, no `==`): wrap what
+        you compute on in np.asarray. `mmap=False` reads it whole into memory."""
         target = self.path / f"{name}.npy"
         if storage.is_local(str(self.path)) and mmap:
             return np.load(storage.local_path(str(target)), mmap_mode="r")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -77,7 +78,7 @@ class ChunkedArrayWriter:
         memory at once); it takes its name only when the block exits without an exception."""
         if n_rows > self.chunk_rows or n_rows < 1:
             raise ValueError(f"chunk {i}: {n_rows} rows; a chunk holds 1 to {self.chunk_rows}")
-        tmp = self.folder / f".{chunk_file(i)}.{os.getpid()}.tmp"
+        tmp = self.folder / f".{chunk_file(i)}.{uuid.uuid4().hex}.tmp"  # unique: writers of one chunk never share it
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(n_rows, *row_shape))
         try:
             yield out

@@ -22,7 +22,7 @@ import pandas as pd
 from upath import UPath
 
 from .shards import files_on_disk, listed_shards
-from .storage import root_upath
+from .storage import IncompleteOutput, require_settled, root_upath
 from .tars import iter_members
 
 FILTER_COLUMNS = ("cluster", "split", "aesthetic_min", "aesthetic_max", "distance_min", "distance_max",
@@ -59,6 +59,10 @@ def read_manifest(root: UPath) -> dict:
     if not path.exists():
         raise NoManifest(f"no pipeline_manifest.json under {root}: materialise expert_shards first "
                          "(make demo, or the whole graph from the UI)")
+    try:
+        require_settled(str(root), "expert_shards", "heldout")
+    except IncompleteOutput as exc:
+        raise NoManifest(str(exc)) from None
     return json.loads(path.read_text())
 
 

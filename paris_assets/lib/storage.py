@@ -280,6 +280,19 @@ def open_folder(root: str, name: str) -> UPath:
     return UPath(root) / marker[LOCATION] if LOCATION in marker else folder
 
 
+def require_settled(root: str, *names: str) -> None:
+    """For readers of plain paths (`<data_dir>/router_pairs/latents.npy`, the manifest's shard paths) on an object
+    store: raise IncompleteOutput when a folder's marker still points at an upload, i.e. a commit is settling the
+    new output file by file (or was killed doing so), so the plain paths may mix old and new files: rows of two
+    runs that must never be paired. On the local disk a folder is swapped whole by a rename: nothing to check."""
+    if is_local(root):
+        return
+    for name in names:
+        if _pointed_upload(UPath(root), name) is not None:
+            raise IncompleteOutput(f"{UPath(root) / name} is being replaced by a commit (or one was killed part-way): "
+                                   f"its files may mix two outputs. Wait for the commit, or re-materialise {name}")
+
+
 def folder_files(folder: UPath) -> dict[str, int]:
     """The files a committed folder promises, with their sizes (from its marker)."""
     return json.loads((folder / MARKER).read_text())["files"]

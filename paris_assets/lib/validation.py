@@ -133,7 +133,7 @@ def verify_training_outputs(data_root: str, kept_ids, heldout_ids,
     import json
 
     from .shards import files_on_disk, listed_shards
-    from .storage import root_upath
+    from .storage import IncompleteOutput, require_settled, root_upath
     from .tars import iter_members, iter_samples
 
     root = root_upath(data_root)
@@ -141,6 +141,10 @@ def verify_training_outputs(data_root: str, kept_ids, heldout_ids,
     manifest_path = root / "pipeline_manifest.json"
     if not manifest_path.exists():
         return False, {"problems": ["pipeline_manifest.json is missing"]}
+    try:
+        require_settled(data_root, "expert_shards", "heldout")
+    except IncompleteOutput as exc:
+        return False, {"problems": [str(exc)]}
     manifest = json.loads(manifest_path.read_text())
     listed = {s["path"]: (where, s) for where, s in listed_shards(manifest)}
     on_disk = files_on_disk(root)
