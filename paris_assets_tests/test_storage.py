@@ -193,7 +193,8 @@ def test_uploads_of_dead_processes_are_swept_and_the_pointed_one_is_kept(tmp_pat
         "pointed": {**me, "pid": dead.stdout.strip()},
     }
     for name, who in uploads.items():
-        fs.pipe(f"{root}/.staging/latents-{name}/{storage.STARTED}", json.dumps({"time": time.time(), **who}).encode())
+        record = {"time": time.time(), "pidns": storage._pid_namespace(), **who}
+        fs.pipe(f"{root}/.staging/latents-{name}/{storage.STARTED}", json.dumps(record).encode())
         fs.pipe(f"{root}/.staging/latents-{name}/latents.npy", b"half" if name != "pointed" else b"whole")
     marker = json.loads(fs.cat(f"{root}/latents/{storage.MARKER}"))
     fs.pipe(f"{root}/.staging/latents-pointed/{storage.MARKER}", json.dumps(marker).encode())
@@ -207,3 +208,24 @@ def test_uploads_of_dead_processes_are_swept_and_the_pointed_one_is_kept(tmp_pat
     assert left == ["elsewhere", "live"]
     assert (storage.open_folder(root, "latents") / "latents.npy").read_bytes() == b"new"
     fs.rm(root, recursive=True)
+
+
+def test_an_upload_is_judged_dead_only_from_inside_its_own_pid_namespace():
+    """A STARTED record whose process has ended on this host is abandoned; the same record written from another
+    PID namespace (a container on this kernel under the same host name) is not: only its age can tell."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from paris_assets.lib import storage
+    from paris_assets.lib.processes import this_process
+
+    child = subprocess.run([sys.executable, "-c", "import json; from paris_assets.lib.processes import this_process; "
+                            "print(json.dumps(this_process()))"], capture_output=True, text=True, check=True)
+    dead = {"time": time.time(), "pidns": storage._pid_namespace(), **json.loads(child.stdout)}
+    assert storage._abandoned(dead)
+    assert not storage._abandoned({**dead, "pidns": "pid:[4026531836]" if dead["pidns"] != "pid:[4026531836]"
+                                   else "pid:[1]"})
+    assert not storage._abandoned({"time": time.time(), "pidns": storage._pid_namespace(), **this_process()})
+    assert storage._abandoned({**dead, "pidns": "elsewhere", "time": time.time() - 49 * 3600})  # age still decides

@@ -151,7 +151,8 @@ def _commit_to_object_store(staged: Path, files: dict[str, int], root: str, name
     upload = base / ".staging" / f"{name}-{uuid.uuid4().hex[:12]}"
     marker = (staged / MARKER).read_bytes()
     try:
-        fs.pipe_file((upload / STARTED).path, json.dumps({"time": time.time(), **this_process()}).encode())
+        fs.pipe_file((upload / STARTED).path, json.dumps({"time": time.time(), "pidns": _pid_namespace(),
+                                                          **this_process()}).encode())
         _make_parents(fs, upload, files)
         for rel in files:
             fs.put_file(str(staged / rel), (upload / rel).path)
@@ -241,7 +242,17 @@ def _abandoned(started: dict) -> bool:
     booted = stamp.partition("@")[2]
     if booted and BOOT_ID.exists() and booted != BOOT_ID.read_text().strip():
         return False  # another machine under the same host name (or this one before a reboot): age decides
+    if started.get("pidns") != _pid_namespace():
+        return False  # another container on this kernel under the same host name: its pids are not ours to read
     return bool(pid) and is_running(host, pid, stamp) is False
+
+
+def _pid_namespace() -> str:
+    """This process' PID namespace (containers on one kernel, even under one host name, each have their own)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def write_atomic(root: str, name: str, data: bytes) -> None:
