@@ -172,3 +172,13 @@ def postgres_server():
             except subprocess.TimeoutExpired:
                 continue
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the whole session (test_ray_engine, test_ray_filter), with the engine's own start-up:
+    2 CPUs, 2 logical GPUs, a small object store, no dashboard, no usage stats; stopped at the end."""
+    from paris_assets.lib import ray_engine
+
+    with ray_engine.ray_session("", num_cpus=2, num_gpus=2, object_store_mb=200, log=lambda m: None) as where:
+        yield where

@@ -27,14 +27,6 @@ N_IMAGES, CHUNK = 40, 8  # five chunks of eight images: a handful per worker
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray for the whole session, with the engine's own start-up: 2 CPUs, 2 logical GPUs, a small
-    object store, no dashboard, no usage stats; stopped at the end."""
-    with ray_engine.ray_session("", num_cpus=2, num_gpus=2, object_store_mb=200, log=lambda m: None) as where:
-        yield where
-
-
 @pytest.fixture(scope="module")
 def kept(tmp_path_factory):
     """Kept crops (in crop shards of 16) and their table, as filtered_images writes them, plus tiny-profile

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from dagster import AssetKey
 from PIL import Image
 
@@ -47,13 +46,7 @@ def outputs(folder: Path) -> dict:
             "crops": crops}
 
 
-@pytest.fixture(scope="module")
-def ray_cpus():
-    with ray_engine.ray_session("", num_cpus=2, num_gpus=0, object_store_mb=200, log=lambda m: None) as where:
-        yield where
-
-
-def test_filtering_on_ray_writes_what_local_processes_write(tmp_path, ray_cpus):
+def test_filtering_on_ray_writes_what_local_processes_write(tmp_path, ray_cluster):
     (tmp_path / "raw").mkdir()
     samples = write_raw_shards(tmp_path / "raw", blobs(), per_shard=20)
     local = filter_images(samples, str(tmp_path / "local"), FilterParams(), processes=2, chunk_size=8,
@@ -73,7 +66,7 @@ def test_filtering_on_ray_writes_what_local_processes_write(tmp_path, ray_cpus):
     assert local["kept"] == remote["kept"] > 40
 
 
-def test_the_asset_runs_its_units_on_ray_when_the_settings_say_so(trained, tmp_path, ray_cpus):
+def test_the_asset_runs_its_units_on_ray_when_the_settings_say_so(trained, tmp_path, ray_cluster):
     """raw_images + filtered_images of the trained fixture's demo, with execution.engine: ray: the same kept and
     rejected tables as the local run, and the metadata says where the units ran."""
     from dagster import DagsterInstance
