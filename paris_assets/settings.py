@@ -148,7 +148,7 @@ class ExecutionSettings(_Section):
     these keys is part of any asset's code version, and chunks finished under one engine are reused by the other."""
 
     # local: in this process, no Ray (the demo, the tests, a laptop); ray: on a pool of Ray workers, one per GPU,
-    # each loading its model once (docs/ray.md)
+    # each loading its model once (the README: Running on Ray)
     engine: Literal["local", "ray"] = "local"
     # with engine ray: a running cluster ("auto" for the one `ray start` runs on this host, "ray://head:10001"
     # for a remote or KubeRay head's client port, "head:6379"); empty: start a local Ray on 127.0.0.1 for the run
