@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from paris_assets.lib import flops as F
 from paris_assets.lib import plan as P
 from paris_assets.lib.shards import ShardSource, write_router_arrays, write_shards
 from paris_assets.models.common import ModelRef
@@ -39,37 +40,37 @@ def counted(model, **inputs) -> float:
 def test_dinov2_flops_equal_torch_count(model_id):
     from transformers import Dinov2Config, Dinov2Model
 
-    c = P.PARIS_CONFIGS[model_id]
+    c = F.PARIS_CONFIGS[model_id]
     with torch.device("meta"):
         model = Dinov2Model(Dinov2Config(hidden_size=c["hidden_size"], num_hidden_layers=c["num_hidden_layers"],
                                          num_attention_heads=c["num_attention_heads"], mlp_ratio=c["mlp_ratio"],
                                          patch_size=c["patch_size"], image_size=518))
         torch_flops = counted(model, pixel_values=torch.empty(1, 3, c["crop_size"], c["crop_size"]))
-    assert P.dinov2_cost(c)["flops"] == pytest.approx(torch_flops, rel=1e-9)
+    assert F.dinov2_cost(c)["flops"] == pytest.approx(torch_flops, rel=1e-9)
 
 
 def test_clip_text_flops_equal_torch_count():
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-    c = P.PARIS_CONFIGS["openai/clip-vit-large-patch14"]
+    c = F.PARIS_CONFIGS["openai/clip-vit-large-patch14"]
     with torch.device("meta"):
         model = CLIPTextModelWithProjection(CLIPTextConfig(**c["text_config"], projection_dim=c["projection_dim"]))
         torch_flops = counted(model, input_ids=torch.zeros(1, 77, dtype=torch.long))
-    assert P.clip_text_cost(c)["flops"] == pytest.approx(torch_flops, rel=1e-9)
+    assert F.clip_text_cost(c)["flops"] == pytest.approx(torch_flops, rel=1e-9)
 
 
 @pytest.mark.parametrize("image_size", [256, 512])
 def test_vae_encoder_flops_equal_torch_count(image_size):
     from diffusers import AutoencoderKL
 
-    c = P.PARIS_CONFIGS["stabilityai/sd-vae-ft-mse"]
+    c = F.PARIS_CONFIGS["stabilityai/sd-vae-ft-mse"]
     with torch.device("meta"):
         vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
                             up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=tuple(c["block_out_channels"]),
                             layers_per_block=c["layers_per_block"], latent_channels=c["latent_channels"],
                             norm_num_groups=32, sample_size=256)
         torch_flops = counted(vae.encode, x=torch.empty(1, 3, image_size, image_size))
-    cost = P.vae_encoder_cost(c, image_size)
+    cost = F.vae_encoder_cost(c, image_size)
     assert cost["flops"] == pytest.approx(torch_flops, rel=1e-9)
     assert cost["latent_shape"] == (4, image_size // 8, image_size // 8)
 
@@ -80,7 +81,7 @@ def test_blip2_compute_bound_part_equals_torch_count():
     the vocabulary, which the plan counts per generated token instead."""
     from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig
 
-    c = P.PARIS_CONFIGS["Salesforce/blip2-opt-2.7b"]
+    c = F.PARIS_CONFIGS["Salesforce/blip2-opt-2.7b"]
     text = OPTConfig(**c["text_config"], num_attention_heads=32)
     config = Blip2Config(vision_config={**c["vision_config"], "num_attention_heads": 16},
                          qformer_config={**c["qformer_config"], "num_attention_heads": 12},
@@ -92,7 +93,7 @@ def test_blip2_compute_bound_part_equals_torch_count():
                                  encoder_hidden_states=torch.empty(1, 257, 1408))
                        + counted(model.language_projection, input=torch.empty(1, 32, 768))
                        + counted(model.language_model, inputs_embeds=torch.empty(1, 33, 2560)))
-    cost = P.blip2_cost(c, new_tokens=30)
+    cost = F.blip2_cost(c, new_tokens=30)
     lm_head = 33 * 2 * 2560 * 50272
     assert cost["flops"] == pytest.approx(torch_flops - lm_head, rel=1e-3)
 
@@ -240,7 +241,7 @@ def test_blip2_decoding_is_bound_by_weight_reads_until_the_batch_is_large():
     batches = (1, 16, 32, 64, 10**6)
     rates = [P.make_plan(P.PlanInputs(images=N, caption_batch_size=b)).stage("captions").rate for b in batches]
     assert rates[0] < rates[1] < rates[2] < rates[3]
-    cost = P.blip2_cost(P.PARIS_CONFIGS["Salesforce/blip2-opt-2.7b"], 30)
+    cost = F.blip2_cost(F.PARIS_CONFIGS["Salesforce/blip2-opt-2.7b"], 30)
     compute_only = (cost["flops"] + 30 * cost["flops_per_token"]) / (P.A100["tflops"] * 1e12 * P.DEFAULT_MFU)
     assert rates[3] == rates[4] == pytest.approx(1 / compute_only)
 

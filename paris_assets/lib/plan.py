@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .flops import PARIS_CONFIGS, PARIS_IDS, blip2_cost, clip_text_cost, dinov2_cost, vae_encoder_cost
 from .shards import TAR_OVERHEAD, ShardSource, sample_fields
 
 if TYPE_CHECKING:
@@ -44,35 +45,6 @@ DEFAULT_MFU = 0.35  # achieved share of peak for batched fp16 inference of ViTs 
 CPUS_PER_GPU = 12  # an 8 x A100 node has 96 vCPUs (AWS p4d.24xlarge, GCP a2-highgpu-8g): 12 per GPU
 PARTITION_SIZE = 100_000  # images per partition (issue #11): thousands of partitions at most, as Dagster likes
 ID_BYTES = np.dtype("<U16").itemsize  # image_ids.npy: 16 hex digits as numpy str_ (lib.stages._finish)
-
-# --- the real models' configs, as their config.json files at the pinned commits say ---------------------------
-# Only the fields the plan reads. Transcribed from each repository's config.json (and the DINOv2 processor's
-# preprocessor_config.json); the tests recount their FLOPs with torch's FlopCounterMode on these very configs.
-
-PARIS_CONFIGS: dict[str, dict[str, Any]] = {
-    "facebook/dinov2-large": {"model_type": "dinov2", "hidden_size": 1024, "num_hidden_layers": 24,
-                              "num_attention_heads": 16, "mlp_ratio": 4, "patch_size": 14, "num_channels": 3,
-                              "crop_size": 224},
-    "facebook/dinov2-base": {"model_type": "dinov2", "hidden_size": 768, "num_hidden_layers": 12,
-                             "num_attention_heads": 12, "mlp_ratio": 4, "patch_size": 14, "num_channels": 3,
-                             "crop_size": 224},
-    "openai/clip-vit-large-patch14": {"model_type": "clip", "projection_dim": 768, "text_config": {
-        "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-        "max_position_embeddings": 77, "vocab_size": 49408}},
-    "stabilityai/sd-vae-ft-mse": {"_class_name": "AutoencoderKL", "in_channels": 3, "latent_channels": 4,
-                                  "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
-                                  "mid_block_add_attention": True, "use_quant_conv": True, "scaling_factor": 0.18215},
-    "Salesforce/blip2-opt-2.7b": {"model_type": "blip-2", "num_query_tokens": 32,
-                                  "vision_config": {"hidden_size": 1408, "intermediate_size": 6144,
-                                                    "num_hidden_layers": 39, "image_size": 224, "patch_size": 14},
-                                  "qformer_config": {"hidden_size": 768, "intermediate_size": 3072,
-                                                     "num_hidden_layers": 12, "cross_attention_frequency": 2,
-                                                     "encoder_hidden_size": 1408},
-                                  "text_config": {"hidden_size": 2560, "ffn_dim": 10240, "num_hidden_layers": 32,
-                                                  "vocab_size": 50272, "word_embed_proj_dim": 2560}},
-}
-PARIS_IDS = {"captioner": "Salesforce/blip2-opt-2.7b", "text_encoder": "openai/clip-vit-large-patch14",
-             "image_embedder": "facebook/dinov2-large", "latent_encoder": "stabilityai/sd-vae-ft-mse"}
 
 # --- figures measured on this machine --------------------------------------------------------------------------
 
@@ -92,8 +64,8 @@ CPU_FIGURES: dict[str, dict[str, Any]] = {
     "ingest": {"core_s_per_image": 2 / 150, "source":
                "notes.md: img2dataset over loopback, 2 processes, ~150 images/s at 1,000 samples per shard "
                "(the HTTP server on the same 2 cores); real downloads also wait on the network and remote hosts"},
-    "filtered_images": {"core_s_per_image": 1 / 187, "source":
-                        "README Speed: filter bench on a quiet machine, --images 8000, 187 images per CPU-second "
+    "filtered_images": {"core_s_per_image": 1 / 216, "source":
+                        "README Speed: filter bench on a quiet machine, --images 8000, 216 images per CPU-second "
                         "(`python -m paris_assets.bench --only filter`): decode, checks, crop, pHash, JPEG, sha256"},
     "duplicate search": {"points": [(100_000, 0.5), (1_000_000, 20.5)], "source":
                          "README, near-duplicate grouping against n: resampled real pHashes at radius 6, one "
@@ -132,97 +104,6 @@ STAGES = ("ingest", "filtered_images", "captions", "dinov2_embeddings", "clip_em
 PER_IMAGE_CPU = ("ingest", "filtered_images")
 ROLE_OF = {"captions": "captioner", "clip_embeddings": "text_encoder", "dinov2_embeddings": "image_embedder",
            "latents": "latent_encoder"}
-
-
-# --- FLOPs from configs ----------------------------------------------------------------------------------------
-
-def transformer_flops(layers: int, width: int, ffn: int, tokens: int, context: int | None = None) -> float:
-    """Forward FLOPs of `layers` pre-norm transformer layers over `tokens` tokens: 2 x (4 width^2 + 2 width ffn)
-    per token for the projections and MLP, and 4 x tokens x context x width for the attention products."""
-    context = tokens if context is None else context
-    return float(layers * (2 * tokens * (4 * width * width + 2 * width * ffn) + 4 * tokens * context * width))
-
-
-def dinov2_cost(config: dict) -> dict:
-    """DINOv2 at its processor's crop: patch embedding + ViT layers over patches + CLS; output (hidden,) float32."""
-    width, patch, crop = config["hidden_size"], config["patch_size"], config.get("crop_size", 224)
-    patches = (crop // patch) ** 2
-    ffn = int(width * config.get("mlp_ratio", 4))
-    flops = 2 * config.get("num_channels", 3) * patch * patch * width * patches
-    flops += transformer_flops(config["num_hidden_layers"], width, ffn, patches + 1)
-    return {"flops": flops, "dim": width, "how": f"ViT-{width}x{config['num_hidden_layers']} layers over "
-            f"{patches}+1 tokens ({crop} px crop / {patch} px patches)"}
-
-
-def clip_text_cost(config: dict) -> dict:
-    """CLIP text tower on 77 tokens plus the projection of the end-of-text state."""
-    text = config.get("text_config", config)
-    width, tokens = text["hidden_size"], text.get("max_position_embeddings", 77)
-    projection = config.get("projection_dim", text.get("projection_dim", width))
-    flops = transformer_flops(text["num_hidden_layers"], width, text["intermediate_size"], tokens)
-    flops += 2 * width * projection
-    return {"flops": flops, "width": width, "tokens": tokens, "projection": projection,
-            "how": f"text transformer {width}x{text['num_hidden_layers']} layers over {tokens} tokens + projection"}
-
-
-def vae_encoder_cost(config: dict, image_size: int) -> dict:
-    """AutoencoderKL.encode at image_size x image_size, conv by conv (diffusers' Encoder: conv_in, resnets of
-    two 3x3 convs plus a 1x1 shortcut where channels change, a stride-2 downsample after every block but the
-    last, a mid block of resnet-attention-resnet, conv_out to 2 x latent channels, quant_conv)."""
-    channels, per_block = list(config["block_out_channels"]), config["layers_per_block"]
-    latent = config["latent_channels"]
-
-    def conv(cin: int, cout: int, k: int, side: int) -> int:  # multiply-adds of a conv producing side x side
-        return cin * cout * k * k * side * side
-
-    side, macs, cin = image_size, conv(config.get("in_channels", 3), channels[0], 3, image_size), channels[0]
-    for i, cout in enumerate(channels):
-        for _ in range(per_block):
-            shortcut = conv(cin, cout, 1, side) if cin != cout else 0
-            macs += conv(cin, cout, 3, side) + conv(cout, cout, 3, side) + shortcut
-            cin = cout
-        if i < len(channels) - 1:
-            side //= 2
-            macs += conv(cout, cout, 3, side)
-    c, tokens = channels[-1], side * side
-    macs += 2 * (2 * conv(c, c, 3, side))
-    if config.get("mid_block_add_attention", True):
-        macs += 4 * c * c * tokens + 2 * tokens * tokens * c
-    macs += conv(c, 2 * latent, 3, side)
-    if config.get("use_quant_conv", True):
-        macs += conv(2 * latent, 2 * latent, 1, side)
-    return {"flops": 2.0 * macs, "latent_shape": (latent, side, side),
-            "how": f"encoder convs {channels} x {per_block} per block at {image_size} px -> {latent}x{side}x{side}"}
-
-
-def blip2_cost(config: dict, new_tokens: int) -> dict:
-    """BLIP-2 captioning: the vision ViT, the Q-Former and OPT's prefill of the query tokens (+ BOS) are
-    compute-bound ('flops'); each generated token costs 'flops_per_token' and reads OPT's fp16 weights once per
-    decoding step ('weight_bytes'), shared by the batch."""
-    vis, q, txt = config["vision_config"], config["qformer_config"], config["text_config"]
-    queries = config.get("num_query_tokens", 32)
-    patches = (vis["image_size"] // vis["patch_size"]) ** 2
-    v_width, q_width, t_width = vis["hidden_size"], q["hidden_size"], txt["hidden_size"]
-    flops = 2 * 3 * vis["patch_size"] ** 2 * v_width * patches
-    flops += transformer_flops(vis["num_hidden_layers"], v_width, vis["intermediate_size"], patches + 1)
-    flops += transformer_flops(q["num_hidden_layers"], q_width, q["intermediate_size"], queries)
-    cross_layers = math.ceil(q["num_hidden_layers"] / q.get("cross_attention_frequency", 2))
-    enc = q.get("encoder_hidden_size", v_width)
-    flops += cross_layers * (2 * queries * 2 * q_width * q_width + 2 * (patches + 1) * 2 * enc * q_width
-                             + 4 * queries * (patches + 1) * q_width)
-    flops += 2 * queries * q_width * t_width  # language_projection
-    prefill = queries + 1
-    layer_weights = 4 * t_width * t_width + 2 * t_width * txt["ffn_dim"]
-    flops += transformer_flops(txt["num_hidden_layers"], t_width, txt["ffn_dim"], prefill)
-    vocab = txt["vocab_size"]
-    context = prefill + new_tokens / 2
-    per_token = (txt["num_hidden_layers"] * (2 * layer_weights + 4 * context * t_width)
-                 + 2 * txt.get("word_embed_proj_dim", t_width) * vocab)
-    weight_bytes = 2 * (txt["num_hidden_layers"] * layer_weights + vocab * txt.get("word_embed_proj_dim", t_width))
-    return {"flops": float(flops), "flops_per_token": float(per_token), "weight_bytes": float(weight_bytes),
-            "new_tokens": new_tokens,
-            "how": f"ViT {v_width}x{vis['num_hidden_layers']} + Q-Former + OPT {t_width}x{txt['num_hidden_layers']} "
-                   f"prefill of {prefill} tokens, then {new_tokens} new tokens (max_new_tokens, an upper bound)"}
 
 
 # --- inputs and the plan ---------------------------------------------------------------------------------------
