@@ -22,9 +22,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .lib.arrays import open_array
+from .lib.arrays import open_npy
 from .lib.samples import decode_sample
-from .lib.storage import is_local, require_settled, root_upath
+from .lib.storage import require_settled, root_upath
 from .lib.tars import iter_members
 
 NUM_TIMESTEPS = 1000
@@ -230,8 +230,7 @@ class RouterDataset(torch.utils.data.IterableDataset):
         # memory-mapped on the local disk; elsewhere (s3://) only the rows asked for are fetched, by ranged reads,
         # except the labels (44 MB at 11M), read whole: the shuffled rows of a block are ~10k rows apart, so ranged
         # reads of 4-byte rows would fetch the gaps between them too
-        load = (lambda name: np.load(str(folder / f"{name}.npy"), mmap_mode="r")) if is_local(str(data_dir)) \
-            else (lambda name: open_array(str(folder / f"{name}.npy")))
+        load = lambda name: open_npy(str(folder / f"{name}.npy"))  # noqa: E731
         self.latents, self.clip = load("latents"), load("clip_text_embeddings")
         self.labels = np.asarray(load("cluster_labels"))
         self.dinov2 = load("dinov2_embeddings") if with_dinov2 else None

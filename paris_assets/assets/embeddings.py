@@ -36,7 +36,7 @@ def role_model(settings: Settings, role: str, label: str, n_rows: int, log=print
     from ..lib import ray_engine
 
     build_model(settings, role)  # the tiny profile's models are built once here, not raced by the workers
-    with ray_engine.ray_session(run.ray_address, object_store_mb=run.local_object_store_mb, log=log):
+    with ray_engine.execution_session(run, log):
         chunks = -(-n_rows // settings.models.chunk_size)
         pool = ray_engine.ModelPool(partial(load_model, settings, role), workers=run.num_workers, chunks=chunks,
                                     gpus_per_worker=run.gpus_per_worker, cpus_per_worker=run.cpus_per_worker,

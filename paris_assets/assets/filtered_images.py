@@ -34,7 +34,7 @@ def unit_runner(settings: Settings, log: Callable[[str], None] = print
         return
     from ..lib import ray_engine
 
-    with ray_engine.ray_session(run.ray_address, object_store_mb=run.local_object_store_mb, log=log) as where:
+    with ray_engine.execution_session(run, log) as where:
         yield f"ray: {where}", partial(ray_engine.map_units, cpus_per_task=run.cpus_per_task,
                                        max_retries=run.max_retries, label="filtered_images")
 

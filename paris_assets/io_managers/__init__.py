@@ -16,7 +16,7 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 from upath import UPath
 
 from ..lib import storage
-from ..lib.arrays import ChunkedArray, open_array
+from ..lib.arrays import ChunkedArray, open_npy
 
 
 class AssetFolder:
@@ -65,10 +65,8 @@ class AssetFolder:
         file at once. That reader indexes like an array but is not one (no arithmetic, no `==`): wrap what
         you compute on in np.asarray. `mmap=False` reads it whole into memory."""
         target = self.path / f"{name}.npy"
-        if storage.is_local(str(self.path)) and mmap:
-            return np.load(storage.local_path(str(target)), mmap_mode="r")
         if mmap:
-            return open_array(str(target))
+            return open_npy(str(target))
         with target.open("rb") as fh:
             return np.load(fh)
 

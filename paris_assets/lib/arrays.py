@@ -378,3 +378,8 @@ def open_array(url: str, **storage_options) -> ChunkedArray:
     return ChunkedArray(path, [c["file"] for c in chunks], [c["start"] for c in chunks], tuple(index["shape"]),
                         np.lib.format.descr_to_dtype(index["dtype"]), fs)
 
+
+def open_npy(url: str) -> np.ndarray | ChunkedArray:
+    """A `.npy` file to read rows of: memory-mapped on the local disk (an ndarray view); elsewhere (s3://) the
+    ranged-read reader above, which indexes like an array but is not one (no arithmetic, no `==`)."""
+    return np.load(local_path(url), mmap_mode="r") if is_local(url) else open_array(url)

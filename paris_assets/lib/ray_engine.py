@@ -74,6 +74,11 @@ def ray_session(address: str = "", *, num_cpus: int | None = None, num_gpus: int
             shutil.rmtree(temp, ignore_errors=True)  # the session's logs and sockets; the errors were reported
 
 
+def execution_session(run, log: Callable[[str], None] = print):
+    """ray_session as the settings' `execution` section says (its address and local object store)."""
+    return ray_session(run.ray_address, object_store_mb=run.local_object_store_mb, log=log)
+
+
 def _loopback_only() -> None:
     """Keep a local Ray on 127.0.0.1: on Linux Ray otherwise binds the host's outward address (it maps
     127.0.0.1 to it), which a laptop on a café network has no reason to open. The switch is read at import, so
