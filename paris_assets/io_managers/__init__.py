@@ -16,7 +16,7 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 from upath import UPath
 
 from ..lib import storage
-from ..lib.arrays import ChunkedArray, open_npy
+from ..lib.arrays import ChunkedArray, open_named
 
 
 class AssetFolder:
@@ -60,15 +60,13 @@ class AssetFolder:
         return np.concatenate(parts) if parts else np.empty(0, "<U1")
 
     def array(self, name: str, mmap: bool = True) -> np.ndarray | ChunkedArray:
-        """A .npy array: memory-mapped when the folder is on the local disk; elsewhere (s3://) a lib/arrays reader
-        that fetches only the rows asked for by ranged reads (slices, index arrays, blocks), never the whole
-        file at once. That reader indexes like an array but is not one (no arithmetic, no `==`): wrap what
-        you compute on in np.asarray. `mmap=False` reads it whole into memory."""
-        target = self.path / f"{name}.npy"
-        if mmap:
-            return open_npy(str(target))
-        with target.open("rb") as fh:
-            return np.load(fh)
+        """The array `name`, a chunked folder `<name>/` or a `<name>.npy` (lib/arrays.open_named): a `.npy` on the
+        local disk is memory-mapped; anything else is a lib/arrays reader that fetches only the rows asked for
+        (positional reads locally, ranged reads on s3://), never the whole array at once. That reader indexes
+        like an array but is not one (no arithmetic, no `==`): wrap what you compute on in np.asarray.
+        `mmap=False` reads it whole into memory."""
+        array = open_named(str(self.path), name)
+        return array if mmap else np.array(array)
 
     def shards(self, under: str = "") -> list[str]:
         """URLs of the .tar shards the folder's marker lists (optionally under a sub-folder), sorted."""

@@ -321,6 +321,8 @@ class ChunkedArray:
                 os.close(fd)
 
     def _path(self, c: int) -> str:
+        if not self.path:  # a concatenation: every file named in full
+            return self.files[c]
         return f"{self.path}/{self.files[c]}" if self.files[c] else self.path
 
     def _read_offsets(self, chunks: list[int]) -> None:
@@ -383,3 +385,84 @@ def open_npy(url: str) -> np.ndarray | ChunkedArray:
     """A `.npy` file to read rows of: memory-mapped on the local disk (an ndarray view); elsewhere (s3://) the
     ranged-read reader above, which indexes like an array but is not one (no arithmetic, no `==`)."""
     return np.load(local_path(url), mmap_mode="r") if is_local(url) else open_array(url)
+
+
+def open_named(folder_url: str, name: str) -> np.ndarray | ChunkedArray:
+    """The array `name` of an asset folder: `<name>/` (a chunked array folder) or `<name>.npy`, whichever the
+    folder holds (open_npy for the latter: a memory map on the local disk)."""
+    folder_url = str(folder_url).rstrip("/")
+    chunked = f"{folder_url}/{name}"
+    fs, path = (None, str(local_path(chunked))) if is_local(chunked) else fsspec.core.url_to_fs(chunked)
+    exists = Path(path, INDEX).exists() if fs is None else fs.exists(f"{path}/{INDEX}")
+    return open_array(chunked) if exists else open_npy(f"{folder_url}/{name}.npy")
+
+
+def concat_arrays(arrays: list[ChunkedArray]) -> ChunkedArray:
+    """One array whose rows are those of `arrays` one after the other (the parts of a partitioned asset),
+    reading each part's own chunk files where they lie: nothing is copied or assembled."""
+    if not arrays:
+        raise ValueError("no arrays to concatenate")
+    first = arrays[0]
+    for a in arrays[1:]:
+        if a.shape[1:] != first.shape[1:] or a.dtype != first.dtype:
+            raise ValueError(f"{a.path}: rows of {a.shape[1:]} {a.dtype}, {first.path}: rows of {first.shape[1:]} "
+                             f"{first.dtype}: the parts of one array must agree (re-materialise the odd part)")
+    files, starts, offsets, at = [], [], {}, 0
+    for a in arrays:
+        for c in range(len(a.files)):
+            if c in a._offsets:
+                offsets[len(files)] = a._offsets[c]
+            files.append(a._path(c))
+            starts.append(at + int(a.bounds[c]))
+        at += a.shape[0]
+    return ChunkedArray("", files, starts, (at, *first.shape[1:]), first.dtype, first.fs, offsets=offsets)
+
+
+class RowSelection:
+    """Rows `rows` of `array`, indexed like an array of len(rows) rows (an int, a slice, an array of rows or a
+    mask), reading only the rows asked: what the fan-in steps see of the per-image arrays once the duplicates
+    across partitions are dropped."""
+
+    def __init__(self, array, rows: np.ndarray):
+        self.array, self.rows = array, np.asarray(rows, dtype=np.int64)
+        self.shape, self.dtype = (len(self.rows), *array.shape[1:]), array.dtype
+
+    def __repr__(self) -> str:
+        return f"RowSelection({self.array!r}, rows={len(self.rows)})"
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple) or key is Ellipsis:
+            raise TypeError("index rows only (an int, a slice or an array of rows), then slice the result")
+        picked = self.rows[key]
+        if isinstance(picked, np.ndarray):
+            return self.take_rows(picked)
+        return np.asarray(self.array[int(picked)])
+
+    def take(self, rows) -> np.ndarray:
+        return self[np.asarray(rows)]
+
+    def take_rows(self, underlying: np.ndarray) -> np.ndarray:
+        if isinstance(self.array, ChunkedArray):
+            return self.array.take(underlying)
+        order = np.argsort(underlying, kind="stable")  # a memory map reads best in file order
+        out = np.empty((len(underlying), *self.shape[1:]), self.dtype)
+        out[order] = self.array[underlying[order]]
+        return out
+
+
+def select_rows(array, rows: np.ndarray | None):
+    """`array` itself when `rows` is None or every row in order, else a RowSelection of it."""
+    if rows is None or (len(rows) == len(array) and np.array_equal(rows, np.arange(len(array)))):
+        return array
+    return RowSelection(array, rows)
