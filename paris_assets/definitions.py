@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import AssetSelection, Definitions, define_asset_job
 
 from .assets.clustering import build_cluster_labels, build_cluster_report
 from .assets.embeddings import build_captions, build_clip_embeddings, build_dinov2_embeddings, build_latents
@@ -28,6 +28,7 @@ def build_defs(settings: Settings | None = None) -> Definitions:
                 build_router_pairs(settings)],
         asset_checks=build_embedding_checks(settings) + build_cluster_checks(settings) + build_training_checks(settings),
         sensors=build_alert_sensors(settings),
+        jobs=part_jobs(settings),
         executor=reaping_in_process_executor if settings.executor == "in_process" else reaping_multiprocess_executor,
         resources={
             "tables_io": ParquetIOManager(root=root),
@@ -35,6 +36,21 @@ def build_defs(settings: Settings | None = None) -> Definitions:
             "shards_io": ShardsIOManager(root=root),
         },
     )
+
+
+PER_PART = ("raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents")
+FAN_IN = ("cluster_labels", "cluster_report", "expert_shards", "router_pairs")
+
+
+def part_jobs(settings: Settings) -> list:
+    """With partitions: `one_part` (every per-image asset of one source part, a run per part) and `fan_in` (the
+    global steps over every part): what `python -m paris_assets.parts backfill` launches, and what the UI lists."""
+    if not settings.partitions.size:
+        return []
+    return [define_asset_job("one_part", selection=AssetSelection.assets(*PER_PART),
+                             description="Every per-image asset of one source part (a run per part)"),
+            define_asset_job("fan_in", selection=AssetSelection.assets(*FAN_IN),
+                             description="Duplicates across parts, clustering, report, expert shards, router pairs")]
 
 
 defs = build_defs()

@@ -196,6 +196,20 @@ class ExecutionSettings(_Section):
         return self
 
 
+class PartitionSettings(_Section):
+    """Partitions are how the data grows: the per-image assets (raw_images through latents) are computed per
+    source part of `size` rows, and the global steps (duplicates across parts, clustering, report, shards, router
+    arrays) fan in over every part. Adding source rows adds parts; only those are computed."""
+
+    # source rows per part; 0: no partitions, every asset is computed whole (the demo, a laptop trial). Parts are
+    # registered from the source plan (`python -m paris_assets.parts register`) and never re-cut: rows appended
+    # to the source become new parts after the last one
+    size: int = Field(0, ge=0)
+    # with parts added since the last clustering and K unchanged: assign their images to the existing centroids
+    # (cluster_labels' metadata counts them) instead of clustering everything again
+    assign_to_existing: bool = False
+
+
 class Settings(_Section):
     data_dir: str = "data"  # every asset writes under here; a local path or an fsspec URL (s3://, gs://, memory://)
     seed: int = 0  # one seed for every sampled or shuffled choice: same inputs + settings -> same outputs
@@ -213,6 +227,7 @@ class Settings(_Section):
     shards: ShardSettings = ShardSettings()
     alerts: AlertSettings = AlertSettings()
     execution: ExecutionSettings = ExecutionSettings()
+    partitions: PartitionSettings = PartitionSettings()
 
     # Where this file lives: relative paths resolve against it. Not a key users set.
     base_dir: str = Field(default=str(PROJECT_ROOT), exclude=True)

@@ -6,15 +6,16 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from dagster import MetadataValue
+from dagster import DynamicPartitionsDefinition, MetadataValue
 
 from ..lib import storage
+from ..lib.partitions import PARTS
 from ..models.profiles import model_fingerprint
 from ..settings import Settings
 
 # Bump an asset's entry when its code changes what it writes; settings changes are folded in automatically.
 CODE_VERSIONS = {"raw_images": "2", "filtered_images": "3", "captions": "2", "clip_embeddings": "2",
-                 "dinov2_embeddings": "1", "latents": "2", "cluster_labels": "1", "cluster_report": "2",
+                 "dinov2_embeddings": "1", "latents": "2", "cluster_labels": "2", "cluster_report": "2",
                  "expert_shards": "2", "router_pairs": "2"}
 
 # The settings each asset's output depends on: editing any of them marks that asset (and only it) Unsynced.
@@ -47,8 +48,18 @@ def code_version(settings: Settings, asset: str) -> str:
     return f"{version}-{model}" if model else version
 
 
-def staging(settings: Settings, asset: str) -> Path:
-    return storage.staging_dir(settings.data_root, asset)
+def staging(settings: Settings, asset: str, part: str | None = None) -> Path:
+    return storage.staging_dir(settings.data_root, f"{asset}-{part}" if part else asset)
+
+
+def parts_def(settings: Settings) -> DynamicPartitionsDefinition | None:
+    """The per-image assets' partitions (source parts, lib/partitions.py), or None when partitions.size is 0."""
+    return DynamicPartitionsDefinition(name=PARTS) if settings.partitions.size else None
+
+
+def part_of(context) -> str | None:
+    """The source part this step computes, or None for an unpartitioned asset."""
+    return context.partition_key if context.has_partition_key else None
 
 
 def settings_metadata(settings: Settings, asset: str) -> MetadataValue:

@@ -13,15 +13,17 @@ from ..lib import stages, storage
 from ..lib.chunks import ChunkStore, work_key
 from ..models.profiles import build_model, load_model, model_metadata
 from ..settings import Settings
-from .common import code_version, preview, settings_metadata, staging
+from .common import code_version, part_of, parts_def, preview, settings_metadata, staging
 
 
-def _store(settings: Settings, asset_name: str, upstream: AssetFolder, model, n_rows: int) -> ChunkStore:
+def _store(settings: Settings, asset_name: str, upstream: AssetFolder, model, n_rows: int,
+           part: str | None) -> ChunkStore:
     """Finished chunks from an earlier, interrupted run of the same inputs, model and settings: the key holds
     the resolved commit, device type and dtype of the model as loaded, so no chunk crosses a change of them."""
     key = work_key(upstream.identity(), model.ref.model_id, model.revision, model.device.type, str(model.dtype),
                    code_version(settings, asset_name), settings.models.chunk_size)
-    return ChunkStore(storage.staging_dir(settings.data_root, f"{asset_name}-chunks", key=key), n_rows,
+    name = f"{asset_name}-chunks-{part}" if part else f"{asset_name}-chunks"  # a part's chunks outlive other parts' runs
+    return ChunkStore(storage.staging_dir(settings.data_root, name, key=key), n_rows,
                       settings.models.chunk_size)
 
 
@@ -55,8 +57,9 @@ def _run(context, settings: Settings, asset_name: str, role: str, upstream: Asse
         raise ValueError(f"{asset_name}: no images to process: filtered_images kept none (see its "
                          "rejected.parquet and dropped_<reason> counts); fix the source or the filter settings")
     with role_model(settings, role, asset_name, len(table), context.log.info) as model:
-        store = _store(settings, asset_name, upstream, model, len(table))
-        out = staging(settings, asset_name)
+        part = part_of(context)
+        store = _store(settings, asset_name, upstream, model, len(table), part)
+        out = staging(settings, asset_name, part)
         stats = stage(table, model=model, store=store, out_dir=out, batch_size=batch_size,
                       threads=settings.models.loader_threads, log=context.log.info, **stage_kwargs)
         store.remove()
@@ -93,7 +96,8 @@ def _metadata(context, settings, asset_name, model, stats, batch_size) -> None:
 
 def build_captions(settings: Settings) -> AssetsDefinition:
     @asset(group_name="embeddings", kinds={"pytorch", "parquet"}, io_manager_key="tables_io", pool="gpu",
-           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "captions"))
+           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "captions"),
+           partitions_def=parts_def(settings))
     def captions(context: AssetExecutionContext, filtered_images: AssetFolder):
         """One caption per kept image: BLIP-2 re-captions (empty ones fall back to the alt text), or the alt text
         itself (captions.source). captions.parquet: image_id, caption, alt_text, caption_source."""
@@ -115,7 +119,8 @@ def build_captions(settings: Settings) -> AssetsDefinition:
 
 def build_clip_embeddings(settings: Settings) -> AssetsDefinition:
     @asset(group_name="embeddings", kinds={"pytorch", "numpy"}, io_manager_key="arrays_io", pool="gpu",
-           ins={"captions": AssetIn()}, code_version=code_version(settings, "clip_embeddings"))
+           ins={"captions": AssetIn()}, code_version=code_version(settings, "clip_embeddings"),
+           partitions_def=parts_def(settings))
     def clip_embeddings(context: AssetExecutionContext, captions: AssetFolder):
         """CLIP ViT-L/14 text embeddings of the captions: tokens.npy (N, 77, 768) float16, what the experts
         condition on; pooled.npy (N, 768) float16, what the router reads; image_ids.npy."""
@@ -128,7 +133,8 @@ def build_clip_embeddings(settings: Settings) -> AssetsDefinition:
 
 def build_dinov2_embeddings(settings: Settings) -> AssetsDefinition:
     @asset(group_name="embeddings", kinds={"pytorch", "numpy"}, io_manager_key="arrays_io", pool="gpu",
-           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "dinov2_embeddings"))
+           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "dinov2_embeddings"),
+           partitions_def=parts_def(settings))
     def dinov2_embeddings(context: AssetExecutionContext, filtered_images: AssetFolder):
         """DINOv2 image features of the kept crops, what the clustering reads: embeddings.npy (N, 1024) float32,
         L2-normalised (768 with dinov2-base); image_ids.npy."""
@@ -143,7 +149,8 @@ def build_dinov2_embeddings(settings: Settings) -> AssetsDefinition:
 
 def build_latents(settings: Settings) -> AssetsDefinition:
     @asset(group_name="embeddings", kinds={"pytorch", "numpy"}, io_manager_key="arrays_io", pool="gpu",
-           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "latents"))
+           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "latents"),
+           partitions_def=parts_def(settings))
     def latents(context: AssetExecutionContext, filtered_images: AssetFolder):
         """Stable Diffusion VAE latents of the kept crops, what the experts are trained on: latents.npy
         (N, 4, 32, 32) float16, already scaled by the VAE's scaling_factor (0.18215); image_ids.npy."""

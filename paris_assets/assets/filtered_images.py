@@ -12,7 +12,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataVa
 from ..io_managers import AssetFolder
 from ..lib.filtering import FilterParams, filter_raw_folder
 from ..settings import Settings
-from .common import code_version, counts_table, preview, settings_metadata, staging
+from .common import code_version, counts_table, part_of, parts_def, preview, settings_metadata, staging
 
 
 def filter_params(settings: Settings) -> FilterParams:
@@ -46,11 +46,13 @@ def build_filtered_images(settings: Settings) -> AssetsDefinition:
         io_manager_key="tables_io",
         ins={"raw_images": AssetIn()},
         code_version=code_version(settings, "filtered_images"),
+        partitions_def=parts_def(settings),
     )
     def filtered_images(context: AssetExecutionContext, raw_images: AssetFolder):
         """The images fit to train on: kept.parquet (one row per image, in crop order), rejected.parquet
-        (image_id, url, reason, detail) and crops/ (the square crops every later stage reads)."""
-        out = staging(settings, "filtered_images")
+        (image_id, url, reason, detail) and crops/ (the square crops every later stage reads). With partitions,
+        one source part's images, duplicates judged within the part (cluster_labels judges them across parts)."""
+        out = staging(settings, "filtered_images", part_of(context))
         with unit_runner(settings, context.log.info) as (engine, map_units):
             stats = filter_raw_folder(str(raw_images.path), str(out), filter_params(settings),
                                       processes=settings.filter.processes, chunk_size=settings.filter.chunk_size,

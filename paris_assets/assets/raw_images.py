@@ -6,7 +6,8 @@ from ..lib import storage
 from ..lib.chunks import work_key
 from ..lib.ingest import ingest, source_identity
 from ..settings import Settings
-from .common import code_version, counts_table, settings_metadata, staging
+from ..lib.partitions import part_rows
+from .common import code_version, counts_table, part_of, parts_def, settings_metadata, staging
 
 def build_raw_images(settings: Settings) -> AssetsDefinition:
     @asset(
@@ -14,23 +15,27 @@ def build_raw_images(settings: Settings) -> AssetsDefinition:
         kinds={"webdataset", "parquet"},
         io_manager_key="shards_io",
         code_version=code_version(settings, "raw_images"),
+        partitions_def=parts_def(settings),
     )
     def raw_images(context: AssetExecutionContext):
         """The source's images, as downloaded: img2dataset WebDataset tars with the original bytes, plus
-        samples.parquet (one row per source item: metadata, download status, shard and key)."""
+        samples.parquet (one row per source item: metadata, download status, shard and key). With partitions,
+        one source part's rows."""
+        part = part_of(context)
         identity = source_identity(settings.resolved_source)
         if identity:  # a URL list: a run killed part-way resumes from the shards img2dataset finished
-            out = storage.staging_dir(settings.data_root, "raw_images", key=work_key(
-                identity, code_version(settings, "raw_images")))
+            out = storage.staging_dir(settings.data_root, f"raw_images-{part}" if part else "raw_images",
+                                      key=work_key(identity, code_version(settings, "raw_images"), part or ""))
             context.log.info(f"raw_images: downloading into {out} (kept if the run dies, resumed by the next)")
         else:
-            out = staging(settings, "raw_images")
+            out = staging(settings, "raw_images", part)
         demo_dir = storage.local_path(settings.data_root) / "demo_source" if storage.is_local(settings.data_root) \
             else out.parent / "demo_source"
         stats = ingest(settings.resolved_source, settings.ingest, str(out), demo_dir=str(demo_dir), seed=settings.seed,
-                       log=context.log.info)
+                       log=context.log.info, rows=part_rows(part) if part else None)
         context.add_output_metadata({
             "source_kind": settings.source.kind,
+            **({"source_rows": f"{part_rows(part)[0]}-{part_rows(part)[1]}"} if part else {}),
             "requested": stats["requested"],
             "downloaded": stats["downloaded"],
             "failed": stats["failed"],

@@ -8,7 +8,7 @@ import numpy as np
 from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetsDefinition, MetadataValue, asset
 
 from ..checks.gate import GateConfig, require_gate
-from ..io_managers import AssetFolder
+from ..io_managers import AssetFolder, images_of
 from ..lib import storage
 from ..lib.crops import read_crop_rows
 from ..lib.shards import (ShardSource, heldout_mask, heldout_summary, manifest_entries, write_expert_shards,
@@ -88,6 +88,8 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
         router arrays) and, last, pipeline_manifest.json. Refuses to run unless cluster_report's quality gate
         passed (see checks/gate.py)."""
         gate = require_gate(context, settings, config, "expert_shards")
+        filtered_images, captions, latents, clip_embeddings, dinov2_embeddings = (images_of(f, cluster_labels) for f in (
+            filtered_images, captions, latents, clip_embeddings, dinov2_embeddings))
         _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
         src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings)
         k = len(cluster_labels.array("centroids"))
@@ -142,6 +144,8 @@ def build_router_pairs(settings: Settings) -> AssetsDefinition:
         cluster_labels.npy, image_ids.npy, dinov2_embeddings.npy, clip_text_embeddings.npy (pooled). Refuses to run
         unless cluster_report's quality gate passed."""
         gate = require_gate(context, settings, config, "router_pairs")
+        filtered_images, captions, latents, clip_embeddings, dinov2_embeddings = (images_of(f, cluster_labels) for f in (
+            filtered_images, captions, latents, clip_embeddings, dinov2_embeddings))
         _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
         src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings)
         held = heldout_mask(src.kept["image_id"], s.heldout_fraction, s.heldout_max, settings.seed)

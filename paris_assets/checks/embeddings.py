@@ -8,6 +8,7 @@ from ..lib.crops import decode_crops, read_crop_bytes
 from ..lib.validation import check_arrays, inline_png, psnr, side_by_side_png
 from ..models.profiles import build_model, expected_shapes
 from ..settings import Settings
+from ..assets.common import parts_def
 from .common import check_result
 
 # Reconstruction PSNR a VAE must reach, per profile: sd-vae-ft-mse gives ~25-30 dB on 256 px photos; the
@@ -26,6 +27,7 @@ def build_embedding_checks(settings: Settings) -> list:
         return filtered_images.column("kept", "image_id")
 
     @asset_check(asset="dinov2_embeddings", blocking=True, additional_ins={"filtered_images": AssetIn()},
+                 partitions_def=parts_def(settings),
                  description="Finite, the model's width, unit L2 norm, and the kept images in kept.parquet's order.")
     def dinov2_embeddings_valid(dinov2_embeddings: AssetFolder, filtered_images: AssetFolder) -> AssetCheckResult:
         return check_result(*check_arrays({"embeddings": dinov2_embeddings.array("embeddings")},
@@ -33,6 +35,7 @@ def build_embedding_checks(settings: Settings) -> list:
                                      {"embeddings": expected_shapes(settings)["dinov2"]}, unit_norm=("embeddings",)))
 
     @asset_check(asset="clip_embeddings", blocking=True, additional_ins={"filtered_images": AssetIn()},
+                 partitions_def=parts_def(settings),
                  description="Finite, 77 tokens of the model's width, and the kept images in kept.parquet's order.")
     def clip_embeddings_valid(clip_embeddings: AssetFolder, filtered_images: AssetFolder) -> AssetCheckResult:
         expected = expected_shapes(settings)
@@ -41,6 +44,7 @@ def build_embedding_checks(settings: Settings) -> list:
                                      {"tokens": expected["clip_tokens"], "pooled": expected["clip_pooled"]}))
 
     @asset_check(asset="latents", blocking=True, additional_ins={"filtered_images": AssetIn()},
+                 partitions_def=parts_def(settings),
                  description="Finite, (4, 32, 32) per image, the kept images in order; a fixed sample decoded back "
                              "with the VAE reaches the profile's PSNR, shown side by side.")
     def latents_valid(context: AssetCheckExecutionContext, latents: AssetFolder,

@@ -3,7 +3,7 @@
 import numpy as np
 from dagster import AssetCheckResult, AssetIn, asset_check
 
-from ..io_managers import AssetFolder
+from ..io_managers import AssetFolder, images_of
 from ..lib.shards import heldout_mask
 from ..lib.validation import check_arrays, verify_training_outputs
 from ..models.profiles import expected_shapes
@@ -17,7 +17,7 @@ def build_training_checks(settings: Settings) -> list:
     s = settings.shards
 
     def split(cluster_labels: AssetFolder, filtered_images: AssetFolder):
-        kept = filtered_images.strings("kept", "image_id")
+        kept = images_of(filtered_images, cluster_labels).strings("kept", "image_id")
         held = heldout_mask(kept, s.heldout_fraction, s.heldout_max, settings.seed)
         return kept, held
 

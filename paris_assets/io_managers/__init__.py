@@ -16,7 +16,8 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 from upath import UPath
 
 from ..lib import storage
-from ..lib.arrays import ChunkedArray, open_named
+from ..lib.arrays import ChunkedArray, concat_arrays, is_chunked, open_array, open_named, select_rows
+from ..lib.partitions import sorted_parts
 
 
 class AssetFolder:
@@ -74,6 +75,111 @@ class AssetFolder:
         return [self.url(rel) for rel in sorted(self.files()) if rel.endswith(".tar") and rel.startswith(prefix)]
 
 
+class AssetParts(AssetFolder):
+    """Every part of a partitioned asset, read as one folder (what a fan-in step receives): tables one after the
+    other, arrays joined without a copy (lib/arrays.concat_arrays), in the parts' row order. A table's
+    `crop_shard` paths gain their part's folder, so they stay relative to `url("")`, the asset's own folder."""
+
+    def __init__(self, root: UPath, parts: dict[str, AssetFolder]):
+        self.path, self.parts = root, parts
+
+    def __repr__(self) -> str:
+        return f"AssetParts({self.path}, {len(self.parts)} parts)"
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.parts)
+
+    def url(self, name: str) -> str:
+        return str(self.path / name)
+
+    def identity(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(" ".join(f"{k}={f.identity()}" for k, f in self.parts.items()).encode()).hexdigest()[:16]
+
+    def files(self) -> dict[str, int]:
+        return {f"{key}/{rel}": size for key, folder in self.parts.items() for rel, size in folder.files().items()}
+
+    def shards(self, under: str = "") -> list[str]:
+        return [url for folder in self.parts.values() for url in folder.shards(under)]
+
+    def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        frames = []
+        for key, folder in self.parts.items():
+            frame = folder.table(name, columns)
+            for col in PART_PATH_COLUMNS.intersection(frame.columns):
+                frame[col] = key + "/" + frame[col].astype(str)
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+    def column(self, name: str, column: str):
+        import pyarrow as pa
+
+        chunks = [chunk for folder in self.parts.values() for chunk in folder.column(name, column).chunks]
+        return pa.chunked_array(chunks) if chunks else pa.chunked_array([], pa.string())
+
+    def strings(self, name: str, column: str) -> np.ndarray:
+        return np.concatenate([folder.strings(name, column) for folder in self.parts.values()])
+
+    def array(self, name: str, mmap: bool = True) -> np.ndarray | ChunkedArray:
+        arrays = [open_array(folder.url(name)) if is_chunked(folder.url(name)) else open_array(folder.url(f"{name}.npy"))
+                  for folder in self.parts.values()]
+        joined = concat_arrays(arrays)
+        return joined if mmap else np.array(joined)
+
+
+class Selected(AssetFolder):
+    """The rows `rows` of a folder's (or every part's) per-image tables and arrays, in that order: what the steps
+    after cluster_labels read, once it has dropped the duplicates across parts."""
+
+    def __init__(self, folder: AssetFolder | AssetParts, rows: np.ndarray):
+        self.folder, self.rows = folder, rows
+        self.path = folder.path
+
+    def __repr__(self) -> str:
+        return f"Selected({self.folder!r}, {len(self.rows)} rows)"
+
+    def url(self, name: str) -> str:
+        return self.folder.url(name)
+
+    def files(self) -> dict[str, int]:
+        return self.folder.files()
+
+    def shards(self, under: str = "") -> list[str]:
+        return self.folder.shards(under)
+
+    def identity(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.folder.identity().encode() + self.rows.tobytes()).hexdigest()[:16]
+
+    def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        return self.folder.table(name, columns).iloc[self.rows].reset_index(drop=True)
+
+    def column(self, name: str, column: str):
+        return self.folder.column(name, column).take(self.rows)
+
+    def strings(self, name: str, column: str) -> np.ndarray:
+        return self.folder.strings(name, column)[self.rows]
+
+    def array(self, name: str, mmap: bool = True):
+        picked = select_rows(self.folder.array(name), self.rows)
+        return picked if mmap else np.asarray(picked)
+
+
+def images_of(folder: AssetFolder | AssetParts, cluster_labels: AssetFolder) -> AssetFolder | AssetParts | Selected:
+    """`folder` as far as the images cluster_labels clustered: itself when that is every row in order (no
+    partitions, or no duplicate across parts), else those rows (cluster_labels' rows.npy)."""
+    rows = np.asarray(cluster_labels.array("rows"), dtype=np.int64)
+    if not len(rows) or rows[-1] == len(rows) - 1:  # increasing from 0 and ending at len - 1: all rows
+        return folder
+    return Selected(folder, rows)
+
+
+PART_PATH_COLUMNS = {"crop_shard"}  # table columns holding paths relative to their folder
+
+
 class _FolderIOManager(ConfigurableIOManager):
     root: str  # data_dir: a local path or an fsspec URL
 
@@ -81,11 +187,11 @@ class _FolderIOManager(ConfigurableIOManager):
         raise TypeError(f"{type(self).__name__} cannot store a {type(value).__name__}; return a staged folder (Path)")
 
     def handle_output(self, context: OutputContext, obj) -> None:
-        name = context.asset_key.path[-1]
+        name = output_name(self.root, context)
         if isinstance(obj, Path):
             staged = obj
         else:
-            staged = storage.staging_dir(self.root, name)
+            staged = storage.staging_dir(self.root, name.replace("/", "-"))
             try:
                 self._write_values(obj, staged)
             except BaseException:
@@ -99,8 +205,46 @@ class _FolderIOManager(ConfigurableIOManager):
             "bytes_on_disk": int(sum(files.values())),
         })
 
-    def load_input(self, context: InputContext) -> AssetFolder:
-        return AssetFolder(storage.open_folder(self.root, context.upstream_output.asset_key.path[-1]))
+    def load_input(self, context: InputContext) -> AssetFolder | AssetParts:
+        name = context.upstream_output.asset_key.path[-1]
+        if not context.has_asset_partitions:
+            return AssetFolder(storage.open_folder(self.root, name))
+        keys = sorted_parts(context.asset_partition_keys)
+        if context.has_partition_key and len(keys) == 1:  # a partitioned step reading its own part upstream
+            return AssetFolder(storage.open_folder(self.root, f"{name}/{keys[0]}"))
+        return open_parts(self.root, name, keys)
+
+
+def output_name(root: str, context: OutputContext) -> str:
+    """Where an output goes under data_dir: `<asset>`, or `<asset>/<part>` for a part of a partitioned asset."""
+    name = context.asset_key.path[-1]
+    if not context.has_asset_partitions:
+        return name
+    keys = context.asset_partition_keys
+    if len(keys) != 1:
+        raise ValueError(f"{name}: a run writes one part at a time, this one was given {len(keys)}; launch a backfill "
+                         "(one run per part) instead of a single run over a range")
+    if storage.holds_output(root, name):
+        raise ValueError(f"{root}/{name} holds an output made without partitions (partitions.size was 0): use a new "
+                         "data_dir for a partitioned run, or delete that folder")
+    return f"{name}/{keys[0]}"
+
+
+def open_parts(root: str, name: str, keys: list[str]) -> AssetParts:
+    """Every part of `name`, or IncompleteOutput listing the parts that have no complete output yet."""
+    parts, missing = {}, []
+    for key in keys:
+        try:
+            parts[key] = AssetFolder(storage.open_folder(root, f"{name}/{key}"))
+        except storage.IncompleteOutput:
+            missing.append(key)
+    if missing or not keys:
+        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise storage.IncompleteOutput(
+            f"{name}: {len(missing)} of {len(keys)} parts have no complete output ({listed or 'no part is registered'}): "
+            "materialise every part first (`python -m paris_assets.parts backfill`, or Materialize > all partitions "
+            "in the UI); a step that reads every part runs once all of them are done")
+    return AssetParts(storage.root_upath(root) / name, parts)
 
 
 class ParquetIOManager(_FolderIOManager):

@@ -392,9 +392,13 @@ def open_named(folder_url: str, name: str) -> np.ndarray | ChunkedArray:
     folder holds (open_npy for the latter: a memory map on the local disk)."""
     folder_url = str(folder_url).rstrip("/")
     chunked = f"{folder_url}/{name}"
-    fs, path = (None, str(local_path(chunked))) if is_local(chunked) else fsspec.core.url_to_fs(chunked)
-    exists = Path(path, INDEX).exists() if fs is None else fs.exists(f"{path}/{INDEX}")
-    return open_array(chunked) if exists else open_npy(f"{folder_url}/{name}.npy")
+    return open_array(chunked) if is_chunked(chunked) else open_npy(f"{folder_url}/{name}.npy")
+
+
+def is_chunked(url: str) -> bool:
+    """Whether `url` is a chunked array folder (holds an index.json)."""
+    fs, path = (None, str(local_path(url))) if is_local(url) else fsspec.core.url_to_fs(url)
+    return Path(path, INDEX).exists() if fs is None else fs.exists(f"{path}/{INDEX}")
 
 
 def concat_arrays(arrays: list[ChunkedArray]) -> ChunkedArray:

@@ -340,8 +340,10 @@ def source_table(source, demo_dir: str | None, seed: int) -> tuple[pd.DataFrame,
     raise ValueError(f"source.kind {source.kind!r} has no URL table")
 
 
-def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None, seed: int = 0, log=print) -> dict:
-    """Fill `out_dir` with the raw_images folder for any source kind; returns download stats.
+def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None, seed: int = 0, log=print,
+           rows: tuple[int, int] | None = None) -> dict:
+    """Fill `out_dir` with the raw_images folder for any source kind; returns download stats. `rows` (first, end):
+    only those rows of the source plan (a source part, lib/partitions.py), before any URL is refused.
 
     demo: makes (or reuses) the demo files in `demo_dir`, serves them on 127.0.0.1 for the length of the
     download, so the demo goes through the same img2dataset path as a LAION run.
@@ -355,9 +357,7 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
     policy = UrlPolicy(ingest_settings.refused_networks, ingest_settings.refused_hosts)
     read: dict = {}
     if source.kind == "webdataset":  # indexed in place: its URLs are metadata, never fetched
-        samples = webdataset_samples(source.path)
-        if source.limit and source.limit < len(samples):
-            samples = samples.sample(n=source.limit, random_state=seed).sort_index()
+        samples = _rows(webdataset_table(source, seed), rows)
         samples, refused = prepare_source_table(samples)
         samples = samples.drop(columns=["image_ext"])
     elif source.kind == "demo":
@@ -365,14 +365,14 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
         with serve_directory(demo_dir) as base:
             url_table(demo, base, refused_base_url()).to_parquet(Path(demo_dir) / "laion_demo.parquet", index=False)
             table, read = source_table(source, demo_dir, seed)
-            table, refused = prepare_source_table(table, policy)
+            table, refused = prepare_source_table(_rows(table, rows), policy)
             log(f"raw_images: downloading {len(table)} demo URLs from {base}")
             _download(table, out, ingest_settings, log)
         samples = collect_samples(table, str(out))
     else:
         table, read = source_table(source, demo_dir, seed)
         # an image folder's file:// URLs are ours; a URL list's are untrusted
-        table, refused = prepare_source_table(table, policy if source.kind == "url_list" else None)
+        table, refused = prepare_source_table(_rows(table, rows), policy if source.kind == "url_list" else None)
         if table.empty:
             raise ValueError(f"source.path {source.path!r}: no URL left to download; refused before download: "
                              f"{refused['reason'].value_counts().to_dict()}")
@@ -394,6 +394,31 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
     stats["refused_before_download"] = int(len(refused))
     stats["refused_by_reason"] = {str(k): int(v) for k, v in sorted(refused["reason"].value_counts().items())}
     return {**stats, **read}
+
+
+def _rows(table: pd.DataFrame, rows: tuple[int, int] | None) -> pd.DataFrame:
+    if rows is None:
+        return table
+    if rows[1] > len(table):
+        raise ValueError(f"source part rows {rows[0]}-{rows[1]}: the source plan holds only {len(table):,} rows now; "
+                         "its rows were removed since the part was registered")
+    return table.iloc[rows[0]:rows[1]]
+
+
+def webdataset_table(source, seed: int) -> pd.DataFrame:
+    samples = webdataset_samples(source.path)
+    if source.limit and source.limit < len(samples):
+        samples = samples.sample(n=source.limit, random_state=seed).sort_index()
+    return samples
+
+
+def count_source_rows(source, demo_dir: str, seed: int, log=print) -> int:
+    """Rows of the source plan, the table ingest slices parts from (the demo's files are made if missing)."""
+    if source.kind == "webdataset":
+        return len(webdataset_table(source, seed))
+    if source.kind == "demo":
+        return len(ensure_demo(demo_dir, source.demo_size, seed, log))
+    return len(source_table(source, demo_dir, seed)[0])
 
 
 def _download(table: pd.DataFrame, out: Path, settings, log=print) -> None:

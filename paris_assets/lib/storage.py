@@ -291,6 +291,12 @@ def open_folder(root: str, name: str) -> UPath:
     return UPath(root) / marker[LOCATION] if LOCATION in marker else folder
 
 
+def holds_output(root: str, name: str) -> bool:
+    """Whether `<root>/<name>` has a committed output of its own (its marker)."""
+    folder = UPath(local_path(root)) / name if is_local(root) else UPath(root) / name
+    return (folder / MARKER).exists()
+
+
 def require_settled(root: str, *names: str) -> None:
     """For readers of plain paths (`<data_dir>/router_pairs/latents.npy`, the manifest's shard paths) on an object
     store: raise IncompleteOutput when a folder's marker still points at an upload, i.e. a commit is settling the

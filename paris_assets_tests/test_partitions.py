@@ -1,0 +1,159 @@
+"""Partitions: source parts registered from the source plan, per-image assets computed per part, duplicates judged
+across parts at the fan-in, new source rows computed alone, and results that do not depend on the order parts ran in."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from paris_assets import parts
+from paris_assets.definitions import build_defs
+from paris_assets.lib.partitions import PARTS, part_key, part_rows, plan_parts
+from paris_assets.lib.sources import stable_id
+from paris_assets.settings import PROJECT_ROOT, parse_settings
+
+PART = 24  # source rows per part
+
+
+def test_parts_tile_the_source_and_new_rows_become_new_parts():
+    assert plan_parts(50, 20, []) == [part_key(0, 20), part_key(20, 40), part_key(40, 50)]
+    registered = plan_parts(50, 20, [])
+    assert plan_parts(50, 20, registered) == []
+    # the short last part is never re-cut: appended rows start after it
+    assert plan_parts(75, 20, registered) == [part_key(50, 70), part_key(70, 75)]
+    assert part_rows(part_key(50, 70)) == (50, 70)
+    with pytest.raises(ValueError, match="rows were removed or reordered"):
+        plan_parts(45, 20, registered)
+    with pytest.raises(ValueError, match="edited by hand"):
+        plan_parts(75, 20, [part_key(0, 20), part_key(30, 40)])
+    with pytest.raises(ValueError, match="not a source part name"):
+        part_rows("2026-11-30")
+
+
+def write_folder(folder, demo_files, count: int, copy_at: int | None = None):
+    """The first `count` of the demo's clean images as an image folder (sidecar captions), in a fixed order; with
+    `copy_at`, the file at that row is an exact copy of row 1's image, so the pair straddles two parts."""
+    demo_dir, table = demo_files
+    clean = table[table["expect"] == "kept"].reset_index(drop=True)
+    folder.mkdir(exist_ok=True)
+    for i in range(count):
+        src = clean.iloc[1 if i == copy_at else i]
+        shutil.copy(demo_dir / "files" / src["name"], folder / f"{i:04d}.jpg")
+        (folder / f"{i:04d}.txt").write_bytes(src["caption"] or b"a picture")
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory, demo_files):
+    """40 images in parts of 24 (an exact copy at row 30 of the image at row 1), backfilled; then 20 images more,
+    registered and backfilled with assign_to_existing."""
+    root = tmp_path_factory.mktemp("parts")
+    home = root / "home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    instance = DagsterInstance.local_temp(str(home))
+    images = root / "images"
+    write_folder(images, demo_files, 40, copy_at=30)
+
+    def settings(**partitions):
+        return parse_settings({
+            "data_dir": str(root / "data"), "executor": "in_process",
+            "source": {"kind": "image_folder", "path": str(images)},
+            "ingest": {"processes": 1, "threads": 4}, "filter": {"processes": 1}, "captions": {"source": "alt_text"},
+            "clustering": {"k": 2}, "report": {"max_silhouette_drop": 1.0},
+            "shards": {"max_samples_per_shard": 8, "heldout_fraction": 0.1},
+            "partitions": {"size": PART, **partitions}}, base_dir=root)
+
+    logs = []
+    assert parts.backfill(settings(), instance, log=logs.append) == 0, logs
+    first = labels_of(root / "data")
+    first_runs = {k: marker_run(root / "data" / "latents" / k) for k in instance.get_dynamic_partitions(PARTS)}
+    return settings, instance, root / "data", images, first, first_runs, logs
+
+
+def labels_of(data) -> dict:
+    folder = data / "cluster_labels"
+    out = {name: np.load(folder / f"{name}.npy") for name in ("labels", "rows", "image_ids", "centroids")}
+    out["duplicates"] = pd.read_parquet(folder / "duplicates.parquet")
+    return out
+
+
+def marker_run(folder) -> str:
+    import json
+
+    return json.loads((folder / "_SUCCESS.json").read_text())["run_id"]
+
+
+def test_each_part_is_its_own_output_and_duplicates_across_parts_are_dropped_at_the_fan_in(grown, demo_files):
+    settings, instance, data, images, first, _runs, logs = grown
+    keys = [part_key(0, 24), part_key(24, 40)]
+    assert sorted(instance.get_dynamic_partitions(PARTS)) == keys
+    for asset in ("raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents"):
+        assert instance.get_materialized_partitions(AssetKey(asset)) == set(keys), asset
+        for key in keys:
+            assert (data / asset / key / "_SUCCESS.json").exists()
+    # within its part the copy has no partner: both parts keep their image
+    for key, n in zip(keys, (24, 16)):
+        assert len(pd.read_parquet(data / "filtered_images" / key / "kept.parquet")) == n
+    # across parts it has: the fan-in drops the later row and names the image it keeps
+    dup = first["duplicates"]
+    assert dup["image_id"].tolist() == [stable_id("0030.jpg")]
+    assert dup["reason"].tolist() == ["duplicate_exact"] and stable_id("0001.jpg") in dup["detail"].iloc[0]
+    assert first["rows"].tolist() == [r for r in range(40) if r != 30]
+    assert stable_id("0030.jpg") not in set(first["image_ids"])
+    # the dropped image is in no expert's shard and not among the router's rows
+    manifest_ids = set()
+    import webdataset as wds
+
+    for tar in sorted((data / "expert_shards").rglob("*.tar")) + sorted((data / "heldout").rglob("*.tar")):
+        manifest_ids |= {s["__key__"] for s in wds.WebDataset(str(tar), shardshuffle=False)}
+    assert manifest_ids == set(first["image_ids"])
+    event = instance.get_latest_materialization_event(AssetKey("cluster_labels"))
+    meta = event.asset_materialization.metadata
+    assert meta["parts"].value == 2 and meta["duplicates_across_parts"].value == 1 and meta["images"].value == 39
+
+
+def test_a_part_computed_again_later_changes_nothing_downstream(grown):
+    """The fan-in reads parts in row order, whatever order (or time) they were computed in."""
+    settings, instance, data, images, first, runs, _logs = grown
+    defs = build_defs(settings())
+    again = defs.resolve_job_def("one_part").execute_in_process(instance=instance, partition_key=part_key(0, 24))
+    assert again.success
+    assert marker_run(data / "latents" / part_key(0, 24)) != runs[part_key(0, 24)]
+    assert defs.resolve_job_def("fan_in").execute_in_process(instance=instance).success
+    second = labels_of(data)
+    for name in ("labels", "rows", "image_ids", "centroids"):
+        assert np.array_equal(first[name], second[name]), name
+    pd.testing.assert_frame_equal(first["duplicates"], second["duplicates"])
+
+
+def test_new_source_rows_are_new_parts_computed_alone_and_assigned_to_existing_centroids(grown, demo_files):
+    settings, instance, data, images, first, runs, _logs = grown
+    before = {k: marker_run(data / "latents" / k) for k in instance.get_dynamic_partitions(PARTS)}
+    write_folder(images, demo_files, 60, copy_at=30)  # the same 40 files, then 20 more
+    logs = []
+    assert parts.backfill(settings(assign_to_existing=True), instance, log=logs.append) == 0, logs
+    assert any("1 of 3 parts to run" in line for line in logs), logs
+    keys = sorted(instance.get_dynamic_partitions(PARTS))
+    assert keys == [part_key(0, 24), part_key(24, 40), part_key(40, 60)]
+    for key, run in before.items():  # the model outputs of earlier parts were not computed again
+        assert marker_run(data / "latents" / key) == run
+    after = labels_of(data)
+    assert np.array_equal(after["centroids"], labels_of_centroids(first))
+    meta = instance.get_latest_materialization_event(AssetKey("cluster_labels")).asset_materialization.metadata
+    assert meta["assigned_to_existing_centroids"].value == 20 and meta["images"].value == 59
+    # earlier images keep the expert they had
+    old = np.isin(after["image_ids"], first["image_ids"])
+    assert np.array_equal(after["labels"][old], first["labels"])
+
+
+def labels_of_centroids(labels: dict) -> np.ndarray:
+    return labels["centroids"]
+
+
+def test_the_cli_refuses_without_partitions_and_reports_status(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "paris.yaml"
+    config.write_text("data_dir: data\n")
+    assert parts.main(["status", "--config", str(config)]) == 2
+    assert "partitions.size is 0" in capsys.readouterr().err
