@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
+from .assets.common import PER_PART
 from .assets.clustering import build_cluster_labels, build_cluster_report
 from .assets.embeddings import build_captions, build_clip_embeddings, build_dinov2_embeddings, build_latents
 from .assets.filtered_images import build_filtered_images
@@ -38,7 +39,6 @@ def build_defs(settings: Settings | None = None) -> Definitions:
     )
 
 
-PER_PART = ("raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents")
 FAN_IN = ("cluster_labels", "cluster_report", "expert_shards", "router_pairs")
 
 

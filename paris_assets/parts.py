@@ -18,7 +18,8 @@ import time
 
 from dagster import AssetKey, DagsterInstance
 
-from .definitions import FAN_IN, PER_PART, build_defs
+from .assets.common import PER_PART
+from .definitions import FAN_IN, build_defs
 from .lib import storage
 from .lib.ingest import count_source_rows
 from .lib.partitions import PARTS, plan_parts, sorted_parts

@@ -109,6 +109,11 @@ def test_each_part_is_its_own_output_and_duplicates_across_parts_are_dropped_at_
     for tar in sorted((data / "expert_shards").rglob("*.tar")) + sorted((data / "heldout").rglob("*.tar")):
         manifest_ids |= {s["__key__"] for s in wds.WebDataset(str(tar), shardshuffle=False)}
     assert manifest_ids == set(first["image_ids"])
+    import json
+
+    counts = json.loads((data / "pipeline_manifest.json").read_text())["counts"]
+    assert counts["parts"] == 2 and counts["raw_images"]["requested"] == 40 and counts["captions"]["rows"] == 40
+    assert counts["filtered_images"] == {"kept": 40, "rejected": 0} and counts["cluster_labels"]["images"] == 39
     event = instance.get_latest_materialization_event(AssetKey("cluster_labels"))
     meta = event.asset_materialization.metadata
     assert meta["parts"].value == 2 and meta["duplicates_across_parts"].value == 1 and meta["images"].value == 39

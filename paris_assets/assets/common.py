@@ -52,6 +52,10 @@ def staging(settings: Settings, asset: str, part: str | None = None) -> Path:
     return storage.staging_dir(settings.data_root, f"{asset}-{part}" if part else asset)
 
 
+# computed per source part when partitions.size is set; the other assets fan in over every part
+PER_PART = ("raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents")
+
+
 def parts_def(settings: Settings) -> DynamicPartitionsDefinition | None:
     """The per-image assets' partitions (source parts, lib/partitions.py), or None when partitions.size is 0."""
     return DynamicPartitionsDefinition(name=PARTS) if settings.partitions.size else None

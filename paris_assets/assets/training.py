@@ -5,17 +5,18 @@ import json
 import time
 
 import numpy as np
-from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetsDefinition, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetRecordsFilter, AssetsDefinition, MetadataValue, asset
 
 from ..checks.gate import GateConfig, require_gate
 from ..io_managers import AssetFolder, images_of
 from ..lib import storage
 from ..lib.crops import read_crop_rows
+from ..lib.partitions import PARTS, sorted_parts
 from ..lib.shards import (ShardSource, heldout_mask, heldout_summary, manifest_entries, write_expert_shards,
                           write_router_arrays, write_shards)
 from ..models.profiles import model_ref
 from ..settings import Settings
-from .common import code_version, settings_metadata, staging
+from .common import PER_PART, code_version, settings_metadata, staging
 
 STAGE_COUNTS = {"raw_images": ("requested", "downloaded", "failed"), "filtered_images": ("kept", "rejected"),
                 "captions": ("rows",), "cluster_labels": ("k", "images")}
@@ -45,11 +46,12 @@ def _aligned(filtered_images: AssetFolder, captions: AssetFolder, *folders: Asse
 
 
 def _manifest(context, settings: Settings, clusters: dict, heldout: list, k: int, gate: dict) -> dict:
+    parts = sorted_parts(context.instance.get_dynamic_partitions(PARTS)) if settings.partitions.size else [None]
     counts = {}
     for asset_name, keys in STAGE_COUNTS.items():
-        event = context.instance.get_latest_materialization_event(AssetKey(asset_name))
-        meta = event.asset_materialization.metadata if event else {}
-        counts[asset_name] = {key: meta[key].value for key in keys if key in meta}
+        counts[asset_name] = stage_counts(context.instance, asset_name, keys, parts if asset_name in PER_PART else [None])
+    if settings.partitions.size:
+        counts["parts"] = len(parts)
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "settings": settings.as_dict(),
@@ -63,6 +65,23 @@ def _manifest(context, settings: Settings, clusters: dict, heldout: list, k: int
         "clusters": clusters,
         "heldout": heldout,
     }
+
+
+def stage_counts(instance, asset_name: str, keys: tuple[str, ...], parts: list[str | None]) -> dict:
+    """The counts in an asset's latest materialisation metadata, summed over its parts ([None]: unpartitioned)."""
+    total: dict = {}
+    for part in parts:
+        if part is None:
+            event = instance.get_latest_materialization_event(AssetKey(asset_name))
+        else:
+            records = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=AssetKey(asset_name), asset_partitions=[part]), limit=1).records
+            event = records[0].event_log_entry if records else None
+        meta = event.asset_materialization.metadata if event else {}
+        for key in keys:
+            if key in meta:
+                total[key] = total.get(key, 0) + meta[key].value if part is not None else meta[key].value
+    return total
 
 
 def gate_metadata(gate: dict) -> dict:

@@ -461,9 +461,8 @@ def inputs_from_settings(settings: Settings, images: int, **overrides) -> PlanIn
             stand_ins.append(model_id)
     notes = [(f"models.profile is tiny (random weights, no throughput worth planning): planned with the paris "
               f"profile's {', '.join(stand_ins)}")] if stand_ins else []
-    execution = getattr(settings, "execution", None)  # partition_size lives there once issue #11 lands
-    if "partition_size" not in overrides and getattr(execution, "partition_size", None):
-        overrides["partition_size"] = execution.partition_size
+    if "partition_size" not in overrides and settings.partitions.size:
+        overrides["partition_size"] = settings.partitions.size
     s = settings.shards
     return PlanInputs(images=images, configs=configs, image_size=settings.filter.image_size,
                       captions_blip2=settings.captions.source == "blip2",
