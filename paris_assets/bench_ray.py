@@ -41,7 +41,8 @@ def bench_ray(n: int, chunk: int, log=print) -> list[dict]:
         started = time.perf_counter()
         stats = stage(kept, model=model, store=store, out_dir=out, batch_size=batch_size, threads=2,
                       crops_url=str(root / "filtered"), log=lambda m: None)
-        return time.perf_counter() - started, stats, (out / f"{array}.npy").read_bytes()
+        # the chunked array folder's files (index.json and chunks, in name order) as one byte string
+        return time.perf_counter() - started, stats, b"".join(p.read_bytes() for p in sorted((out / array).iterdir()))
 
     rows = []
     with ray_engine.ray_session("", num_cpus=2, num_gpus=2, object_store_mb=200, log=lambda m: None):

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .lib.arrays import open_npy
+from .lib.arrays import open_named
 from .lib.samples import decode_sample
 from .lib.storage import require_settled, root_upath
 from .lib.tars import iter_members
@@ -223,17 +223,17 @@ class RouterDataset(torch.utils.data.IterableDataset):
         if t_sampling not in ("logit_normal", "uniform"):
             raise ValueError(f"t_sampling must be 'logit_normal' or 'uniform', not {t_sampling!r}")
         _check_seed(seed, epoch)
-        folder = root_upath(str(data_dir)) / "router_pairs"
-        if not (folder / "latents.npy").exists():
-            raise FileNotFoundError(f"{folder} has no latents.npy: materialise router_pairs first")
+        folder = str(root_upath(str(data_dir)) / "router_pairs")
         require_settled(str(data_dir), "router_pairs")
-        # memory-mapped on the local disk; elsewhere (s3://) only the rows asked for are fetched, by ranged reads,
-        # except the labels (44 MB at 11M), read whole: the shuffled rows of a block are ~10k rows apart, so ranged
-        # reads of 4-byte rows would fetch the gaps between them too
-        load = lambda name: open_npy(str(folder / f"{name}.npy"))  # noqa: E731
-        self.latents, self.clip = load("latents"), load("clip_text_embeddings")
-        self.labels = np.asarray(load("cluster_labels"))
-        self.dinov2 = load("dinov2_embeddings") if with_dinov2 else None
+        # chunked folders or .npy files, whichever router_pairs holds (lib/arrays.open_named): only the rows asked
+        # for are read, except the labels (44 MB at 11M), read whole: the shuffled rows of a block are ~10k rows
+        # apart, so ranged reads of 4-byte rows would fetch the gaps between them too
+        try:
+            self.latents, self.clip = open_named(folder, "latents"), open_named(folder, "clip_text_embeddings")
+            self.labels = np.asarray(open_named(folder, "cluster_labels"))
+            self.dinov2 = open_named(folder, "dinov2_embeddings") if with_dinov2 else None
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{folder} lacks a router array ({exc}): materialise router_pairs first") from None
         self.seed, self.epoch, self.interpolant, self.t_sampling = seed, epoch, interpolant, t_sampling
         self.logit_mean, self.logit_std, self.rank, self.world_size = logit_mean, logit_std, rank, world_size
         self.alphas_cumprod = linear_alphas_cumprod(steps).numpy()

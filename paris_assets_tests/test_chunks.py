@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
+from paris_assets.lib.arrays import link_chunk_store, open_array
 from paris_assets.lib.chunks import ChunkStore, ordered_map, run_chunks, work_key
+
+from .arrays_on_disk import read_with_numpy
 
 
 def compute(start, stop, advance=None):
@@ -27,12 +30,12 @@ def test_resume_after_a_failure_gives_the_same_result(tmp_path):
     calls.clear()
     stats = run_chunks(ChunkStore(tmp_path / "work", 50, 10), flaky, log=lambda m: None)
     assert calls == [40] and stats["chunks_reused"] == 4 and stats["chunks_computed"] == 1
-    store.assemble("x", tmp_path / "x.npy")
+    link_chunk_store(store, "x", tmp_path / "x")
     uninterrupted = ChunkStore(tmp_path / "clean", 50, 10)
     run_chunks(uninterrupted, compute, log=lambda m: None)
-    uninterrupted.assemble("x", tmp_path / "x_clean.npy")
-    assert np.array_equal(np.load(tmp_path / "x.npy"), np.load(tmp_path / "x_clean.npy"))
-    assert np.load(tmp_path / "x.npy", mmap_mode="r").shape == (50, 2)
+    link_chunk_store(uninterrupted, "x", tmp_path / "x_clean")
+    assert np.array_equal(read_with_numpy(tmp_path / "x"), read_with_numpy(tmp_path / "x_clean"))
+    assert open_array(str(tmp_path / "x")).shape == (50, 2)
 
 
 def test_progress_within_chunks(tmp_path):
@@ -101,11 +104,11 @@ def test_a_writer_killed_mid_save_leaves_the_chunk_to_compute_again(tmp_path, di
     child.join()
     assert child.exitcode == -9
     assert store.missing() == [1]  # not done: whatever the dead writer placed is not trusted
-    with pytest.raises(RuntimeError, match=r"chunks \[1\] of 2 are not finished"):
-        store.assemble("x", tmp_path / "x.npy")
+    with pytest.raises(ValueError, match="chunk 1 of 'x' is not finished"):
+        link_chunk_store(store, "x", tmp_path / "x")
     store.save(1, compute(10, 20))  # the retry
-    store.assemble("y", tmp_path / "y.npy")
-    assert np.load(tmp_path / "y.npy").tolist() == list(range(20))  # every row once, in order
+    link_chunk_store(store, "y", tmp_path / "y")
+    assert read_with_numpy(tmp_path / "y").tolist() == list(range(20))  # every row once, in order
 
 
 def test_two_writers_of_one_chunk_never_share_a_file(tmp_path):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from paris_assets.lib.arrays import ChunkedArrayWriter, open_named
 from paris_assets.lib.samples import UnsafeMember
 from paris_assets.lib.tars import TarShardWriter
 from paris_assets.lib.validation import verify_training_outputs
@@ -38,8 +39,10 @@ def sample_fields(i: int) -> dict[str, bytes]:
             "txt": f"caption {i}".encode(), "json": json.dumps({"image_id": f"img{i:04d}", "cluster": 0}).encode()}
 
 
-def write_folder(root, first_fields=None) -> list[str]:
-    """expert_shards/cluster_0/ + pipeline_manifest.json + router_pairs/; returns the kept ids."""
+def write_folder(root, first_fields=None, router_form="chunked") -> list[str]:
+    """expert_shards/cluster_0/ + pipeline_manifest.json + router_pairs/ (its big arrays as chunked folders of 8
+    rows a chunk, as router_pairs writes them, or as the monolithic .npy files of earlier outputs); returns the
+    kept ids."""
     folder = root / "expert_shards" / "cluster_0"
     folder.mkdir(parents=True)
     entries, ids, i = [], [], 0
@@ -59,10 +62,17 @@ def write_folder(root, first_fields=None) -> list[str]:
     router = root / "router_pairs"
     router.mkdir()
     rng = np.random.default_rng(0)
-    np.save(router / "latents.npy", rng.standard_normal((ROUTER_ROWS, 4, 32, 32)).astype(np.float16))
+    big = {"latents": rng.standard_normal((ROUTER_ROWS, 4, 32, 32)).astype(np.float16),
+           "clip_text_embeddings": rng.standard_normal((ROUTER_ROWS, P)).astype(np.float16),
+           "dinov2_embeddings": rng.standard_normal((ROUTER_ROWS, D)).astype(np.float32)}
+    for name, array in big.items():
+        if router_form == "chunked":
+            writer = ChunkedArrayWriter(router / name, chunk_rows=8)
+            writer.append(array)
+            writer.finish(n_rows=ROUTER_ROWS)
+        else:
+            np.save(router / f"{name}.npy", array)
     np.save(router / "cluster_labels.npy", rng.integers(0, 3, ROUTER_ROWS).astype(np.int32))
-    np.save(router / "clip_text_embeddings.npy", rng.standard_normal((ROUTER_ROWS, P)).astype(np.float16))
-    np.save(router / "dinov2_embeddings.npy", rng.standard_normal((ROUTER_ROWS, D)).astype(np.float32))
     return ids
 
 
@@ -71,6 +81,20 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("loaders")
     write_folder(root)
     return root
+
+
+@pytest.fixture(scope="module", params=["chunked", "npy"])
+def router_data(request, data, tmp_path_factory):
+    """The data folder with router arrays as router_pairs writes them (chunked), or as monolithic .npy files."""
+    if request.param == "chunked":
+        return data
+    root = tmp_path_factory.mktemp("loaders-npy")
+    write_folder(root, router_form="npy")
+    return root
+
+
+def router_array(data, name: str) -> np.ndarray:
+    return np.asarray(open_named(str(data / "router_pairs"), name))
 
 
 def keys(dataset, workers=0, batch_size=4) -> list[list[str]]:
@@ -148,14 +172,15 @@ def test_ranks_of_a_real_process_group_agree_on_batches(data, tmp_path):
     assert len(set(expert)) == 1 and len(set(router)) == 1, (expert, router)
 
 
-def test_router_flow_by_default(data):
+def test_router_flow_by_default(router_data):
+    data = router_data
     items = list(router_dataset(data, seed=0, with_dinov2=True))
     again = list(router_dataset(data, seed=0, with_dinov2=True))
     assert len(items) == ROUTER_ROWS
     assert all(torch.equal(a["x_t"], b["x_t"]) and a["t"] == b["t"] for a, b in zip(items, again))
-    latents = np.load(data / "router_pairs" / "latents.npy").astype(np.float32)
-    clip = np.load(data / "router_pairs" / "clip_text_embeddings.npy").astype(np.float32)
-    dinov2 = np.load(data / "router_pairs" / "dinov2_embeddings.npy")
+    latents = router_array(data, "latents").astype(np.float32)
+    clip = router_array(data, "clip_text_embeddings").astype(np.float32)
+    dinov2 = router_array(data, "dinov2_embeddings")
     labels = np.load(data / "router_pairs" / "cluster_labels.npy")
     ts = []
     for item in items:
@@ -169,12 +194,13 @@ def test_router_flow_by_default(data):
     assert 0.3 < np.median(ts) < 0.7 and np.std(ts) > 0.1  # logit-normal around 1/2
 
 
-def test_router_ddpm_option(data):
+def test_router_ddpm_option(router_data):
     from paris_assets.loaders import linear_alphas_cumprod
 
+    data = router_data
     alphas = linear_alphas_cumprod().numpy()
-    latents = np.load(data / "router_pairs" / "latents.npy").astype(np.float32)
-    clip = np.load(data / "router_pairs" / "clip_text_embeddings.npy").astype(np.float32)
+    latents = router_array(data, "latents").astype(np.float32)
+    clip = router_array(data, "clip_text_embeddings").astype(np.float32)
     for item in router_dataset(data, seed=0, interpolant="ddpm"):
         t = int(item["t"])
         assert item["t"].dtype == torch.int64 and 0 <= t < 1000 and "dinov2" not in item
@@ -183,6 +209,11 @@ def test_router_ddpm_option(data):
         assert abs(eps.std() - 1) < 0.1
     with pytest.raises(ValueError, match="interpolant"):
         router_dataset(data, interpolant="edm")
+
+
+def test_router_without_router_pairs_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="materialise router_pairs first"):
+        router_dataset(tmp_path)
 
 
 class Payload:

@@ -1,5 +1,6 @@
 """captions, clip_embeddings, dinov2_embeddings and latents on the demo, tiny profile, in a real instance."""
 
+import json
 import shutil
 
 import numpy as np
@@ -8,8 +9,11 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from paris_assets.definitions import build_defs
+from paris_assets.lib.arrays import open_named
 from paris_assets.models.tiny import TINY_VERSION
 from paris_assets.settings import PROJECT_ROOT, parse_settings
+
+from .arrays_on_disk import assert_chunked_and_plain
 
 
 def evaluations(result):
@@ -51,9 +55,11 @@ def test_every_array_is_aligned_with_kept(stack):
                            "latents": {"latents": (n, 4, 32, 32)}}.items():
         assert np.load(data / folder / "image_ids.npy").tolist() == kept
         for name, shape in arrays.items():
-            array = np.load(data / folder / f"{name}.npy", mmap_mode="r")
+            array = assert_chunked_and_plain(data / folder, name)  # numpy alone reads the chunks
             assert array.shape == shape and np.isfinite(array).all()
-    assert np.load(data / "latents" / "latents.npy").dtype == np.float16
+            index = json.loads((data / folder / name / "index.json").read_text())
+            assert index["chunk_rows"] == 24 and len(index["chunks"]) == -(-n // 24)  # models.chunk_size
+    assert open_named(str(data / "latents"), "latents").dtype == np.float16
     captions = pd.read_parquet(data / "captions" / "captions.parquet")
     assert captions["image_id"].tolist() == kept
     assert set(captions["caption_source"]) <= {"blip2", "alt_text_fallback"}

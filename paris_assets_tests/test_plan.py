@@ -162,7 +162,7 @@ def test_router_bytes_equal_the_written_arrays(tiny, tmp_path):
     rows = 9
     src = _source(plan, rows)
     write_router_arrays(tmp_path, np.arange(rows), src, src.dinov2)
-    data = sum(np.load(f, mmap_mode="r").nbytes for f in tmp_path.glob("*.npy"))
+    data = sum(np.load(f, mmap_mode="r").nbytes for f in tmp_path.rglob("*.npy"))  # .npy files and chunks
     assert plan.asset("router_pairs").bytes_per_row * rows == data
 
 

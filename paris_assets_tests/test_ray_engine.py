@@ -20,6 +20,8 @@ from paris_assets.lib.chunks import ChunkStore
 from paris_assets.models.profiles import build_model, load_model
 from paris_assets.settings import parse_settings
 
+from .arrays_on_disk import read_with_numpy
+
 N_IMAGES, CHUNK = 40, 8  # five chunks of eight images: a handful per worker
 
 # The toy models and jobs below travel to the workers by value: a worker importing this module would import
@@ -89,13 +91,20 @@ def test_two_gpu_workers_run_concurrently_each_on_its_own_device(ray_cluster, tm
     assert workers.device == "probe"  # the pool answers for its workers' model
 
 
-# stage -> (role, the files it writes, workers: one for the text stages, to spare process start-ups).
+# stage -> (role, the files and chunked array folders it writes, workers: one for the text stages, to spare process start-ups).
 # dinov2_embeddings is compared byte for byte through its asset, on two workers, at the end of this file.
 STAGES = {
-    "latents": ("latent_encoder", ["latents.npy", "image_ids.npy"], 2),
-    "clip_embeddings": ("text_encoder", ["tokens.npy", "pooled.npy", "image_ids.npy"], 1),
+    "latents": ("latent_encoder", ["latents", "image_ids.npy"], 2),
+    "clip_embeddings": ("text_encoder", ["tokens", "pooled", "image_ids.npy"], 1),
     "captions": ("captioner", ["captions.parquet"], 1),
 }
+
+
+def contents(path: Path) -> dict[str, bytes]:
+    """A file's bytes, or those of every file in a folder (a chunked array: index.json and its chunks)."""
+    if path.is_file():
+        return {path.name: path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def run_stage(name, settings, kept, root, model, tag):
@@ -135,7 +144,7 @@ def test_every_model_stage_writes_the_local_engines_bytes(ray_cluster, kept, nam
     for chunk in chunk_files:
         assert (local_work / chunk).read_bytes() == (ray_work / chunk).read_bytes(), chunk
     for file in files:
-        assert (local_out / file).read_bytes() == (ray_out / file).read_bytes(), file
+        assert contents(local_out / file) == contents(ray_out / file), file
 
 
 class KillOnce:
@@ -172,9 +181,9 @@ def test_a_worker_killed_mid_chunk_is_retried_and_no_row_is_lost_or_doubled(ray_
     assert stats["chunks_computed"] == len(table) // CHUNK and stats["chunk_workers"][2] != killed
     local_out, _work, _ = run_stage("latents", settings, table, root, load_model(settings, "latent_encoder"), "ref")
     assert np.load(out / "image_ids.npy").tolist() == table["image_id"].tolist()
-    latents = np.load(out / "latents.npy")
+    latents = read_with_numpy(out / "latents")
     assert latents.shape[0] == len(table)
-    assert (out / "latents.npy").read_bytes() == (local_out / "latents.npy").read_bytes()
+    assert contents(out / "latents") == contents(local_out / "latents")
     # the rows, each exactly once, in order: row r's latent is the one the local engine computed for row r
     assert len({row.tobytes() for row in latents}) == len(table)
 
@@ -246,7 +255,7 @@ def test_an_asset_run_with_engine_ray_uses_it_and_says_so(ray_cluster, tmp_path_
         job = build_defs(settings).resolve_implicit_global_asset_job_def()
         result = job.execute_in_process(instance=instance, asset_selection=[AssetKey(k) for k in keys])
         assert result.success
-        return (root / "data" / "dinov2_embeddings" / "embeddings.npy").read_bytes()
+        return contents(root / "data" / "dinov2_embeddings" / "embeddings")
 
     local = materialise(parse_settings(raw, base_dir=root), ["raw_images", "filtered_images", "dinov2_embeddings"])
     on_ray = materialise(parse_settings({**raw, "execution": {"engine": "ray", "num_workers": 2}}, base_dir=root),

@@ -289,6 +289,18 @@ def test_whole_graph_on_s3(s3, tmp_path, monkeypatch):
     assert ok and facts["samples"] == len(kept), facts["problems"]
     left = [p for p in fs().find(root) if "/.staging/" in p]
     assert not left, left  # every upload retired
+    # the big arrays are chunked folders at their plain paths, committed whole (nested files and all)
+    bucket = root.removeprefix("s3://")
+    for folder, name in (("clip_embeddings", "tokens"), ("clip_embeddings", "pooled"), ("latents", "latents"),
+                         ("dinov2_embeddings", "embeddings"), ("router_pairs", "latents"),
+                         ("router_pairs", "clip_text_embeddings"), ("router_pairs", "dinov2_embeddings"),
+                         ("heldout", "latents")):
+        index = json.loads(fs().cat_file(f"{bucket}/{folder}/{name}/index.json"))
+        assert [c["file"] for c in index["chunks"]] == sorted(
+            p.rsplit("/", 1)[1] for p in fs().find(f"{bucket}/{folder}/{name}") if p.endswith(".npy"))
+        assert not fs().exists(f"{bucket}/{folder}/{name}.npy")
+        listed = storage.folder_files(storage.open_folder(root, folder))
+        assert {f"{name}/{c['file']}" for c in index["chunks"]} | {f"{name}/index.json"} <= set(listed)
 
     # training code streams from s3:// as from a folder: the same items as a local copy of the outputs
     copy = tmp_path / "copy"

@@ -12,11 +12,14 @@ import torch
 import webdataset as wds
 from dagster import AssetKey
 
+from paris_assets.lib.arrays import open_named
 from paris_assets.lib.shards import heldout_mask
 from paris_assets.lib.tars import TarShardWriter, iter_samples
 from paris_assets.lib.validation import verify_training_outputs
 from paris_assets.loaders import expert_dataset, router_dataset
 from paris_assets.settings import PROJECT_ROOT
+
+from .arrays_on_disk import assert_chunked_and_plain, read_with_numpy
 
 DOWNSTREAM = [AssetKey(k) for k in ("cluster_labels", "cluster_report", "expert_shards", "router_pairs")]
 EXPECT = {"latent.npy": ((4, 32, 32), "float16"), "clip.npy": ((32,), "float16"),
@@ -27,6 +30,43 @@ def kept_ids(data):
     import pandas as pd
 
     return pd.read_parquet(data / "filtered_images" / "kept.parquet")["image_id"].tolist()
+
+
+@pytest.mark.parametrize("picked", ["none", "under_a_chunk", "one_chunk", "across_chunks"])
+def test_router_arrays_stream_into_chunks(tmp_path, picked):
+    """write_router_arrays over upstream chunked arrays: the picked rows, in order, in chunks of chunk_rows
+    filled `block` rows at a time; numpy alone reads them back."""
+    import pandas as pd
+
+    from paris_assets.lib.arrays import ChunkedArrayWriter, open_array
+    from paris_assets.lib.shards import ShardSource, write_router_arrays
+
+    n, rng = 23, np.random.default_rng(0)
+    upstream = {"latents": rng.standard_normal((n, 4, 2, 2)).astype(np.float16),
+                "pooled": rng.standard_normal((n, 5)).astype(np.float16),
+                "dinov2": rng.standard_normal((n, 3)).astype(np.float32)}
+    for name, array in upstream.items():  # as the model stages write them: chunks of another size
+        writer = ChunkedArrayWriter(tmp_path / "in" / name, chunk_rows=6)
+        writer.append(array)
+        writer.finish()
+    opened = {name: open_array(str(tmp_path / "in" / name)) for name in upstream}
+    ids = np.array([f"{i:016x}" for i in range(n)])
+    src = ShardSource(kept=pd.DataFrame({"image_id": ids}), captions=[""] * n,
+                      labels=rng.integers(0, 3, n).astype(np.int32), distances=np.zeros(n, np.float32),
+                      latents=opened["latents"], pooled=opened["pooled"], tokens=None)
+    rows = {"none": [], "under_a_chunk": [2, 5, 7], "one_chunk": [0, 1, 4, 9], "across_chunks": range(1, n, 2)}
+    rows = np.asarray(rows[picked], dtype=np.int64)
+    out = tmp_path / "out"
+    shapes = write_router_arrays(out, rows, src, opened["dinov2"], block=3, chunk_rows=4)
+    for name, source in {"latents": "latents", "clip_text_embeddings": "pooled",
+                         "dinov2_embeddings": "dinov2"}.items():
+        plain = assert_chunked_and_plain(out, name)
+        np.testing.assert_array_equal(plain, upstream[source][rows])
+        assert shapes[name] == [len(rows), *upstream[source].shape[1:]]
+        index = json.loads((out / name / "index.json").read_text())
+        assert index["chunk_rows"] == 4 and len(index["chunks"]) == -(-len(rows) // 4)
+    np.testing.assert_array_equal(np.load(out / "cluster_labels.npy"), src.labels[rows])
+    assert np.load(out / "image_ids.npy").tolist() == ids[rows].tolist() and shapes["cluster_labels"] == [len(rows)]
 
 
 def test_plain_webdataset_reads_every_cluster(trained):
@@ -56,7 +96,7 @@ def test_heldout_and_router_pairs_partition_the_kept_images(trained):
     router = np.load(data / "router_pairs" / "image_ids.npy").tolist()
     assert held and not set(held) & set(router) and sorted(held + router) == sorted(kept)
     assert router == [i for i in kept if i not in set(held)]  # kept.parquet's order
-    lengths = {n: len(np.load(data / "router_pairs" / f"{n}.npy", mmap_mode="r"))
+    lengths = {n: len(open_named(str(data / "router_pairs"), n))
                for n in ("latents", "cluster_labels", "dinov2_embeddings", "clip_text_embeddings")}
     assert set(lengths.values()) == {len(router)}
     labels = np.load(data / "cluster_labels" / "labels.npy")
@@ -69,6 +109,23 @@ def test_heldout_and_router_pairs_partition_the_kept_images(trained):
     # an image the split trains on, found only in heldout/: neither missing nor twice, still a finding
     ok, facts = verify_training_outputs(str(data), kept, held[1:], EXPECT)
     assert not ok and facts["problems"] == [f"1 images in heldout/ are not held out (first: {held[0]})"]
+
+
+@pytest.mark.parametrize("folder", ["router_pairs", "heldout"])
+def test_router_arrays_are_chunked_folders_plain_numpy_reads(trained, folder):
+    """The big router arrays are chunked folders (numpy alone reads them, as the project's reader does), row i
+    the same image as image_ids.npy's row i; the small ones stay .npy."""
+    _settings, _run, _instance, data = trained
+    kept = kept_ids(data)
+    ids = np.load(data / folder / "image_ids.npy").tolist()
+    rows = [kept.index(i) for i in ids]
+    upstream = {"latents": ("latents", "latents"), "dinov2_embeddings": ("dinov2_embeddings", "embeddings"),
+                "clip_text_embeddings": ("clip_embeddings", "pooled")}
+    for name, (asset, array) in upstream.items():
+        plain = assert_chunked_and_plain(data / folder, name)
+        np.testing.assert_array_equal(plain, read_with_numpy(data / asset / array)[rows])
+    labels = np.load(data / "cluster_labels" / "labels.npy")
+    np.testing.assert_array_equal(np.load(data / folder / "cluster_labels.npy"), labels[rows])
 
 
 def test_rematerialising_is_byte_identical(trained):

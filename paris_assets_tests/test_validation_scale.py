@@ -53,28 +53,46 @@ CHILD = textwrap.dedent("""
     import json, resource, sys
     import numpy as np
     resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))  # old float32 blocks (15 GB) die here, not the machine
+    from paris_assets.lib.arrays import open_named
     from paris_assets.lib.processes import peak_rss_mb
     from paris_assets.lib.validation import check_arrays
-    tokens = np.load(sys.argv[1], mmap_mode="r")
-    ids = np.load(sys.argv[2], mmap_mode="r")
+    tokens = open_named(sys.argv[1], "tokens")  # as AssetFolder.array opens it: a chunked folder or tokens.npy
+    ids = np.load(sys.argv[1] + "/image_ids.npy", mmap_mode="r")
     passed, facts = check_arrays({"tokens": tokens}, ids, ids, {"tokens": (77, 768)})
     facts["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(facts))
 """)
 
 
-def test_clip_tokens_at_real_width_stay_under_a_gigabyte(tmp_path):
-    """(70,001, 77, 768) float16 memory-mapped: 8.3 GB on disk (sparse), checked in a subprocess whose peak RSS
-    (file pages included) stays under 1 GB; the two planted non-finite rows are found."""
+def write_sparse_tokens(folder, n: int, layout: str, bad: dict[int, tuple[int, int, float]]) -> None:
+    """(n, 77, 768) float16 zeros, sparse on disk, but for the `bad` rows: row -> (token, channel, value); as
+    the model stages write it (a chunked folder, 1,024 rows a chunk) or as one memory-mappable tokens.npy."""
+    from paris_assets.lib.arrays import ChunkedArrayWriter
+
+    if layout == "npy":
+        tokens = np.lib.format.open_memmap(folder / "tokens.npy", mode="w+", dtype=np.float16, shape=(n, 77, 768))
+        for row, (token, channel, value) in bad.items():
+            tokens[row, token, channel] = value
+        tokens.flush()
+        del tokens
+        return
+    writer, rows = ChunkedArrayWriter(folder / "tokens", 1024), 1024
+    for i, first in enumerate(range(0, n, rows)):
+        with writer.chunk(i, min(rows, n - first), np.float16, (77, 768)) as chunk:
+            for row, (token, channel, value) in bad.items():
+                if first <= row < first + rows:
+                    chunk[row - first, token, channel] = value
+    writer.finish(n_rows=n)
+
+
+@pytest.mark.parametrize("layout", ["chunked", "npy"])
+def test_clip_tokens_at_real_width_stay_under_a_gigabyte(tmp_path, layout):
+    """(70,001, 77, 768) float16, 8.3 GB on disk (sparse), in chunks or one memory-mapped file, checked in a
+    subprocess whose peak RSS (file pages included) stays under 1 GB; the two planted non-finite rows are found."""
     n = 70_001
-    tokens = np.lib.format.open_memmap(tmp_path / "tokens.npy", mode="w+", dtype=np.float16, shape=(n, 77, 768))
-    tokens[3, 5, 7] = np.nan
-    tokens[n - 1, 76, 767] = -np.inf
-    tokens.flush()
-    del tokens
-    np.save(tmp_path / "ids.npy", np.array([f"{i:016x}" for i in range(n)]))
-    done = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "tokens.npy"), str(tmp_path / "ids.npy")],
-                          capture_output=True, text=True, timeout=900)
+    write_sparse_tokens(tmp_path, n, layout, {3: (5, 7, np.nan), n - 1: (76, 767, -np.inf)})
+    np.save(tmp_path / "image_ids.npy", np.array([f"{i:016x}" for i in range(n)]))
+    done = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     facts = json.loads(done.stdout.splitlines()[-1])
     assert facts["tokens_non_finite_rows"] == 2 and facts["problems"] == ["tokens: 2 rows with NaN or inf"]

@@ -3,14 +3,15 @@
 Rows are processed in chunks of `chunk_size`; each finished chunk is written atomically into a work folder
 whose name is a key of everything that shapes the result (the upstream materialisation, the model, the
 settings). A run that dies at 80% leaves 80% of the chunks; the next run with the same key computes only the
-rest. Then the chunks are assembled, streaming, into memory-mappable contract files.
+rest. The finished chunks are plain `.npy` files and become the output's chunked arrays as they are, by hard
+links (lib/arrays.link_chunk_store): never assembled into one file.
 
 Decoding and preprocessing run in loader threads ahead of the model (PIL and tokenizers release the GIL), so
 the model is not left waiting; the time spent inside the model is measured, to show it.
 
 Where a chunk is computed is the engine's only choice: here, one chunk after another (`run_chunks`), or on a
 pool of Ray workers (`lib/ray_engine.py`); both write into the same ChunkStore, so keys, resumption and
-assembly do not depend on the engine.
+the output do not depend on the engine.
 """
 
 from __future__ import annotations
@@ -85,22 +86,6 @@ class ChunkStore:
 
     def load(self, i: int, name: str) -> np.ndarray:
         return np.load(self._path(i, name), mmap_mode="r")
-
-    def assemble(self, name: str, out_path: str | Path) -> tuple[tuple[int, ...], str]:
-        """Concatenate every chunk's `name` into one .npy file, one chunk in memory at a time."""
-        missing = self.missing()
-        if missing:
-            raise RuntimeError(f"{self.folder}: chunks {missing[:10]} of {self.n_chunks} are not finished; "
-                               "run the stage again to compute them")
-        first = self.load(0, name)
-        shape = (self.n_rows,) + first.shape[1:]
-        out = np.lib.format.open_memmap(out_path, mode="w+", dtype=first.dtype, shape=shape)
-        for i in range(self.n_chunks):
-            start, stop = self.bounds(i)
-            out[start:stop] = self.load(i, name)
-        out.flush()
-        del out
-        return shape, str(first.dtype)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -20,11 +20,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .arrays import ChunkedArray, ChunkedArrayWriter
 from .progress import Progress
 from .storage import modified_stamp
 from .tars import TarShardWriter
 
 TAR_OVERHEAD = 512 * 2  # header + padding per member, roughly
+ROUTER_CHUNK_ROWS = 65_536  # rows a chunk of the router arrays: row r is in chunk r // 65,536 (latents: 512 MB)
 SHARD_FOLDERS = ("expert_shards", "heldout/shards")  # every shard the manifest lists lives under these
 HELDOUT_RULE = ("held out iff sha256(f'{seed}:{image_id}')[:8] / 2**64 < shards.heldout_fraction; if more than "
                 "shards.heldout_max qualify, the heldout_max smallest")
@@ -196,21 +198,26 @@ def write_expert_shards(src: ShardSource, train_rows_by_cluster: list[np.ndarray
             "samples_per_s": samples / max(seconds, 1e-9), "mb_per_s": total_bytes / 1e6 / max(seconds, 1e-9)}
 
 
-def write_router_arrays(out_dir: Path, rows: np.ndarray, src: ShardSource, dinov2: np.ndarray,
-                        block: int = 8192) -> dict[str, list[int]]:
-    """router arrays for the given rows, row i of each the same image, streamed in blocks from memory maps."""
+def write_router_arrays(out_dir: Path, rows: np.ndarray, src: ShardSource, dinov2: np.ndarray | ChunkedArray,
+                        block: int = 8192, chunk_rows: int = ROUTER_CHUNK_ROWS) -> dict[str, list[int]]:
+    """The router arrays for the given rows, row i of each the same image: latents/, dinov2_embeddings/ and
+    clip_text_embeddings/ as chunked array folders (lib/arrays) of `chunk_rows` rows a chunk, each chunk filled
+    `block` rows at a time from the upstream arrays (never a whole array in memory); the small cluster_labels.npy
+    and image_ids.npy as plain .npy files. Returns each array's shape."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    arrays = {"latents": src.latents, "cluster_labels": src.labels, "dinov2_embeddings": dinov2,
-              "clip_text_embeddings": src.pooled}
+    chunked = {"latents": src.latents, "dinov2_embeddings": dinov2, "clip_text_embeddings": src.pooled}
     shapes = {}
-    for name, source in arrays.items():
-        target = np.lib.format.open_memmap(out_dir / f"{name}.npy", mode="w+", dtype=source.dtype,
-                                           shape=(len(rows),) + tuple(source.shape[1:]))
-        for start in range(0, len(rows), block):
-            target[start:start + block] = source[rows[start:start + block]]
-        target.flush()
-        shapes[name] = list(target.shape)
-        del target
+    for name, source in chunked.items():
+        writer = ChunkedArrayWriter(out_dir / name, chunk_rows)
+        for i, first in enumerate(range(0, len(rows), chunk_rows)):
+            part = rows[first:first + chunk_rows]
+            with writer.chunk(i, len(part), source.dtype, tuple(source.shape[1:])) as out:
+                for start in range(0, len(part), block):
+                    out[start:start + block] = source[part[start:start + block]]
+        shapes[name] = writer.finish(len(rows), source.dtype, tuple(source.shape[1:]))["shape"]
+    labels = np.asarray(src.labels)[rows]
+    np.save(out_dir / "cluster_labels.npy", labels)
+    shapes["cluster_labels"] = list(labels.shape)
     np.save(out_dir / "image_ids.npy", np.asarray(src.kept["image_id"].to_numpy()[rows], dtype=np.str_))
     return shapes
 
