@@ -162,3 +162,29 @@ def test_the_cli_refuses_without_partitions_and_reports_status(tmp_path, monkeyp
     config.write_text("data_dir: data\n")
     assert parts.main(["status", "--config", str(config)]) == 2
     assert "partitions.size is 0" in capsys.readouterr().err
+
+
+def test_the_fan_in_reads_parts_in_row_order_and_an_empty_part_adds_nothing(tmp_path):
+    """A part whose every image was rejected holds empty outputs (no typed columns, a '<U1' id array): the union of
+    the parts skips it instead of failing on mismatched types."""
+    from paris_assets.io_managers import open_parts
+    from paris_assets.lib import storage
+
+    keys = [part_key(3, 5), part_key(0, 2), part_key(2, 3)]
+    for key, n in zip(keys, (2, 2, 0)):
+        staged = storage.staging_dir(str(tmp_path), "x")
+        ids = np.array([f"{key[-1]}-{i}" for i in range(n)]) if n else np.empty(0, "<U1")
+        np.save(staged / "image_ids.npy", ids)
+        np.save(staged / "features.npy", np.full((n, 3), part_rows(key)[0], np.float32))
+        kept = pd.DataFrame({"image_id": list(ids), "crop_shard": ["crops/shard-000000.tar"] * n}) if n else \
+            pd.DataFrame({"image_id": [], "crop_shard": []})
+        kept.to_parquet(staged / "kept.parquet")
+        storage.commit_folder(staged, str(tmp_path), f"x/{key}")
+    parts = open_parts(str(tmp_path), "x", sorted(keys, key=part_rows))
+    assert np.asarray(parts.array("image_ids")).tolist() == ["2-0", "2-1", "5-0", "5-1"]
+    assert np.asarray(parts.array("features"))[:, 0].tolist() == [0, 0, 3, 3]
+    assert parts.column("kept", "image_id").to_pylist() == ["2-0", "2-1", "5-0", "5-1"]
+    assert parts.table("kept")["crop_shard"].tolist() == [f"{part_key(0, 2)}/crops/shard-000000.tar"] * 2 + \
+        [f"{part_key(3, 5)}/crops/shard-000000.tar"] * 2
+    with pytest.raises(storage.IncompleteOutput, match="1 of 4 parts have no complete output"):
+        open_parts(str(tmp_path), "x", sorted([*keys, part_key(5, 9)], key=part_rows))

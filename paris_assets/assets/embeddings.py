@@ -5,13 +5,14 @@ the kept images (or captions) in resumable chunks, in the `gpu` pool, in this pr
 from contextlib import contextmanager
 from functools import partial
 
+import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
 
 from ..io_managers import AssetFolder
 from ..lib import stages, storage
 from ..lib.chunks import ChunkStore, work_key
-from ..models.profiles import build_model, load_model, model_metadata
+from ..models.profiles import build_model, expected_shapes, load_model, model_metadata
 from ..settings import Settings
 from .common import code_version, part_of, parts_def, preview, settings_metadata, staging
 
@@ -53,11 +54,15 @@ def _run(context, settings: Settings, asset_name: str, role: str, upstream: Asse
          stage, batch_size: int, **stage_kwargs):
     """Load the role's model, run `stage` over `table` in resumable chunks into a staged folder, record
     metadata; returns (staged folder, stats)."""
+    part = part_of(context)
+    if len(table) == 0 and part:  # a part whose every image was rejected: an empty output, the part is done
+        context.log.warning(f"{asset_name}: part {part} has no kept image (see filtered_images' rejected.parquet)")
+        context.add_output_metadata({"rows": 0, "settings": settings_metadata(settings, asset_name)})
+        return empty_output(settings, asset_name, staging(settings, asset_name, part)), {"rows": 0}
     if len(table) == 0:
         raise ValueError(f"{asset_name}: no images to process: filtered_images kept none (see its "
                          "rejected.parquet and dropped_<reason> counts); fix the source or the filter settings")
     with role_model(settings, role, asset_name, len(table), context.log.info) as model:
-        part = part_of(context)
         store = _store(settings, asset_name, upstream, model, len(table), part)
         out = staging(settings, asset_name, part)
         stats = stage(table, model=model, store=store, out_dir=out, batch_size=batch_size,
@@ -65,6 +70,24 @@ def _run(context, settings: Settings, asset_name: str, role: str, upstream: Asse
         store.remove()
         _metadata(context, settings, asset_name, model, stats, batch_size)
     return out, stats
+
+
+# what each model asset holds per image: (array name, expected_shapes key, dtype)
+ARRAYS = {"clip_embeddings": (("tokens", "clip_tokens", np.float16), ("pooled", "clip_pooled", np.float16)),
+          "dinov2_embeddings": (("embeddings", "dinov2", np.float32),),
+          "latents": (("latents", "latents", np.float16),)}
+
+
+def empty_output(settings: Settings, asset_name: str, out):
+    """The asset's files with no row: what a part without kept images holds, so the fan-in reads it like any."""
+    np.save(out / "image_ids.npy", np.empty(0, dtype="<U1"))
+    if asset_name == "captions":
+        stages.captions_table(pd.DataFrame({"image_id": [], "alt_text": []}), []).to_parquet(
+            out / "captions.parquet", index=False)
+    shapes = expected_shapes(settings) if asset_name in ARRAYS else {}
+    for name, key, dtype in ARRAYS.get(asset_name, ()):
+        np.save(out / f"{name}.npy", np.empty((0, *shapes[key]), dtype))
+    return out
 
 
 def _engine_metadata(settings: Settings, stats: dict) -> dict:
@@ -110,7 +133,7 @@ def build_captions(settings: Settings) -> AssetsDefinition:
         out, stats = _run(context, settings, "captions", "captioner", filtered_images, kept, stages.caption_images,
                           settings.models.caption_batch_size, crops_url=filtered_images.url(""))
         table = pd.read_parquet(out / "captions.parquet")
-        context.add_output_metadata({"caption_source": "blip2", "fallback_to_alt_text": stats["fallback_to_alt_text"],
+        context.add_output_metadata({"caption_source": "blip2", "fallback_to_alt_text": stats.get("fallback_to_alt_text", 0),
                                      "preview": preview(table)})
         return out
 
@@ -158,7 +181,7 @@ def build_latents(settings: Settings) -> AssetsDefinition:
         out, stats = _run(context, settings, "latents", "latent_encoder", filtered_images, kept,
                           stages.encode_latents, settings.models.latent_batch_size, crops_url=filtered_images.url(""))
         context.add_output_metadata({"sampling": settings.models.latent_sampling,
-                                     "scaling_factor": stats["scaling_factor"], "shift_factor": stats["shift_factor"]})
+                                     **{k: stats[k] for k in ("scaling_factor", "shift_factor") if k in stats}})
         return out
 
     return latents

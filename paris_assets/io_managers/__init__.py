@@ -116,8 +116,9 @@ class AssetParts(AssetFolder):
     def column(self, name: str, column: str):
         import pyarrow as pa
 
-        chunks = [chunk for folder in self.parts.values() for chunk in folder.column(name, column).chunks]
-        return pa.chunked_array(chunks) if chunks else pa.chunked_array([], pa.string())
+        columns = [folder.column(name, column) for folder in self.parts.values()]
+        filled = [c for c in columns if len(c)] or columns[:1]  # an empty part's columns may have no type (null)
+        return pa.chunked_array([chunk for c in filled for chunk in c.chunks], filled[0].type)
 
     def strings(self, name: str, column: str) -> np.ndarray:
         return np.concatenate([folder.strings(name, column) for folder in self.parts.values()])
@@ -125,7 +126,10 @@ class AssetParts(AssetFolder):
     def array(self, name: str, mmap: bool = True) -> np.ndarray | ChunkedArray:
         arrays = [open_array(folder.url(name)) if is_chunked(folder.url(name)) else open_array(folder.url(f"{name}.npy"))
                   for folder in self.parts.values()]
-        joined = concat_arrays(arrays)
+        filled = [a for a in arrays if len(a)] or arrays[:1]  # an empty part adds no row (nor a dtype)
+        if len({a.dtype for a in filled}) > 1 and all(a.dtype.kind == "U" for a in filled):
+            return np.concatenate([np.asarray(a) for a in filled])  # ids of different widths: small, read whole
+        joined = concat_arrays(filled)
         return joined if mmap else np.array(joined)
 
 

@@ -1,0 +1,98 @@
+"""Partitions in the Dagster UI, in a real browser: the source parts are registered with the documented command,
+then "Materialize all" in the UI launches a backfill over every part, the daemon runs it (a run per part, then
+the fan-in), and every per-image asset has every part while the global steps have their one output."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from paris_assets.lib.partitions import part_rows
+from paris_assets.settings import PROJECT_ROOT
+
+from .test_ui import graphql
+from .web import CHROMIUM, FLAGS, free_port, require_chromium, shot, start, stop
+
+PER_PART = ("raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents")
+
+
+def backfills(base: str) -> list[dict]:
+    return graphql(base, "{ partitionBackfillsOrError { ... on PartitionBackfills { results { id status "
+                         "numPartitions } } } }")["partitionBackfillsOrError"]["results"]
+
+
+def wait_for_backfill(base: str, timeout: int = 900) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = backfills(base)
+        if found and found[0]["status"] not in ("REQUESTED", "CANCELING"):
+            return found[0]
+        time.sleep(3)
+    raise AssertionError(f"the backfill did not finish within {timeout} s: {backfills(base)}")
+
+
+def materialised_parts(base: str, asset: str) -> set[str]:
+    query = ('{ assetNodes(assetKeys: [{path: ["%s"]}]) { assetPartitionStatuses { ... on DefaultPartitionStatuses '
+             '{ materializedPartitions } } } }' % asset)
+    return set(graphql(base, query)["assetNodes"][0]["assetPartitionStatuses"]["materializedPartitions"])
+
+
+def parts_on_disk(root) -> list[str]:
+    from dagster import DagsterInstance
+
+    from paris_assets.lib.partitions import PARTS
+
+    with DagsterInstance.from_config(str(root / "home")) as instance:
+        return instance.get_dynamic_partitions(PARTS)
+
+
+def test_backfill_every_part_from_the_ui(tmp_path):
+    require_chromium()
+    (tmp_path / "home").mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "home" / "dagster.yaml")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    (tmp_path / "paris.yaml").write_text(
+        "data_dir: data\nexecutor: in_process\nsource: {kind: demo, demo_size: 64}\n"
+        "ingest: {processes: 1, threads: 8}\nfilter: {processes: 1}\ncaptions: {source: alt_text}\n"
+        "clustering: {k: 4}\nreport: {max_silhouette_drop: 1.0}\npartitions: {size: 50}\n")
+    env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"), PARIS_CONFIG=str(tmp_path / "paris.yaml"),
+               HF_HUB_OFFLINE="1")
+    registered = subprocess.run([sys.executable, "-m", "paris_assets.parts", "register"], env=env, cwd=PROJECT_ROOT,
+                                capture_output=True, text=True, timeout=300)
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    assert "added" in registered.stdout
+    dagster = shutil.which("dagster", path=os.path.dirname(sys.executable))
+    proc = start([dagster, "dev", "-h", "127.0.0.1", "-p", str(port), "-m", "paris_assets.definitions"],
+                 tmp_path / "dagster-dev.log", f"{base}/server_info", env)
+    from playwright.sync_api import sync_playwright
+
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{base}/asset-groups", wait_until="networkidle")
+            page.get_by_text("embeddings", exact=True).last.wait_for(timeout=60_000)
+            page.get_by_role("button", name="Materialize all").click()
+            dialog = page.get_by_role("dialog")
+            dialog.wait_for(timeout=60_000)
+            dialog.get_by_text("All", exact=True).click()  # every registered part
+            dialog.get_by_text(f"{len(parts_on_disk(tmp_path))} partitions").wait_for(timeout=30_000)
+            shot(page, "ui-partitions-launch.jpg")
+            dialog.get_by_role("button", name="Launch backfill").click()
+            done = wait_for_backfill(base)
+            shot(page, "ui-partitions-backfill.jpg")
+            browser.close()
+        parts = graphql(base, '{ partitionSetsOrError: assetNodes(assetKeys: [{path: ["latents"]}]) '
+                              '{ partitionKeys } }')["partitionSetsOrError"][0]["partitionKeys"]
+        assert len(parts) >= 2 and [part_rows(k)[0] for k in parts] == sorted(part_rows(k)[0] for k in parts)
+        assert done["status"] == "COMPLETED_SUCCESS", (done, (tmp_path / "dagster-dev.log").read_text()[-4000:])
+        for asset in PER_PART:
+            assert materialised_parts(base, asset) == set(parts), asset
+            for key in parts:
+                assert (tmp_path / "data" / asset / key / "_SUCCESS.json").exists()
+        assert (tmp_path / "data" / "pipeline_manifest.json").exists()
+        assert (tmp_path / "data" / "cluster_labels" / "duplicates.parquet").exists()
+    finally:
+        stop(proc)
