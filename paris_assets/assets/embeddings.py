@@ -145,8 +145,8 @@ def build_clip_embeddings(settings: Settings) -> AssetsDefinition:
            ins={"captions": AssetIn()}, code_version=code_version(settings, "clip_embeddings"),
            partitions_def=parts_def(settings))
     def clip_embeddings(context: AssetExecutionContext, captions: AssetFolder):
-        """CLIP ViT-L/14 text embeddings of the captions: tokens.npy (N, 77, 768) float16, what the experts
-        condition on; pooled.npy (N, 768) float16, what the router reads; image_ids.npy."""
+        """CLIP ViT-L/14 text embeddings of the captions: tokens/ (N, 77, 768) float16, what the experts
+        condition on; pooled/ (N, 768) float16, what the router reads (chunked array folders); image_ids.npy."""
         out, _ = _run(context, settings, "clip_embeddings", "text_encoder", captions, captions.table("captions"),
                       stages.encode_texts, settings.models.text_batch_size)
         return out
@@ -159,8 +159,8 @@ def build_dinov2_embeddings(settings: Settings) -> AssetsDefinition:
            ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "dinov2_embeddings"),
            partitions_def=parts_def(settings))
     def dinov2_embeddings(context: AssetExecutionContext, filtered_images: AssetFolder):
-        """DINOv2 image features of the kept crops, what the clustering reads: embeddings.npy (N, 1024) float32,
-        L2-normalised (768 with dinov2-base); image_ids.npy."""
+        """DINOv2 image features of the kept crops, what the clustering reads: embeddings/ (N, 1024) float32,
+        a chunked array folder, L2-normalised (768 with dinov2-base); image_ids.npy."""
         kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
         out, _ = _run(context, settings, "dinov2_embeddings", "image_embedder", filtered_images, kept,
                       stages.embed_images, settings.models.image_batch_size, crops_url=filtered_images.url(""))
@@ -175,8 +175,8 @@ def build_latents(settings: Settings) -> AssetsDefinition:
            ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "latents"),
            partitions_def=parts_def(settings))
     def latents(context: AssetExecutionContext, filtered_images: AssetFolder):
-        """Stable Diffusion VAE latents of the kept crops, what the experts are trained on: latents.npy
-        (N, 4, 32, 32) float16, already scaled by the VAE's scaling_factor (0.18215); image_ids.npy."""
+        """Stable Diffusion VAE latents of the kept crops, what the experts are trained on: latents/
+        (N, 4, 32, 32) float16, a chunked array folder, already scaled by the VAE's scaling_factor (0.18215); image_ids.npy."""
         kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
         out, stats = _run(context, settings, "latents", "latent_encoder", filtered_images, kept,
                           stages.encode_latents, settings.models.latent_batch_size, crops_url=filtered_images.url(""))

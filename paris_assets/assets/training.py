@@ -159,8 +159,8 @@ def build_router_pairs(settings: Settings) -> AssetsDefinition:
     def router_pairs(context: AssetExecutionContext, config: GateConfig, cluster_labels: AssetFolder,
                      latents: AssetFolder, clip_embeddings: AssetFolder, dinov2_embeddings: AssetFolder,
                      filtered_images: AssetFolder, captions: AssetFolder):
-        """The router's training arrays, row i of each the same image (held-out images left out): latents.npy,
-        cluster_labels.npy, image_ids.npy, dinov2_embeddings.npy, clip_text_embeddings.npy (pooled). Refuses to run
+        """The router's training arrays, row i of each the same image (held-out images left out): latents/,
+        dinov2_embeddings/, clip_text_embeddings/ (pooled; chunked array folders), cluster_labels.npy, image_ids.npy. Refuses to run
         unless cluster_report's quality gate passed."""
         gate = require_gate(context, settings, config, "router_pairs")
         filtered_images, captions, latents, clip_embeddings, dinov2_embeddings = (images_of(f, cluster_labels) for f in (

@@ -10,7 +10,7 @@ Object stores have no rename, and a killed process must never leave the previous
 the marker is also a pointer. A commit uploads the new output whole into `<root>/.staging/<name>-<id>/` (the
 old output untouched), then rewrites `<root>/<name>/_SUCCESS.json` in one PUT to point at that upload
 (`"location"`): from that moment `open_folder` reads the new output. Then it settles the output under its own
-name, for readers of plain paths (`<data_dir>/router_pairs/latents.npy` is a contract): each file copied over
+name, for readers of plain paths (`<data_dir>/router_pairs/latents/chunk-000000.npy` is a contract): each file copied over
 its old self on the server, files the new output lacks removed, the marker rewritten without the pointer. Last,
 the upload is removed. Killed anywhere, the marker names a complete output, old or new; the next commit of the
 same asset removes what the killed one left (see `_sweep_stale_uploads`).
@@ -298,7 +298,7 @@ def holds_output(root: str, name: str) -> bool:
 
 
 def require_settled(root: str, *names: str) -> None:
-    """For readers of plain paths (`<data_dir>/router_pairs/latents.npy`, the manifest's shard paths) on an object
+    """For readers of plain paths (`<data_dir>/router_pairs/latents/...`, the manifest's shard paths) on an object
     store: raise IncompleteOutput when a folder's marker still points at an upload, i.e. a commit is settling the
     new output file by file (or was killed doing so), so the plain paths may mix old and new files: rows of two
     runs that must never be paired. On the local disk a folder is swapped whole by a rename: nothing to check."""
