@@ -261,3 +261,33 @@ def test_a_recorded_group_now_owned_by_another_process_is_left_alone(tmp_path):
         if other.poll() is None:
             os.kill(other.pid, signal.SIGKILL)
             other.wait()
+
+
+def test_under_the_ray_engine_img2dataset_downloads_with_its_ray_distributor(demo_files, tmp_path, capfd):
+    """execution.engine: ray makes img2dataset spread its shards as Ray tasks (a local Ray started for the
+    download here); every URL meets the same fate and every image arrives with the same bytes as with
+    multiprocessing."""
+    folder, demo = demo_files
+    results = {}
+    for engine in ("local", "ray"):
+        settings = parse_settings({"source": {"kind": "demo", "demo_size": 64}, "execution": {"engine": engine},
+                                   "ingest": {"processes": 1, "threads": 8, "samples_per_shard": 40, "timeout": 3}})
+        demo_dir = tmp_path / engine / "demo_source"
+        shutil.copytree(folder, demo_dir / "")
+        out = tmp_path / engine / "raw"
+        stats = ingest(settings.source, settings.ingest, str(out), demo_dir=str(demo_dir), seed=0,
+                       log=lambda _m: None, execution=settings.execution)
+        samples = pd.read_parquet(out / "samples.parquet").set_index("image_id").sort_index()
+        by_key = {s["__key__"]: s["jpg"] for s in wds.WebDataset(sorted(str(p) for p in out.glob("*.tar")),
+                                                                 shardshuffle=False)}
+        images = {i: by_key[k] for i, k in samples.loc[samples["status"] == "success", "key"].items()}
+        results[engine] = (stats, samples, images, capfd.readouterr().out)
+    (local, local_samples, local_images, local_out), (ray, ray_samples, ray_images, ray_out) = \
+        results["local"], results["ray"]
+    # the download's child process said where its Ray is (its stdout); the local engine started none
+    assert "connected to a local Ray on 127.0.0.1" in ray_out and "connected to" not in local_out
+    assert (ray["requested"], ray["downloaded"], ray["failed"]) == (local["requested"], local["downloaded"],
+                                                                   local["failed"])
+    assert ray["failed_by_reason"] == local["failed_by_reason"] == {"connection_refused": 3, "http_404": 3}
+    assert ray_samples["status"].equals(local_samples["status"])
+    assert ray_images == local_images and len(ray_images) == local["downloaded"]

@@ -330,3 +330,17 @@ def test_report_link_points_at_the_committed_report(trained):
     meta = instance.fetch_materializations(AssetKey("cluster_report"), limit=1).records[0].asset_materialization.metadata
     assert meta["report_html"].value == str(data / "cluster_report" / "report.html")
     assert (data / "cluster_report" / "report.html").stat().st_size > 0
+
+
+@pytest.mark.parametrize("array", [np.arange(12, dtype=np.float16).reshape(3, 4), np.ones((4, 32, 32), np.float16),
+                                   np.zeros((0, 3), np.float32), np.array(["ab", "c"]),
+                                   np.arange(10, dtype=">i4")[::2]])
+def test_npy_bytes_are_what_np_save_writes(array):
+    import io
+
+    from paris_assets.lib.shards import npy_bytes
+
+    expected = io.BytesIO()
+    np.save(expected, np.ascontiguousarray(array))
+    assert npy_bytes(array) == expected.getvalue()
+    assert np.array_equal(np.load(io.BytesIO(npy_bytes(array))), array)

@@ -32,7 +32,8 @@ def build_raw_images(settings: Settings) -> AssetsDefinition:
         demo_dir = storage.local_path(settings.data_root) / "demo_source" if storage.is_local(settings.data_root) \
             else out.parent / "demo_source"
         stats = ingest(settings.resolved_source, settings.ingest, str(out), demo_dir=str(demo_dir), seed=settings.seed,
-                       log=context.log.info, rows=part_rows(part) if part else None)
+                       log=context.log.info, rows=part_rows(part) if part else None,
+                       execution=settings.execution)
         context.add_output_metadata({
             "source_kind": settings.source.kind,
             **({"source_rows": f"{part_rows(part)[0]}-{part_rows(part)[1]}"} if part else {}),

@@ -71,7 +71,8 @@ DOWNLOADER = ".downloader"  # "<host> <process group> <its leader's create time>
 
 def download_with_img2dataset(table: pd.DataFrame, out_dir: str, *, processes: int, threads: int,
                               samples_per_shard: int, timeout: float, retries: int, distributor: str,
-                              user_agent_token: str | None, respect_opt_out: bool, log=print) -> dict:
+                              user_agent_token: str | None, respect_opt_out: bool, log=print,
+                              ray: dict | None = None) -> dict:
     """Run img2dataset over `table` (image_id, url) into out_dir; resumes shards a killed run finished.
     Progress (URLs done / total, rate, ETA) is logged as img2dataset finishes shards.
 
@@ -88,7 +89,7 @@ def download_with_img2dataset(table: pd.DataFrame, out_dir: str, *, processes: i
     options = {"url_list": url_list, "output_folder": out_dir, "processes_count": processes, "thread_count": threads,
                "number_sample_per_shard": samples_per_shard, "timeout": int(max(1, round(timeout))),
                "retries": retries, "distributor": distributor, "user_agent_token": user_agent_token,
-               "disallowed_header_directives": None if respect_opt_out else []}
+               "disallowed_header_directives": None if respect_opt_out else [], "ray": ray or {"address": "", "object_store_mb": 256}}
     started = time.perf_counter()
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")  # importing albumentations would call PyPI
     with _shard_progress(out_dir, len(table), log):
@@ -148,7 +149,19 @@ def _group_running(group: int) -> bool:
 
 
 def _img2dataset_main(options: dict) -> None:
-    """The child process: img2dataset in its main thread (it spawns workers and installs signal handlers)."""
+    """The child process: img2dataset in its main thread (it spawns workers and installs signal handlers). With
+    the ray distributor, Ray is connected first as the execution settings say (`ray`: address and local object
+    store; an empty address starts a local Ray for the download), and img2dataset's shards become Ray tasks."""
+    ray = options.pop("ray", None)
+    if options["distributor"] != "ray":
+        return _img2dataset(options)
+    from .ray_engine import ray_session
+
+    with ray_session(ray["address"], object_store_mb=ray["object_store_mb"]):
+        _img2dataset(options)
+
+
+def _img2dataset(options: dict) -> None:
     import img2dataset
 
     img2dataset.download(
@@ -341,7 +354,7 @@ def source_table(source, demo_dir: str | None, seed: int) -> tuple[pd.DataFrame,
 
 
 def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None, seed: int = 0, log=print,
-           rows: tuple[int, int] | None = None) -> dict:
+           rows: tuple[int, int] | None = None, execution=None) -> dict:
     """Fill `out_dir` with the raw_images folder for any source kind; returns download stats. `rows` (first, end):
     only those rows of the source plan (a source part, lib/partitions.py), before any URL is refused.
 
@@ -367,7 +380,7 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
             table, read = source_table(source, demo_dir, seed)
             table, refused = prepare_source_table(_rows(table, rows), policy)
             log(f"raw_images: downloading {len(table)} demo URLs from {base}")
-            _download(table, out, ingest_settings, log)
+            _download(table, out, ingest_settings, log, execution)
         samples = collect_samples(table, str(out))
     else:
         table, read = source_table(source, demo_dir, seed)
@@ -377,7 +390,7 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
             raise ValueError(f"source.path {source.path!r}: no URL left to download; refused before download: "
                              f"{refused['reason'].value_counts().to_dict()}")
         log(f"raw_images: downloading {len(table)} URLs with img2dataset")
-        _download(table, out, ingest_settings, log)
+        _download(table, out, ingest_settings, log, execution)
         samples = collect_samples(table, str(out))
     samples = numeric(samples, ["aesthetic", "punsafe", "pwatermark", "original_width", "original_height", "similarity"])
     samples.to_parquet(out / "samples.parquet", index=False)
@@ -421,12 +434,17 @@ def count_source_rows(source, demo_dir: str, seed: int, log=print) -> int:
     return len(source_table(source, demo_dir, seed)[0])
 
 
-def _download(table: pd.DataFrame, out: Path, settings, log=print) -> None:
+def _download(table: pd.DataFrame, out: Path, settings, log=print, execution=None) -> None:
+    """img2dataset over `table`; under the ray engine (`execution.engine: ray`) with its `ray` distributor on that
+    engine's cluster, whatever ingest.distributor says."""
+    ray = execution is not None and execution.engine == "ray"
     download_with_img2dataset(
         table, str(out), processes=settings.processes, threads=settings.threads,
         samples_per_shard=settings.samples_per_shard, timeout=settings.timeout, retries=settings.retries,
-        distributor=settings.distributor, user_agent_token=settings.user_agent_token,
-        respect_opt_out=settings.respect_opt_out, log=log)
+        distributor="ray" if ray else settings.distributor, user_agent_token=settings.user_agent_token,
+        respect_opt_out=settings.respect_opt_out, log=log,
+        ray={"address": execution.ray_address if ray else "",
+             "object_store_mb": execution.local_object_store_mb if ray else 256})
 
 
 def ensure_demo(demo_dir: str, n: int, seed: int, log=print) -> pd.DataFrame:

@@ -32,7 +32,8 @@ from .chunks import ChunkStore, chunk_stats, plan_chunks
 
 # Environment the workers need when they are not children of this process (a remote cluster): model caches
 # and offline mode. Only these names are passed; credentials belong in the cluster's own configuration.
-WORKER_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_OFFLINE", "PARIS_STAGING_DIR")
+WORKER_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_OFFLINE", "PARIS_STAGING_DIR",
+              "NO_ALBUMENTATIONS_UPDATE")
 
 
 class WorkFailed(RuntimeError):
