@@ -25,7 +25,7 @@ def build_raw_images(settings: Settings) -> AssetsDefinition:
         identity = source_identity(settings.resolved_source)
         if identity:  # a URL list: a run killed part-way resumes from the shards img2dataset finished
             out = storage.staging_dir(settings.data_root, f"raw_images-{part}" if part else "raw_images",
-                                      key=work_key(identity, code_version(settings, "raw_images"), part or ""))
+                                      key=work_key(identity, code_version(settings, "raw_images"), *([part] if part else [])))
             context.log.info(f"raw_images: downloading into {out} (kept if the run dies, resumed by the next)")
         else:
             out = staging(settings, "raw_images", part)
