@@ -18,7 +18,7 @@ from .common import code_version, part_of, parts_def, preview, settings_metadata
 
 
 def _store(settings: Settings, asset_name: str, upstream: AssetFolder, model, n_rows: int,
-           part: str | None) -> ChunkStore:
+           part: str | None = None) -> ChunkStore:
     """Finished chunks from an earlier, interrupted run of the same inputs, model and settings: the key holds
     the resolved commit, device type and dtype of the model as loaded, so no chunk crosses a change of them."""
     key = work_key(upstream.identity(), model.ref.model_id, model.revision, model.device.type, str(model.dtype),
