@@ -236,8 +236,10 @@ def run_filter(raw: str, out: str, processes: int) -> dict:
     stats = filter_raw_folder(raw, out, FilterParams(), processes=processes, log=lambda m: None)
     seconds = time.perf_counter() - started
     shutil.rmtree(Path(out) / "crops")
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"seconds": seconds, "stats": stats, "peak_rss_mb": peak_rss_mb(), "worker_peak_rss_mb": workers}
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime  # what a shared machine cannot take away
+    return {"seconds": seconds, "cpu_seconds": cpu, "stats": stats, "peak_rss_mb": peak_rss_mb(),
+            "worker_peak_rss_mb": workers.ru_maxrss / 1024}
 
 
 def run_fan_in(listing: str, dropped_out: str) -> dict:
@@ -247,12 +249,12 @@ def run_fan_in(listing: str, dropped_out: str) -> dict:
     kept = pa.concat_tables([pq.read_table(p, columns=FAN_IN_COLUMNS) for p in paths])
     read = time.perf_counter() - started
     rss_read = peak_rss_mb()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     keep, dropped = fan_in_duplicates(kept, FilterParams().phash_max_distance)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if dropped_out:
         dropped.to_parquet(dropped_out, index=False)
-    return {"read_seconds": read, "seconds": seconds, "rows": kept.num_rows, "kept": int(len(keep)),
+    return {"read_seconds": read, "seconds": seconds, "cpu_seconds": cpu, "rows": kept.num_rows, "kept": int(len(keep)),
             "dropped": {k: int(v) for k, v in dropped["reason"].value_counts().items()},
             "rss_after_read_mb": rss_read, "peak_rss_mb": peak_rss_mb()}
 
@@ -273,7 +275,8 @@ def build_synthetic(path: str, n: int, seed: int = 0) -> dict:
     h = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64) << np.uint64(1) | rng.integers(0, 2, n).astype(np.uint64)
     sha = rng.integers(0, 256, (n, 32), dtype=np.uint8)
     planted = np.sort(rng.choice(np.arange(1, n), n // 20, replace=False))
-    source = (rng.random(len(planted)) * planted).astype(np.int64)
+    originals = np.setdiff1d(np.arange(n), planted)  # a copy of a planted row would copy a hash about to change
+    source = originals[(rng.random(len(planted)) * np.searchsorted(originals, planted)).astype(np.int64)]
     exact = rng.random(len(planted)) < 0.5
     h[planted] = h[source]
     sha[planted[exact]] = sha[source[exact]]
@@ -305,6 +308,7 @@ def bench_size(n: int, samples: pd.DataFrame, partition_size: int, processes: in
     dropped = [part["stats"]["dropped"] for part in parts]
     return {
         "n": n, "partitions": len(parts), "filter_seconds": sum(part["seconds"] for part in parts),
+        "filter_cpu_seconds": sum(part["cpu_seconds"] for part in parts),
         "kept_after_partitions": sum(part["stats"]["kept"] for part in parts),
         "dup_within": sum(d.get("duplicate_exact", 0) + d.get("duplicate_near", 0) for d in dropped),
         "other_rejected": sum(v for d in dropped for k, v in d.items() if not k.startswith("duplicate_")),
@@ -329,7 +333,7 @@ def final_kept_ids(row: dict) -> set[str]:
 
 
 def report(rows: list[dict], baselines: dict[int, dict], synthetic: dict | None, processes: int) -> str:
-    lines = ["| N | partitions | filter s | filter images/s | fan-in read s | fan-in dedup s | peak RSS per partition MB "
+    lines = ["| N | partitions | filter s (CPU s) | filter images/s | fan-in read s | fan-in dedup s | peak RSS per partition MB "
              "(sampled tree; driver + workers' peaks) | peak RSS fan-in MB | duplicates dropped within partitions | "
              "across partitions (fan-in) | other rejected | kept | time per image vs smallest N |",
              "|---:" * 13 + "|"]
@@ -338,14 +342,14 @@ def report(rows: list[dict], baselines: dict[int, dict], synthetic: dict | None,
         f = r["fan_in"]
         per_image = (r["filter_seconds"] + f["read_seconds"] + f["seconds"]) / r["n"]
         first = first or per_image
-        lines.append(f"| {r['n']:,} | {r['partitions']} | {r['filter_seconds']:.0f} | "
+        lines.append(f"| {r['n']:,} | {r['partitions']} | {r['filter_seconds']:.0f} ({r['filter_cpu_seconds']:.0f}) | "
                      f"{r['n'] / r['filter_seconds']:.0f} | {f['read_seconds']:.2f} | {f['seconds']:.2f} | "
                      f"{r['partition_tree_rss_mb']:,.0f} ({r['partition_bound_rss_mb']:,.0f}) | "
                      f"{f['peak_rss_mb']:,.0f} | {r['dup_within']:,} | {f['rows'] - f['kept']:,} | "
                      f"{r['other_rejected']:,} | {f['kept']:,} | {per_image / first:.2f} |")
     if baselines:
         lines += ["", f"Unpartitioned baseline (one filter_images over all N, {processes} processes, same inputs):", "",
-                  "| N | filter s | images/s | peak RSS MB (sampled tree) | duplicates dropped | kept | "
+                  "| N | filter s (CPU s) | images/s | peak RSS MB (sampled tree) | duplicates dropped | kept | "
                   "partitioned time (filter + fan-in) / unpartitioned | kept sets differ by |", "|---:" * 8 + "|"]
         for r in rows:
             if r["n"] not in baselines:
@@ -353,7 +357,7 @@ def report(rows: list[dict], baselines: dict[int, dict], synthetic: dict | None,
             b, f = baselines[r["n"]], r["fan_in"]
             d = b["stats"]["dropped"]
             ours = final_kept_ids(r)
-            lines.append(f"| {r['n']:,} | {b['seconds']:.0f} | {r['n'] / b['seconds']:.0f} | "
+            lines.append(f"| {r['n']:,} | {b['seconds']:.0f} ({b['cpu_seconds']:.0f}) | {r['n'] / b['seconds']:.0f} | "
                          f"{b['tree_peak_rss_mb']:,.0f} | {d.get('duplicate_exact', 0) + d.get('duplicate_near', 0):,} | "
                          f"{b['stats']['kept']:,} | "
                          f"{(r['filter_seconds'] + f['read_seconds'] + f['seconds']) / b['seconds']:.2f} | "
@@ -361,7 +365,8 @@ def report(rows: list[dict], baselines: dict[int, dict], synthetic: dict | None,
     if synthetic:
         s = synthetic
         lines += ["", f"fan_in_duplicates alone on {s['rows']:,} synthetic rows ({s['planted']:,} planted copies, "
-                      f"{s['exact']:,} byte-exact): read {s['read_seconds']:.1f} s, dedup {s['seconds']:.1f} s, dropped "
+                      f"{s['exact']:,} byte-exact): read {s['read_seconds']:.1f} s, dedup {s['seconds']:.1f} s "
+                      f"({s['cpu_seconds']:.1f} CPU s), dropped "
                       f"{s['rows'] - s['kept']:,} ({s['dropped']}), peak RSS {s['peak_rss_mb']:,.0f} MB "
                       f"({s['rss_after_read_mb']:,.0f} MB after the read)"]
     return "\n".join(lines)
@@ -405,7 +410,7 @@ def main(argv: list[str] | None = None) -> dict:
             baselines[n] = bench_unpartitioned(n, samples, args.processes, args.workdir / "runs" / f"{n}-unpartitioned")
         print(f"\n{command}, so far:\n{report(rows, baselines, None, args.processes)}", flush=True)
     if args.synthetic:
-        path = args.workdir / f"synthetic-{args.synthetic}-seed{args.seed}.parquet"
+        path = args.workdir / f"synthetic-v2-{args.synthetic}-seed{args.seed}.parquet"
         built = in_child(["--build-synthetic", str(path), str(args.synthetic), "--seed", str(args.seed)]) \
             if not path.exists() else None
         (args.workdir / "synthetic.txt").write_text(str(path))
