@@ -94,5 +94,13 @@ def test_backfill_every_part_from_the_ui(tmp_path):
                 assert (tmp_path / "data" / asset / key / "_SUCCESS.json").exists()
         assert (tmp_path / "data" / "pipeline_manifest.json").exists()
         assert (tmp_path / "data" / "cluster_labels" / "duplicates.parquet").exists()
+        # the demo's last part holds only planted bad rows: complete, with empty outputs the fan-in skips
+        import numpy as np
+        import pandas as pd
+
+        last = parts[-1]
+        assert len(pd.read_parquet(tmp_path / "data" / "filtered_images" / last / "kept.parquet")) == 0
+        empty = np.load(tmp_path / "data" / "latents" / last / "latents.npy")
+        assert empty.shape[0] == 0 and empty.ndim == 4
     finally:
         stop(proc)
