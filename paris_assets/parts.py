@@ -18,9 +18,8 @@ import time
 
 from dagster import AssetKey, DagsterInstance
 
-from .assets.common import PER_PART
+from .assets.common import PER_PART, demo_dir
 from .definitions import FAN_IN, build_defs
-from .lib import storage
 from .lib.ingest import count_source_rows
 from .lib.partitions import PARTS, plan_parts, sorted_parts
 from .settings import Settings, SettingsError, load_settings
@@ -28,10 +27,7 @@ from .settings import Settings, SettingsError, load_settings
 
 def register(settings: Settings, instance: DagsterInstance, log=print) -> list[str]:
     """Add the source plan's new parts to the instance; returns every registered part, in row order."""
-    root = settings.data_root
-    demo_dir = str(storage.local_path(root) / "demo_source") if storage.is_local(root) else \
-        str(storage.staging_dir(root, "demo_source"))
-    rows = count_source_rows(settings.resolved_source, demo_dir, settings.seed, log)
+    rows = count_source_rows(settings.resolved_source, str(demo_dir(settings)), settings.seed, log)
     registered = instance.get_dynamic_partitions(PARTS)
     new = plan_parts(rows, settings.partitions.size, registered)
     if new:

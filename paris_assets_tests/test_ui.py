@@ -11,7 +11,6 @@ test-artifacts/ (docs/screenshots/ in the README are made the same way, by `make
 import json
 import os
 import shutil
-import sys
 import time
 import urllib.request
 
@@ -19,7 +18,7 @@ import pytest
 
 from paris_assets.settings import PROJECT_ROOT
 
-from .web import CHROMIUM, FLAGS, free_port, require_chromium, shot, start, stop
+from .web import browser_page, free_port, require_chromium, shot, start_dagster_dev, stop
 
 ASSETS = {"raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents",
           "cluster_labels", "cluster_report", "expert_shards", "router_pairs"}
@@ -79,17 +78,10 @@ def dagster_ui(tmp_path_factory):
         "ingest: {processes: 1, threads: 8}\nfilter: {processes: 1}\ncaptions: {source: alt_text}\n"
         f"alerts: {{ui_base_url: '{base}'}}\n")
     env = dict(os.environ, DAGSTER_HOME=str(root / "home"), PARIS_CONFIG=str(root / "paris.yaml"), HF_HUB_OFFLINE="1")
-    dagster = shutil.which("dagster", path=os.path.dirname(sys.executable))
-    proc = start([dagster, "dev", "-h", "127.0.0.1", "-p", str(port), "-m", "paris_assets.definitions"],
-                 root / "dagster-dev.log", f"{base}/server_info", env)
-    from playwright.sync_api import sync_playwright
-
+    proc = start_dagster_dev(root, port, env)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        with browser_page() as page:
             yield base, root, page
-            browser.close()
     finally:
         stop(proc)  # only the process this test started, by its PID
 

@@ -8,13 +8,13 @@ import subprocess
 import sys
 import time
 
+from paris_assets.assets.common import PER_PART
 from paris_assets.lib.partitions import part_rows
 from paris_assets.settings import PROJECT_ROOT
 
 from .test_ui import graphql
-from .web import CHROMIUM, FLAGS, free_port, require_chromium, shot, start, stop
+from .web import browser_page, free_port, require_chromium, shot, start_dagster_dev, stop
 
-PER_PART = ("raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents")
 
 
 def backfills(base: str) -> list[dict]:
@@ -63,15 +63,9 @@ def test_backfill_every_part_from_the_ui(tmp_path):
                                 capture_output=True, text=True, timeout=300)
     assert registered.returncode == 0, registered.stderr[-3000:]
     assert "added" in registered.stdout
-    dagster = shutil.which("dagster", path=os.path.dirname(sys.executable))
-    proc = start([dagster, "dev", "-h", "127.0.0.1", "-p", str(port), "-m", "paris_assets.definitions"],
-                 tmp_path / "dagster-dev.log", f"{base}/server_info", env)
-    from playwright.sync_api import sync_playwright
-
+    proc = start_dagster_dev(tmp_path, port, env)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        with browser_page() as page:
             page.goto(f"{base}/asset-groups", wait_until="networkidle")
             page.get_by_text("embeddings", exact=True).last.wait_for(timeout=60_000)
             page.get_by_role("button", name="Materialize all").click()
@@ -83,7 +77,6 @@ def test_backfill_every_part_from_the_ui(tmp_path):
             dialog.get_by_role("button", name="Launch backfill").click()
             done = wait_for_backfill(base)
             shot(page, "ui-partitions-backfill.jpg")
-            browser.close()
         parts = graphql(base, '{ partitionSetsOrError: assetNodes(assetKeys: [{path: ["latents"]}]) '
                               '{ partitionKeys } }')["partitionSetsOrError"][0]["partitionKeys"]
         assert len(parts) >= 2 and [part_rows(k)[0] for k in parts] == sorted(part_rows(k)[0] for k in parts)

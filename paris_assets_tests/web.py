@@ -2,6 +2,7 @@
 ports, and starting a server process that stops on SIGTERM (only the processes a test started, by PID)."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,23 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def start_dagster_dev(root: Path, port: int, env: dict) -> subprocess.Popen:
+    """`dagster dev` on 127.0.0.1:port over the project's definitions, logging to root/dagster-dev.log."""
+    dagster = shutil.which("dagster", path=os.path.dirname(sys.executable))
+    return start([dagster, "dev", "-h", "127.0.0.1", "-p", str(port), "-m", "paris_assets.definitions"],
+                 root / "dagster-dev.log", f"http://127.0.0.1:{port}/server_info", env)
+
+
+@contextmanager
+def browser_page():
+    """A page of Debian's chromium (the flags above), closed at the end."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield browser.new_page(viewport={"width": 1600, "height": 1000})
+        finally:
+            browser.close()

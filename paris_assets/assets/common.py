@@ -56,6 +56,13 @@ def staging(settings: Settings, asset: str, part: str | None = None) -> Path:
 PER_PART = ("raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents")
 
 
+def demo_dir(settings: Settings) -> Path:
+    """Where the demo source's files are made (local: under data_dir; with data_dir on an object store: beside
+    the local staging folders)."""
+    root = settings.data_root
+    return storage.local_path(root) / "demo_source" if storage.is_local(root) else storage.staging_base(root) / "demo_source"
+
+
 def parts_def(settings: Settings) -> DynamicPartitionsDefinition | None:
     """The per-image assets' partitions (source parts, lib/partitions.py), or None when partitions.size is 0."""
     return DynamicPartitionsDefinition(name=PARTS) if settings.partitions.size else None

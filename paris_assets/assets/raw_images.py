@@ -7,7 +7,7 @@ from ..lib.chunks import work_key
 from ..lib.ingest import ingest, source_identity
 from ..settings import Settings
 from ..lib.partitions import part_rows
-from .common import code_version, counts_table, part_of, parts_def, settings_metadata, staging
+from .common import code_version, counts_table, demo_dir, part_of, parts_def, settings_metadata, staging
 
 def build_raw_images(settings: Settings) -> AssetsDefinition:
     @asset(
@@ -29,9 +29,7 @@ def build_raw_images(settings: Settings) -> AssetsDefinition:
             context.log.info(f"raw_images: downloading into {out} (kept if the run dies, resumed by the next)")
         else:
             out = staging(settings, "raw_images", part)
-        demo_dir = storage.local_path(settings.data_root) / "demo_source" if storage.is_local(settings.data_root) \
-            else out.parent / "demo_source"
-        stats = ingest(settings.resolved_source, settings.ingest, str(out), demo_dir=str(demo_dir), seed=settings.seed,
+        stats = ingest(settings.resolved_source, settings.ingest, str(out), demo_dir=str(demo_dir(settings)), seed=settings.seed,
                        log=context.log.info, rows=part_rows(part) if part else None,
                        execution=settings.execution)
         context.add_output_metadata({

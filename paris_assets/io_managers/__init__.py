@@ -16,7 +16,7 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 from upath import UPath
 
 from ..lib import storage
-from ..lib.arrays import ChunkedArray, concat_arrays, is_chunked, open_array, open_named, select_rows
+from ..lib.arrays import ChunkedArray, concat_arrays, open_named, select_rows
 from ..lib.partitions import sorted_parts
 
 
@@ -124,8 +124,7 @@ class AssetParts(AssetFolder):
         return np.concatenate([folder.strings(name, column) for folder in self.parts.values()])
 
     def array(self, name: str, mmap: bool = True) -> np.ndarray | ChunkedArray:
-        arrays = [open_array(folder.url(name)) if is_chunked(folder.url(name)) else open_array(folder.url(f"{name}.npy"))
-                  for folder in self.parts.values()]
+        arrays = [open_named(str(folder.path), name, mmap=False) for folder in self.parts.values()]
         filled = [a for a in arrays if len(a)] or arrays[:1]  # an empty part adds no row (nor a dtype)
         if len({a.dtype for a in filled}) > 1 and all(a.dtype.kind == "U" for a in filled):
             return np.concatenate([np.asarray(a) for a in filled])  # ids of different widths: small, read whole

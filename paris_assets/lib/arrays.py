@@ -387,12 +387,15 @@ def open_npy(url: str) -> np.ndarray | ChunkedArray:
     return np.load(local_path(url), mmap_mode="r") if is_local(url) else open_array(url)
 
 
-def open_named(folder_url: str, name: str) -> np.ndarray | ChunkedArray:
+def open_named(folder_url: str, name: str, mmap: bool = True) -> np.ndarray | ChunkedArray:
     """The array `name` of an asset folder: `<name>/` (a chunked array folder) or `<name>.npy`, whichever the
-    folder holds (open_npy for the latter: a memory map on the local disk)."""
+    folder holds (open_npy for the latter: a memory map on the local disk; with mmap=False the chunked reader
+    for either, which concat_arrays can join)."""
     folder_url = str(folder_url).rstrip("/")
     chunked = f"{folder_url}/{name}"
-    return open_array(chunked) if is_chunked(chunked) else open_npy(f"{folder_url}/{name}.npy")
+    if is_chunked(chunked):
+        return open_array(chunked)
+    return open_npy(f"{folder_url}/{name}.npy") if mmap else open_array(f"{folder_url}/{name}.npy")
 
 
 def is_chunked(url: str) -> bool:

@@ -64,10 +64,7 @@ def modified_stamp(info: dict) -> str:
 def staging_dir(root: str, name: str, key: str | None = None) -> Path:
     """A local folder to build `name` in. With `key`, the same folder comes back for the same key, so a run
     that died part-way can resume from what it finished; without, a fresh empty one."""
-    if is_local(root):
-        base = local_path(root) / ".staging"
-    else:
-        base = Path(os.environ.get("PARIS_STAGING_DIR", tempfile.gettempdir())) / "paris-staging"
+    base = staging_base(root)
     if key:  # resumable: kept across runs on purpose
         folder = base / f"{name}-{key}"
         _sweep_other_keys(base, name, key)
@@ -78,6 +75,14 @@ def staging_dir(root: str, name: str, key: str | None = None) -> Path:
     folder.mkdir(parents=True)
     (folder / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}")
     return folder
+
+
+def staging_base(root: str) -> Path:
+    """The local folder staging folders are made in: `<data_dir>/.staging`, or for a remote data_dir
+    `$PARIS_STAGING_DIR` (else the temp dir) / paris-staging."""
+    if is_local(root):
+        return local_path(root) / ".staging"
+    return Path(os.environ.get("PARIS_STAGING_DIR", tempfile.gettempdir())) / "paris-staging"
 
 
 def _sweep_abandoned(base: Path, name: str) -> None:
