@@ -80,6 +80,11 @@ class FilterSettings(_Section):
     jpeg_quality: int = Field(95, ge=50, le=100)  # quality of the stored crops that every later stage decodes
     processes: int = Field(2, ge=1)  # decode/check worker processes
     chunk_size: int = Field(512, ge=1)  # images per work unit handed to a worker
+    # caption filters, on the source text (alt text), counted by reason like the image checks; all off by default
+    caption_languages: tuple[str, ...] = ()  # ISO 639-1 codes kept (e.g. [en]); empty: any language
+    caption_min_language_score: float = Field(0.5, ge=0, le=1)  # detector confidence below this: language unknown, dropped
+    caption_min_words: int = Field(0, ge=0)  # fewer words than this: dropped
+    caption_boilerplate: tuple[str, ...] = ()  # regular expressions (case-insensitive); a caption matching one is dropped
 
 
 class ModelSettings(_Section):
@@ -136,6 +141,39 @@ class ShardSettings(_Section):
     include_jpg: bool = False  # the 256 px crop, for eyeballing or pixel-space training
     heldout_fraction: float = Field(0.01, ge=0, lt=1)  # cluster-stratified evaluation split, as Paris/DDM use
     heldout_max: int = Field(10_000, ge=0)  # cap on the held-out images
+
+
+class SemDedupSettings(_Section):
+    """SemDeDup (Abbas et al. 2023): inside each fine k-means cluster of the clustering's first stage, images
+    whose embeddings have cosine similarity above 1 - eps are one group; the one closest to its fine centroid is
+    kept. Off by default."""
+    enabled: bool = False
+    eps: float = Field(0.05, gt=0, lt=1)  # duplicates: cosine similarity > 1 - eps
+    embedding: Literal["dinov2", "clip_image"] = "dinov2"  # which features are compared (fine clusters: DINOv2's)
+    eps_table: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)  # eps values whose removed fraction is reported
+
+
+class ProtectedSettings(_Section):
+    """Decontamination: training images near an image of the user's evaluation set are dropped (protected_eval)."""
+    path: Optional[str] = None  # a folder of images, or a parquet/csv/jsonl of URLs (e.g. COCO val); None: off
+    url_col: str = "url"  # the URL column of a table (case-insensitive)
+    phash_radius: int = Field(6, ge=0, le=32)  # pHash bits within which a training image is a copy of a protected one
+    min_similarity: float = Field(0.95, gt=0, le=1)  # cosine similarity at or above which it is a near copy
+    embedding: Literal["dinov2", "clip_image"] = "clip_image"  # the features compared
+    heldout: bool = True  # also drop training images this near a held-out image (the split must measure unseen data)
+
+
+class QualitySettings(_Section):
+    """Computed quality signals: CLIP ViT-L/14 image embeddings and LAION's heads over them."""
+    signals: bool = True  # compute clip_image_embeddings and the aesthetic + NSFW scores (quality_scores)
+    # LAION improved aesthetic predictor weights (sac+logos+ava1-l14-linearMSE.pth): a path or an http(s) URL;
+    # None: the paris profile's public URL, the tiny profile's random MLP of the same shape
+    aesthetic_weights: Optional[str] = None
+    nsfw_weights: Optional[str] = None  # LAION CLIP-based NSFW detector (ViT-L/14); same rules
+    prefer: Literal["carried", "computed"] = "carried"  # the value used where the source carries its own score
+    min_aesthetic: Optional[float] = None  # drop images whose aesthetic score is below this (after embeddings)
+    semdedup: SemDedupSettings = SemDedupSettings()
+    protected: ProtectedSettings = ProtectedSettings()
 
 
 class AlertSettings(_Section):
@@ -225,6 +263,7 @@ class Settings(_Section):
     clustering: ClusteringSettings = ClusteringSettings()
     report: ReportSettings = ReportSettings()
     shards: ShardSettings = ShardSettings()
+    quality: QualitySettings = QualitySettings()
     alerts: AlertSettings = AlertSettings()
     execution: ExecutionSettings = ExecutionSettings()
     partitions: PartitionSettings = PartitionSettings()
