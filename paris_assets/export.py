@@ -1,0 +1,466 @@
+"""Export the committed training outputs as a Hugging Face dataset folder:
+
+    python -m paris_assets.export --output DIR [--config paris.yaml] [--data-dir URL] [--license other] [--force]
+
+DIR gets data/train/cluster_<k>/shard-NNNNNN.tar (the expert shards), data/heldout/shard-NNNNNN.tar (the held-out
+split), a dataset card README.md whose YAML front matter the Hub reads (one config for every cluster together,
+one per cluster) and stats.json (the card's numbers, machine-readable). Shards are hard-linked from the data_dir
+when it is on the same local filesystem, else copied (from an object store, each file's sha256 checked against
+pipeline_manifest.json on the way). The folder is built in DIR.tmp-<pid>-<id> beside DIR and renamed into place
+last, so an error, or a kill, never leaves a half-made DIR.
+
+What a sample holds (members, shapes, dtypes, json fields) is read from the shards, never from a list kept here,
+so a member or json field added upstream shows up in the card by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from upath import UPath
+
+from .lib.samples import decode_member, member_type
+from .lib.shards import listed_shards
+from .lib.storage import IncompleteOutput, folder_files, is_local, open_folder, require_settled, root_upath
+from .lib.tars import iter_members
+from .settings import SettingsError, load_settings
+
+FORMAT = "paris-assets-export"
+VERSION = 1
+DUPLICATE_TABLES = ("duplicates", "dropped")  # cluster_labels' tables of images dropped at the fan-in, if present
+FIELD_NOTES = {  # one line per json field this project writes; a field it does not know is listed without one
+    "image_id": "stable id of the image (also the sample's key)", "url": "where the image was downloaded from",
+    "alt_text": "the alt text of the source", "caption": "the caption the expert conditions on (same as txt)",
+    "aesthetic": "LAION aesthetic score of the source", "punsafe": "LAION NSFW probability of the source",
+    "width": "original width in pixels", "height": "original height in pixels",
+    "cluster": "the DINOv2 cluster, i.e. the expert that trains on it",
+    "centroid_distance": "cosine distance to its cluster's centroid", "phash": "perceptual hash of the whole image",
+}
+MEMBER_NOTES = {"latent.npy": "VAE latent (the diffusion target), scaled by the VAE's scaling_factor",
+                "clip.npy": "pooled CLIP text embedding (what the router reads)",
+                "clip_tokens.npy": "CLIP per-token text states (what the experts condition on)",
+                "txt": "the caption", "json": "provenance and scores (fields below)", "jpg": "the square crop"}
+
+
+class ExportRefused(RuntimeError):
+    """The data_dir lacks a committed output the export needs, or DIR may not be written."""
+
+
+def read_committed(data_root: str) -> tuple[dict, list[tuple[str, str, UPath, dict]]]:
+    """pipeline_manifest.json and every shard it lists as (split, path in the export, source, manifest entry),
+    after checking that expert_shards and heldout are committed and hold exactly those shards."""
+    root = root_upath(data_root)
+    missing = [name for name in ("expert_shards", "heldout") if not _committed(data_root, name)]
+    manifest_path = root / "pipeline_manifest.json"
+    if not manifest_path.exists():
+        missing.append("pipeline_manifest.json")
+    if missing:
+        raise ExportRefused(f"cannot export {root}: no committed {', '.join(missing)}. Materialise expert_shards "
+                            "(it writes expert_shards/, heldout/ and pipeline_manifest.json): `make demo`, or "
+                            "`dagster asset materialize -m paris_assets.definitions --select '*expert_shards'`")
+    try:
+        require_settled(data_root, "expert_shards", "heldout")
+    except IncompleteOutput as exc:
+        raise ExportRefused(str(exc)) from None
+    manifest = json.loads(manifest_path.read_text())
+    folders = {name: open_folder(data_root, name) for name in ("expert_shards", "heldout")}
+    promised = {f"{name}/{rel}": size for name, folder in folders.items()
+                for rel, size in folder_files(folder).items() if rel.endswith(".tar")}
+    files = []
+    for split, entry in listed_shards(manifest):
+        under, _, rel = entry["path"].partition("/")
+        name = Path(rel).name
+        dest = f"data/heldout/{name}" if split == "heldout" else f"data/train/cluster_{split}/{name}"
+        files.append((split, dest, folders[under] / rel, entry))
+    listed = {entry["path"]: entry["bytes"] for _, _, _, entry in files}
+    if listed != promised:
+        raise ExportRefused(f"pipeline_manifest.json under {root} does not describe the committed shards (it lists "
+                            f"{len(listed)}, the folders hold {len(promised)}, or their sizes differ): a run was "
+                            "killed between them; materialise expert_shards again")
+    return manifest, files
+
+
+def _committed(data_root: str, name: str) -> bool:
+    try:
+        open_folder(data_root, name)
+    except IncompleteOutput:
+        return False
+    return True
+
+
+def place_files(files: list[tuple[str, str, UPath, dict]], staged: Path, data_root: str, log=print) -> str:
+    """Hard-link (same local filesystem) or copy every shard into `staged`; returns "hard-linked", "copied" or
+    "hard-linked and copied". Copies from an object store are checked against the manifest's sha256."""
+    how = set()
+    for i, (_, dest, source, entry) in enumerate(files):
+        target = staged / dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if is_local(data_root):
+            try:
+                os.link(source.path, target)  # a later re-materialisation renames new files in: these stay intact
+                how.add("hard-linked")
+                continue
+            except OSError:  # another filesystem (EXDEV), or links not allowed: copy
+                pass
+        digest = hashlib.sha256()
+        with source.open("rb") as src, open(target, "wb") as out:
+            for block in iter(lambda: src.read(8 << 20), b""):
+                digest.update(block)
+                out.write(block)
+        if digest.hexdigest() != entry["sha256"]:
+            raise ExportRefused(f"{source} does not match its sha256 in pipeline_manifest.json: the shard changed "
+                                "after it was written; materialise expert_shards again")
+        how.add("copied")
+        if (i + 1) % 1000 == 0:
+            log(f"export: {i + 1:,}/{len(files):,} shards placed")
+    return " and ".join(sorted(how, reverse=True)) or "nothing to place"
+
+
+def describe_sample(shard: Path) -> dict:
+    """The members of the shard's first sample (kind, shape, dtype, image size) and the json fields over the
+    whole shard (field -> sorted type names: a field null in some samples reads e.g. ["float", "null"])."""
+    members: dict[str, dict] = {}
+    key = None
+    fields: dict[str, set] = {}
+    with open(shard, "rb") as fh:
+        for name, _, stream in iter_members(fh):
+            sample, _, member = name.rpartition("/")[2].partition(".")
+            key = key or sample
+            if sample == key:
+                members[member] = _describe_member(member, stream.read())
+            elif member_type(member) != "json":
+                continue  # arrays of later samples are skipped, not read
+            if member_type(member) == "json":
+                record = json.loads(stream.read()) if sample != key else members[member].pop("value")
+                for field, value in record.items():
+                    fields.setdefault(field, set()).add(_type_name(value))
+    for member in members.values():
+        member.pop("value", None)
+    return {"key": key, "members": members, "json_fields": {f: sorted(t) for f, t in fields.items()}}
+
+
+def _describe_member(member: str, data: bytes) -> dict:
+    value = decode_member(member, data)
+    kind = member_type(member)
+    if isinstance(value, np.ndarray):
+        return {"kind": kind, "shape": list(value.shape), "dtype": str(value.dtype)}
+    if isinstance(value, dict):
+        return {"kind": kind, "value": value}
+    if isinstance(value, str):
+        return {"kind": kind, "dtype": "utf-8 text"}
+    return {"kind": kind, "size": list(value.size), "mode": value.mode}  # an image
+
+
+def _type_name(value) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "string", list: "list", dict: "object",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def reason_counts(data_root: str) -> dict[str, dict[str, int]]:
+    """Images left out before the shards, by reason: filtered_images' rejected table (every part of it with
+    partitions) and cluster_labels' duplicates / dropped tables when they exist."""
+    counts = {"filtered_images": _reasons(_asset_parts(data_root, "filtered_images"), "rejected")}
+    labels = _asset_parts(data_root, "cluster_labels")
+    for table in DUPLICATE_TABLES:
+        found = _reasons(labels, table)
+        if found:
+            counts[f"cluster_labels_{table}"] = found
+    return counts
+
+
+def _asset_parts(data_root: str, name: str) -> list[UPath]:
+    """The committed folder of an asset, or the committed folders of its parts (`<name>/rows-.../`)."""
+    try:
+        return [open_folder(data_root, name)]
+    except IncompleteOutput:
+        base = root_upath(data_root) / name
+        parts = sorted(p.name for p in base.iterdir() if p.name.startswith("rows-")) if base.exists() else []
+        folders = [open_folder(data_root, f"{name}/{p}") for p in parts if _committed(data_root, f"{name}/{p}")]
+        if not folders:
+            raise ExportRefused(f"no committed {name} under {root_upath(data_root)}: materialise it (and the graph "
+                                "after it) first") from None
+        return folders
+
+
+def _reasons(folders: list[UPath], table: str) -> dict[str, int]:
+    total: Counter = Counter()
+    for folder in folders:
+        path = folder / f"{table}.parquet"
+        if path.exists():
+            with path.open("rb") as fh:
+                total.update(pd.read_parquet(fh, columns=["reason"])["reason"].astype(str).tolist())
+    return dict(total.most_common())
+
+
+def read_report(data_root: str, manifest: dict) -> dict:
+    """cluster_report/report.json, refused when it describes another clustering than the shards were made from."""
+    try:
+        folder = open_folder(data_root, "cluster_report")
+    except IncompleteOutput:
+        raise ExportRefused(f"no committed cluster_report under {root_upath(data_root)}: materialise cluster_report, "
+                            "then expert_shards") from None
+    report = json.loads((folder / "report.json").read_text())
+    sizes = [manifest["heldout_split"]["per_cluster"][str(c)]["size"] for c in range(int(manifest["k"]))]
+    if list(report["sizes"]) != sizes:
+        raise ExportRefused(f"cluster_report (sizes {report['sizes']}) describes another clustering than the shards "
+                            f"(sizes {sizes}): materialise cluster_labels+ so the report and the shards agree")
+    report["run_id"] = json.loads((folder / "_SUCCESS.json").read_text()).get("run_id")
+    return report
+
+
+def collect_stats(manifest: dict, report: dict, reasons: dict, sample: dict,
+                  files: list[tuple[str, str, UPath, dict]], license_id: str) -> dict:
+    """Everything the card says, as one JSON-able dict (written as stats.json)."""
+    k = int(manifest["k"])
+    split = manifest["heldout_split"]
+    clusters = {}
+    for c in range(k):
+        shards = [e for s, _, _, e in files if s == str(c)]
+        terms = report["top_terms"][c] if c < len(report.get("top_terms", [])) else []
+        clusters[str(c)] = {
+            "name": " / ".join(terms[:3]) or f"cluster {c}", "top_terms": terms,
+            "train_samples": sum(e["samples"] for e in shards), "shards": len(shards),
+            "bytes": sum(e["bytes"] for e in shards), "heldout_samples": split["per_cluster"][str(c)]["heldout"],
+            "images": report["sizes"][c], "fraction": report["fractions"][c],
+            "silhouette": report["silhouette_per_cluster"][c], "intra_cosine": report["intra_cosine"][c]}
+    splits = {name: {"samples": sum(e["samples"] for s, _, _, e in files if (s == "heldout") == (name == "heldout")),
+                     "shards": sum(1 for s, *_ in files if (s == "heldout") == (name == "heldout")),
+                     "bytes": sum(e["bytes"] for s, _, _, e in files if (s == "heldout") == (name == "heldout"))}
+              for name in ("train", "heldout")}
+    return {
+        "format": FORMAT, "version": VERSION, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "manifest_created": manifest.get("created"), "license": license_id, "k": k, "splits": splits,
+        "clusters": clusters,
+        "clustering": {key: report.get(key) for key in ("silhouette", "davies_bouldin", "largest_fraction",
+                                                        "empty_clusters", "n", "sample_size")}
+                      | {"cluster_report_run": report.get("run_id")},
+        "heldout": {key: split.get(key) for key in ("rule", "heldout", "images", "rate", "worst_cluster",
+                                                    "worst_deviation_images", "worst_deviation_share")}
+                   | {"per_cluster": split["per_cluster"]},
+        "left_out": reasons, "counts": manifest.get("counts", {}), "gate": manifest.get("gate", {}),
+        "models": manifest.get("models", {}), "settings": manifest.get("settings", {}), "sample": sample,
+    }
+
+
+def size_category(n: int) -> str:
+    """The Hub's size_categories bucket for n samples."""
+    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                         (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")):
+        if n < bound:
+            return label
+    return "1B<n<10B"
+
+
+def card_metadata(stats: dict) -> dict:
+    """The card's YAML front matter: license, task, tags, size, and the configs the Hub (and load_dataset with a
+    folder or repo) reads: `default` with the train and heldout splits, `cluster_<k>` with one expert's shards."""
+    meta = {"license": stats["license"]}
+    if stats["license"] == "other":
+        meta["license_name"] = "unspecified"
+    meta |= {
+        "pretty_name": f"paris-assets expert shards (K={stats['k']})",
+        "task_categories": ["text-to-image"],
+        "tags": ["webdataset", "diffusion", "decentralized-diffusion", "paris", "dinov2", "clustering", "latents"],
+        "size_categories": [size_category(stats["splits"]["train"]["samples"] + stats["splits"]["heldout"]["samples"])],
+        "configs": [{"config_name": "default", "default": True, "data_files": [
+            {"split": "train", "path": "data/train/cluster_*/*.tar"},
+            {"split": "heldout", "path": "data/heldout/*.tar"}]}]
+        + [{"config_name": f"cluster_{c}", "data_files": [{"split": "train", "path": f"data/train/cluster_{c}/*.tar"}]}
+           for c in stats["clusters"]],
+    }
+    return meta
+
+
+def render_card(stats: dict) -> str:
+    """README.md: the front matter, then what the data is, what a sample holds, how it was made, how to load it."""
+    s, k = stats, stats["k"]
+    mb = lambda b: f"{b / 1e6:,.1f}"  # noqa: E731
+    lines = ["---", yaml.safe_dump(card_metadata(s), sort_keys=False, allow_unicode=True).rstrip(), "---", "",
+             f"# paris-assets expert shards (K={k})", "",
+             f"Image-text data prepared by paris-assets for decentralised diffusion the way Paris does "
+             f"([arXiv 2510.03434](https://arxiv.org/abs/2510.03434)): the images were clustered on their DINOv2 features into K={k} clusters, and "
+             f"expert k trains on cluster k alone (config `cluster_<k>`); a router learns to pick experts. Every "
+             f"sample carries its VAE latent and CLIP text conditioning, so experts train without running those "
+             f"models. Pipeline run of {s['manifest_created']}, exported {s['exported']}.", "",
+             "| split | files | shards | samples | MB |", "|---|---|---:|---:|---:|"]
+    for name, glob in (("train", "data/train/cluster_*/*.tar"), ("heldout", "data/heldout/*.tar")):
+        sp = s["splits"][name]
+        lines.append(f"| {name} | `{glob}` | {sp['shards']:,} | {sp['samples']:,} | {mb(sp['bytes'])} |")
+    lines += ["", "The held-out images are in no expert's shards (and not in the router's training arrays): "
+              "evaluate on them.", "", "## Clusters (one expert each)", "",
+              "Named by their most frequent caption terms.", "",
+              "| cluster | name | top caption terms | train samples | held out | shards | MB | share | silhouette |",
+              "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    for c, cl in s["clusters"].items():
+        lines.append(f"| {c} | {cl['name']} | {', '.join(cl['top_terms'])} | {cl['train_samples']:,} | "
+                     f"{cl['heldout_samples']:,} | {cl['shards']} | {mb(cl['bytes'])} | {cl['fraction']:.3f} | "
+                     f"{cl['silhouette']:.3f} |")
+    cq = s["clustering"]
+    lines += ["", f"Silhouette (cosine, over {cq['n']:,} images): **{cq['silhouette']:.4f}**; Davies-Bouldin: "
+              f"**{cq['davies_bouldin']:.4f}** (on {cq['sample_size']:,} images); largest cluster "
+              f"{cq['largest_fraction']:.1%} of the images; empty clusters: {cq['empty_clusters']}.", "",
+              "## What each sample holds", "",
+              f"WebDataset tars: each sample is the tar members `<image_id>.<member>`. Read from sample "
+              f"`{s['sample']['key']}`:", "", "| member | kind | shape | dtype | what |", "|---|---|---|---|---|"]
+    for name, m in s["sample"]["members"].items():
+        shape = m.get("shape", m.get("size", ""))
+        lines.append(f"| `{name}` | {m['kind']} | {tuple(shape) if shape != '' else ''} | "
+                     f"{m.get('dtype', m.get('mode', ''))} | {MEMBER_NOTES.get(name, '')} |")
+    lines += ["", "The `json` member's fields (types seen over the first shard):", "",
+              "| field | type | what |", "|---|---|---|"]
+    lines += [f"| `{f}` | {' or '.join(t)} | {FIELD_NOTES.get(f, '')} |" for f, t in s["sample"]["json_fields"].items()]
+    lines += ["", "## What was left out, and why", ""]
+    for table, reasons in s["left_out"].items():
+        lines += [f"`{table}`: {sum(reasons.values()):,} images", "", "| reason | images |", "|---|---:|"]
+        lines += [f"| {r} | {n:,} |" for r, n in reasons.items()] + [""]
+    h = s["heldout"]
+    lines += ["## The held-out split", "", f"{h['heldout']:,} of {h['images']:,} images (rate {h['rate']}). Rule: "
+              f"{h['rule']}. It depends on the image id and the seed only, so a new K holds out the same images. "
+              f"Worst deviation from a stratified split: {h['worst_deviation_images']} images "
+              f"(cluster {h['worst_cluster']}).", "",
+              "| cluster | images | held out | stratified would give | share |", "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {c} | {p['size']:,} | {p['heldout']:,} | {p['expected']} | {p['share']:.4f} |"
+              for c, p in h["per_cluster"].items()]
+    g = s["gate"]
+    status = ("ACCEPTED DESPITE FAILURES (accept_failed_gate)" if g.get("accepted_failed_gate")
+              else "passed" if g.get("passed") else "not recorded")
+    lines += ["", "## The quality gate", "", f"Status: **{status}** (cluster_report run "
+              f"`{g.get('cluster_report_run_id')}`).", "", "| check | status | blocking | value | threshold |",
+              "|---|---|---|---:|---:|"]
+    lines += [f"| {name} | {c.get('status')} | {'yes' if c.get('blocking') else 'no'} | {_num(c.get('value'))} | "
+              f"{_num(c.get('threshold'))} |"
+              for name, c in g.get("checks", {}).items()]
+    lines += [f"- {p}" for p in g.get("problems", [])]
+    lines += ["", "## Models", "", "| role | model | revision |", "|---|---|---|"]
+    lines += [f"| {role} | `{m.get('id')}` | `{m.get('revision')}` |" for role, m in s["models"].items()]
+    lines += ["", "## Settings", "", "The pipeline's settings for this run (from `pipeline_manifest.json`):", "",
+              "```yaml", yaml.safe_dump(s["settings"], sort_keys=False).rstrip(), "```", "",
+              "`stats.json` holds every number on this card, machine-readable.", "", "## How to load it", "",
+              "With `datasets`, from inside this folder (the paths are relative to it):", "", "```python",
+              "from datasets import load_dataset", "",
+              'ds = load_dataset("webdataset", data_files={"train": "data/train/cluster_*/*.tar",',
+              '                                            "heldout": "data/heldout/*.tar"})',
+              'expert_3 = load_dataset("webdataset", data_files={"train": "data/train/cluster_3/*.tar"})["train"]',
+              '# or, through the configs above: load_dataset("<this folder, or user/repo on the Hub>", "cluster_3")',
+              "import numpy as np",
+              'row = ds["train"][0]',
+              'latent = np.asarray(row["latent.npy"], dtype=np.float16)  # datasets gives nested lists',
+              "```", "", "With plain `webdataset`:", "", "```python", "import glob, io, json",
+              "import numpy as np, webdataset as wds", "",
+              'urls = sorted(glob.glob("data/train/cluster_3/*.tar"))',
+              "for sample in wds.WebDataset(urls, shardshuffle=False):",
+              '    latent = np.load(io.BytesIO(sample["latent.npy"]), allow_pickle=False)',
+              '    meta, caption = json.loads(sample["json"]), sample["txt"].decode()', "```", "",
+              "## License", ""]
+    if s["license"] == "other":
+        lines.append("Not set (`license: other`). The images were fetched from the web and their rights stay with "
+                     "their owners (each sample's `json` has its `url`); check those terms, and the models' licenses, "
+                     "before redistributing. Export again with `--license <id>` once you know.")
+    else:
+        lines.append(f"`{s['license']}`, as set by whoever exported it. The images' rights stay with their owners "
+                     "(each sample's `json` has its `url`).")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def export_dataset(data_root: str, output: str | Path, license_id: str = "other", force: bool = False,
+                   log=print) -> dict:
+    """Write the dataset folder at `output` (see the module docstring); returns stats.json's content. Refuses
+    (ExportRefused, nothing written) a non-empty `output` unless `force`, and a data_dir missing an output."""
+    output = Path(output).absolute()
+    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not force:
+        raise ExportRefused(f"{output} exists and is not empty: choose another --output, or --force to replace it")
+    manifest, files = read_committed(data_root)
+    report = read_report(data_root, manifest)
+    reasons = reason_counts(data_root)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_abandoned(output)
+    staged = output.parent / f"{output.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staged.mkdir()
+    try:
+        started = time.perf_counter()
+        how = place_files(files, staged, data_root, log)
+        first = next((staged / dest for split, dest, _, e in files if split != "heldout" and e["samples"]), None)
+        if first is None:
+            raise ExportRefused("the expert shards hold no sample: nothing to export")
+        stats = collect_stats(manifest, report, reasons, describe_sample(first), files, license_id)
+        (staged / "stats.json").write_text(json.dumps(stats, indent=1, default=str) + "\n")
+        (staged / "README.md").write_text(render_card(stats))
+        _swap_in(staged, output)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    log(f"export: {len(files):,} shards {how}, {stats['splits']['train']['samples']:,} train and "
+        f"{stats['splits']['heldout']['samples']:,} held-out samples in {time.perf_counter() - started:.1f} s -> {output}")
+    return stats
+
+
+def _swap_in(staged: Path, output: Path) -> None:
+    """Rename the finished folder to `output`; an existing one (allowed by --force) is renamed aside first and
+    removed after, so a reader sees the old folder or the new one."""
+    old = None
+    if output.exists():
+        if output.is_dir() and not any(output.iterdir()):
+            output.rmdir()
+        else:
+            old = output.parent / f"{output.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            os.replace(output, old)
+    os.replace(staged, output)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _sweep_abandoned(output: Path) -> None:
+    """Remove DIR.tmp-<pid>-* / DIR.old-<pid>-* folders an export killed on this machine left behind."""
+    for left in output.parent.glob(f"{output.name}.*-*-*"):
+        kind, _, rest = left.name[len(output.name) + 1:].partition("-")
+        pid = rest.partition("-")[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(left, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m paris_assets.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", required=True, help="the dataset folder to write (must not exist, or be empty)")
+    parser.add_argument("--config", help="settings file (default: $PARIS_CONFIG or paris.yaml)")
+    parser.add_argument("--data-dir", help="export this data_dir instead of the settings' one (a path or fsspec URL)")
+    parser.add_argument("--license", default="other", help="the card's license id as the Hub spells it (e.g. "
+                        "cc-by-4.0); default 'other', with a note that the images' rights stay with their owners")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty --output")
+    args = parser.parse_args(argv)
+    try:
+        data_root = args.data_dir or load_settings(args.config).data_root
+        export_dataset(data_root, args.output, args.license, args.force)
+    except (ExportRefused, SettingsError) as exc:
+        print(f"export refused: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
