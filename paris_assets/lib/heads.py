@@ -1,0 +1,402 @@
+"""LAION's two quality heads over CLIP ViT-L/14 image embeddings ((N, 768), L2-normalised): aesthetic score and
+punsafe. Both are re-implemented in torch so that the upstream weight files load as published.
+
+Aesthetic: christophschuhmann/improved-aesthetic-predictor, `MLP` in simple_inference.py. Five Linear layers
+with Dropout between the first four and no activations (upstream comments its ReLUs out); the state_dict of
+sac+logos+ava1-l14-linearMSE.pth has keys layers.{0,2,4,6,7}.{weight,bias} and loads here with strict=True.
+
+NSFW: LAION-AI/CLIP-based-NSFW-Detector, clip_autokeras_binary_nsfw.zip (a Keras 2.8 SavedModel, not an .h5).
+Its keras_metadata.pb gives the graph: input (768, float64) -> autokeras MultiCategoryEncoding -> Normalization
+(per-feature mean, variance) -> Dense 64, ReLU -> Dense 512, ReLU -> Dense 256, ReLU -> Dense 1 -> sigmoid.
+The encoding passes 763 columns through (NaN -> 0) but treats columns 180, 316, 413, 440 and 644 as categories
+(autokeras took them for such when it trained on float16 embeddings): each value is printed with "%f" and looked
+up in a StringLookup vocabulary (10425, 2266, 2190, 2293, 2241 strings; index i+1 for the i-th, 0 when unknown).
+The vocabularies live as constants in saved_model.pb, the rest in the variables bundle; both are read here
+without TensorFlow. The lookup semantics are read from the saved graph (default value 0, indices 1..n), not
+checked against a TensorFlow run: nothing on this machine runs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import urllib.parse
+import urllib.request
+import uuid
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+# Pinned to the commits that hold these files, so a later push upstream cannot change the scores.
+AESTHETIC_URL = ("https://raw.githubusercontent.com/christophschuhmann/improved-aesthetic-predictor/"
+                 "6934dd81792f086e613a121dbce43082cb8be85e/sac+logos+ava1-l14-linearMSE.pth")
+NSFW_URL = ("https://raw.githubusercontent.com/LAION-AI/CLIP-based-NSFW-Detector/"
+            "d6bb8fe31fd4aecbfed7dfb62df4fe5858bfc014/clip_autokeras_binary_nsfw.zip")
+WIDTH = 768  # CLIP ViT-L/14 projection width: the only input both heads were trained on
+CATEGORICAL = (180, 316, 413, 440, 644)  # the NSFW model's columns that autokeras encoded as categories
+KEY_BYTES = 12  # room for a "%f" string of an embedding value ("-0.375000" is 9)
+Kind = Literal["aesthetic", "nsfw"]
+
+
+class AestheticHead(nn.Module):
+    """LAION improved aesthetic predictor; forward: (N, 768) float32 -> (N,) scores, about 1-10."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(WIDTH, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
+                                    nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x).squeeze(-1)
+
+
+class NsfwHead(nn.Module):
+    """LAION CLIP-based NSFW detector (ViT-L/14); forward: (N, 768) float32 -> (N,) punsafe in [0, 1].
+
+    `vocab_<column>` holds the StringLookup vocabulary of each categorical column, one "%f" string a row
+    (NUL-padded bytes); row i has index i + 1, anything else 0."""
+
+    def __init__(self, vocab_sizes: tuple[int, ...] = (0,) * len(CATEGORICAL)):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(WIDTH))
+        self.register_buffer("variance", torch.ones(WIDTH))
+        for column, n in zip(CATEGORICAL, vocab_sizes):
+            self.register_buffer(f"vocab_{column}", torch.zeros(n, KEY_BYTES, dtype=torch.uint8))
+        self.dense, self.dense_1 = nn.Linear(WIDTH, 64), nn.Linear(64, 512)
+        self.dense_2, self.dense_3 = nn.Linear(512, 256), nn.Linear(256, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.where(torch.isnan(x), torch.zeros_like(x), x)  # a new tensor: the lookups below write into it
+        for column in CATEGORICAL:
+            x[:, column] = _lookup(x[:, column], getattr(self, f"vocab_{column}"))
+        # Keras 2.8 Normalization: (x - mean) / max(sqrt(variance), epsilon)
+        x = (x - self.mean) / torch.sqrt(self.variance).clamp(min=1e-7)
+        x = torch.relu(self.dense(x))
+        x = torch.relu(self.dense_1(x))
+        x = torch.relu(self.dense_2(x))
+        return torch.sigmoid(self.dense_3(x)).squeeze(-1)
+
+
+def _lookup(values: torch.Tensor, vocab: torch.Tensor) -> torch.Tensor:
+    """StringLookup of `values` printed as tf.strings.as_string does ("%f"): index i + 1 of a match, else 0."""
+    text = np.char.mod("%f", values.detach().cpu().double().numpy()).astype(f"S{KEY_BYTES}")
+    keys = np.ascontiguousarray(vocab.cpu().numpy()).view(f"S{KEY_BYTES}").ravel()
+    if len(keys) == 0:
+        return torch.zeros_like(values)
+    order = np.argsort(keys, kind="stable")
+    at = np.searchsorted(keys[order], text).clip(max=len(keys) - 1)
+    found = np.where(keys[order][at] == text, order[at] + 1, 0)
+    return torch.from_numpy(found.astype(np.float32)).to(values)
+
+
+def encode_vocab(strings: list[bytes]) -> torch.Tensor:
+    """Vocabulary strings -> the (n, KEY_BYTES) uint8 buffer NsfwHead keeps."""
+    if any(len(s) > KEY_BYTES for s in strings):
+        raise ValueError(f"a vocabulary string is longer than {KEY_BYTES} bytes")
+    return torch.from_numpy(np.array(strings, dtype=f"S{KEY_BYTES}").view(np.uint8).reshape(len(strings), KEY_BYTES))
+
+
+def load_head(kind: Kind, source: str | None, tiny: bool, seed: int, cache_dir: Path) -> nn.Module:
+    """The `kind` head from `source` (a path or an http(s) URL, downloaded once into cache_dir); with no source,
+    the tiny profile's seeded random head. Eval mode, float32, CPU."""
+    if kind not in ("aesthetic", "nsfw"):
+        raise ValueError(f"unknown head {kind!r}: expected 'aesthetic' or 'nsfw'")
+    if source is None:
+        if not tiny:
+            url = AESTHETIC_URL if kind == "aesthetic" else NSFW_URL
+            raise ValueError(f"no weights for the {kind} head: set quality.{kind}_weights to a path or an "
+                             f"http(s) URL (the public one is {url})")
+        head = tiny_head(kind, seed)
+    else:
+        is_url = urllib.parse.urlparse(source).scheme in ("http", "https")
+        path = download(source, Path(cache_dir)) if is_url else Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"{kind} head weights not found: {source}")
+        head = read_head(kind, path, source)
+    return head.float().cpu().eval()
+
+
+def tiny_head(kind: Kind, seed: int) -> nn.Module:
+    """A seeded random head of the real class for the tiny profile."""
+    torch.manual_seed(seed)
+    head = AestheticHead() if kind == "aesthetic" else NsfwHead()
+    last = head.layers[-1] if kind == "aesthetic" else head.dense_3
+    with torch.no_grad():
+        # Harmless values (aesthetic ~5.0, punsafe ~0.003 = sigmoid(-5.8)) so that no filter fires by accident
+        # in a demo: the random layers below move the output by a few hundredths at most.
+        last.weight.mul_(0.1)
+        last.bias.fill_(5.0 if kind == "aesthetic" else float(np.log(0.003 / 0.997)))
+    return head
+
+
+def download(url: str, cache_dir: Path) -> Path:
+    """`url` into cache_dir once (atomic rename), then the cached file; a web page instead of weights raises."""
+    name = os.path.basename(urllib.parse.unquote(urllib.parse.urlparse(url).path)) or "weights"
+    target = cache_dir / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
+    if target.exists():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+            kind = response.headers.get_content_type()
+            first = response.read(1 << 16)
+            if kind == "text/html" or first.lstrip()[:1] == b"<":
+                raise ValueError(f"{url} answered with a web page ({kind}), not weights: expected a torch "
+                                 "state_dict (.pth), a Keras .h5 or the LAION SavedModel .zip; use the raw file URL")
+            while first:
+                out.write(first)
+                first = response.read(1 << 20)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def read_head(kind: Kind, path: Path, source: str) -> nn.Module:
+    """A head from a torch state_dict, a Keras .h5 or the NSFW SavedModel (.zip or folder), by content."""
+    with open(path, "rb") if path.is_file() else io.BytesIO() as f:
+        magic = f.read(8)
+    if kind == "nsfw" and (path.is_dir() or (magic[:2] == b"PK" and _is_saved_model_zip(path))):
+        return nsfw_from_saved_model(path)
+    if magic == b"\x89HDF\r\n\x1a\n":
+        if kind != "nsfw":
+            raise ValueError(f"{source}: a Keras .h5 file, but only the nsfw head ships as Keras")
+        return nsfw_from_h5(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{source}: not a torch state_dict ({type(exc).__name__}: {exc}); expected "
+                         f"{_layout(AestheticHead() if kind == 'aesthetic' else NsfwHead())}") from None
+    return head_from_state_dict(kind, state, source)
+
+
+def head_from_state_dict(kind: Kind, state: dict, source: str) -> nn.Module:
+    """The head whose strict state_dict is `state`; a wrong key or shape raises naming `source`."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{source}: holds a {type(state).__name__}, expected a state_dict")
+    if kind == "aesthetic":
+        head = AestheticHead()
+    else:
+        head = NsfwHead(tuple(len(state.get(f"vocab_{c}", ())) for c in CATEGORICAL))
+    try:
+        head.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{source}: not a {kind} head state_dict; expected {_layout(head)}. {exc}") from None
+    return head
+
+
+def _layout(head: nn.Module) -> str:
+    return ", ".join(f"{k} {tuple(v.shape)}" for k, v in head.state_dict().items() if not k.startswith("vocab_"))
+
+
+def nsfw_from_h5(path: Path) -> NsfwHead:
+    """NsfwHead from Keras weights in .h5 (model.save or save_weights layout). An .h5 carries no StringLookup
+    vocabulary, so the five categorical columns always read 0 (unknown): prefer the SavedModel zip."""
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError("reading Keras .h5 weights needs h5py: pip install h5py") from None
+    with h5py.File(path, "r") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        weights = {}
+        for layer in root.attrs["layer_names"]:
+            group = root[_text(layer)]
+            for name in group.attrs.get("weight_names", []):
+                weights[_text(name).split(":")[0]] = np.asarray(group[_text(name)])
+    warnings.warn(f"{path}: Keras .h5 holds no vocabularies for NSFW columns {CATEGORICAL}; they read as unknown")
+    return _nsfw_from_arrays(lambda name: weights[name], (0,) * len(CATEGORICAL), str(path))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _nsfw_from_arrays(array, vocab: tuple, source: str) -> NsfwHead:
+    """Fill an NsfwHead from Keras names (normalization/mean, dense/kernel, ...); Dense kernels are (in, out)."""
+    head = NsfwHead(tuple(len(v) for v in vocab))
+    state = {"mean": array("normalization/mean"), "variance": array("normalization/variance")}
+    for layer in ("dense", "dense_1", "dense_2", "dense_3"):
+        state[f"{layer}.weight"] = np.asarray(array(f"{layer}/kernel")).T
+        state[f"{layer}.bias"] = array(f"{layer}/bias")
+    state = {k: torch.from_numpy(np.array(v, dtype=np.float32)).reshape(-1) if k in ("mean", "variance")
+             else torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()}
+    state.update({f"vocab_{c}": encode_vocab(list(v)) for c, v in zip(CATEGORICAL, vocab)})
+    return head_from_state_dict("nsfw", state, source)
+
+
+# --- the LAION NSFW SavedModel, read without TensorFlow -----------------------------------------------------
+
+def _is_saved_model_zip(path: Path) -> bool:
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("saved_model.pb") for n in z.namelist())
+
+
+def nsfw_from_saved_model(path: Path) -> NsfwHead:
+    """NsfwHead from clip_autokeras_binary_nsfw (the .zip or its extracted folder)."""
+    if path.is_dir():
+        files = {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    else:
+        with zipfile.ZipFile(path) as z:
+            files = {n: z.read(n) for n in z.namelist() if not n.endswith("/")}
+
+    def find(suffix: str) -> bytes:
+        hits = [v for k, v in files.items() if k.endswith(suffix)]
+        if len(hits) != 1:
+            raise ValueError(f"{path}: expected one {suffix} in the NSFW SavedModel, found {len(hits)}")
+        return hits[0]
+
+    bundle = read_tensor_bundle(find("variables/variables.index"), find("variables/variables.data-00000-of-00001"))
+    names = {"normalization/mean": "layer_with_weights-1/mean", "normalization/variance": "layer_with_weights-1/variance"}
+    for i, layer in enumerate(("dense", "dense_1", "dense_2", "dense_3")):
+        names.update({f"{layer}/kernel": f"layer_with_weights-{i + 2}/kernel",
+                      f"{layer}/bias": f"layer_with_weights-{i + 2}/bias"})
+
+    def array(name: str) -> np.ndarray:
+        key = f"{names[name]}/.ATTRIBUTES/VARIABLE_VALUE"
+        if key not in bundle:
+            raise ValueError(f"{path}: no {key} in the variables: not the LAION ViT-L/14 NSFW model")
+        return bundle[key]
+
+    return _nsfw_from_arrays(array, saved_vocabularies(find("saved_model.pb"), path), str(path))
+
+
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = b[i]
+        i += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return result, i
+
+
+def _fields(b: bytes) -> list[tuple[int, object]]:
+    """A protobuf message as (field number, int or bytes) pairs, in order."""
+    i, out = 0, []
+    while i < len(b):
+        key, i = _varint(b, i)
+        wire = key & 7
+        if wire == 0:
+            value, i = _varint(b, i)
+        elif wire == 2:
+            n, i = _varint(b, i)
+            value, i = b[i:i + n], i + n
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
+            value, i = b[i:i + n], i + n
+        else:
+            raise ValueError(f"protobuf wire type {wire} not supported")
+        out.append((key >> 3, value))
+    return out
+
+
+def _field(b: bytes, number: int) -> list:
+    return [v for f, v in _fields(b) if f == number]
+
+
+def _table_block(data: bytes, offset: int, size: int) -> list[tuple[bytes, bytes]]:
+    """One uncompressed block of a LevelDB-format table (what TensorFlow writes variables.index in)."""
+    if data[offset + size] != 0:
+        raise ValueError("compressed variables.index blocks are not supported")
+    block = data[offset:offset + size]
+    restarts = struct.unpack("<I", block[-4:])[0]
+    end, i, key, out = len(block) - 4 - 4 * restarts, 0, b"", []
+    while i < end:
+        shared, i = _varint(block, i)
+        unshared, i = _varint(block, i)
+        length, i = _varint(block, i)
+        key = key[:shared] + block[i:i + unshared]
+        i += unshared
+        out.append((key, block[i:i + length]))
+        i += length
+    return out
+
+
+def read_tensor_bundle(index: bytes, data: bytes) -> dict[str, np.ndarray]:
+    """Numeric tensors of a TensorFlow checkpoint (variables.index + its one data shard) by name."""
+    footer = index[-48:]
+    _, i = _varint(footer, 0)
+    _, i = _varint(footer, i)  # the metaindex block, unused
+    offset, i = _varint(footer, i)
+    size, _ = _varint(footer, i)
+    dtypes = {1: np.float32, 2: np.float64, 3: np.int32, 9: np.int64}
+    out = {}
+    for _, handle in _table_block(index, offset, size):
+        block_offset, j = _varint(handle, 0)
+        block_size, _ = _varint(handle, j)
+        for key, entry in _table_block(index, block_offset, block_size):
+            fields = dict(_fields(entry))  # BundleEntryProto: 1 dtype, 2 shape, 4 offset, 5 size
+            if not key or fields.get(1) not in dtypes:
+                continue
+            shape = [dict(_fields(d)).get(1, 0) for d in _field(fields.get(2, b""), 2)]
+            start = fields.get(4, 0)
+            raw = data[start:start + fields.get(5, 0)]
+            out[key.decode()] = np.frombuffer(raw, dtype=dtypes[fields[1]]).reshape(shape)
+    return out
+
+
+def saved_vocabularies(saved_model: bytes, source: Path) -> tuple[list[bytes], ...]:
+    """The StringLookup vocabularies of CATEGORICAL, from the table initialisers of the saved graph.
+
+    Each table is filled by a call (table, keys Const, values Const); the serving call takes the tables in
+    the encoding's column order, which gives each vocabulary its column."""
+    graph = _field(_field(_field(saved_model, 2)[0], 2)[0], 1)  # SavedModel.meta_graphs[0].graph_def.node
+    consts, calls = {}, []
+    for node in graph:
+        fields = {}
+        for f, v in _fields(node):
+            fields.setdefault(f, []).append(v)
+        name, op, inputs = fields[1][0].decode(), fields[2][0], [x.decode() for x in fields.get(3, [])]
+        if op == b"Const":
+            for attr in fields.get(5, []):
+                entry = dict(_fields(attr))
+                if entry.get(1) == b"value":
+                    consts[name] = _field(entry[2], 8)[0]  # AttrValue.tensor
+        calls.append(inputs)
+    serving = next((c for c in calls if "serving_default_input_1" in c), None)
+    fills = {c[0]: c[1:] for c in calls if len(c) == 3 and c[1] in consts and _field(consts[c[1]], 1) == [7]}
+    if serving is None or len(fills) != len(CATEGORICAL):
+        raise ValueError(f"{source}: expected {len(CATEGORICAL)} lookup tables in saved_model.pb, "
+                         f"found {len(fills)}: not the LAION ViT-L/14 NSFW model")
+    vocab = []
+    for table in sorted(fills, key=serving.index):
+        keys_name, values_name = fills[table]
+        keys = _field(consts[keys_name], 8)  # TensorProto.string_val
+        values = np.frombuffer(_field(consts[values_name], 4)[0], dtype=np.int64)  # tensor_content
+        if not np.array_equal(values, np.arange(1, len(keys) + 1)):
+            raise ValueError(f"{source}: lookup {table} does not number its vocabulary 1..n")
+        vocab.append(keys)
+    return tuple(vocab)
+
+
+def score(head: nn.Module, embeddings, batch: int = 65536) -> np.ndarray:
+    """(N,) float32 scores of `embeddings` ((N, 768), any row-sliceable array, e.g. a float16 memmap), read
+    `batch` rows at a time so that the whole array never sits in memory as float32."""
+    n = len(embeddings)
+    out = np.empty(n, dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, n, batch):
+            rows = np.asarray(embeddings[start:start + batch], dtype=np.float32)
+            if rows.ndim != 2 or rows.shape[1] != WIDTH:
+                raise ValueError(f"embeddings rows have shape {rows.shape[1:]}, expected ({WIDTH},): "
+                                 "the heads read CLIP ViT-L/14 image embeddings")
+            out[start:start + len(rows)] = head(torch.from_numpy(rows)).numpy()
+    return out
+
+
+def head_identity(head: nn.Module) -> str:
+    """A short sha256 of the head's class and tensors, for provenance."""
+    digest = hashlib.sha256(type(head).__name__.encode())
+    for name, tensor in sorted(head.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
