@@ -15,6 +15,7 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .lib.caption_filters import check_languages, check_patterns
 from .lib.checks import NUDENET_CLASSES
 from .lib.urls import METADATA_HOSTS, REFUSED_NETWORKS, check_networks
 
@@ -85,6 +86,9 @@ class FilterSettings(_Section):
     caption_min_language_score: float = Field(0.5, ge=0, le=1)  # detector confidence below this: language unknown, dropped
     caption_min_words: int = Field(0, ge=0)  # fewer words than this: dropped
     caption_boilerplate: tuple[str, ...] = ()  # regular expressions (case-insensitive); a caption matching one is dropped
+
+    _patterns_compile = field_validator("caption_boilerplate")(check_patterns)
+    _languages_iso = field_validator("caption_languages")(check_languages)
 
 
 class ModelSettings(_Section):

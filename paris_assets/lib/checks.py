@@ -37,6 +37,10 @@ class FilterParams:
     phash_max_distance: int = 6
     jpeg_quality: int = 95
     max_image_pixels: int = 89_478_485
+    caption_languages: tuple[str, ...] = ()  # judged before decode, in filtering.pre_decode_rejections
+    caption_min_language_score: float = 0.5
+    caption_min_words: int = 0
+    caption_boilerplate: tuple[str, ...] = ()
 
 
 def process_image(data: bytes, params: FilterParams, detector=None) -> tuple[dict, bytes]:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import dedup
+from .caption_filters import caption_rejections
 from .checks import FilterParams, process_unit_args
 from .progress import Progress
 
@@ -31,7 +32,8 @@ REJECTED_COLUMNS = ["image_id", "url", "reason", "detail"]
 
 
 def pre_decode_rejections(samples: pd.DataFrame, params: FilterParams) -> tuple[pd.Series, pd.Series]:
-    """Reason per row ('' to go on) decided from metadata alone: failed download, caption, LAION flags."""
+    """Reason per row ('' to go on) decided from metadata alone: failed download, caption, LAION flags, and the
+    caption filters (lib/caption_filters) on the alt text of the rows still going on."""
     reason = pd.Series("", index=samples.index, dtype=object)
     detail = pd.Series("", index=samples.index, dtype=object)
 
@@ -50,6 +52,13 @@ def pre_decode_rejections(samples: pd.DataFrame, params: FilterParams) -> tuple[
     pwatermark = pd.to_numeric(samples["pwatermark"], errors="coerce")
     mark(pwatermark > params.max_pwatermark, "watermark",
          "pwatermark " + pwatermark.round(3).astype(str) + f" > {params.max_pwatermark}")
+    if params.caption_languages or params.caption_min_words or params.caption_boilerplate:
+        # only rows still going on and with a usable caption: a missing one is require_caption's to count
+        judged = (reason == "") & (samples["caption_problem"].fillna("").astype(str) == "")
+        why, what = caption_rejections(samples.loc[judged, "alt_text"], params.caption_languages,
+                                       params.caption_min_language_score, params.caption_min_words,
+                                       params.caption_boilerplate)
+        reason[why.index], detail[why.index] = why, what
     return reason, detail
 
 
