@@ -212,7 +212,13 @@ def nsfw_from_h5(path: Path) -> NsfwHead:
             for name in group.attrs.get("weight_names", []):
                 weights[_text(name).split(":")[0]] = np.asarray(group[_text(name)])
     warnings.warn(f"{path}: Keras .h5 holds no vocabularies for NSFW columns {CATEGORICAL}; they read as unknown")
-    return _nsfw_from_arrays(lambda name: weights[name], (0,) * len(CATEGORICAL), str(path))
+
+    def array(name: str) -> np.ndarray:
+        if name not in weights:
+            raise ValueError(f"{path}: no {name} weights in the .h5: not the LAION ViT-L/14 NSFW model")
+        return weights[name]
+
+    return _nsfw_from_arrays(array, ([],) * len(CATEGORICAL), str(path))
 
 
 def _text(value) -> str:
@@ -221,7 +227,6 @@ def _text(value) -> str:
 
 def _nsfw_from_arrays(array, vocab: tuple, source: str) -> NsfwHead:
     """Fill an NsfwHead from Keras names (normalization/mean, dense/kernel, ...); Dense kernels are (in, out)."""
-    head = NsfwHead(tuple(len(v) for v in vocab))
     state = {"mean": array("normalization/mean"), "variance": array("normalization/variance")}
     for layer in ("dense", "dense_1", "dense_2", "dense_3"):
         state[f"{layer}.weight"] = np.asarray(array(f"{layer}/kernel")).T
