@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from paris_assets.lib.heads import (CATEGORICAL, AestheticHead, NsfwHead, _lookup, encode_vocab, head_identity,
-                                    load_head, score)
+from paris_assets.lib.heads import (
+    CATEGORICAL,
+    AestheticHead,
+    NsfwHead,
+    _lookup,
+    encode_vocab,
+    head_identity,
+    load_head,
+    score,
+)
 from paris_assets.lib.http_server import serve_directory
 
 # The keys and shapes of sac+logos+ava1-l14-linearMSE.pth, written out rather than taken from AestheticHead.
@@ -160,9 +168,9 @@ def test_url_with_a_web_page_raises_and_caches_nothing(tmp_path, name):
     served, cache = tmp_path / "served", tmp_path / "cache"
     served.mkdir()
     (served / name).write_text("<!DOCTYPE html><html><body>sign in</body></html>")
-    with serve_directory(str(served)) as base:
-        with pytest.raises(ValueError, match=rf"{base}/{name} answered with a web page.*expected a torch state_dict"):
-            load_head("aesthetic", f"{base}/{name}", False, 0, cache)
+    with serve_directory(str(served)) as base, pytest.raises(
+            ValueError, match=rf"http://127\.0\.0\.1:\d+/{name} answered with a web page.*expected a torch state_dict"):
+        load_head("aesthetic", f"{base}/{name}", False, 0, cache)
     assert list(cache.iterdir()) == []
 
 
@@ -170,9 +178,9 @@ def test_url_with_wrong_state_dict_names_the_url(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
     torch.save({"fc.weight": torch.zeros(1, 768)}, served / "other.pth")
-    with serve_directory(str(served)) as base:
-        with pytest.raises(ValueError, match=rf"{base}/other\.pth: not a nsfw head state_dict.*dense\.weight \(64, 768\)"):
-            load_head("nsfw", f"{base}/other.pth", False, 0, tmp_path / "cache")
+    with serve_directory(str(served)) as base, pytest.raises(
+            ValueError, match=r"http://127\.0\.0\.1:\d+/other\.pth: not a nsfw head state_dict.*dense\.weight \(64, 768\)"):
+        load_head("nsfw", f"{base}/other.pth", False, 0, tmp_path / "cache")
 
 
 @pytest.mark.parametrize("kind", ["aesthetic", "nsfw"])

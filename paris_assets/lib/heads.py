@@ -19,8 +19,8 @@ checked against a TensorFlow run: nothing on this machine runs TensorFlow.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
+import pickle
 import struct
 import urllib.parse
 import urllib.request
@@ -162,9 +162,13 @@ def download(url: str, cache_dir: Path) -> Path:
 
 def read_head(kind: Kind, path: Path, source: str) -> nn.Module:
     """A head from a torch state_dict, a Keras .h5 or the NSFW SavedModel (.zip or folder), by content."""
-    with open(path, "rb") if path.is_file() else io.BytesIO() as f:
+    if path.is_dir():
+        if kind != "nsfw":
+            raise ValueError(f"{source}: a folder, but the aesthetic head is one .pth file")
+        return nsfw_from_saved_model(path)
+    with open(path, "rb") as f:
         magic = f.read(8)
-    if kind == "nsfw" and (path.is_dir() or (magic[:2] == b"PK" and _is_saved_model_zip(path))):
+    if kind == "nsfw" and zipfile.is_zipfile(path) and _is_saved_model_zip(path):  # torch.save writes zips too
         return nsfw_from_saved_model(path)
     if magic == b"\x89HDF\r\n\x1a\n":
         if kind != "nsfw":
@@ -172,7 +176,7 @@ def read_head(kind: Kind, path: Path, source: str) -> nn.Module:
         return nsfw_from_h5(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as exc:
         raise ValueError(f"{source}: not a torch state_dict ({type(exc).__name__}: {exc}); expected "
                          f"{_layout(AestheticHead() if kind == 'aesthetic' else NsfwHead())}") from None
     return head_from_state_dict(kind, state, source)
@@ -181,7 +185,7 @@ def read_head(kind: Kind, path: Path, source: str) -> nn.Module:
 def head_from_state_dict(kind: Kind, state: dict, source: str) -> nn.Module:
     """The head whose strict state_dict is `state`; a wrong key or shape raises naming `source`."""
     if not isinstance(state, dict):
-        raise ValueError(f"{source}: holds a {type(state).__name__}, expected a state_dict")
+        raise TypeError(f"{source}: holds a {type(state).__name__}, expected a state_dict")
     if kind == "aesthetic":
         head = AestheticHead()
     else:
@@ -205,7 +209,7 @@ def nsfw_from_h5(path: Path) -> NsfwHead:
     except ImportError:
         raise ImportError("reading Keras .h5 weights needs h5py: pip install h5py") from None
     with h5py.File(path, "r") as f:
-        root = f["model_weights"] if "model_weights" in f else f
+        root = f.get("model_weights", f)  # model.save nests the weights; save_weights does not
         weights = {}
         for layer in root.attrs["layer_names"]:
             group = root[_text(layer)]
