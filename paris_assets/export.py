@@ -395,10 +395,15 @@ def export_dataset(data_root: str, output: str | Path, license_id: str = "other"
     try:
         started = time.perf_counter()
         how = place_files(files, staged, data_root, log)
-        first = next((staged / dest for split, dest, _, e in files if split != "heldout" and e["samples"]), None)
+        first = next(((dest, source) for split, dest, source, e in files if split != "heldout" and e["samples"]), None)
         if first is None:
             raise ExportRefused("the expert shards hold no sample: nothing to export")
-        stats = collect_stats(manifest, report, reasons, describe_sample(first), files, license_id)
+        try:
+            sample = describe_sample(staged / first[0])
+        except Exception as exc:  # e.g. a tar damaged after the manifest was written, at its listed size
+            raise ExportRefused(f"cannot read the first sample of {first[1]}: {type(exc).__name__}: {exc}; "
+                                "materialise expert_shards again") from exc
+        stats = collect_stats(manifest, report, reasons, sample, files, license_id)
         (staged / "stats.json").write_text(json.dumps(stats, indent=1, default=str) + "\n")
         (staged / "README.md").write_text(render_card(stats))
         _swap_in(staged, output)

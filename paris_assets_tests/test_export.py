@@ -1,0 +1,346 @@
+"""python -m paris_assets.export: the committed outputs of the whole graph (the `trained` fixture) exported, then
+read back with Hugging Face `datasets` offline, every field of every sample; the card's front matter against the
+files; what a sample holds read from the shards; the refusals, none of which leaves the output half-made."""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # read by datasets when first imported
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from paris_assets import export
+from paris_assets.lib.samples import decode_member
+from paris_assets.lib.tars import TarShardWriter, iter_members
+from paris_assets.settings import PROJECT_ROOT
+
+OUTPUTS = ("expert_shards", "heldout", "filtered_images", "cluster_labels", "cluster_report")
+
+
+def copy_outputs(data: Path, to: Path) -> Path:
+    """The committed outputs the export reads, copied (test_training changes the fixture's data later)."""
+    for name in OUTPUTS:
+        shutil.copytree(data / name, to / name)
+    shutil.copy(data / "pipeline_manifest.json", to / "pipeline_manifest.json")
+    return to
+
+
+@pytest.fixture(scope="module")
+def data(trained, tmp_path_factory) -> Path:
+    return copy_outputs(trained[3], tmp_path_factory.mktemp("export-data"))
+
+
+@pytest.fixture(scope="module")
+def exported(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "paris-demo"
+    started = time.perf_counter()
+    stats = export.export_dataset(str(data), out, log=lambda m: None)
+    print(f"\nexport of {stats['splits']['train']['samples'] + stats['splits']['heldout']['samples']} samples: "
+          f"{time.perf_counter() - started:.2f} s")
+    return out, stats
+
+
+def manifest_of(root: Path) -> dict:
+    return json.loads((root / "pipeline_manifest.json").read_text())
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    head, sep, _ = card[4:].partition("\n---\n")
+    assert sep, "the front matter is not closed"
+    return yaml.safe_load(head)
+
+
+def raw_samples(tar: Path) -> dict[str, dict]:
+    """Every sample of a tar decoded member by member with the project's own reader (no datasets involved)."""
+    samples: dict[str, dict] = {}
+    with open(tar, "rb") as fh:
+        for name, _, stream in iter_members(fh):
+            key, _, member = name.partition(".")
+            samples.setdefault(key, {})[member] = decode_member(member, stream.read())
+    return samples
+
+
+def test_the_layout_hard_links_the_committed_shards(data, exported):
+    out, stats = exported
+    manifest = manifest_of(data)
+    for k, shards in manifest["clusters"].items():
+        names = sorted(p.name for p in (out / "data" / "train" / f"cluster_{k}").iterdir())
+        assert names == sorted(Path(s["path"]).name for s in shards)
+        for s in shards:  # same filesystem: hard links, no byte copied
+            assert os.stat(out / "data" / "train" / f"cluster_{k}" / Path(s["path"]).name).st_ino == \
+                os.stat(data / s["path"]).st_ino
+    assert sorted(p.name for p in (out / "data" / "heldout").iterdir()) == \
+        sorted(Path(s["path"]).name for s in manifest["heldout"])
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "stats.json"]
+    assert not list(out.parent.glob(f"{out.name}.*"))  # no staging folder left beside it
+    assert json.loads((out / "stats.json").read_text()) == json.loads(json.dumps(stats, default=str))
+
+
+def test_datasets_reads_every_field_of_every_sample(data, exported, tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    out, stats = exported
+    manifest = manifest_of(data)
+    files = {"train": sorted(glob.glob(str(out / "data/train/cluster_*/*.tar"))),
+             "heldout": sorted(glob.glob(str(out / "data/heldout/*.tar")))}
+    started = time.perf_counter()
+    ds = datasets.load_dataset("webdataset", data_files=files, cache_dir=str(tmp_path / "cache"))
+    print(f"\nload_dataset: {time.perf_counter() - started:.2f} s")
+    assert len(ds["train"]) == manifest["counts"]["expert_samples"] == stats["splits"]["train"]["samples"]
+    assert len(ds["heldout"]) == manifest["counts"]["heldout_samples"] == stats["splits"]["heldout"]["samples"] > 0
+
+    members = stats["sample"]["members"]
+    assert {"latent.npy", "clip.npy", "txt", "json", "jpg"} <= set(members)  # the fixture ships jpg
+    image_size = manifest["settings"]["filter"]["image_size"]
+    assert members["latent.npy"]["shape"] == [4, image_size // 8, image_size // 8]
+    assert members["latent.npy"]["dtype"] == "float16" and members["jpg"]["size"] == [image_size, image_size]
+    for member, array in (("latent.npy", "latents"), ("clip.npy", "clip_text_embeddings")):  # the router's arrays
+        index = json.loads((data / "heldout" / array / "index.json").read_text())
+        assert members[member]["shape"] == index["shape"][1:]
+    raw = {}
+    for tar in files["train"] + files["heldout"]:
+        raw.update(raw_samples(Path(tar)))
+    seen: dict[str, list[str]] = {"train": [], "heldout": []}
+    per_cluster = {c: 0 for c in stats["clusters"]}
+    for split in ("train", "heldout"):
+        for row in ds[split]:
+            key = row["__key__"].rpartition("/")[2]
+            seen[split].append(key)
+            assert set(row) == set(members) | {"__key__", "__url__"}
+            expected = raw[key]
+            for name, member in members.items():
+                value = row[name]
+                if member["kind"] == "npy":
+                    array = np.asarray(value, dtype=member["dtype"])
+                    assert array.shape == tuple(member["shape"]) and np.isfinite(array).all()
+                    assert np.array_equal(array, expected[name])  # the same values as the tar holds
+                elif member["kind"] == "json":
+                    assert set(value) == set(expected[name]) == set(stats["sample"]["json_fields"])
+                    assert {f: v for f, v in value.items() if v is not None} == \
+                        {f: v for f, v in expected[name].items() if v is not None}
+                    assert value["image_id"] == key and value["caption"] == row["txt"]
+                elif member["kind"] in ("txt", "text"):
+                    assert isinstance(value, str) and value == expected[name]
+                else:  # an image
+                    assert value.size == tuple(member["size"])
+                    assert np.array_equal(np.asarray(value.convert("RGB")), np.asarray(expected[name]))
+            if split == "train":
+                per_cluster[str(row["json"]["cluster"])] += 1
+                assert f"/cluster_{row['json']['cluster']}/" in row["__url__"]
+    assert per_cluster == {c: cl["train_samples"] for c, cl in stats["clusters"].items()}
+    assert per_cluster == {c: sum(s["samples"] for s in sh) for c, sh in manifest["clusters"].items()}
+    kept = pd.read_parquet(data / "filtered_images" / "kept.parquet")["image_id"]
+    assert sorted(seen["train"] + seen["heldout"]) == sorted(kept)  # every kept image exactly once
+    assert sorted(seen["heldout"]) == sorted(raw_key for tar in files["heldout"] for raw_key in raw_samples(Path(tar)))
+
+
+def test_the_card_front_matter_and_its_globs(data, exported, tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    out, stats = exported
+    card = (out / "README.md").read_text()
+    meta = front_matter(card)
+    assert meta["license"] == "other" and meta["license_name"] and meta["task_categories"] == ["text-to-image"]
+    assert "webdataset" in meta["tags"] and meta["size_categories"] == ["n<1K"]
+    configs = {c["config_name"]: {f["split"]: f["path"] for f in c["data_files"]} for c in meta["configs"]}
+    k = manifest_of(data)["k"]
+    assert set(configs) == {"default"} | {f"cluster_{c}" for c in range(k)}
+    on_disk = {p.relative_to(out).as_posix() for p in (out / "data").rglob("*.tar")}
+    matched = lambda pattern: {Path(p).relative_to(out).as_posix() for p in glob.glob(str(out / pattern))}  # noqa: E731
+    assert matched(configs["default"]["train"]) == {p for p in on_disk if p.startswith("data/train/")}
+    assert matched(configs["default"]["heldout"]) == {p for p in on_disk if p.startswith("data/heldout/")} != set()
+    for c in range(k):
+        assert matched(configs[f"cluster_{c}"]["train"]) == {p for p in on_disk if p.startswith(f"data/train/cluster_{c}/")}
+
+    # what datasets itself makes of the card's configs, from the folder
+    whole = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))
+    assert {s: len(whole[s]) for s in whole} == {s: stats["splits"][s]["samples"] for s in ("train", "heldout")}
+    one = datasets.load_dataset(str(out), "cluster_1", cache_dir=str(tmp_path / "cache"))
+    assert list(one) == ["train"] and len(one["train"]) == stats["clusters"]["1"]["train_samples"]
+    assert set(one["train"]["json"][i]["cluster"] for i in range(len(one["train"]))) == {1}
+
+    # the body states what stats.json holds
+    report = json.loads((data / "cluster_report" / "report.json").read_text())
+    rejected = pd.read_parquet(data / "filtered_images" / "rejected.parquet")["reason"].value_counts()
+    assert stats["left_out"]["filtered_images"] == {r: int(n) for r, n in rejected.items()}
+    for reason, n in rejected.items():
+        assert f"| {reason} | {n:,} |" in card
+    for c, cl in stats["clusters"].items():
+        assert cl["top_terms"] == report["top_terms"][int(c)] and ", ".join(cl["top_terms"]) in card
+        assert cl["heldout_samples"] == manifest_of(data)["heldout_split"]["per_cluster"][c]["heldout"]
+    assert f"**{report['silhouette']:.4f}**" in card and f"**{report['davies_bouldin']:.4f}**" in card
+    assert "Status: **passed**" in card and stats["gate"]["passed"] is True
+    for role, model in manifest_of(data)["models"].items():
+        assert f"| {role} | `{model['id']}` | `{model['revision']}` |" in card
+    for field in stats["sample"]["json_fields"]:
+        assert f"| `{field}` |" in card
+    assert 'load_dataset("webdataset"' in card and "wds.WebDataset(" in card
+
+
+def test_what_a_sample_holds_is_read_from_the_shard(tmp_path):
+    """A member and a json field the project does not know yet show up by themselves (the graph gains assets)."""
+    tar = tmp_path / "shard-000000.tar"
+    with open(tar, "wb") as fh:
+        writer = TarShardWriter(fh)
+        for i, aesthetic in enumerate([None, 5.5]):
+            writer.write(f"id{i}", {"latent.npy": export_npy(np.zeros((4, 8, 8), np.float16)),
+                                    "quality.npy": export_npy(np.ones(3, np.float32)), "txt": b"a cat",
+                                    "json": json.dumps({"image_id": f"id{i}", "aesthetic": aesthetic,
+                                                        "aesthetic_computed": i == 1}).encode()})
+        writer.close()
+    sample = export.describe_sample(tar)
+    assert sample["key"] == "id0"
+    assert sample["members"]["quality.npy"] == {"kind": "npy", "shape": [3], "dtype": "float32"}
+    assert sample["members"]["latent.npy"] == {"kind": "npy", "shape": [4, 8, 8], "dtype": "float16"}
+    assert sample["json_fields"] == {"aesthetic": ["float", "null"], "aesthetic_computed": ["bool"],
+                                     "image_id": ["string"]}
+
+
+def export_npy(array: np.ndarray) -> bytes:
+    from paris_assets.lib.shards import npy_bytes
+
+    return npy_bytes(array)
+
+
+@pytest.mark.parametrize("n,bucket", [(0, "n<1K"), (999, "n<1K"), (1_000, "1K<n<10K"), (2_008, "1K<n<10K"),
+                                      (11_000_000, "10M<n<100M")])
+def test_size_category(n, bucket):
+    assert export.size_category(n) == bucket
+
+
+@pytest.mark.parametrize("remove,named", [("pipeline_manifest.json", "pipeline_manifest.json"),
+                                          ("expert_shards/_SUCCESS.json", "expert_shards"),
+                                          ("heldout/_SUCCESS.json", "heldout"),
+                                          ("expert_shards", "expert_shards")])
+def test_refuses_a_data_dir_without_the_training_outputs(data, tmp_path, remove, named):
+    root = copy_outputs(data, tmp_path / "data")
+    target = root / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    out = tmp_path / "out"
+    with pytest.raises(export.ExportRefused, match=f"no committed .*{named}.*Materialise expert_shards"):
+        export.export_dataset(str(root), out)
+    assert not out.exists() and list(tmp_path.glob("out*")) == []
+
+
+def test_refuses_an_empty_data_dir_from_the_command_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = subprocess.run([sys.executable, "-m", "paris_assets.export", "--output", str(tmp_path / "out"),
+                           "--data-dir", str(tmp_path / "empty")], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "export refused" in done.stderr and "expert_shards, heldout, pipeline_manifest.json" in done.stderr
+    assert "Materialise expert_shards" in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_refuses_a_manifest_that_does_not_match_the_shards(data, tmp_path):
+    root = copy_outputs(data, tmp_path / "data")
+    manifest = manifest_of(root)
+    manifest["clusters"]["0"] = manifest["clusters"]["0"][:-1]  # a shard the manifest no longer lists
+    (root / "pipeline_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(export.ExportRefused, match="does not describe the committed shards"):
+        export.export_dataset(str(root), tmp_path / "out")
+    assert list(tmp_path.glob("out*")) == []
+
+
+def test_refuses_a_report_of_another_clustering(data, tmp_path):
+    root = copy_outputs(data, tmp_path / "data")
+    report = json.loads((root / "cluster_report" / "report.json").read_text())
+    report["sizes"] = report["sizes"][::-1] if report["sizes"] != report["sizes"][::-1] else [0] * len(report["sizes"])
+    (root / "cluster_report" / "report.json").write_text(json.dumps(report))
+    with pytest.raises(export.ExportRefused, match="another clustering.*cluster_labels\\+"):
+        export.export_dataset(str(root), tmp_path / "out")
+    assert list(tmp_path.glob("out*")) == []
+
+
+def test_an_error_half_way_leaves_nothing(data, tmp_path):
+    """The first expert shard is garbage of the right size: found while describing it, after every shard was
+    placed in the staging folder. Neither DIR nor the staging folder is left."""
+    root = copy_outputs(data, tmp_path / "data")
+    first = root / manifest_of(root)["clusters"]["0"][0]["path"]
+    first.write_bytes(b"\x07" * first.stat().st_size)
+    with pytest.raises(export.ExportRefused, match="cannot read the first sample of .*materialise expert_shards"):
+        export.export_dataset(str(root), tmp_path / "out")
+    assert list(tmp_path.glob("out*")) == []
+
+
+def test_a_non_empty_output_needs_force(data, exported, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(export.ExportRefused, match="not empty.*--force"):
+        export.export_dataset(str(data), out)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert export.main(["--output", str(out), "--data-dir", str(data), "--force", "--license", "cc-by-4.0"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "stats.json"]
+    meta = front_matter((out / "README.md").read_text())
+    assert meta["license"] == "cc-by-4.0" and "license_name" not in meta
+    assert list(tmp_path.glob("out.*")) == []  # the old folder, renamed aside, is gone
+    empty = tmp_path / "empty"
+    empty.mkdir()  # an empty folder is fine without --force
+    assert export.export_dataset(str(data), empty, log=lambda m: None)["k"] == exported[1]["k"]
+
+
+def test_copies_across_filesystems_and_checks_the_sha256(data, tmp_path):
+    """/dev/shm is another filesystem here: no hard link is possible, so every shard is copied and checked."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(data).st_dev:
+        pytest.skip("no second local filesystem to export to")
+    out = Path(f"/dev/shm/paris-export-test-{os.getpid()}")
+    try:
+        said: list[str] = []
+        stats = export.export_dataset(str(data), out, log=said.append)
+        assert "shards copied" in said[-1]
+        tars = sorted(out.rglob("*.tar"))
+        assert len(tars) == stats["splits"]["train"]["shards"] + stats["splits"]["heldout"]["shards"]
+        assert all(os.stat(t).st_nlink == 1 for t in tars)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    root = copy_outputs(data, tmp_path / "data")
+    shard = root / manifest_of(root)["heldout"][0]["path"]
+    blob = bytearray(shard.read_bytes())
+    blob[-2048] ^= 1  # one bit in the padding: same size, another sha256
+    shard.write_bytes(bytes(blob))
+    try:
+        with pytest.raises(export.ExportRefused, match="does not match its sha256"):
+            export.export_dataset(str(root), out, log=lambda m: None)
+        assert not out.exists() and list(shm.glob(f"{out.name}.*")) == []
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_reasons_from_every_part_and_from_cluster_labels(data, tmp_path):
+    """With partitions, filtered_images is one committed folder per part; cluster_labels' duplicates (and
+    dropped) tables add their reasons when present."""
+    root = copy_outputs(data, tmp_path / "data")
+    rejected = pd.read_parquet(root / "filtered_images" / "rejected.parquet")
+    whole = root / "filtered_images"
+    parts = root / "filtered_images.parts"
+    half = len(rejected) // 2
+    for i, (key, rows) in enumerate((("rows-000000000-000000040", rejected[:half]),
+                                     ("rows-000000040-000000080", rejected[half:]))):
+        (parts / key).mkdir(parents=True)
+        rows.to_parquet(parts / key / "rejected.parquet", index=False)
+        (parts / key / "_SUCCESS.json").write_text(json.dumps({"files": {"rejected.parquet": 0}}))
+    shutil.rmtree(whole)
+    parts.rename(whole)
+    pd.DataFrame({"image_id": ["a", "b", "c"], "reason": ["duplicate_across_parts"] * 3,
+                  "detail": ["x"] * 3}).to_parquet(root / "cluster_labels" / "duplicates.parquet", index=False)
+    reasons = export.reason_counts(str(root))
+    assert reasons["filtered_images"] == {r: int(n) for r, n in rejected["reason"].value_counts().items()}
+    assert reasons["cluster_labels_duplicates"] == {"duplicate_across_parts": 3}
+    assert "cluster_labels_dropped" not in reasons
+    out = tmp_path / "out"
+    export.export_dataset(str(root), out, log=lambda m: None)
+    assert "`cluster_labels_duplicates`: 3 images" in (out / "README.md").read_text()
