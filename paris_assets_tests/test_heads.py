@@ -174,6 +174,13 @@ def test_url_with_a_web_page_raises_and_caches_nothing(tmp_path, name):
     assert list(cache.iterdir()) == []
 
 
+def test_url_that_is_missing_names_the_url(tmp_path):
+    with serve_directory(str(tmp_path)) as base, pytest.raises(
+            ConnectionError, match=r"cannot download http://127\.0\.0\.1:\d+/gone\.pth: HTTP Error 404"):
+        load_head("aesthetic", f"{base}/gone.pth", False, 0, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
+
+
 def test_url_with_wrong_state_dict_names_the_url(tmp_path):
     served = tmp_path / "served"
     served.mkdir()

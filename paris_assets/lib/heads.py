@@ -22,6 +22,7 @@ import hashlib
 import os
 import pickle
 import struct
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -125,12 +126,13 @@ def load_head(kind: Kind, source: str | None, tiny: bool, seed: int, cache_dir: 
 
 def tiny_head(kind: Kind, seed: int) -> nn.Module:
     """A seeded random head of the real class for the tiny profile."""
-    torch.manual_seed(seed)
-    head = AestheticHead() if kind == "aesthetic" else NsfwHead()
+    with torch.random.fork_rng(devices=[]):  # seeded without moving the caller's random stream
+        torch.manual_seed(seed)
+        head = AestheticHead() if kind == "aesthetic" else NsfwHead()
     last = head.layers[-1] if kind == "aesthetic" else head.dense_3
     with torch.no_grad():
         # Harmless values (aesthetic ~5.0, punsafe ~0.003 = sigmoid(-5.8)) so that no filter fires by accident
-        # in a demo: the random layers below move the output by a few hundredths at most.
+        # in a demo: the random layers before it move the output by a few hundredths at most.
         last.weight.mul_(0.1)
         last.bias.fill_(5.0 if kind == "aesthetic" else float(np.log(0.003 / 0.997)))
     return head
@@ -155,6 +157,8 @@ def download(url: str, cache_dir: Path) -> Path:
                 out.write(first)
                 first = response.read(1 << 20)
         os.replace(partial, target)
+    except urllib.error.URLError as exc:  # HTTPError's own text does not name the URL
+        raise ConnectionError(f"cannot download {url}: {exc}") from None
     finally:
         partial.unlink(missing_ok=True)
     return target
