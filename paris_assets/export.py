@@ -33,7 +33,14 @@ from upath import UPath
 
 from .lib.samples import decode_member, member_type
 from .lib.shards import listed_shards
-from .lib.storage import IncompleteOutput, folder_files, is_local, open_folder, require_settled, root_upath
+from .lib.storage import (
+    IncompleteOutput,
+    folder_files,
+    is_local,
+    open_folder,
+    require_settled,
+    root_upath,
+)
 from .lib.tars import iter_members
 from .settings import SettingsError, load_settings
 
@@ -43,7 +50,7 @@ DUPLICATE_TABLES = ("duplicates", "dropped")  # cluster_labels' tables of images
 FIELD_NOTES = {  # one line per json field this project writes; a field it does not know is listed without one
     "image_id": "stable id of the image (also the sample's key)", "url": "where the image was downloaded from",
     "alt_text": "the alt text of the source", "caption": "the caption the expert conditions on (same as txt)",
-    "aesthetic": "LAION aesthetic score of the source", "punsafe": "LAION NSFW probability of the source",
+    "aesthetic": "aesthetic score (LAION scale)", "punsafe": "probability the image is unsafe (NSFW)",
     "width": "original width in pixels", "height": "original height in pixels",
     "cluster": "the DINOv2 cluster, i.e. the expert that trains on it",
     "centroid_distance": "cosine distance to its cluster's centroid", "phash": "perceptual hash of the whole image",
@@ -285,97 +292,141 @@ def card_metadata(stats: dict) -> dict:
 
 def render_card(stats: dict) -> str:
     """README.md: the front matter, then what the data is, what a sample holds, how it was made, how to load it."""
-    s, k = stats, stats["k"]
-    mb = lambda b: f"{b / 1e6:,.1f}"  # noqa: E731
-    lines = ["---", yaml.safe_dump(card_metadata(s), sort_keys=False, allow_unicode=True).rstrip(), "---", "",
-             f"# paris-assets expert shards (K={k})", "",
-             f"Image-text data prepared by paris-assets for decentralised diffusion the way Paris does "
-             f"([arXiv 2510.03434](https://arxiv.org/abs/2510.03434)): the images were clustered on their DINOv2 features into K={k} clusters, and "
-             f"expert k trains on cluster k alone (config `cluster_<k>`); a router learns to pick experts. Every "
-             f"sample carries its VAE latent and CLIP text conditioning, so experts train without running those "
-             f"models. Pipeline run of {s['manifest_created']}, exported {s['exported']}.", "",
-             "| split | files | shards | samples | MB |", "|---|---|---:|---:|---:|"]
-    for name, glob in (("train", "data/train/cluster_*/*.tar"), ("heldout", "data/heldout/*.tar")):
-        sp = s["splits"][name]
-        lines.append(f"| {name} | `{glob}` | {sp['shards']:,} | {sp['samples']:,} | {mb(sp['bytes'])} |")
-    lines += ["", "The held-out images are in no expert's shards (and not in the router's training arrays): "
-              "evaluate on them.", "", "## Clusters (one expert each)", "",
-              "Named by their most frequent caption terms.", "",
-              "| cluster | name | top caption terms | train samples | held out | shards | MB | share | silhouette |",
-              "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
-    for c, cl in s["clusters"].items():
-        lines.append(f"| {c} | {cl['name']} | {', '.join(cl['top_terms'])} | {cl['train_samples']:,} | "
-                     f"{cl['heldout_samples']:,} | {cl['shards']} | {mb(cl['bytes'])} | {cl['fraction']:.3f} | "
-                     f"{cl['silhouette']:.3f} |")
-    cq = s["clustering"]
-    lines += ["", f"Silhouette (cosine, over {cq['n']:,} images): **{cq['silhouette']:.4f}**; Davies-Bouldin: "
-              f"**{cq['davies_bouldin']:.4f}** (on {cq['sample_size']:,} images); largest cluster "
-              f"{cq['largest_fraction']:.1%} of the images; empty clusters: {cq['empty_clusters']}.", "",
-              "## What each sample holds", "",
-              f"WebDataset tars: each sample is the tar members `<image_id>.<member>`. Read from sample "
-              f"`{s['sample']['key']}`:", "", "| member | kind | shape | dtype | what |", "|---|---|---|---|---|"]
-    for name, m in s["sample"]["members"].items():
-        shape = m.get("shape", m.get("size", ""))
-        lines.append(f"| `{name}` | {m['kind']} | {tuple(shape) if shape != '' else ''} | "
-                     f"{m.get('dtype', m.get('mode', ''))} | {MEMBER_NOTES.get(name, '')} |")
-    lines += ["", "The `json` member's fields (types seen over the first shard):", "",
-              "| field | type | what |", "|---|---|---|"]
-    lines += [f"| `{f}` | {' or '.join(t)} | {FIELD_NOTES.get(f, '')} |" for f, t in s["sample"]["json_fields"].items()]
-    lines += ["", "## What was left out, and why", ""]
-    for table, reasons in s["left_out"].items():
-        lines += [f"`{table}`: {sum(reasons.values()):,} images", "", "| reason | images |", "|---|---:|"]
-        lines += [f"| {r} | {n:,} |" for r, n in reasons.items()] + [""]
-    h = s["heldout"]
-    lines += ["## The held-out split", "", f"{h['heldout']:,} of {h['images']:,} images (rate {h['rate']}). Rule: "
-              f"{h['rule']}. It depends on the image id and the seed only, so a new K holds out the same images. "
-              f"Worst deviation from a stratified split: {h['worst_deviation_images']} images "
-              f"(cluster {h['worst_cluster']}).", "",
-              "| cluster | images | held out | stratified would give | share |", "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {c} | {p['size']:,} | {p['heldout']:,} | {p['expected']} | {p['share']:.4f} |"
-              for c, p in h["per_cluster"].items()]
-    g = s["gate"]
-    status = ("ACCEPTED DESPITE FAILURES (accept_failed_gate)" if g.get("accepted_failed_gate")
-              else "passed" if g.get("passed") else "not recorded")
-    lines += ["", "## The quality gate", "", f"Status: **{status}** (cluster_report run "
-              f"`{g.get('cluster_report_run_id')}`).", "", "| check | status | blocking | value | threshold |",
-              "|---|---|---|---:|---:|"]
-    lines += [f"| {name} | {c.get('status')} | {'yes' if c.get('blocking') else 'no'} | {_num(c.get('value'))} | "
-              f"{_num(c.get('threshold'))} |"
-              for name, c in g.get("checks", {}).items()]
-    lines += [f"- {p}" for p in g.get("problems", [])]
-    lines += ["", "## Models", "", "| role | model | revision |", "|---|---|---|"]
-    lines += [f"| {role} | `{m.get('id')}` | `{m.get('revision')}` |" for role, m in s["models"].items()]
-    lines += ["", "## Settings", "", "The pipeline's settings for this run (from `pipeline_manifest.json`):", "",
-              "```yaml", yaml.safe_dump(s["settings"], sort_keys=False).rstrip(), "```", "",
-              "`stats.json` holds every number on this card, machine-readable.", "", "## How to load it", "",
-              "With `datasets`, from inside this folder (the paths are relative to it):", "", "```python",
-              "from datasets import load_dataset", "",
-              'ds = load_dataset("webdataset", data_files={"train": "data/train/cluster_*/*.tar",',
-              '                                            "heldout": "data/heldout/*.tar"})',
-              'expert_3 = load_dataset("webdataset", data_files={"train": "data/train/cluster_3/*.tar"})["train"]',
-              '# or, through the configs above: load_dataset("<this folder, or user/repo on the Hub>", "cluster_3")',
-              "import numpy as np",
-              'row = ds["train"][0]',
-              'latent = np.asarray(row["latent.npy"], dtype=np.float16)  # datasets gives nested lists',
-              "```", "", "With plain `webdataset`:", "", "```python", "import glob, io, json",
-              "import numpy as np, webdataset as wds", "",
-              'urls = sorted(glob.glob("data/train/cluster_3/*.tar"))',
-              "for sample in wds.WebDataset(urls, shardshuffle=False):",
-              '    latent = np.load(io.BytesIO(sample["latent.npy"]), allow_pickle=False)',
-              '    meta, caption = json.loads(sample["json"]), sample["txt"].decode()', "```", "",
-              "## License", ""]
-    if s["license"] == "other":
-        lines.append("Not set (`license: other`). The images were fetched from the web and their rights stay with "
-                     "their owners (each sample's `json` has its `url`); check those terms, and the models' licenses, "
-                     "before redistributing. Export again with `--license <id>` once you know.")
-    else:
-        lines.append(f"`{s['license']}`, as set by whoever exported it. The images' rights stay with their owners "
-                     "(each sample's `json` has its `url`).")
-    return "\n".join(lines) + "\n"
+    front = yaml.safe_dump(card_metadata(stats), sort_keys=False, allow_unicode=True).rstrip()
+    sections = [_overview(stats), _clusters(stats), _sample(stats), _left_out(stats), _heldout(stats), _gate(stats),
+                _provenance(stats), LOADING, _license(stats)]
+    return f"---\n{front}\n---\n\n" + "\n\n".join(sections) + "\n"
+
+
+def _table(header: list[str], rows: list[list], align: str = "") -> str:
+    """A Markdown table; `align` holds one letter per column, r for right-aligned (numbers)."""
+    rule = ["---:" if a == "r" else "---" for a in align.ljust(len(header), "l")]
+    return "\n".join("| " + " | ".join(str(c) for c in row) + " |" for row in [header, rule, *rows])
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f}"
 
 
 def _num(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _overview(s: dict) -> str:
+    splits = [[name, f"`{glob}`", f"{s['splits'][name]['shards']:,}", f"{s['splits'][name]['samples']:,}",
+               _mb(s["splits"][name]["bytes"])]
+              for name, glob in (("train", "data/train/cluster_*/*.tar"), ("heldout", "data/heldout/*.tar"))]
+    return (f"# paris-assets expert shards (K={s['k']})\n\n"
+            "Image-text data prepared by paris-assets for decentralised diffusion the way Paris does "
+            f"([arXiv 2510.03434](https://arxiv.org/abs/2510.03434)): the images were clustered on their DINOv2 "
+            f"features into K={s['k']} clusters, and expert k trains on cluster k alone (config `cluster_<k>`); a "
+            "router learns to pick experts. Every sample carries its VAE latent and CLIP text conditioning, so experts "
+            f"train without running those models. Pipeline run of {s['manifest_created']}, exported {s['exported']}."
+            "\n\n" + _table(["split", "files", "shards", "samples", "MB"], splits, "llrrr") + "\n\n"
+            "The held-out images are in no expert's shards (nor in the router's training arrays): evaluate on them.")
+
+
+def _clusters(s: dict) -> str:
+    rows = [[c, cl["name"], ", ".join(cl["top_terms"]), f"{cl['train_samples']:,}", f"{cl['heldout_samples']:,}",
+             cl["shards"], _mb(cl["bytes"]), f"{cl['fraction']:.3f}", f"{cl['silhouette']:.3f}"]
+            for c, cl in s["clusters"].items()]
+    q = s["clustering"]
+    return ("## Clusters (one expert each)\n\nNamed by their most frequent caption terms.\n\n"
+            + _table(["cluster", "name", "top caption terms", "train samples", "held out", "shards", "MB", "share",
+                      "silhouette"], rows, "rllrrrrrr") + "\n\n"
+            f"Silhouette (cosine, over {q['n']:,} images): **{q['silhouette']:.4f}**; Davies-Bouldin: "
+            f"**{q['davies_bouldin']:.4f}** (on {q['sample_size']:,} images); largest cluster "
+            f"{q['largest_fraction']:.1%} of the images; empty clusters: {q['empty_clusters']}.")
+
+
+def _sample(s: dict) -> str:
+    members = []
+    for name, m in s["sample"]["members"].items():
+        shape = m.get("shape", m.get("size"))
+        members.append([f"`{name}`", m["kind"], "" if shape is None else tuple(shape), m.get("dtype", m.get("mode", "")),
+                        MEMBER_NOTES.get(name, "")])
+    fields = [[f"`{f}`", " or ".join(t), FIELD_NOTES.get(f, "")] for f, t in s["sample"]["json_fields"].items()]
+    return ("## What each sample holds\n\nWebDataset tars: a sample is the tar members `<image_id>.<member>`. "
+            f"Read from sample `{s['sample']['key']}`:\n\n"
+            + _table(["member", "kind", "shape", "dtype", "what"], members) + "\n\n"
+            "The `json` member's fields (the types seen over the first shard):\n\n"
+            + _table(["field", "type", "what"], fields))
+
+
+def _left_out(s: dict) -> str:
+    parts = ["## What was left out, and why"]
+    for table, reasons in s["left_out"].items():
+        parts.append(f"`{table}`: {sum(reasons.values()):,} images\n\n"
+                     + _table(["reason", "images"], [[r, f"{n:,}"] for r, n in reasons.items()], "lr"))
+    return "\n\n".join(parts)
+
+
+def _heldout(s: dict) -> str:
+    h = s["heldout"]
+    rows = [[c, f"{p['size']:,}", f"{p['heldout']:,}", p["expected"], f"{p['share']:.4f}"]
+            for c, p in h["per_cluster"].items()]
+    return (f"## The held-out split\n\n{h['heldout']:,} of {h['images']:,} images (rate {h['rate']}). Rule: "
+            f"{h['rule']}. It depends on the image id and the seed only, so a new K holds out the same images. "
+            f"Worst deviation from a stratified split: {h['worst_deviation_images']} images (cluster "
+            f"{h['worst_cluster']}).\n\n"
+            + _table(["cluster", "images", "held out", "stratified would give", "share"], rows, "rrrrr"))
+
+
+def _gate(s: dict) -> str:
+    g = s["gate"]
+    status = ("ACCEPTED DESPITE FAILURES (accept_failed_gate)" if g.get("accepted_failed_gate")
+              else "passed" if g.get("passed") else "not recorded")
+    rows = [[name, c.get("status"), "yes" if c.get("blocking") else "no", _num(c.get("value")), _num(c.get("threshold"))]
+            for name, c in g.get("checks", {}).items()]
+    problems = "".join(f"\n- {p}" for p in g.get("problems", []))
+    return (f"## The quality gate\n\nStatus: **{status}** (cluster_report run `{g.get('cluster_report_run_id')}`)."
+            "\n\n" + _table(["check", "status", "blocking", "value", "threshold"], rows, "lllrr") + problems)
+
+
+def _provenance(s: dict) -> str:
+    models = [[role, f"`{m.get('id')}`", f"`{m.get('revision')}`"] for role, m in s["models"].items()]
+    settings = yaml.safe_dump(s["settings"], sort_keys=False).rstrip()
+    return ("## Models\n\n" + _table(["role", "model", "revision"], models) + "\n\n## Settings\n\n"
+            f"The pipeline's settings for this run (from `pipeline_manifest.json`):\n\n```yaml\n{settings}\n```\n\n"
+            "`stats.json` holds every number on this card, machine-readable.")
+
+
+LOADING = """## How to load it
+
+With `datasets`, from inside this folder (the paths are relative to it):
+
+```python
+from datasets import load_dataset
+import numpy as np
+
+ds = load_dataset("webdataset", data_files={"train": "data/train/cluster_*/*.tar",
+                                            "heldout": "data/heldout/*.tar"})
+expert_3 = load_dataset("webdataset", data_files={"train": "data/train/cluster_3/*.tar"})["train"]
+# or through the configs above: load_dataset("<this folder, or user/repo on the Hub>", "cluster_3")
+row = ds["train"][0]
+latent = np.asarray(row["latent.npy"], dtype=np.float16)  # datasets hands arrays over as nested lists
+```
+
+With plain `webdataset`:
+
+```python
+import glob, io, json
+import numpy as np, webdataset as wds
+
+urls = sorted(glob.glob("data/train/cluster_3/*.tar"))
+for sample in wds.WebDataset(urls, shardshuffle=False):
+    latent = np.load(io.BytesIO(sample["latent.npy"]), allow_pickle=False)
+    meta, caption = json.loads(sample["json"]), sample["txt"].decode()
+```"""
+
+
+def _license(s: dict) -> str:
+    if s["license"] == "other":
+        return ("## License\n\nNot set (`license: other`). The images were fetched from the web and their rights "
+                "stay with their owners (each sample's `json` has its `url`); check those terms, and the models' "
+                "licenses, before redistributing. Export again with `--license <id>` once you know.")
+    return (f"## License\n\n`{s['license']}`, as set by whoever exported it. The images' rights stay with their "
+            "owners (each sample's `json` has its `url`).")
 
 
 def export_dataset(data_root: str, output: str | Path, license_id: str = "other", force: bool = False,
