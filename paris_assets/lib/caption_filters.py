@@ -13,7 +13,7 @@ no decode. Each returns a reason per row ('' to go on) and a detail, counted lik
 
 Language detection is py3langid (its model ships inside the wheel: offline), with normalised probabilities.
 LanguageDetector reproduces py3langid's `classify` over many captions at once: the byte DFA walks all captions
-of a batch in lockstep and the naive-Bayes scores are one sparse matrix product, about 5x the library's rate
+of a batch in lockstep and the naive-Bayes scores are one sparse matrix product, about 6x the library's rate per CPU-second
 (docs/caption-filters.md has the measurement); test_caption_filters checks it agrees with `classify`.
 """
 
@@ -32,7 +32,7 @@ BATCH = 16_384  # captions per lockstep DFA walk: the padded byte matrix stays a
 
 class LanguageDetector:
     """py3langid's classifier (norm_probs=True) over batches of captions. Cheap to build; `load()` reads the
-    model (~0.7 s, ~60 MB as float32 scores) once; `__call__(texts)` returns (codes (N,) object array of
+    model (~0.7 s, ~100 MB as int32 transitions and float32 scores) once; `__call__(texts)` returns (codes (N,) object array of
     ISO 639 codes, scores (N,) float32 in [0, 1]), the same as `classify` per text up to float rounding."""
 
     def __init__(self) -> None:
@@ -42,12 +42,16 @@ class LanguageDetector:
     def load(self) -> "LanguageDetector":
         if self._loaded:
             return self
+        import py3langid
         from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
+        if not hasattr(LanguageIdentifier, "from_model_file"):  # 0.3: a pickled model, no length temperature
+            raise RuntimeError(f"filter.caption_languages needs py3langid >= 0.4 (its length-calibrated scores), "
+                               f"found {py3langid.__version__}: pip install -U 'py3langid>=0.4'")
         model = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
         self.labels = model.labels
         self._classes = np.asarray(model.nb_classes, dtype=object)
-        self._aliases = list(model._alias_pairs)  # (first, dupe) columns of one label (sr/srl): scores are folded
+        self._aliases = list(model._alias_pairs)  # (first, dupe) columns of one label (sr, uz: two scripts each), folded
         self._next = np.frombuffer(model.tk_nextmove, dtype=np.dtype(model.tk_nextmove.typecode)).astype(np.int32)
         self._row = np.frombuffer(model.tk_row, dtype=np.dtype(model.tk_row.typecode)).astype(np.int32) << 8
         self._feature = np.asarray(model.tk_output, dtype=np.int32)
@@ -73,26 +77,24 @@ class LanguageDetector:
         order = np.argsort(-lengths, kind="stable")  # longest first: the captions still walking are a prefix
         ordered = lengths[order]
         width = int(ordered[0]) if n else 0
-        padded = np.zeros((n, width), dtype=np.uint8)
+        padded = np.zeros((width, n), dtype=np.uint8)  # byte t of every caption is one contiguous row
         flat = np.frombuffer(b"".join([encoded[i] for i in order]), dtype=np.uint8)
         starts = np.repeat(np.cumsum(ordered) - ordered, ordered)
-        padded[np.repeat(np.arange(n), ordered), np.arange(len(flat)) - starts] = flat
+        padded[np.arange(len(flat)) - starts, np.repeat(np.arange(n), ordered)] = flat
         walking = np.searchsorted(-ordered, -np.arange(width), side="right")  # captions longer than t bytes
         state = np.zeros(n, dtype=np.int32)
         rows, features = [], []
         for t in range(width):
             k = walking[t]
-            state[:k] = self._next[self._row[state[:k]] + padded[:k, t]]
+            state[:k] = self._next[self._row[state[:k]] + padded[t, :k]]
             fired = self._feature[state[:k]]
             hit = np.flatnonzero(fired >= 0)
             rows.append(hit)
             features.append(fired[hit])
-        n_features = len(self._ptc)
-        key = np.concatenate(rows + [np.empty(0, np.int64)]).astype(np.int64) * n_features \
-            + np.concatenate(features + [np.empty(0, np.int32)])
-        key, counts = np.unique(key, return_counts=True)
-        visits = scipy.sparse.csr_matrix((np.log1p(counts.astype(np.float32)), (key // n_features, key % n_features)),
-                                         shape=(n, n_features))
+        rows, features = np.concatenate(rows + [np.empty(0, np.int64)]), np.concatenate(features + [np.empty(0, np.int32)])
+        visits = scipy.sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, features)),
+                                         shape=(n, len(self._ptc)))  # repeated features summed: their counts
+        visits.data = np.log1p(visits.data)
         scores = np.asarray(visits @ self._ptc, dtype=np.float32) + self._pc
         scores[np.diff(visits.indptr) == 0] = 0.0  # no feature at all: uniform, as py3langid abstains
         scores *= (1.0 / np.sqrt(np.maximum(ordered, 1))).astype(np.float32)[:, None]  # its length temperature
@@ -172,12 +174,12 @@ def caption_rejections(captions: pd.Series, languages: Sequence[str] = (), min_l
         found, scores = detector(list(distinct))
         code, score = found[codes_of], scores[codes_of]
         unsure = score < min_language_score
-        other = ~unsure & ~np.isin(code, list(languages))
-        shown = pd.Series(code, index=open_.index) + " (score " + pd.Series(score, index=open_.index).round(2).astype(str)
+        dropped = unsure | ~np.isin(code, list(languages))
         kept = ", ".join(languages)
-        reason[open_.index[unsure | other]] = "caption_language"
-        detail[open_.index[unsure]] = (shown[unsure] + f" < {min_language_score})").to_numpy()
-        detail[open_.index[other]] = (shown[other] + f"), kept: {kept}").to_numpy()
+        reason[open_.index[dropped]] = "caption_language"
+        detail[open_.index[dropped]] = [f"{c} (score {s:.3f} < {min_language_score})" if u else
+                                        f"{c} (score {s:.3f}), kept: {kept}"
+                                        for c, s, u in zip(code[dropped], score[dropped], unsure[dropped])]
     return reason, detail
 
 
