@@ -37,6 +37,7 @@ from .lib.storage import (
     IncompleteOutput,
     folder_files,
     is_local,
+    local_path,
     open_folder,
     require_settled,
     root_upath,
@@ -434,6 +435,11 @@ def export_dataset(data_root: str, output: str | Path, license_id: str = "other"
     """Write the dataset folder at `output` (see the module docstring); returns stats.json's content. Refuses
     (ExportRefused, nothing written) a non-empty `output` unless `force`, and a data_dir missing an output."""
     output = Path(output).absolute()
+    if is_local(data_root):
+        data = local_path(data_root).absolute()
+        if output == data or data.is_relative_to(output) or output.is_relative_to(data):
+            raise ExportRefused(f"--output {output} overlaps the data_dir {data} (--force would replace pipeline "
+                                "outputs): export to a folder outside it")
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not force:
         raise ExportRefused(f"{output} exists and is not empty: choose another --output, or --force to replace it")
     manifest, files = read_committed(data_root)

@@ -344,3 +344,34 @@ def test_reasons_from_every_part_and_from_cluster_labels(data, tmp_path):
     out = tmp_path / "out"
     export.export_dataset(str(root), out, log=lambda m: None)
     assert "`cluster_labels_duplicates`: 3 images" in (out / "README.md").read_text()
+
+
+def test_refuses_an_output_that_overlaps_the_data_dir(data, tmp_path):
+    root = copy_outputs(data, tmp_path / "data")
+    for out in (root, root / "export", root / "expert_shards", tmp_path):
+        with pytest.raises(export.ExportRefused, match="overlaps the data_dir"):
+            export.export_dataset(str(root), out, force=True)
+    assert manifest_of(root) == manifest_of(data) and (root / "expert_shards" / "_SUCCESS.json").exists()
+
+
+def test_exports_from_an_fsspec_data_dir(data, tmp_path):
+    """data_dir as a URL (memory:// here, the same code path as s3://): every shard read through fsspec, copied and
+    checked against its sha256, the card's statistics the same as from the local copy."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    url = f"memory://export-test-{os.getpid()}"
+    try:
+        for path in sorted(data.rglob("*")):
+            if path.is_file():
+                fs.pipe_file(f"{url}/{path.relative_to(data).as_posix()}", path.read_bytes())
+        said: list[str] = []
+        remote = export.export_dataset(url, tmp_path / "out", log=said.append)
+        local = export.export_dataset(str(data), tmp_path / "out-local", log=lambda m: None)
+        assert "shards copied" in said[-1]
+        drop = ("exported",)
+        assert {k: v for k, v in remote.items() if k not in drop} == {k: v for k, v in local.items() if k not in drop}
+        for tar in (tmp_path / "out").rglob("*.tar"):
+            assert tar.read_bytes() == (tmp_path / "out-local" / tar.relative_to(tmp_path / "out")).read_bytes()
+    finally:
+        fs.rm(url, recursive=True)
