@@ -69,7 +69,7 @@ def test_the_detector_tells_the_languages_apart():
     assert unsure == CAPTIONS["es"][:2] and scores.min() > 0.25
 
 
-def test_the_batched_detector_agrees_with_py3langid():
+def test_the_batched_detector_agrees_with_py3langid(monkeypatch):
     """LanguageDetector re-implements py3langid's classify over batches: same code, same score, for every real
     caption and junk string, upper case, empty and featureless text, and across batch boundaries."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
@@ -80,12 +80,8 @@ def test_the_batched_detector_agrees_with_py3langid():
     expected = [library.classify(t) for t in texts]
     assert codes.tolist() == [code for code, _ in expected]
     np.testing.assert_allclose(scores, [score for _, score in expected], rtol=1e-4, atol=1e-6)
-    small = LanguageDetector().load()
-    caption_filters_batch, caption_filters.BATCH = caption_filters.BATCH, 7
-    try:
-        again, again_scores = small(texts)
-    finally:
-        caption_filters.BATCH = caption_filters_batch
+    monkeypatch.setattr(caption_filters, "BATCH", 7)
+    again, again_scores = LanguageDetector().load()(texts)
     assert again.tolist() == codes.tolist()
     np.testing.assert_allclose(again_scores, scores, rtol=1e-5)
 
@@ -189,7 +185,8 @@ def test_rows_without_a_caption_or_already_dropped_are_not_judged_again(require_
 
 
 def test_settings_validate_patterns_and_languages():
-    settings = parse_settings({"filter": {"caption_languages": ["EN", " de "], "caption_boilerplate": list(BOILERPLATE)}})
+    settings = parse_settings({"filter": {"caption_languages": ["EN", " de "],
+                                          "caption_boilerplate": list(BOILERPLATE)}})
     assert settings.filter.caption_languages == ("en", "de")
     assert check_patterns(BOILERPLATE) == BOILERPLATE and check_languages(("Ja",)) == ("ja",)
     with pytest.raises(SettingsError) as err:
@@ -234,3 +231,13 @@ def test_filter_images_drops_and_counts_captions_before_decoding(tmp_path):
             assert by_id.loc[image_id, "detail"] == BOILERPLATE[0]
         if text.startswith("Рецепт"):
             assert by_id.loc[image_id, "detail"].startswith("ru (score 0.")
+
+
+def test_the_asset_passes_the_caption_settings_on():
+    from paris_assets.assets.filtered_images import filter_params
+
+    settings = parse_settings({"filter": {"caption_languages": ["EN"], "caption_min_language_score": 0.3,
+                                          "caption_min_words": 2, "caption_boilerplate": [r"^image$"]}})
+    params = filter_params(settings)
+    assert (params.caption_languages, params.caption_min_language_score, params.caption_min_words,
+            params.caption_boilerplate) == (("en",), 0.3, 2, (r"^image$",))

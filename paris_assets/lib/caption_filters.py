@@ -13,8 +13,8 @@ no decode. Each returns a reason per row ('' to go on) and a detail, counted lik
 
 Language detection is py3langid (its model ships inside the wheel: offline), with normalised probabilities.
 LanguageDetector reproduces py3langid's `classify` over many captions at once: the byte DFA walks all captions
-of a batch in lockstep and the naive-Bayes scores are one sparse matrix product, about 6x the library's rate per CPU-second
-(docs/caption-filters.md has the measurement); test_caption_filters checks it agrees with `classify`.
+of a batch in lockstep and the naive-Bayes scores are one sparse matrix product, about 6x the library's rate per
+CPU-second (docs/caption-filters.md has the measurement); test_caption_filters checks it agrees with `classify`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ BATCH = 16_384  # captions per lockstep DFA walk: the padded byte matrix stays a
 
 class LanguageDetector:
     """py3langid's classifier (norm_probs=True) over batches of captions. Cheap to build; `load()` reads the
-    model (~0.7 s, ~100 MB as int32 transitions and float32 scores) once; `__call__(texts)` returns (codes (N,) object array of
-    ISO 639 codes, scores (N,) float32 in [0, 1]), the same as `classify` per text up to float rounding."""
+    model once (~0.7 s; ~100 MB as int32 transitions and float32 scores); `__call__(texts)` returns (codes (N,)
+    object array of ISO 639 codes, scores (N,) float32 in [0, 1]), as `classify` per text up to float rounding."""
 
     def __init__(self) -> None:
         self.labels: list[str] = []
@@ -51,7 +51,7 @@ class LanguageDetector:
         model = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
         self.labels = model.labels
         self._classes = np.asarray(model.nb_classes, dtype=object)
-        self._aliases = list(model._alias_pairs)  # (first, dupe) columns of one label (sr, uz: two scripts each), folded
+        self._aliases = list(model._alias_pairs)  # (first, dupe) columns of one label (sr, uz: two scripts)
         self._next = np.frombuffer(model.tk_nextmove, dtype=np.dtype(model.tk_nextmove.typecode)).astype(np.int32)
         self._row = np.frombuffer(model.tk_row, dtype=np.dtype(model.tk_row.typecode)).astype(np.int32) << 8
         self._feature = np.asarray(model.tk_output, dtype=np.int32)
@@ -91,9 +91,10 @@ class LanguageDetector:
             hit = np.flatnonzero(fired >= 0)
             rows.append(hit)
             features.append(fired[hit])
-        rows, features = np.concatenate(rows + [np.empty(0, np.int64)]), np.concatenate(features + [np.empty(0, np.int32)])
+        rows = np.concatenate(rows + [np.empty(0, np.int64)])
+        features = np.concatenate(features + [np.empty(0, np.int32)])
         visits = scipy.sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, features)),
-                                         shape=(n, len(self._ptc)))  # repeated features summed: their counts
+                                         shape=(n, len(self._ptc)))  # repeats are summed: counts per feature
         visits.data = np.log1p(visits.data)
         scores = np.asarray(visits @ self._ptc, dtype=np.float32) + self._pc
         scores[np.diff(visits.indptr) == 0] = 0.0  # no feature at all: uniform, as py3langid abstains
