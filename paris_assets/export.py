@@ -83,6 +83,10 @@ def read_committed(data_root: str) -> tuple[dict, list[tuple[str, str, UPath, di
     except IncompleteOutput as exc:
         raise ExportRefused(str(exc)) from None
     manifest = json.loads(manifest_path.read_text())
+    lacking = [key for key in ("k", "clusters", "heldout", "heldout_split") if key not in manifest]
+    if lacking:
+        raise ExportRefused(f"{manifest_path} has no {', '.join(lacking)} (an older version wrote it): materialise "
+                            "expert_shards again")
     folders = {name: open_folder(data_root, name) for name in ("expert_shards", "heldout")}
     promised = {f"{name}/{rel}": size for name, folder in folders.items()
                 for rel, size in folder_files(folder).items() if rel.endswith(".tar")}
@@ -110,7 +114,8 @@ def _committed(data_root: str, name: str) -> bool:
 
 def place_files(files: list[tuple[str, str, UPath, dict]], staged: Path, data_root: str, log=print) -> str:
     """Hard-link (same local filesystem) or copy every shard into `staged`; returns "hard-linked", "copied" or
-    "hard-linked and copied". Copies from an object store are checked against the manifest's sha256."""
+    "hard-linked and copied". Every copy is checked against the manifest's sha256 as it streams (a hard link is
+    the committed file itself: its size was checked against the manifest)."""
     how = set()
     for i, (_, dest, source, entry) in enumerate(files):
         target = staged / dest
@@ -147,15 +152,15 @@ def describe_sample(shard: Path) -> dict:
             sample, _, member = name.rpartition("/")[2].partition(".")
             key = key or sample
             if sample == key:
-                members[member] = _describe_member(member, stream.read())
-            elif member_type(member) != "json":
-                continue  # arrays of later samples are skipped, not read
+                data = stream.read()
+                members[member] = _describe_member(member, data)
+            elif member_type(member) == "json":
+                data = stream.read()
+            else:
+                continue  # the arrays and images of later samples are skipped, not read
             if member_type(member) == "json":
-                record = json.loads(stream.read()) if sample != key else members[member].pop("value")
-                for field, value in record.items():
+                for field, value in json.loads(data).items():
                     fields.setdefault(field, set()).add(_type_name(value))
-    for member in members.values():
-        member.pop("value", None)
     return {"key": key, "members": members, "json_fields": {f: sorted(t) for f, t in fields.items()}}
 
 
@@ -165,7 +170,7 @@ def _describe_member(member: str, data: bytes) -> dict:
     if isinstance(value, np.ndarray):
         return {"kind": kind, "shape": list(value.shape), "dtype": str(value.dtype)}
     if isinstance(value, dict):
-        return {"kind": kind, "value": value}
+        return {"kind": kind}  # its fields are described over the whole shard
     if isinstance(value, str):
         return {"kind": kind, "dtype": "utf-8 text"}
     return {"kind": kind, "size": list(value.size), "mode": value.mode}  # an image
