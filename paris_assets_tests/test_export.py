@@ -152,6 +152,9 @@ def test_the_card_front_matter_and_its_globs(data, exported, tmp_path, monkeypat
     out, stats = exported
     card = (out / "README.md").read_text()
     meta = front_matter(card)
+    from huggingface_hub import DatasetCard
+
+    assert DatasetCard.load(out / "README.md").data.to_dict() == meta  # as the Hub's own client parses it
     assert meta["license"] == "other" and meta["license_name"] and meta["task_categories"] == ["text-to-image"]
     assert "webdataset" in meta["tags"] and meta["size_categories"] == ["n<1K"]
     configs = {c["config_name"]: {f["split"]: f["path"] for f in c["data_files"]} for c in meta["configs"]}
