@@ -227,8 +227,9 @@ def flip_bits(rng, hashes: np.ndarray, at_most: int, least: int = 0) -> np.ndarr
     return out
 
 
-@pytest.mark.parametrize("radius", [0, 1, 4, 6, 10, 16])
-def test_phash_matches_equal_bruteforce_despite_placeholders(radius):
+@pytest.mark.parametrize("radius,method", [(0, "multi_index"), (1, "multi_index"), (4, "multi_index"),
+                                           (6, "multi_index"), (10, "multi_index"), (6, "auto"), (16, "auto")])
+def test_phash_matches_equal_bruteforce_despite_placeholders(radius, method):
     rng = np.random.default_rng(radius)
     protected = random_hashes(rng, 2000)
     placeholder = protected[7]
@@ -237,19 +238,40 @@ def test_phash_matches_equal_bruteforce_despite_placeholders(radius):
                   flip_bits(rng, rng.choice(protected[:2000], 1500), 12),  # copies at every distance
                   np.full(5000, placeholder),  # the placeholder image, 5,000 times
                   np.full(5000, random_hashes(rng, 1)[0]),  # another placeholder, not protected
-                  flip_bits(rng, np.full(2000, placeholder), 4, least=1)]  # its re-encodings: a dense corner on both sides
+                  flip_bits(rng, np.full(2000, placeholder), 4, least=1)]  # its re-encodings: a dense corner
     train = train[rng.permutation(len(train))]
     stats = {}
 
-    got = phash_matches(train, protected, radius, stats=stats)
+    got = phash_matches(train, protected, radius, method=method, stats=stats)
 
     want = phash_matches_bruteforce(train, protected, radius)
     assert all(np.array_equal(g, w) for g, w in zip(got, want))
     assert np.count_nonzero(train[got[0]] == placeholder) == 5000
-    assert len(got[0]) > 5000 + (radius > 0) * 100
-    # the identical placeholders cost one comparison each per key, not 5,000 x 5,000
-    assert stats["train_unique"] < 30_000 and stats["protected_unique"] < 2400
-    assert stats["candidates"] < 30 * stats["keys"] * stats["train_unique"]
+    assert len(got[0]) > 5000 + (radius > 0) * 500
+    # identical placeholders collapse to one value on each side: 5,000 x 5,000 copies are one comparison
+    assert stats["train_unique"] < 23_100 and stats["protected_unique"] < 2_400
+    if method == "auto":
+        assert stats["method"] == ("multi_index" if radius <= 6 else "bruteforce")
+
+
+def test_phash_matches_is_subquadratic():
+    """A million training hashes against 20,000 protected ones at radius 6: every planted copy found, with
+    about one comparison per training value per key, not 2 * 10^10 pairs."""
+    rng = np.random.default_rng(7)
+    protected = random_hashes(rng, 20_000)
+    train = random_hashes(rng, 1_000_000)
+    planted = rng.choice(len(train), 1000, replace=False)
+    source = rng.choice(len(protected), 1000, replace=False)
+    train[planted] = flip_bits(rng, protected[source], 6)
+    stats = {}
+
+    rows, nearest, distance = phash_matches(train, protected, 6, stats=stats)
+
+    order = np.argsort(planted)
+    assert rows.tolist() == planted[order].tolist() and nearest.tolist() == source[order].tolist()
+    assert distance.max() <= 6
+    assert stats["method"] == "multi_index" and stats["keys"] == 28  # 8 blocks of 8 bits, 2 must match
+    assert stats["compared"] < 2 * stats["keys"] * len(train)
 
 
 def test_phash_matches_edge_cases():

@@ -42,6 +42,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".ti
 MAX_DOWNLOAD_BYTES = 64 << 20  # an evaluation image is a few MB; more is a wrong URL, not a photograph
 CHUNK_WORK = 4_000_000  # pHash candidates compared at once: ~100 MB of temporary arrays
 TRAIN_BLOCK = 1 << 20  # training values looked up at once
+PAIR_COST = 0.1  # a brute-force comparison (xor, popcount, min over a block) against a look-up, measured ~1:10
 
 
 @dataclass
@@ -196,41 +197,56 @@ class _CheckedRedirect(urllib.request.HTTPRedirectHandler):
 # --- pHash ----------------------------------------------------------------------------------------------------
 
 
-def phash_matches(train_phash: np.ndarray, protected_phash: np.ndarray, radius: int,
+def phash_matches(train_phash: np.ndarray, protected_phash: np.ndarray, radius: int, method: str = "auto",
                   stats: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train_rows, protected_rows, distance): every training row within `radius` bits of some protected hash,
     ascending, with its nearest protected row (ties to the lowest row) and their Hamming distance; (M,) int64
-    each. Method and cost in the module docstring. `stats`, when given, receives the work done: unique values
-    on each side, keys searched, candidates compared."""
+    each. Method and cost in the module docstring; `method` "auto" takes multi-index hashing unless comparing
+    every pair of distinct values is cheaper (a small set, or a radius near 16 and beyond), "multi_index" or
+    "bruteforce" force one. `stats`, when given, receives the work done: the method, unique values on each
+    side, keys searched, hashes compared."""
     train = np.asarray(train_phash, np.uint64).ravel()
     protected = np.asarray(protected_phash, np.uint64).ravel()
     if not 0 <= radius < HASH_BITS:
         raise ValueError(f"radius must be in [0, {HASH_BITS}), got {radius}")
+    if method not in ("auto", "multi_index", "bruteforce"):
+        raise ValueError(f"method must be auto, multi_index or bruteforce, got {method!r}")
     empty = np.empty(0, np.int64)
     if not len(train) or not len(protected):
         return empty, empty, empty
     values, inverse = np.unique(train, return_inverse=True)
     targets, first_row = np.unique(protected, return_index=True)
-    m, s, bucket_bits = cross_plan(len(values), len(targets), radius)
-    none = np.int64((HASH_BITS + 1) * len(protected))
-    best = np.full(len(values), none, np.int64)  # distance * P + protected row: the min is the nearest, lowest row
-    compared = 0
-    for mask in block_masks(m, s):
-        table = _BucketTable(targets, mask, bucket_bits)
-        for lo in range(0, len(values), TRAIN_BLOCK):
-            compared += table.compare(values, lo, min(lo + TRAIN_BLOCK, len(values)), radius, first_row,
-                                      len(protected), best)
+    m, s, bucket_bits, cost = cross_plan(len(values), len(targets), radius)
+    if method == "auto":
+        method = "bruteforce" if len(values) * len(targets) * PAIR_COST <= cost else "multi_index"
+    n = len(protected)
+    none = np.int64((HASH_BITS + 1) * n)
+    best = np.full(len(values), none, np.int64)  # distance * n + protected row: the min is the nearest, lowest row
+    compared, keys = 0, 0
+    if method == "bruteforce":
+        step = max(1, CHUNK_WORK // len(targets))
+        for lo in range(0, len(values), step):
+            code = np.bitwise_count(values[lo:lo + step, None] ^ targets[None, :]).astype(np.int64) * n + first_row
+            best[lo:lo + step] = np.where(code < (radius + 1) * n, code, none).min(axis=1)
+        compared = len(values) * len(targets)
+    else:
+        for mask in block_masks(m, s):
+            table = _BucketTable(targets, mask, bucket_bits)
+            for lo in range(0, len(values), TRAIN_BLOCK):
+                compared += table.compare(values, lo, min(lo + TRAIN_BLOCK, len(values)), radius, first_row, n, best)
+        keys = math.comb(m, s)
     if stats is not None:
-        stats.update(train_unique=len(values), protected_unique=len(targets), blocks=m, blocks_matching=s,
-                     keys=math.comb(m, s), candidates=compared)
+        stats.update(method=method, train_unique=len(values), protected_unique=len(targets), keys=keys,
+                     compared=compared)
     rows = np.flatnonzero(best[inverse] < none)
     code = best[inverse[rows]]
-    return rows.astype(np.int64), code % len(protected), code // len(protected)
+    return rows.astype(np.int64), code % n, code // n
 
 
-def cross_plan(n_train: int, n_protected: int, radius: int) -> tuple[int, int, int]:
-    """(blocks m, blocks that must match s, bucket bits) for the least expected work: C(m, s) keys, each a pass
-    over the training values plus the candidates that share a key (or a bucket) with them."""
+def cross_plan(n_train: int, n_protected: int, radius: int) -> tuple[int, int, int, float]:
+    """(blocks m, blocks that must match s, bucket bits, expected cost) for the least expected work: C(m, s)
+    keys, each a look-up per training value (cost 1) plus the candidates sharing a key or a bucket with it
+    (cost 4 each; PAIR_COST is a brute-force comparison in the same unit)."""
     bucket_bits = min(26, max(4, math.ceil(math.log2(max(n_protected, 1))) + 3))
     best = None
     for s in range(1, 6):
@@ -242,7 +258,7 @@ def cross_plan(n_train: int, n_protected: int, radius: int) -> tuple[int, int, i
         cost = math.comb(m, s) * (n_train * per_value + n_protected)
         if best is None or cost < best[0]:
             best = (cost, m, s)
-    return best[1], best[2], bucket_bits
+    return best[1], best[2], bucket_bits, best[0]
 
 
 def block_masks(m: int, s: int) -> list[np.uint64]:
