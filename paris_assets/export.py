@@ -62,6 +62,10 @@ MEMBER_NOTES = {"latent.npy": "VAE latent (the diffusion target), scaled by the 
                 "txt": "the caption", "json": "provenance and scores (fields below)", "jpg": "the square crop"}
 
 
+WITHHELD = "<withheld>"
+SECRET_SETTINGS = ("webhook_url", "password", "secret", "credentials")  # a key containing one of these is withheld
+
+
 class ExportRefused(RuntimeError):
     """The data_dir lacks a committed output the export needs, or DIR may not be written."""
 
@@ -263,8 +267,24 @@ def collect_stats(manifest: dict, report: dict, reasons: dict, sample: dict,
                                                     "worst_deviation_images", "worst_deviation_share")}
                    | {"per_cluster": split["per_cluster"]},
         "left_out": reasons, "counts": manifest.get("counts", {}), "gate": manifest.get("gate", {}),
-        "models": manifest.get("models", {}), "settings": manifest.get("settings", {}), "sample": sample,
+        "models": manifest.get("models", {}), "settings": public_settings(manifest.get("settings", {})),
+        "sample": sample,
     }
+
+
+def public_settings(value, key: str = ""):
+    """The settings as the card may publish them: a value under a secret-looking key (alerts.webhook_url: a Slack
+    webhook URL lets anyone post) and the user:password part of any URL are withheld."""
+    if isinstance(value, dict):
+        return {k: public_settings(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_settings(v, key) for v in value]
+    if value is not None and any(word in key.lower() for word in SECRET_SETTINGS):
+        return WITHHELD
+    if isinstance(value, str) and "://" in value and "@" in value.partition("://")[2].partition("/")[0]:
+        scheme, _, rest = value.partition("://")
+        return f"{scheme}://{WITHHELD}@{rest.partition('@')[2]}"
+    return value
 
 
 def size_category(n: int) -> str:

@@ -378,3 +378,28 @@ def test_exports_from_an_fsspec_data_dir(data, tmp_path):
             assert tar.read_bytes() == (tmp_path / "out-local" / tar.relative_to(tmp_path / "out")).read_bytes()
     finally:
         fs.rm(url, recursive=True)
+
+
+def test_secrets_in_the_settings_are_withheld(data, tmp_path):
+    """The card is meant to be published: a webhook URL or a URL's password never reaches it."""
+    root = copy_outputs(data, tmp_path / "data")
+    manifest = manifest_of(root)
+    manifest["settings"]["alerts"]["webhook_url"] = "https://hooks.slack.com/services/T000/B000/sEcReT"
+    manifest["settings"]["source"]["path"] = "s3://user:pAsSwOrD@bucket/laion/*.parquet"
+    (root / "pipeline_manifest.json").write_text(json.dumps(manifest))
+    stats = export.export_dataset(str(root), tmp_path / "out", log=lambda m: None)
+    for name in ("README.md", "stats.json"):
+        text = (tmp_path / "out" / name).read_text()
+        assert "sEcReT" not in text and "pAsSwOrD" not in text
+    assert stats["settings"]["alerts"]["webhook_url"] == export.WITHHELD
+    assert stats["settings"]["source"]["path"] == f"s3://{export.WITHHELD}@bucket/laion/*.parquet"
+    assert stats["settings"]["seed"] == manifest["settings"]["seed"]  # the rest as it was
+
+
+@pytest.mark.parametrize("value,key,expected", [
+    ("https://hooks.example/x", "webhook_url", export.WITHHELD), (None, "webhook_url", None),
+    ("s3://bucket/a@b.parquet", "path", "s3://bucket/a@b.parquet"), ("data", "data_dir", "data"),
+    ("https://u:p@host/x", "url", f"https://{export.WITHHELD}@host/x"), (3, "pg_password", export.WITHHELD),
+])
+def test_public_settings(value, key, expected):
+    assert export.public_settings(value, key) == expected
