@@ -138,6 +138,9 @@ def connections(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    for proxy in ("http_proxy", "https_proxy", "all_proxy"):  # straight to the test server, through nothing
+        monkeypatch.delenv(proxy, raising=False)
+        monkeypatch.delenv(proxy.upper(), raising=False)
     return seen
 
 
