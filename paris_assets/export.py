@@ -16,6 +16,7 @@ so a member or json field added upstream shows up in the card by itself.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -296,6 +297,41 @@ def size_category(n: int) -> str:
     return "1B<n<10B"
 
 
+JSON_VALUES = {"float": "float64", "int": "int64", "bool": "bool", "string": "string"}
+
+
+def hub_features(sample: dict) -> dict | None:
+    """The card's `dataset_info` features for the members describe_sample found, as `datasets` writes them: declared,
+    so that a json field null in the first samples and set later still loads (datasets infers the types from the
+    first five samples otherwise, and then fails on the first non-null value). None when a member or field has a
+    type this cannot declare (a json list or object, a field never seen set): datasets then infers them as it would."""
+    import datasets  # heavy (pyarrow, fsspec hooks): only the card needs it
+
+    fields = {}
+    for field, types in sample["json_fields"].items():
+        seen = {t for t in types if t != "null"}
+        if seen == {"int", "float"}:
+            seen = {"float"}
+        if len(seen) != 1 or next(iter(seen)) not in JSON_VALUES:
+            return None
+        fields[field] = datasets.Value(JSON_VALUES[next(iter(seen))])
+    features = {}
+    for name, member in sample["members"].items():
+        if member["kind"] == "npy":
+            feature = datasets.Value(member["dtype"])
+            for _ in member["shape"]:
+                feature = datasets.List(feature)
+            features[name] = feature
+        elif member["kind"] == "json":
+            features[name] = fields
+        elif "size" in member:
+            features[name] = datasets.Image()
+        else:
+            features[name] = datasets.Value("string")
+    features |= {"__key__": datasets.Value("string"), "__url__": datasets.Value("string")}
+    return datasets.DatasetInfo(features=datasets.Features(features))._to_yaml_dict()
+
+
 def card_metadata(stats: dict) -> dict:
     """The card's YAML front matter: license, task, tags, size, and the configs the Hub (and load_dataset with a
     folder or repo) reads: `default` with the train and heldout splits, `cluster_<k>` with one expert's shards."""
@@ -313,6 +349,10 @@ def card_metadata(stats: dict) -> dict:
         + [{"config_name": f"cluster_{c}", "data_files": [{"split": "train", "path": f"data/train/cluster_{c}/*.tar"}]}
            for c in stats["clusters"]],
     }
+    features = hub_features(stats["sample"])
+    if features is not None:  # the same members in every config
+        meta["dataset_info"] = [{"config_name": c["config_name"], **copy.deepcopy(features)}  # no YAML anchors
+                                for c in meta["configs"]]
     return meta
 
 

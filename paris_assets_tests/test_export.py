@@ -157,6 +157,8 @@ def test_the_card_front_matter_and_its_globs(data, exported, tmp_path, monkeypat
     assert DatasetCard.load(out / "README.md").data.to_dict() == meta  # as the Hub's own client parses it
     assert meta["license"] == "other" and meta["license_name"] and meta["task_categories"] == ["text-to-image"]
     assert "webdataset" in meta["tags"] and meta["size_categories"] == ["n<1K"]
+    declared = [{f["name"] for f in info["features"]} for info in meta["dataset_info"]]
+    assert declared == [set(stats["sample"]["members"]) | {"__key__", "__url__"}] * len(meta["configs"])
     configs = {c["config_name"]: {f["split"]: f["path"] for f in c["data_files"]} for c in meta["configs"]}
     k = manifest_of(data)["k"]
     assert set(configs) == {"default"} | {f"cluster_{c}" for c in range(k)}
@@ -403,3 +405,43 @@ def test_secrets_in_the_settings_are_withheld(data, tmp_path):
 ])
 def test_public_settings(value, key, expected):
     assert export.public_settings(value, key) == expected
+
+
+def test_declared_features_load_a_field_null_in_the_first_samples(tmp_path, monkeypatch):
+    """datasets infers a webdataset's types from its first five samples: a json field null in all of them and set
+    later fails the whole load. The card declares the features describe_sample found, so the folder loads."""
+    import datasets
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    folder = tmp_path / "ds"
+    tar = folder / "data" / "train" / "cluster_0" / "shard-000000.tar"
+    tar.parent.mkdir(parents=True)
+    with open(tar, "wb") as fh:
+        writer = TarShardWriter(fh)
+        for i in range(8):
+            writer.write(f"id{i}", {"latent.npy": export_npy(np.full((2, 3), i, np.float16)), "txt": b"a cat",
+                                    "json": json.dumps({"image_id": f"id{i}", "aesthetic": None if i < 6 else 5.5,
+                                                        "width": 64 + i}).encode()})
+        writer.close()
+    sample = export.describe_sample(tar)
+    configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train/cluster_*/*.tar"}]}]
+    undeclared = yaml.safe_dump({"configs": configs}, sort_keys=False)
+    (folder / "README.md").write_text(f"---\n{undeclared}---\n")
+    with pytest.raises(datasets.exceptions.DatasetGenerationError):  # what the declaration is for
+        datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "cache-1"))
+    declared = yaml.safe_dump({"configs": configs, "dataset_info": [{"config_name": "default",
+                                                                     **export.hub_features(sample)}]}, sort_keys=False)
+    (folder / "README.md").write_text(f"---\n{declared}---\n")
+    rows = datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "cache-2"))["train"]
+    assert [r["json"]["aesthetic"] for r in rows] == [None] * 6 + [5.5, 5.5]
+    assert [r["json"]["width"] for r in rows] == list(range(64, 72))
+    assert np.asarray(rows[7]["latent.npy"], np.float16).tolist() == np.full((2, 3), 7, np.float16).tolist()
+
+
+def test_no_features_declared_for_a_json_type_it_cannot_declare():
+    sample = {"members": {"json": {"kind": "json"}}, "json_fields": {"tags": ["list"]}}
+    assert export.hub_features(sample) is None
+    sample["json_fields"] = {"score": ["float", "int", "null"], "never_set": ["null"]}
+    assert export.hub_features(sample) is None
+    sample["json_fields"] = {"score": ["float", "int", "null"]}
+    assert export.hub_features(sample)["features"][0]["struct"] == [{"name": "score", "dtype": "float64"}]
