@@ -22,14 +22,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .lib import semdedup as sd
 from .lib.clustering import BLOCK, assign
@@ -99,36 +103,49 @@ class AnonPeak:
         return self.peak
 
 
-def all_pairs(x, eps: float) -> int:
-    """Pairs i < j among all rows with cosine > 1 - eps, every pair computed: the quadratic baseline, in
-    semdedup's blocks (SIM_BLOCK similarities) and float32 matmul."""
+def all_pairs(x, eps: float, workers: int | None = None) -> int:
+    """Pairs i < j among all rows with cosine > 1 - eps, every pair computed: the quadratic baseline, run as
+    semdedup runs (blocks of SIM_BLOCK similarities, float32 matmul, blocks shared among threads each with
+    single-threaded BLAS)."""
     xf = np.asarray(x, np.float32)
-    n, found = len(xf), 0
+    n = len(xf)
     step = min(n, max(sd.MIN_ROWS, sd.SIM_BLOCK // max(n, 1)))
     threshold = np.float32(1.0 - eps)
-    for a in range(0, n, step):
+
+    def block(a: int) -> int:
         s = xf[a:a + step] @ xf[a:].T
         s[np.arange(len(s)), np.arange(len(s))] = -1  # a row with itself
-        found += int(np.count_nonzero(np.triu(s > threshold)))
-    return found
+        return int(np.count_nonzero(np.triu(s > threshold)))
+
+    with threadpool_limits(1), ThreadPoolExecutor(workers or len(os.sched_getaffinity(0))) as pool:
+        return sum(pool.map(block, range(0, n, step)))
 
 
 def range_search_vs_matmul(xc: np.ndarray, eps: float) -> tuple[float, float]:
-    """Seconds for every pair of one cluster above 1 - eps, blocked as semdedup blocks: faiss
-    IndexFlatIP.range_search, then float32 matmul with a threshold."""
+    """Seconds for every pair of one cluster above 1 - eps, blocked as semdedup blocks, one thread each:
+    faiss IndexFlatIP.range_search, then float32 matmul with a threshold."""
     import faiss
 
     step = min(len(xc), max(sd.MIN_ROWS, sd.SIM_BLOCK // len(xc)))
     index = faiss.IndexFlatIP(xc.shape[1])
     index.add(xc)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
     t = time.perf_counter()
     for a in range(0, len(xc), step):
         index.range_search(xc[a:a + step], 1.0 - eps)
     faiss_s = time.perf_counter() - t
+    faiss.omp_set_num_threads(threads)
     t = time.perf_counter()
-    for a in range(0, len(xc), step):
-        np.nonzero(xc[a:a + step] @ xc.T > np.float32(1.0 - eps))
+    with threadpool_limits(1):
+        for a in range(0, len(xc), step):
+            np.nonzero(xc[a:a + step] @ xc.T > np.float32(1.0 - eps))
     return faiss_s, time.perf_counter() - t
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_one(folder: Path, n: int, eps: float, baseline: bool, compare: bool) -> dict:
@@ -139,9 +156,9 @@ def run_one(folder: Path, n: int, eps: float, baseline: bool, compare: bool) -> 
     centroids = np.load(folder / "centroids.npy")
     sizes = np.bincount(labels, minlength=len(centroids))
     anon = AnonPeak()
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), _cpu()
     result = sd.semdedup(x, labels, centroids, eps)
-    out = {"n": n, "seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb(), "peak_anon_mb": anon.stop(),
+    out = {"n": n, "seconds": time.perf_counter() - t, "cpu_seconds": _cpu() - cpu, "peak_rss_mb": peak_rss_mb(), "peak_anon_mb": anon.stop(),
            "removed": len(result.removed), "largest": int(sizes[:-1].max()), "placeholder": int(sizes[-1])}
     t = time.perf_counter()
     out["table"] = sd.eps_table(x, labels, centroids, EPS_TABLE)
@@ -185,36 +202,40 @@ def main(argv: list[str] | None = None) -> None:
         print(f"features: {max(runs):,} x {args.dim} float16 memmap, {args.fine} fine clusters (labels: nearest "
               f"generating centroid, no k-means timed), {args.dup:.0%} near copies, {args.placeholders:,} "
               f"placeholders at the largest size; ready in {time.perf_counter() - t:.0f} s (not counted)")
-        results = []
+        print(f"\nsemdedup at eps={args.eps} (cosine > {1 - args.eps:g}) against all pairs; seconds (wall, and CPU "
+              "of the process); each size in its own process")
+        print(f"{'n':>10} {'largest':>8} {'placeh.':>8} {'semdedup':>9} {'cpu':>6} {'eps_table':>10} {'removed':>8} "
+              f"{'VmHWM MB':>9} {'anon MB':>8} {'all pairs':>10}  {'speedup':>8}", flush=True)
+        results: list[dict] = []
         for n in runs:
             cmd = [sys.executable, "-m", "paris_assets.bench_semdedup", "--one", str(n), "--dir", str(folder),
                    "--eps", str(args.eps)] + (["--baseline"] if n in baseline_sizes else []) + \
                   (["--compare"] if n == max(runs) else [])
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print_table(results, sizes, args.eps)
+            print_row(results)
+    print_notes(results)
 
 
-def print_table(results: list[dict], sizes: list[int], eps: float) -> None:
-    measured = [r for r in results if "baseline_seconds" in r]
-    ref = measured[-1] if measured else None
-    print(f"\nsemdedup at eps={eps} (cosine > {1 - eps:g}) against all pairs; times in seconds, each size in its "
-          "own process")
-    print(f"{'n':>10} {'largest':>8} {'placeh.':>8} {'semdedup':>9} {'eps_table':>10} {'removed':>8} "
-          f"{'VmHWM MB':>9} {'anon MB':>8} {'all pairs':>10}  {'speedup':>8}")
-    for r in results:
-        if "baseline_seconds" in r:
-            base, how = r["baseline_seconds"], "measured"
-        elif ref is not None:
-            base, how = ref["baseline_seconds"] * (r["n"] / ref["n"]) ** 2, "extrapolated"
-        else:
-            base, how = float("nan"), ""
-        print(f"{r['n']:>10,} {r['largest']:>8,} {r['placeholder']:>8,} {r['seconds']:>9.1f} "
-              f"{r['table_seconds']:>10.1f} {r['removed'] / r['n']:>8.2%} {r['peak_rss_mb']:>9.0f} "
-              f"{r['peak_anon_mb']:>8.0f} {base:>10.1f}  {base / r['seconds']:>7.0f}x {how}")
-    if ref is not None:
-        print(f"all pairs: every pair i < j of all rows; extrapolated = {ref['n']:,}'s measured time x (n / "
-              f"{ref['n']:,})^2")
+def print_row(results: list[dict]) -> None:
+    """The newest result's row; its all-pairs time measured, or extrapolated from the largest measured."""
+    r = results[-1]
+    measured = [m for m in results if "baseline_seconds" in m]
+    if "baseline_seconds" in r:
+        base, how = r["baseline_seconds"], "measured"
+    elif measured:
+        ref = measured[-1]
+        base, how = ref["baseline_seconds"] * (r["n"] / ref["n"]) ** 2, f"extrapolated from {ref['n']:,} as n^2"
+    else:
+        base, how = float("nan"), ""
+    print(f"{r['n']:>10,} {r['largest']:>8,} {r['placeholder']:>8,} {r['seconds']:>9.2f} {r['cpu_seconds']:>6.1f} "
+          f"{r['table_seconds']:>10.2f} {r['removed'] / r['n']:>8.2%} {r['peak_rss_mb']:>9.0f} "
+          f"{r['peak_anon_mb']:>8.0f} {base:>10.1f}  {base / r['seconds']:>7.0f}x {how}", flush=True)
+
+
+def print_notes(results: list[dict]) -> None:
+    print("all pairs: every pair i < j of all n rows, no clusters; VmHWM counts the memory-mapped features' "
+          "pages, anon MB does not (sampled every 20 ms)")
     last = results[-1]
     print(f"\neps_table at {last['n']:,}: " + ", ".join(f"eps {e:g}: {f:.2%}" for e, _, f in last["table"]))
     if "faiss_vs_matmul" in last:
