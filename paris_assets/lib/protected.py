@@ -37,11 +37,11 @@ import pandas as pd
 
 from .checks import FilterParams, process_image
 from .images import Rejected
+from .ingest import IMAGE_SUFFIXES  # a protected folder is read as a source folder is
 from .sources import FORMATS, SourceError, expand_paths, read_url_list
 from .urls import UrlPolicy
 
 HASH_BITS = 64
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 MAX_DOWNLOAD_BYTES = 64 << 20  # an evaluation image is a few MB; more is a wrong URL, not a photograph
 CHUNK_WORK = 4_000_000  # pHash candidates compared at once: ~100 MB of temporary arrays
 TRAIN_BLOCK = 1 << 20  # training values looked up at once
@@ -340,7 +340,9 @@ def embedding_matches(train, protected: np.ndarray, min_similarity: float, block
     `train` is (N, D), any dtype, read `block_rows` rows at a time by slicing (a numpy array or memmap, a
     lib/arrays ChunkedArray, a RowSelection); `protected` (P, D). Both sides are L2-normalised here (a float16
     copy of a unit vector is off by ~1e-3), so similarity is the cosine. A faiss IndexFlatIP holds the
-    protected rows: exact search, O(N * P * D) time, memory O(block_rows * D + P * D).
+    protected rows: exact search, O(N * P * D) time, memory O(block_rows * D + P * D). Measured here (2 loaded
+    cores): ~1,200 rows/s against 5,000 protected 768-d rows, 10 GFLOP/s through the OpenBLAS faiss-cpu bundles
+    (numpy's matmul reaches 43): 11M rows are hours on such a machine, minutes on a many-core one or a GPU.
 
     To protect a held-out split: protected = the held-out rows' features, train = the others
     (lib/arrays.select_rows(features, others)); train_rows are then positions among the others.
