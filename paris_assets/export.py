@@ -192,9 +192,8 @@ def reason_counts(data_root: str) -> dict[str, dict[str, int]]:
     counts = {"filtered_images": _reasons(_asset_parts(data_root, "filtered_images"), "rejected")}
     labels = _asset_parts(data_root, "cluster_labels")
     for table in DUPLICATE_TABLES:
-        found = _reasons(labels, table)
-        if found:
-            counts[f"cluster_labels_{table}"] = found
+        if any((folder / f"{table}.parquet").exists() for folder in labels):  # present, even empty: say 0
+            counts[f"cluster_labels_{table}"] = _reasons(labels, table)
     return counts
 
 
@@ -422,6 +421,9 @@ def _sample(s: dict) -> str:
 def _left_out(s: dict) -> str:
     parts = ["## What was left out, and why"]
     for table, reasons in s["left_out"].items():
+        if not reasons:
+            parts.append(f"`{table}`: none")
+            continue
         parts.append(f"`{table}`: {sum(reasons.values()):,} images\n\n"
                      + _table(["reason", "images"], [[r, f"{n:,}"] for r, n in reasons.items()], "lr"))
     return "\n\n".join(parts)

@@ -345,7 +345,12 @@ def test_reasons_from_every_part_and_from_cluster_labels(data, tmp_path):
     reasons = export.reason_counts(str(root))
     assert reasons["filtered_images"] == {r: int(n) for r, n in rejected["reason"].value_counts().items()}
     assert reasons["cluster_labels_duplicates"] == {"duplicate_across_parts": 3}
-    assert "cluster_labels_dropped" not in reasons
+    dropped = root / "cluster_labels" / "dropped.parquet"  # cluster_labels' own drops (quality), when it has them
+    if dropped.exists():
+        assert reasons["cluster_labels_dropped"] == {r: int(n) for r, n in
+                                                     pd.read_parquet(dropped)["reason"].value_counts().items()}
+    else:
+        assert "cluster_labels_dropped" not in reasons
     out = tmp_path / "out"
     export.export_dataset(str(root), out, log=lambda m: None)
     assert "`cluster_labels_duplicates`: 3 images" in (out / "README.md").read_text()
