@@ -2,8 +2,8 @@
 
 The features: n x D float16 unit vectors in a memory-mapped .npy, around `fine` generating centroids whose
 sizes are Zipf-like (weight 1 / (rank + 20): the biggest cluster ~13x the mean), each cluster its own spread
-(cosine to the centroid 0.55-0.8); `dup` of the rows are near copies of another row (cosine 0.9-1.0, some
-exact), and `placeholders` rows (at the largest size; a prefix holds its share) are one placeholder with
+(cosine to the centroid 0.55-0.8); `dup` of the rows are near copies of another row (cosine 0.9-1.0, a
+tenth exact), and `placeholders` rows (at the largest size; a prefix holds its share) are one placeholder with
 faint noise (cosine ~0.9998): one adversarial fine cluster. Rows are in random order, and the smaller sizes
 are prefixes of the largest. Fine labels are the nearest generating centroid, so no k-means time is counted;
 nor is generation.
