@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from .assets.common import PER_PART
 from .assets.clustering import build_cluster_labels, build_cluster_report
-from .assets.embeddings import build_captions, build_clip_embeddings, build_dinov2_embeddings, build_latents
+from .assets.common import PER_PART
+from .assets.embeddings import (build_captions, build_clip_embeddings, build_clip_image_embeddings,
+                                build_dinov2_embeddings, build_latents)
 from .assets.filtered_images import build_filtered_images
+from .assets.quality import build_protected_images, build_quality_scores
 from .assets.raw_images import build_raw_images
 from .assets.training import build_expert_shards, build_router_pairs
 from .checks.clustering import build_cluster_checks
@@ -25,6 +27,8 @@ def build_defs(settings: Settings | None = None) -> Definitions:
     return Definitions(
         assets=[build_raw_images(settings), build_filtered_images(settings), build_captions(settings),
                 build_clip_embeddings(settings), build_dinov2_embeddings(settings), build_latents(settings),
+                build_clip_image_embeddings(settings), build_quality_scores(settings),
+                build_protected_images(settings),
                 build_cluster_labels(settings), build_cluster_report(settings), build_expert_shards(settings),
                 build_router_pairs(settings)],
         asset_checks=build_embedding_checks(settings) + build_cluster_checks(settings) + build_training_checks(settings),
@@ -39,7 +43,7 @@ def build_defs(settings: Settings | None = None) -> Definitions:
     )
 
 
-FAN_IN = ("cluster_labels", "cluster_report", "expert_shards", "router_pairs")
+FAN_IN = ("protected_images", "cluster_labels", "cluster_report", "expert_shards", "router_pairs")
 
 
 def part_jobs(settings: Settings) -> list:

@@ -162,14 +162,19 @@ class ProtectedSettings(_Section):
     path: Optional[str] = None  # a folder of images, or a parquet/csv/jsonl of URLs (e.g. COCO val); None: off
     url_col: str = "url"  # the URL column of a table (case-insensitive)
     phash_radius: int = Field(6, ge=0, le=32)  # pHash bits within which a training image is a copy of a protected one
-    min_similarity: float = Field(0.95, gt=0, le=1)  # cosine similarity at or above which it is a near copy
+    # cosine similarity at or above which a training image is a near copy; None: 0.95 with real models, and no
+    # embedding match with the tiny profile, whose random features are all alike (median cosine 0.83-0.89)
+    min_similarity: Optional[float] = Field(None, gt=0, le=1)
     embedding: Literal["dinov2", "clip_image"] = "clip_image"  # the features compared
     heldout: bool = True  # also drop training images this near a held-out image (the split must measure unseen data)
 
 
+TINY_FEATURES_NOTE = "the tiny profile's random features are all alike: set quality.protected.min_similarity to compare them"
+
+
 class QualitySettings(_Section):
-    """Computed quality signals: CLIP ViT-L/14 image embeddings and LAION's heads over them."""
-    signals: bool = True  # compute clip_image_embeddings and the aesthetic + NSFW scores (quality_scores)
+    """Computed quality signals (clip_image_embeddings, quality_scores): LAION's heads over CLIP ViT-L/14 image
+    embeddings, and what cluster_labels drops on them before clustering."""
     # LAION improved aesthetic predictor weights (sac+logos+ava1-l14-linearMSE.pth): a path or an http(s) URL;
     # None: the paris profile's public URL, the tiny profile's random MLP of the same shape
     aesthetic_weights: Optional[str] = None

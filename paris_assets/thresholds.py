@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .assets.filtered_images import filter_params
-from .assets.quality import HEAD_URLS, load_heads
+from .assets.quality import load_heads
 from .lib import heads
 from .lib.checks import FilterParams, process_image
 from .lib.crops import decode_crops
@@ -113,7 +113,7 @@ def measure(settings: Settings, folder: Path, limit: int | None = None) -> dict:
               "punsafe": heads.score(loaded["nsfw"], embeddings)}
     random_parts = _random_parts(settings, loaded)
     return {
-        "model": model_metadata(model), "heads": _head_sources(settings, loaded),
+        "model": model_metadata(model), "heads": _head_sources(loaded),
         "random_weights": random_parts, "photos": len(embeddings), "files": len(files), "refused": refused,
         "crop": {"image_size": settings.filter.image_size, "resize_mode": settings.filter.resize_mode},
         "quantiles": {signal: quantiles(v) for signal, v in scores.items()},
@@ -131,15 +131,9 @@ def _random_parts(settings: Settings, loaded: dict) -> list[str]:
     return parts
 
 
-def _head_sources(settings: Settings, loaded: dict) -> dict:
-    out = {}
-    for kind, head in loaded.items():
-        given = getattr(settings.quality, f"{kind}_weights")
-        source = getattr(head, "source", None) or (settings.resolve(given) if given and "://" not in given else given)
-        if source is None:
-            source = HEAD_URLS[kind] if settings.models.profile != "tiny" else "tiny profile: seeded random head"
-        out[kind] = {"source": source, "sha256": heads.head_identity(head)}
-    return out
+def _head_sources(loaded: dict) -> dict:
+    """Where each head came from (load_heads records it) and a digest of its weights."""
+    return {kind: {"source": head.source, "sha256": heads.head_identity(head)} for kind, head in loaded.items()}
 
 
 def format_report(report: dict) -> str:

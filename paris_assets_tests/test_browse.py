@@ -125,6 +125,13 @@ def test_filters_page_and_sort(shards):
     total, rows = shard_index.query(samples, {"distance_max": "0.01", "sort": "distance"}, per_page=1000)
     assert 0 < total == (samples["centroid_distance"] <= 0.01).sum() and rows["centroid_distance"].is_monotonic_increasing
     assert shard_index.query(samples, {"split": "heldout"})[0] == (samples["split"] == "heldout").sum()
+    # the quality columns every sample's json carries (the demo carries its scores; the computed sit beside them)
+    assert set(samples["aesthetic_source"]) == {"carried"} and samples["aesthetic_computed"].notna().all()
+    assert shard_index.query(samples, {"aesthetic_source": "carried"})[0] == len(samples)
+    samples.loc[samples.index[:4], "aesthetic_source"] = "computed"
+    assert shard_index.query(samples, {"aesthetic_source": "computed"})[0] == 4
+    samples.loc[samples.index[5:7], "punsafe"] = 0.9
+    assert shard_index.query(samples, {"punsafe_max": "0.5"})[0] == len(samples) - 2
     samples.loc[samples.index[:3], "url"] = ""
     samples.loc[samples.index[3:5], "caption"] = None
     assert shard_index.query(samples, {"has_url": "no"})[0] == 3
@@ -146,6 +153,7 @@ def test_filters_page_and_sort(shards):
     ({"aesthetic_min": "high"}, "aesthetic_min must be a number"), ({"cluster": "one"}, "cluster must be whole"),
     ({"has_url": "maybe"}, "has_url must be yes, no or any"), ({"sort": "size"}, "sort must be one of"),
     ({"distance_max": "nan"}, "distance_max must be a number"),
+    ({"aesthetic_source": "guessed"}, "aesthetic_source must be carried, computed or any"),
     ({"colour": "red"}, "unknown filter"),
 ])
 def test_bad_filters_say_what_to_fix(shards, filters, message):
@@ -280,6 +288,7 @@ def test_shard_browser_in_a_real_browser(shards, tmp_path):
             chosen = page.locator("#detail-table").text_content()
             row = index.samples[index.samples["image_id"] == page.locator(".card").first.get_attribute("data-id")].iloc[0]
             assert row["caption"] in chosen and row["url"] in chosen and row["image_id"] in chosen
+            assert f"(carried; computed {row['aesthetic_computed']:.3f})" in chosen  # the computed score beside
             page.wait_for_function("document.querySelector('#detail-img').naturalWidth > 0")
             shot(page, "browse-detail.jpg")
             page.click("#close")

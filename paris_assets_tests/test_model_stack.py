@@ -51,7 +51,7 @@ def test_every_array_is_aligned_with_kept(stack):
     kept = pd.read_parquet(data / "filtered_images" / "kept.parquet")["image_id"].tolist()
     n = len(kept)
     for folder, arrays in {"dinov2_embeddings": {"embeddings": (n, 32)},
-                           "clip_embeddings": {"tokens": (n, 77, 32), "pooled": (n, 32)},
+                           "clip_embeddings": {"tokens": (n, 77, 32), "pooled": (n, 768)},
                            "latents": {"latents": (n, 4, 32, 32)}}.items():
         assert np.load(data / folder / "image_ids.npy").tolist() == kept
         for name, shape in arrays.items():

@@ -60,7 +60,7 @@ def test_latent_encoder(tiny):
 
 def test_text_encoder(tiny):
     tokens, pooled = make("text_encoder", tiny["text_encoder"])(TEXTS)
-    assert tokens.shape == (3, 77, 32) and pooled.shape == (3, 32)
+    assert tokens.shape == (3, 77, 32) and pooled.shape == (3, 768)
     assert tokens.dtype == pooled.dtype == np.float16
     assert not np.array_equal(pooled[0], pooled[1])
 

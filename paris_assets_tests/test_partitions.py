@@ -75,7 +75,7 @@ def grown(tmp_path_factory, demo_files):
 def labels_of(data) -> dict:
     folder = data / "cluster_labels"
     out = {name: np.load(folder / f"{name}.npy") for name in ("labels", "rows", "image_ids", "centroids")}
-    out["duplicates"] = pd.read_parquet(folder / "duplicates.parquet")
+    out["duplicates"] = pd.read_parquet(folder / "dropped.parquet")
     return out
 
 

@@ -136,9 +136,10 @@ def test_command_on_real_photographs_with_the_tiny_profile(photo_dir, tmp_path):
     assert "these figures mean nothing" in lines[0] and lines[-1] == lines[0]
     assert report["random_weights"] == ["CLIP image encoder", "aesthetic head", "nsfw head"]
     assert report["model"]["model_id"] == str(tmp_path / "data" / "models" / "tiny" / "text_encoder")
-    assert {h["source"] for h in report["heads"].values()} == {"tiny profile: seeded random head"}
+    assert {kind: h["source"] for kind, h in report["heads"].items()} == {
+        kind: f"tiny profile: seeded random {kind} head" for kind in ("aesthetic", "nsfw")}
     sha = report["heads"]["aesthetic"]["sha256"]
-    assert f"aesthetic head: tiny profile: seeded random head (sha256 {sha})" in lines
+    assert f"aesthetic head: tiny profile: seeded random aesthetic head (sha256 {sha})" in lines
 
 
 @pytest.mark.skipif(not (os.environ.get("PARIS_AESTHETIC_PTH") and os.environ.get("PARIS_NSFW_ZIP")),

@@ -22,7 +22,7 @@ from paris_assets.settings import PROJECT_ROOT
 from .arrays_on_disk import assert_chunked_and_plain, read_with_numpy
 
 DOWNSTREAM = [AssetKey(k) for k in ("cluster_labels", "cluster_report", "expert_shards", "router_pairs")]
-EXPECT = {"latent.npy": ((4, 32, 32), "float16"), "clip.npy": ((32,), "float16"),
+EXPECT = {"latent.npy": ((4, 32, 32), "float16"), "clip.npy": ((768,), "float16"),
           "clip_tokens.npy": ((77, 32), "float16")}
 
 

@@ -86,7 +86,7 @@ def test_backfill_every_part_from_the_ui(tmp_path):
             for key in parts:
                 assert (tmp_path / "data" / asset / key / "_SUCCESS.json").exists()
         assert (tmp_path / "data" / "pipeline_manifest.json").exists()
-        assert (tmp_path / "data" / "cluster_labels" / "duplicates.parquet").exists()
+        assert (tmp_path / "data" / "cluster_labels" / "dropped.parquet").exists()
         # the demo's last part holds only planted bad rows: complete, with empty outputs the fan-in skips
         import numpy as np
         import pandas as pd

@@ -1,7 +1,6 @@
 """cluster_labels and cluster_report: the partition every expert is trained on, and what explains it."""
 
 import time
-from typing import Optional
 
 import numpy as np
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Config, MetadataValue, asset
@@ -10,63 +9,82 @@ from ..io_managers import AssetFolder, AssetParts, images_of
 from ..lib import storage
 from ..lib.arrays import select_rows
 from ..lib.cluster_report import make_report
-from ..lib.clustering import Clustering, assign, cluster
-from ..lib.filtering import fan_in_duplicates
+from ..lib.clustering import Clustering, assign, cluster, fine_stage, training_sample
 from ..lib.crops import decode_crops, read_crop_rows
+from ..lib.filtering import fan_in_duplicates, hex_to_u64
+from ..lib.protected import embedding_matches, phash_matches
+from ..lib.pruning import Pruning, nearest_per_row
+from ..lib.quality import quality_drops
+from ..lib.semdedup import eps_table, semdedup
+from ..lib.shards import heldout_mask
 from ..lib.validation import inline_jpeg
-from ..settings import Settings
-from .common import code_version, md_escape, preview, settings_metadata, staging
+from ..settings import TINY_FEATURES_NOTE, Settings
+from .common import code_version, counts_table, md_escape, preview, settings_metadata, staging
 
 
 class ClusterRunConfig(Config):
-    k: Optional[int] = None  # for this run only, instead of clustering.k (set it in the launchpad)
+    k: int | None = None  # for this run only, instead of clustering.k (set it in the launchpad)
 
 
 def build_cluster_labels(settings: Settings) -> AssetsDefinition:
-    c = settings.clustering
-
+    c, q = settings.clustering, settings.quality
     @asset(group_name="clustering", kinds={"faiss", "numpy"}, io_manager_key="arrays_io",
-           ins={"dinov2_embeddings": AssetIn(), "filtered_images": AssetIn()},
+           ins={"dinov2_embeddings": AssetIn(), "filtered_images": AssetIn(), "quality_scores": AssetIn(),
+                "clip_image_embeddings": AssetIn(), "protected_images": AssetIn()},
            code_version=code_version(settings, "cluster_labels"))
     def cluster_labels(context: AssetExecutionContext, config: ClusterRunConfig, dinov2_embeddings: AssetFolder,
-                       filtered_images: AssetFolder):
+                       filtered_images: AssetFolder, quality_scores: AssetFolder, clip_image_embeddings: AssetFolder,
+                       protected_images: AssetFolder):
         """Each image's cluster (= its expert): two-stage k-means of the DINOv2 features into K partitions.
         labels.npy (N,) int32, centroids.npy (K, D) float32, distances.npy (N,) cosine distance to the assigned
         centroid, image_ids.npy, rows.npy (each image's row in kept.parquet, or in every part's kept rows one
-        after the other); with partitions, duplicates across parts are dropped here first (duplicates.parquet:
-        image_id, reason, detail naming the image kept), so no expert trains on them."""
+        after the other). Before clustering it drops, each recorded in dropped.parquet (image_id, reason,
+        detail naming the image kept or matched): duplicates across parts (partitions), low_aesthetic and
+        computed punsafe (quality_scores), protected_eval (near an image of quality.protected or of the held-out
+        split) and semantic_duplicate (SemDeDup, quality.semdedup), so no expert trains on them."""
         k = config.k or c.k
         started = time.perf_counter()
         out = staging(settings, "cluster_labels")
-        rows, dropped = (fan_in_duplicates({col: filtered_images.column("kept", col) for col in FAN_IN_COLUMNS},
-                                           settings.filter.phash_max_distance)
-                         if isinstance(filtered_images, AssetParts) else (None, None))
-        features = select_rows(dinov2_embeddings.array("embeddings"), rows)
+        ids = np.asarray(dinov2_embeddings.array("image_ids")).astype(str)
+        pruning = Pruning(ids)
+        parts = {}
+        if isinstance(filtered_images, AssetParts):
+            rows, duplicates = fan_in_duplicates({col: filtered_images.column("kept", col) for col in FAN_IN_COLUMNS},
+                                                 settings.filter.phash_max_distance)
+            pruning = Pruning(ids, rows)
+            pruning.record(duplicates)
+            parts = {"parts": len(filtered_images.keys), "duplicates_across_parts": len(duplicates)}
+        features = {"dinov2": dinov2_embeddings.array("embeddings"), "clip_image": clip_image_embeddings.array("embeddings")}
+        _drop_low_quality(pruning, quality_scores.table("scores"), q.min_aesthetic, settings.filter.max_punsafe)
+        protected_meta = _drop_protected(pruning, settings, filtered_images, features, protected_images)
+        semdedup_meta, fine = _semdedup(pruning, settings, k, features, filtered_images, out)
+        rows = pruning.rows
+        kept_features = select_rows(features["dinov2"], rows)
         previous = _previous_centroids(settings, k) if settings.partitions.assign_to_existing else None
         if previous is not None:
-            labels, distances = assign(features, previous[0])
+            labels, distances = assign(kept_features, previous[0])
             result = Clustering(labels, previous[0], distances, 0, [
                 f"assigned to the {k} centroids of the previous clustering (partitions.assign_to_existing)"])
         else:
-            result = cluster(features, k, c.method, c.fine_k, c.train_sample, settings.seed, c.backend, c.iterations)
+            result = cluster(kept_features, k, c.method, c.fine_k, c.train_sample, settings.seed, c.backend,
+                             c.iterations, fine=fine)
         for note in result.notes:
             context.log.info(f"cluster_labels: {note}")
-        image_ids = np.asarray(select_rows(dinov2_embeddings.array("image_ids"), rows))
+        image_ids = ids[rows]
         for name, value in {"labels": result.labels, "centroids": result.centroids, "distances": result.distances,
-                            "image_ids": image_ids, "rows": np.arange(len(image_ids)) if rows is None else rows}.items():
+                            "image_ids": image_ids, "rows": rows}.items():
             np.save(out / f"{name}.npy", value)
-        if dropped is not None:
-            dropped.to_parquet(out / "duplicates.parquet", index=False)
+        dropped = pruning.dropped()
+        dropped.to_parquet(out / "dropped.parquet", index=False)
         sizes = np.bincount(result.labels, minlength=k)
-        parts = {} if rows is None else {
-            "parts": len(filtered_images.keys), "duplicates_across_parts": len(dropped),
-            "duplicates_preview": preview(dropped)}
         if previous is not None:
             parts["assigned_to_existing_centroids"] = int((~np.isin(image_ids, previous[1])).sum())
         context.add_output_metadata({
             "k": k, "k_source": "run config" if config.k else "settings", "method": c.method, "backend": c.backend,
-            "fine_k": result.fine_k, "images": int(len(result.labels)), "seconds": round(time.perf_counter() - started, 2),
-            **parts,
+            "fine_k": result.fine_k, "images": len(result.labels), "seconds": round(time.perf_counter() - started, 2),
+            **parts, "dropped": len(dropped), **{f"dropped_{r}": n for r, n in pruning.counts().items()},
+            "dropped_by_reason": counts_table(pruning.counts()), "dropped_preview": preview(dropped),
+            **protected_meta, **semdedup_meta,
             "sizes": MetadataValue.md("| cluster | images |\n|---:|---:|\n" + "\n".join(
                 f"| {i} | {n:,} |" for i, n in enumerate(sizes))),
             "notes": MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
@@ -75,6 +93,99 @@ def build_cluster_labels(settings: Settings) -> AssetsDefinition:
         return out
 
     return cluster_labels
+
+
+def _drop_low_quality(pruning: Pruning, scores, min_aesthetic, max_punsafe) -> None:
+    drops = quality_drops(scores.iloc[pruning.rows].reset_index(drop=True), min_aesthetic, max_punsafe)
+    for reason, group in drops.groupby("reason", sort=False):
+        pruning.drop(group["row"].to_numpy(), reason, group["detail"])
+
+
+def _drop_protected(pruning: Pruning, settings: Settings, filtered_images, features: dict, protected_images) -> dict:
+    """protected_eval: training images near the user's evaluation set (pHash radius or embedding similarity),
+    then training images near a held-out image (by embedding; pHash copies never got this far: the filter and
+    the fan-in already dropped them)."""
+    p, meta = settings.quality.protected, {}
+    threshold = p.min_similarity or (None if settings.models.profile == "tiny" else DEFAULT_MIN_SIMILARITY)
+    meta["protected_min_similarity"] = threshold if threshold else f"off: {TINY_FEATURES_NOTE}"
+    if len(protected_images.array("ids")):
+        phash = hex_to_u64(filtered_images.column("kept", "phash"))[pruning.rows]
+        train, other, dist = phash_matches(phash, np.asarray(protected_images.array("phash")), p.phash_radius)
+        train, other, dist = nearest_per_row(train, other, dist, best="min")
+        names = np.asarray(protected_images.array("ids")).astype(str)
+        meta["protected_phash_matches"] = pruning.drop(
+            train, "protected_eval", [f"pHash distance {d} to protected {names[o]}" for o, d in zip(other, dist)])
+        if threshold:
+            emb = select_rows(features[p.embedding], pruning.rows)
+            train, other, sim = nearest_per_row(*embedding_matches(
+                emb, np.asarray(protected_images.array("embeddings"), np.float32), threshold))
+            meta["protected_embedding_matches"] = pruning.drop(
+                train, "protected_eval", [f"{p.embedding} cosine {v:.3f} to protected {names[o]}"
+                                          for o, v in zip(other, sim)])
+    if p.heldout and threshold:
+        s = settings.shards
+        ids = pruning.image_ids[pruning.rows]
+        held = heldout_mask(ids, s.heldout_fraction, s.heldout_max, settings.seed)
+        if held.any() and (~held).any():
+            emb = select_rows(features[p.embedding], pruning.rows)
+            train_pos, held_pos = np.flatnonzero(~held), np.flatnonzero(held)
+            train, other, sim = nearest_per_row(*embedding_matches(
+                select_rows(emb, train_pos), np.asarray(select_rows(emb, held_pos), np.float32), threshold))
+            meta["protected_heldout_matches"] = pruning.drop(
+                train_pos[train], "protected_eval",
+                [f"{p.embedding} cosine {v:.3f} to held-out {ids[held_pos[o]]}" for o, v in zip(other, sim)])
+    return meta
+
+
+def _semdedup(pruning: Pruning, settings: Settings, k: int, features: dict, filtered_images, out) -> tuple[dict, object]:
+    """SemDeDup inside the fine clusters of the clustering's first stage, whose centroids the coarse step then
+    reuses; (metadata, fine centroids or None)."""
+    sd, c = settings.quality.semdedup, settings.clustering
+    if not sd.enabled or c.method != "hierarchical":
+        return {}, None
+    dino = select_rows(features["dinov2"], pruning.rows)
+    fine, _ = fine_stage(training_sample(dino, c.train_sample, settings.seed), k, c.fine_k, settings.seed,
+                         c.backend, c.iterations)
+    fine_labels, _ = assign(dino, fine)
+    x = dino if sd.embedding == "dinov2" else select_rows(features["clip_image"], pruning.rows)
+    centroids = fine if sd.embedding == "dinov2" else _centroids_of(x, fine_labels, len(fine))
+    table = eps_table(x, fine_labels, centroids, sorted(set(sd.eps_table) | {sd.eps}))
+    result = semdedup(x, fine_labels, centroids, sd.eps)
+    ids = pruning.image_ids[pruning.rows]
+    pairs = list(zip(pruning.rows[result.removed], pruning.rows[result.partner]))
+    grid = _pairs_grid(filtered_images, pairs[:8], out / "semdedup_pairs.jpg")
+    pruning.drop(result.removed, "semantic_duplicate",
+                 [f"{sd.embedding} cosine {v:.3f} to {ids[p]} (kept: closer to its fine centroid)"
+                  for p, v in zip(result.partner, result.similarity)])
+    rows = "\n".join(f"| {e:g} | {n:,} | {f:.4f} |" for e, n, f in table)
+    return {"semdedup_removed": len(result.removed),
+            "semdedup_eps": MetadataValue.md("| eps | removed | fraction |\n|---:|---:|---:|\n" + rows),
+            "semdedup_pairs": MetadataValue.md(grid or "(no pair removed)")}, fine
+
+
+def _centroids_of(x, labels: np.ndarray, n: int) -> np.ndarray:
+    """Unit mean of each fine cluster's rows in another embedding (SemDeDup on CLIP image features)."""
+    sums = np.zeros((n, x.shape[1]), np.float64)
+    for start in range(0, len(labels), 65536):
+        np.add.at(sums, labels[start:start + 65536], np.asarray(x[start:start + 65536], np.float64))
+    return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _pairs_grid(filtered_images, pairs: list, path) -> str | None:
+    """Removed image | kept partner, one pair a row, saved beside the labels and inlined for the UI."""
+    if not pairs:
+        return None
+    from PIL import Image
+
+    kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
+    flat = [int(r) for pair in pairs for r in pair]
+    crops = decode_crops(read_crop_rows(filtered_images.url(""), kept, flat))
+    side = 96
+    grid = Image.new("RGB", (2 * side, side * len(pairs)), "white")
+    for i, crop in enumerate(crops):
+        grid.paste(Image.fromarray(crop).resize((side, side)), ((i % 2) * side, (i // 2) * side))
+    grid.save(path, quality=85)
+    return "removed (left) | kept partner (right)\n\n" + inline_jpeg(path.read_bytes(), "SemDeDup pairs")
 
 
 def build_cluster_report(settings: Settings) -> AssetsDefinition:
@@ -89,8 +200,8 @@ def build_cluster_report(settings: Settings) -> AssetsDefinition:
         intra-cluster similarity, a 5x5 grid of typical members and the top caption terms per cluster;
         report.json, report.html (plotly), grids/cluster_<k>.png. Always materialises; its checks gate the
         expert shards."""
-        dinov2_embeddings, captions, filtered_images = (images_of(f, cluster_labels) for f in
-                                                         (dinov2_embeddings, captions, filtered_images))
+        dinov2_embeddings, captions, filtered_images = images_of(cluster_labels, dinov2_embeddings, captions,
+                                                                 filtered_images)
         labels = np.asarray(cluster_labels.array("labels"))
         k = len(cluster_labels.array("centroids"))
         kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
@@ -120,6 +231,7 @@ def build_cluster_report(settings: Settings) -> AssetsDefinition:
     return cluster_report
 
 
+DEFAULT_MIN_SIMILARITY = 0.95  # quality.protected.min_similarity with real models: SemDeDup's duplicates are this close
 FAN_IN_COLUMNS = ("image_id", "phash", "sha256", "original_width", "original_height")
 
 

@@ -16,7 +16,8 @@ from ..settings import Settings
 # Bump an asset's entry when its code changes what it writes; settings changes are folded in automatically.
 CODE_VERSIONS = {"raw_images": "2", "filtered_images": "3", "captions": "2", "clip_embeddings": "2",
                  "dinov2_embeddings": "1", "latents": "2", "cluster_labels": "2", "cluster_report": "2",
-                 "expert_shards": "2", "router_pairs": "2"}
+                 "expert_shards": "2", "router_pairs": "2",
+                 "clip_image_embeddings": "1", "quality_scores": "1", "protected_images": "1"}
 
 # The settings each asset's output depends on: editing any of them marks that asset (and only it) Unsynced.
 SHAPED_BY = {
@@ -26,14 +27,21 @@ SHAPED_BY = {
     "filtered_images": ("filter.image_size", "filter.resize_mode", "filter.min_side", "filter.max_aspect",
                         "filter.blank_std", "filter.max_punsafe", "filter.max_pwatermark", "filter.require_caption",
                         "filter.nudenet", "filter.nudenet_classes", "filter.nudenet_threshold",
-                        "filter.phash_max_distance", "filter.jpeg_quality", "ingest.max_image_pixels"),
+                        "filter.phash_max_distance", "filter.jpeg_quality", "ingest.max_image_pixels",
+                        "filter.caption_languages", "filter.caption_min_language_score", "filter.caption_min_words",
+                        "filter.caption_boilerplate"),
     "captions": ("seed", "models.profile", "models.captioner_id", "models.captioner_revision", "captions"),
     "clip_embeddings": ("seed", "models.profile", "models.text_encoder_id", "models.text_encoder_revision"),
     "dinov2_embeddings": ("seed", "models.profile", "models.image_embedder_id", "models.image_embedder_revision",
                           "models.dinov2_pooling"),
     "latents": ("seed", "models.profile", "models.latent_encoder_id", "models.latent_encoder_revision",
                 "models.latent_sampling"),
-    "cluster_labels": ("seed", "clustering"),
+    "clip_image_embeddings": ("seed", "models.profile", "models.text_encoder_id", "models.text_encoder_revision"),
+    "protected_images": ("seed", "models.profile", "quality.protected", "filter.image_size", "models.text_encoder_id",
+                         "models.text_encoder_revision", "models.image_embedder_id", "models.image_embedder_revision"),
+    "quality_scores": ("seed", "models.profile", "quality.aesthetic_weights", "quality.nsfw_weights", "quality.prefer"),
+    "cluster_labels": ("seed", "clustering", "quality.min_aesthetic", "filter.max_punsafe", "quality.semdedup",
+                       "quality.protected", "shards.heldout_fraction", "shards.heldout_max"),
     "cluster_report": ("seed", "report.sample_size"),
     "expert_shards": ("seed", "shards"),
     "router_pairs": ("seed", "shards.heldout_fraction", "shards.heldout_max"),
@@ -53,7 +61,8 @@ def staging(settings: Settings, asset: str, part: str | None = None) -> Path:
 
 
 # computed per source part when partitions.size is set; the other assets fan in over every part
-PER_PART = ("raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents")
+PER_PART = ("raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents",
+            "clip_image_embeddings", "quality_scores")
 
 
 def demo_dir(settings: Settings) -> Path:

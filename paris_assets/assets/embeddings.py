@@ -75,7 +75,8 @@ def _run(context, settings: Settings, asset_name: str, role: str, upstream: Asse
 # what each model asset holds per image: (array name, expected_shapes key, dtype)
 ARRAYS = {"clip_embeddings": (("tokens", "clip_tokens", np.float16), ("pooled", "clip_pooled", np.float16)),
           "dinov2_embeddings": (("embeddings", "dinov2", np.float32),),
-          "latents": (("latents", "latents", np.float16),)}
+          "latents": (("latents", "latents", np.float16),),
+          "clip_image_embeddings": (("embeddings", "clip_image", np.float16),)}
 
 
 def empty_output(settings: Settings, asset_name: str, out):
@@ -185,3 +186,20 @@ def build_latents(settings: Settings) -> AssetsDefinition:
         return out
 
     return latents
+
+
+def build_clip_image_embeddings(settings: Settings) -> AssetsDefinition:
+    @asset(group_name="embeddings", kinds={"pytorch", "numpy"}, io_manager_key="arrays_io", pool="gpu",
+           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "clip_image_embeddings"),
+           partitions_def=parts_def(settings))
+    def clip_image_embeddings(context: AssetExecutionContext, filtered_images: AssetFolder):
+        """CLIP ViT-L/14 image embeddings of the kept crops (the text encoder's checkpoint, its image tower):
+        embeddings/ (N, 768) float16, L2-normalised, a chunked array folder; image_ids.npy. What LAION's
+        aesthetic and NSFW heads read (quality_scores), and what SemDeDup or decontamination may compare."""
+        kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
+        out, _ = _run(context, settings, "clip_image_embeddings", "clip_image_encoder", filtered_images, kept,
+                      stages.embed_images, settings.models.image_batch_size, crops_url=filtered_images.url(""),
+                      label="clip_image_embeddings")
+        return out
+
+    return clip_image_embeddings

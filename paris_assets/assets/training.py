@@ -22,8 +22,13 @@ STAGE_COUNTS = {"raw_images": ("requested", "downloaded", "failed"), "filtered_i
                 "captions": ("rows",), "cluster_labels": ("k", "images")}
 
 
-def _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings) -> ShardSource:
+def _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings,
+            quality_scores) -> ShardSource:
     kept = filtered_images.table("kept")
+    scores = quality_scores.table("scores")
+    if not np.array_equal(scores["image_id"].to_numpy(dtype=str), kept["image_id"].to_numpy(dtype=str)):
+        raise ValueError("quality_scores and filtered_images hold different images: materialise quality_scores again")
+    kept = kept.assign(**{col: scores[col].to_numpy() for col in scores.columns if col != "image_id"})
     crops_url = filtered_images.url("")
     return ShardSource(
         kept=kept, captions=captions.table("captions", columns=["caption"])["caption"].tolist(),
@@ -96,21 +101,21 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
 
     @asset(group_name="training", kinds={"webdataset"}, io_manager_key="shards_io", deps=["cluster_report"],
            ins={"cluster_labels": AssetIn(), "latents": AssetIn(), "clip_embeddings": AssetIn(), "captions": AssetIn(),
-                "filtered_images": AssetIn(), "dinov2_embeddings": AssetIn()},
+                "filtered_images": AssetIn(), "dinov2_embeddings": AssetIn(), "quality_scores": AssetIn()},
            code_version=code_version(settings, "expert_shards"))
     def expert_shards(context: AssetExecutionContext, config: GateConfig, cluster_labels: AssetFolder,
                       latents: AssetFolder, clip_embeddings: AssetFolder, captions: AssetFolder,
-                      filtered_images: AssetFolder, dinov2_embeddings: AssetFolder):
+                      filtered_images: AssetFolder, dinov2_embeddings: AssetFolder, quality_scores: AssetFolder):
         """One folder per expert, expert_shards/cluster_<k>/shard-NNNNNN.tar: latent.npy, clip.npy,
         clip_tokens.npy, txt, json (and jpg) per image, shuffled within the cluster. Also writes the held-out
         split (chosen by a seeded hash of image_id, so stable across K) to heldout/ (same sample format + its
         router arrays) and, last, pipeline_manifest.json. Refuses to run unless cluster_report's quality gate
         passed (see checks/gate.py)."""
         gate = require_gate(context, settings, config, "expert_shards")
-        filtered_images, captions, latents, clip_embeddings, dinov2_embeddings = (images_of(f, cluster_labels) for f in (
-            filtered_images, captions, latents, clip_embeddings, dinov2_embeddings))
+        filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores = images_of(
+            cluster_labels, filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores)
         _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
-        src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings)
+        src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings, quality_scores)
         k = len(cluster_labels.array("centroids"))
         held = heldout_mask(src.kept["image_id"], s.heldout_fraction, s.heldout_max, settings.seed)
         split = heldout_summary(src.labels, held, k)
@@ -154,19 +159,20 @@ def build_router_pairs(settings: Settings) -> AssetsDefinition:
 
     @asset(group_name="training", kinds={"numpy"}, io_manager_key="arrays_io", deps=["cluster_report"],
            ins={"cluster_labels": AssetIn(), "latents": AssetIn(), "clip_embeddings": AssetIn(),
-                "dinov2_embeddings": AssetIn(), "filtered_images": AssetIn(), "captions": AssetIn()},
+                "dinov2_embeddings": AssetIn(), "filtered_images": AssetIn(), "captions": AssetIn(),
+                "quality_scores": AssetIn()},
            code_version=code_version(settings, "router_pairs"))
     def router_pairs(context: AssetExecutionContext, config: GateConfig, cluster_labels: AssetFolder,
                      latents: AssetFolder, clip_embeddings: AssetFolder, dinov2_embeddings: AssetFolder,
-                     filtered_images: AssetFolder, captions: AssetFolder):
+                     filtered_images: AssetFolder, captions: AssetFolder, quality_scores: AssetFolder):
         """The router's training arrays, row i of each the same image (held-out images left out): latents/,
         dinov2_embeddings/, clip_text_embeddings/ (pooled; chunked array folders), cluster_labels.npy, image_ids.npy. Refuses to run
         unless cluster_report's quality gate passed."""
         gate = require_gate(context, settings, config, "router_pairs")
-        filtered_images, captions, latents, clip_embeddings, dinov2_embeddings = (images_of(f, cluster_labels) for f in (
-            filtered_images, captions, latents, clip_embeddings, dinov2_embeddings))
+        filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores = images_of(
+            cluster_labels, filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores)
         _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
-        src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings)
+        src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings, quality_scores)
         held = heldout_mask(src.kept["image_id"], s.heldout_fraction, s.heldout_max, settings.seed)
         out = staging(settings, "router_pairs")
         shapes = write_router_arrays(out, np.flatnonzero(~held), src, dinov2_embeddings.array("embeddings"))

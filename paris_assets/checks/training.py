@@ -17,7 +17,7 @@ def build_training_checks(settings: Settings) -> list:
     s = settings.shards
 
     def split(cluster_labels: AssetFolder, filtered_images: AssetFolder):
-        kept = images_of(filtered_images, cluster_labels).strings("kept", "image_id")
+        kept = images_of(cluster_labels, filtered_images)[0].strings("kept", "image_id")
         held = heldout_mask(kept, s.heldout_fraction, s.heldout_max, settings.seed)
         return kept, held
 

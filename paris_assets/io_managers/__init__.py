@@ -171,13 +171,12 @@ class Selected(AssetFolder):
         return picked if mmap else np.asarray(picked)
 
 
-def images_of(folder: AssetFolder | AssetParts, cluster_labels: AssetFolder) -> AssetFolder | AssetParts | Selected:
-    """`folder` as far as the images cluster_labels clustered: itself when that is every row in order (no
-    partitions, or no duplicate across parts), else those rows (cluster_labels' rows.npy)."""
+def images_of(cluster_labels: AssetFolder, *folders: AssetFolder | AssetParts) -> tuple:
+    """Each of `folders` as far as the images cluster_labels clustered: itself when that is every row in order,
+    else those rows (cluster_labels' rows.npy, read once for all of them)."""
     rows = np.asarray(cluster_labels.array("rows"), dtype=np.int64)
-    if not len(rows) or rows[-1] == len(rows) - 1:  # increasing from 0 and ending at len - 1: all rows
-        return folder
-    return Selected(folder, rows)
+    every = not len(rows) or rows[-1] == len(rows) - 1  # increasing from 0 and ending at len - 1: all rows
+    return tuple(folder if every else Selected(folder, rows) for folder in folders)
 
 
 PART_PATH_COLUMNS = {"crop_shard"}  # table columns holding paths relative to their folder

@@ -472,4 +472,6 @@ def select_rows(array, rows: np.ndarray | None):
     """`array` itself when `rows` is None or every row in order, else a RowSelection of it."""
     if rows is None or (len(rows) == len(array) and np.array_equal(rows, np.arange(len(array)))):
         return array
+    if isinstance(array, RowSelection):  # a selection of a selection reads the underlying rows directly
+        return RowSelection(array.array, array.rows[np.asarray(rows, dtype=np.int64)])
     return RowSelection(array, rows)

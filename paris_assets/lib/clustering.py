@@ -75,26 +75,44 @@ def _sample(x: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.asarray(x[rows], dtype=np.float32)
 
 
+def training_sample(x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """The seeded sample k-means trains on (every row when there are at most n), float32, unit norm."""
+    return _normalise(_sample(x, n, seed))
+
+
+def fine_stage(train: np.ndarray, k: int, fine_k: int = 1024, seed: int = 0, backend: str = "faiss",
+               iterations: int = 25) -> tuple[np.ndarray, list[str]]:
+    """The hierarchical method's first stage: (fine_k, D) unit centroids trained on `train` (training_sample),
+    and notes. SemDeDup searches inside these fine clusters before the coarse step (cluster(..., fine=...))
+    reuses them."""
+    notes: list[str] = []
+    used_fine = min(fine_k, max(k, len(train) // MIN_POINTS_PER_CENTROID))
+    if used_fine < fine_k:
+        notes.append(f"fine_k reduced from {fine_k} to {used_fine}: {len(train):,} images give at most "
+                     f"{MIN_POINTS_PER_CENTROID} per fine centroid")
+    return kmeans(train, used_fine, seed, iterations, backend), notes
+
+
 def cluster(x: np.ndarray, k: int, method: str = "hierarchical", fine_k: int = 1024, train_sample: int = 262_144,
-            seed: int = 0, backend: str = "faiss", iterations: int = 25) -> Clustering:
-    """Cluster the rows of x (N, D), unit-norm features, possibly a memory map, into k partitions."""
+            seed: int = 0, backend: str = "faiss", iterations: int = 25, fine: np.ndarray | None = None) -> Clustering:
+    """Cluster the rows of x (N, D), unit-norm features, possibly a memory map, into k partitions. `fine`: the
+    first stage's centroids, already trained (fine_stage) on data that x is a subset of."""
     n = len(x)
     if k < 2:
         raise ValueError(f"clustering.k must be at least 2, got {k}")
     if n < k:
         raise ValueError(f"cannot make {k} clusters from {n} images: lower clustering.k or add data")
     notes: list[str] = []
-    train = _normalise(_sample(x, train_sample, seed))
+    train = training_sample(x, train_sample, seed)
     if len(train) < n:
         notes.append(f"k-means trained on a seeded sample of {len(train):,} of {n:,} images")
     if method == "kmeans":
         centroids, used_fine = kmeans(train, k, seed, iterations, backend, restarts=COARSE_RESTARTS), 0
     elif method == "hierarchical":
-        used_fine = min(fine_k, max(k, len(train) // MIN_POINTS_PER_CENTROID))
-        if used_fine < fine_k:
-            notes.append(f"fine_k reduced from {fine_k} to {used_fine}: {len(train):,} images give at most "
-                         f"{MIN_POINTS_PER_CENTROID} per fine centroid")
-        fine = kmeans(train, used_fine, seed, iterations, backend)
+        if fine is None:
+            fine, fine_notes = fine_stage(train, k, fine_k, seed, backend, iterations)
+            notes += fine_notes
+        used_fine = len(fine)
         fine_labels, _ = assign(train, fine)
         sizes = np.bincount(fine_labels, minlength=used_fine).astype(np.float32)
         occupied = sizes > 0

@@ -25,8 +25,11 @@ from .shards import files_on_disk, listed_shards
 from .storage import IncompleteOutput, require_settled, root_upath
 from .tars import iter_members
 
-FILTER_COLUMNS = ("cluster", "split", "aesthetic_min", "aesthetic_max", "distance_min", "distance_max",
-                  "has_url", "has_caption", "text", "sort")
+FILTER_COLUMNS = ("cluster", "split", "aesthetic_min", "aesthetic_max", "aesthetic_source", "punsafe_max",
+                  "distance_min", "distance_max", "has_url", "has_caption", "text", "sort")
+# the json fields the index keeps per sample (quality columns: lib/quality.py; absent in older shards)
+RECORD_FIELDS = ("cluster", "url", "alt_text", "caption", "aesthetic", "aesthetic_source", "aesthetic_computed",
+                 "punsafe", "punsafe_source", "punsafe_computed", "centroid_distance", "width", "height")
 SORTS = {"shard": ("order", True), "aesthetic": ("aesthetic", True), "-aesthetic": ("aesthetic", False),
          "distance": ("centroid_distance", True), "-distance": ("centroid_distance", False)}
 
@@ -103,15 +106,13 @@ def _scan(root: UPath, manifest: dict, on_disk: dict) -> tuple[pd.DataFrame, dic
         except Exception as exc:  # a damaged tar is a finding for the health table, not a crash
             unreadable[entry["path"]] = f"{type(exc).__name__}: {exc} (after {found} samples)"
         counted[entry["path"]] = found
-    samples = pd.DataFrame(rows, columns=["image_id", "split", "shard", "cluster", "url", "alt_text", "caption",
-                                          "aesthetic", "punsafe", "centroid_distance", "width", "height",
-                                          "jpg_offset", "jpg_size"])
+    samples = pd.DataFrame(rows, columns=["image_id", "split", "shard", *RECORD_FIELDS, "jpg_offset", "jpg_size"])
     return samples, unreadable, counted
 
 
 def _cache_key(root: UPath, manifest: dict, on_disk: dict) -> str:
     shards = sorted((e["path"], on_disk.get(e["path"])) for _, e in listed_shards(manifest))
-    blob = json.dumps([manifest, shards], sort_keys=True, default=str)
+    blob = json.dumps([manifest, shards, RECORD_FIELDS], sort_keys=True, default=str)  # a scan of other fields is stale
     return f"{hashlib.sha256(str(root).encode()).hexdigest()[:8]}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
 
 
@@ -147,8 +148,7 @@ def _scan_shard(fh) -> Iterator[dict]:
             sample = {"image_id": key, "jpg_offset": -1, "jpg_size": 0}
         if ext == "json":
             record = json.loads(stream.read())
-            sample.update({k: record.get(k) for k in ("cluster", "url", "alt_text", "caption", "aesthetic",
-                                                      "punsafe", "centroid_distance", "width", "height")})
+            sample.update({k: record.get(k) for k in RECORD_FIELDS})
         elif ext == "jpg":
             sample["jpg_offset"], sample["jpg_size"] = fh.tell(), size
         elif ext == "txt" and "caption" not in sample:
@@ -223,7 +223,12 @@ def query(samples: pd.DataFrame, filters: dict, page: int = 1, per_page: int = 4
         if f["split"] not in ("experts", "heldout"):
             raise ValueError(f"split must be experts, heldout or any, not {f['split']!r}")
         mask &= ((samples["split"] == "heldout") == (f["split"] == "heldout")).to_numpy()
+    if "aesthetic_source" in f:
+        if f["aesthetic_source"] not in ("carried", "computed"):
+            raise ValueError(f"aesthetic_source must be carried, computed or any, not {f['aesthetic_source']!r}")
+        mask &= (samples["aesthetic_source"] == f["aesthetic_source"]).to_numpy()
     for key, col, op in (("aesthetic_min", "aesthetic", np.greater_equal), ("aesthetic_max", "aesthetic", np.less_equal),
+                         ("punsafe_max", "punsafe", np.less_equal),
                          ("distance_min", "centroid_distance", np.greater_equal),
                          ("distance_max", "centroid_distance", np.less_equal)):
         if key in f:

@@ -14,9 +14,9 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -82,7 +82,7 @@ def heldout_summary(labels: np.ndarray, held: np.ndarray, k: int) -> dict:
     off_share = np.where(sizes > 0, np.abs(share - rate), 0.0)
     worst = int(np.argmax(off_images)) if k else 0
     return {
-        "rule": HELDOUT_RULE, "heldout": int(held.sum()), "images": int(len(labels)), "rate": round(rate, 6),
+        "rule": HELDOUT_RULE, "heldout": int(held.sum()), "images": len(labels), "rate": round(rate, 6),
         "per_cluster": {str(c): {"size": int(sizes[c]), "heldout": int(counts[c]),
                                  "expected": round(float(expected[c]), 2), "share": round(float(share[c]), 6)}
                         for c in range(k)},
@@ -132,6 +132,9 @@ def sample_fields(src: ShardSource, row: int, jpg: bytes | None, arrays: dict | 
         "cluster": int(src.labels[row]), "centroid_distance": round(float(src.distances[row]), 6),
         "phash": meta["phash"],
     }
+    # computed quality signals beside the values used (lib/quality.py): present when quality_scores ran
+    record.update({key: _num(meta[key]) if key.endswith("_computed") else meta[key]
+                   for key in QUALITY_FIELDS if key in meta})
     fields = {"latent.npy": npy_bytes(arrays["latent"]), "clip.npy": npy_bytes(arrays["pooled"]),
               "txt": src.captions[row].encode("utf-8"), "json": json.dumps(record, sort_keys=True).encode()}
     if src.tokens is not None:
@@ -139,6 +142,9 @@ def sample_fields(src: ShardSource, row: int, jpg: bytes | None, arrays: dict | 
     if jpg is not None:
         fields["jpg"] = jpg
     return fields
+
+
+QUALITY_FIELDS = ("aesthetic_source", "aesthetic_computed", "punsafe_source", "punsafe_computed")
 
 
 def _num(value):
@@ -268,6 +274,6 @@ def files_on_disk(root) -> dict[str, tuple[int, str]]:
             continue
         for path, info in listing.items():
             if info.get("type") != "directory":
-                rel = path[len(prefix):] if path.startswith(prefix) else path
+                rel = path.removeprefix(prefix)
                 found[rel] = (int(info.get("size") or 0), modified_stamp(info))
     return found

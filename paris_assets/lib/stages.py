@@ -112,10 +112,10 @@ def _slice(items: Sequence, start: int, stop: int) -> Sequence:
 
 
 def embed_images(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
-                 crops_url: str, log=print) -> dict:
-    """dinov2_embeddings: embeddings/ (N, D) float32 L2-normalised, a chunked array folder; image_ids.npy."""
-    stats = run_batched(store, crop_job(kept, crops_url, _embed, batch_size, threads), model, log,
-                        "dinov2_embeddings")
+                 crops_url: str, log=print, label: str = "dinov2_embeddings") -> dict:
+    """dinov2_embeddings (or clip_image_embeddings): embeddings/ (N, D) L2-normalised, a chunked array folder;
+    image_ids.npy."""
+    stats = run_batched(store, crop_job(kept, crops_url, _embed, batch_size, threads), model, log, label)
     stats["shapes"] = _finish(store, out_dir, kept, ["embeddings"])
     return stats
 

@@ -9,6 +9,7 @@ import torch
 from ..lib import storage
 from ..settings import Settings
 from .captioner import BLIP2_OPT_2_7B, Captioner
+from .clip_image_encoder import ClipImageEncoder
 from .common import COMMIT, ModelRef, dtype_name, pick_device, pick_dtype, resolve_revision
 from .image_embedder import DINOV2_BASE, DINOV2_LARGE, ImageEmbedder
 from .latent_encoder import SD_VAE_FT_MSE, LatentEncoder
@@ -21,7 +22,15 @@ PARIS = {"captioner": BLIP2_OPT_2_7B, "text_encoder": CLIP_VIT_L14, "image_embed
 PINNED = {ref.model_id: ref.revision for ref in (*PARIS.values(), DINOV2_BASE)}
 # The model role behind each asset that runs one.
 ASSET_ROLES = {"captions": "captioner", "clip_embeddings": "text_encoder", "dinov2_embeddings": "image_embedder",
-               "latents": "latent_encoder"}
+               "latents": "latent_encoder", "clip_image_embeddings": "clip_image_encoder"}
+# Roles that load another role's checkpoint: CLIP's image tower comes from the text encoder's checkpoint, so the
+# aesthetic and NSFW heads read the embedding space they were trained on, and one id/revision setting covers both.
+SAME_CHECKPOINT = {"clip_image_encoder": "text_encoder"}
+
+
+def _weights_role(role: str) -> str:
+    """The role whose settings (`<role>_id`, `<role>_revision`) and tiny folder `role` loads."""
+    return SAME_CHECKPOINT.get(role, role)
 
 
 def tiny_root(settings: Settings) -> str:
@@ -32,6 +41,7 @@ def tiny_root(settings: Settings) -> str:
 def model_ref(settings: Settings, role: str) -> ModelRef:
     """The weights `role` loads under these settings (an explicit `<role>_id` wins over the profile)."""
     m = settings.models
+    role = _weights_role(role)
     override = getattr(m, f"{role}_id")
     revision = getattr(m, f"{role}_revision")
     if override:
@@ -46,7 +56,7 @@ def model_ref(settings: Settings, role: str) -> ModelRef:
 def build_model(settings: Settings, role: str):
     """The role's wrapper, not yet loaded (tiny models are built on first use)."""
     m = settings.models
-    if m.profile == "tiny" and not getattr(m, f"{role}_id"):
+    if m.profile == "tiny" and not getattr(m, f"{_weights_role(role)}_id"):
         ensure_tiny_models(tiny_root(settings), seed=settings.seed)
     ref = model_ref(settings, role)
     if role == "captioner":
@@ -55,6 +65,8 @@ def build_model(settings: Settings, role: str):
         return TextEncoder(ref, m.device, m.dtype)
     if role == "image_embedder":
         return ImageEmbedder(ref, m.device, m.dtype, pooling=m.dinov2_pooling)
+    if role == "clip_image_encoder":
+        return ClipImageEncoder(ref, m.device, m.dtype)
     if role == "latent_encoder":
         return LatentEncoder(ref, m.device, m.dtype, sample=m.latent_sampling == "sample", seed=settings.seed)
     raise ValueError(f"unknown model role {role!r}")
@@ -71,7 +83,7 @@ def model_identity(settings: Settings, role: str) -> dict[str, str]:
     the dtype. Cheap enough for a code version: no weights are loaded and the hub is not asked."""
     m = settings.models
     device = pick_device(m.device)
-    if m.profile == "tiny" and not getattr(m, f"{role}_id"):
+    if m.profile == "tiny" and not getattr(m, f"{_weights_role(role)}_id"):
         model_id, revision = "tiny", f"tiny-v{TINY_VERSION}-seed{settings.seed}"  # built on first use
     else:
         ref = model_ref(settings, role)
@@ -118,8 +130,10 @@ def expected_shapes(settings: Settings) -> dict[str, tuple[int, ...]]:
                                       revision=model_ref(settings, "text_encoder").revision)
     text = getattr(clip, "text_config", clip)
     projection = getattr(clip, "projection_dim", getattr(text, "projection_dim", text.hidden_size))
+    vision = getattr(clip, "vision_config", None)
     vae = AutoencoderKL.load_config(model_ref(settings, "latent_encoder").model_id,
                                     revision=model_ref(settings, "latent_encoder").revision)
     side = settings.filter.image_size // 2 ** (len(vae["block_out_channels"]) - 1)
     return {"dinov2": (dino.hidden_size,), "clip_tokens": (77, text.hidden_size), "clip_pooled": (projection,),
-            "latents": (vae["latent_channels"], side, side)}
+            "latents": (vae["latent_channels"], side, side),
+            "clip_image": (getattr(vision, "projection_dim", projection),)}

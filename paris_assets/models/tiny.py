@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-TINY_VERSION = 3  # bump when a config below changes, so stale tiny models are rebuilt
+TINY_VERSION = 4  # bump when a config below changes, so stale tiny models are rebuilt
 ROLES = ("captioner", "text_encoder", "image_embedder", "latent_encoder")
 
 _WORDS = ("a the of and with in on at over under sky sun sea waves forest trees city night lights stars moon "
@@ -71,15 +71,20 @@ def _clip_tokenizer():
 
 
 def build_text_encoder(folder: Path) -> None:
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+    """Both towers, like openai/clip-vit-large-patch14: the text encoder and clip_image_embeddings load their
+    halves of the same checkpoint (CLIPTextModelWithProjection / CLIPVisionModelWithProjection)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     tokenizer = _clip_tokenizer()
-    config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                            num_attention_heads=2, projection_dim=32, max_position_embeddings=77,
-                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                            pad_token_id=tokenizer.pad_token_id)
-    CLIPTextModelWithProjection(config).eval().save_pretrained(folder)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, projection_dim=768)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                  patch_size=8, projection_dim=768)  # 768 as ViT-L/14: LAION's heads read exactly this width
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=768)).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    # CLIP's own preprocessing (shorter side, centre crop, CLIP's mean/std) at the tiny tower's 32 px
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
 
 
 def build_image_embedder(folder: Path) -> None:
@@ -140,8 +145,7 @@ def _bpe_tokenizer():
 
 
 def build_captioner(folder: Path) -> None:
-    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor,
-                              OPTConfig)
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor, OPTConfig
 
     tokenizer = _bpe_tokenizer()
     num_query_tokens = 4
