@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="stages whose peak RSS is compared at both sizes ('all' adds latents, ~7 min on CPU)")
     parser.add_argument("--profile", choices=["tiny", "paris"], default="tiny",
                         help="paris runs the real models (on a CUDA machine, fp16)")
-    parser.add_argument("--only", choices=["filter", "models", "clustering", "shards"], default=None)
+    parser.add_argument("--only", choices=["filter", "models", "clustering", "shards", "quality", "semdedup"],
+                        default=None)
     parser.add_argument("--shard-samples", type=int, default=20000)
     args = parser.parse_args(argv)
     if args.only in (None, "clustering"):
@@ -194,6 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             print(f"{row['stage']:<52} {row['rate']:>10,.0f} {row['unit']:<8} {row['ratio']:>9.1f}x  "
                   f"{row['baseline']} | target {row['target']} | {row['note']}")
+    if args.only in (None, "quality"):
+        from .bench_quality import main as bench_quality
+
+        print()
+        bench_quality([])
+    if args.only in (None, "semdedup"):
+        from .bench_semdedup import main as bench_semdedup
+
+        print()
+        bench_semdedup([])
     if args.only in (None, "models"):
         from .bench_models import STAGES, bench_models
 
