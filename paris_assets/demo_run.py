@@ -28,10 +28,10 @@ def main() -> int:
         meta = {k: v.value for k, v in mat.metadata.items() if isinstance(v.value, (int, float, str))}
         picked = {k: meta[k] for k in ("requested", "downloaded", "failed", "kept", "rejected", "kept_fraction",
                                        "rows", "images_per_s", "model_time_share", "k", "silhouette", "largest_fraction",
-                                       "samples", "heldout_samples", "shards") if k in meta}
+                                       "dropped", "samples", "heldout_samples", "shards") if k in meta}
         picked = {k: round(v, 3) if isinstance(v, float) else v for k, v in picked.items()}
         name = mat.asset_key.to_user_string()
-        print(f"  {name:<18} {took.get(name, 0):6.1f} s  {picked}")
+        print(f"  {name:<22} {took.get(name, 0):6.1f} s  {picked}")
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             check = event.event_specific_data
