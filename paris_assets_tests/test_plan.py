@@ -1,6 +1,7 @@
 """The run plan (lib/plan.py, `python -m paris_assets.plan`): FLOPs against torch's own counter on the real configs,
 bytes per image against what the real code writes, scaling with GPUs, partitions, the settings, the CLI."""
 
+import hashlib
 import json
 import math
 import subprocess
@@ -14,7 +15,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from paris_assets.lib import flops as F
 from paris_assets.lib import plan as P
+from paris_assets.lib.quality import scores_table
 from paris_assets.lib.shards import ShardSource, write_router_arrays, write_shards
+from paris_assets.models.clip_image_encoder import ClipImageEncoder
 from paris_assets.models.common import ModelRef
 from paris_assets.models.image_embedder import ImageEmbedder
 from paris_assets.models.latent_encoder import LatentEncoder
@@ -24,6 +27,13 @@ from paris_assets.models.tiny import ensure_tiny_models
 from paris_assets.settings import PROJECT_ROOT, parse_settings
 
 N = 11_000_000
+# CLIP ViT-L/14's image tower by hand, from the published architecture (not from PARIS_CONFIGS): a 14 x 14 x 3 -> 1024
+# patch conv at 16 x 16 positions; 24 layers over 257 tokens of width 1024 (q, k, v, out 1024 x 1024 and an MLP
+# 1024 -> 4096 -> 1024: 2 FLOPs a multiply-add per token, plus q.k and attention x v: 2 x 2 x 257 x 257 x 1024);
+# the 1024 -> 768 projection of the CLS state.
+CLIP_IMAGE_FLOPS = (2 * (14 * 14 * 3) * 1024 * 256
+                    + 24 * (2 * 257 * (4 * 1024 * 1024 + 2 * 1024 * 4096) + 2 * 2 * 257 * 257 * 1024)
+                    + 2 * 1024 * 768)  # = 162,025,537,536
 
 
 def counted(model, **inputs) -> float:
@@ -57,6 +67,25 @@ def test_clip_text_flops_equal_torch_count():
         model = CLIPTextModelWithProjection(CLIPTextConfig(**c["text_config"], projection_dim=c["projection_dim"]))
         torch_flops = counted(model, input_ids=torch.zeros(1, 77, dtype=torch.long))
     assert F.clip_text_cost(c)["flops"] == pytest.approx(torch_flops, rel=1e-9)
+
+
+def test_clip_image_flops_equal_the_hand_count_and_torch_count():
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    c = F.PARIS_CONFIGS["openai/clip-vit-large-patch14"]
+    cost = F.clip_image_cost(c)
+    assert cost["flops"] == CLIP_IMAGE_FLOPS == 162_025_537_536
+    assert cost["dim"] == 768
+    with torch.device("meta"):
+        model = CLIPVisionModelWithProjection(CLIPVisionConfig(**c["vision_config"]))
+        torch_flops = counted(model, pixel_values=torch.empty(1, 3, 224, 224))
+    assert cost["flops"] == pytest.approx(torch_flops, rel=1e-9)
+
+
+def test_clip_image_cost_refuses_a_checkpoint_without_an_image_tower():
+    text_only = {k: v for k, v in F.PARIS_CONFIGS["openai/clip-vit-large-patch14"].items() if k != "vision_config"}
+    with pytest.raises(ValueError, match="no vision_config"):
+        F.clip_image_cost(text_only)
 
 
 @pytest.mark.parametrize("image_size", [256, 512])
@@ -116,11 +145,13 @@ def test_array_bytes_per_image_equal_the_models_outputs(tiny):
     dinov2 = ImageEmbedder(ModelRef(folders["image_embedder"]), "cpu").load()(images)
     latents = LatentEncoder(ModelRef(folders["latent_encoder"]), "cpu").load()(images)
     tokens, pooled = TextEncoder(ModelRef(folders["text_encoder"]), "cpu").load()(["a red sky", "sea", "a tree"])
+    clip_image = ClipImageEncoder(ModelRef(folders["text_encoder"]), "cpu").load()(images)  # the same checkpoint
     ids = np.array(["0" * 16] * 3, dtype=np.str_)
     per = lambda *arrays: sum(a.nbytes for a in arrays) / 3
     assert plan.asset("dinov2_embeddings").bytes_per_row == per(dinov2, ids)
     assert plan.asset("latents").bytes_per_row == per(latents, ids)
     assert plan.asset("clip_embeddings").bytes_per_row == per(tokens, pooled, ids)
+    assert plan.asset("clip_image_embeddings").bytes_per_row == per(clip_image, ids)
     # the shapes the plan derived from the configs are the ones the project's own check expects
     settings = parse_settings({"data_dir": str(root), "models": {"profile": "tiny"}}, base_dir=root)
     shapes = expected_shapes(settings)
@@ -129,6 +160,7 @@ def test_array_bytes_per_image_equal_the_models_outputs(tiny):
     assert shapes["latents"] == costs["latents"]["latent_shape"] == latents.shape[1:]
     assert shapes["clip_tokens"] == (77, costs["clip_embeddings"]["width"]) == tokens.shape[1:]
     assert shapes["clip_pooled"] == (costs["clip_embeddings"]["projection"],) == pooled.shape[1:]
+    assert shapes["clip_image"] == (costs["clip_image_embeddings"]["dim"],) == clip_image.shape[1:]
 
 
 def _source(plan: P.Plan, rows: int, with_tokens: bool = True) -> ShardSource:
@@ -164,6 +196,19 @@ def test_router_bytes_equal_the_written_arrays(tiny, tmp_path):
     write_router_arrays(tmp_path, np.arange(rows), src, src.dinov2)
     data = sum(np.load(f, mmap_mode="r").nbytes for f in tmp_path.rglob("*.npy"))  # .npy files and chunks
     assert plan.asset("router_pairs").bytes_per_row * rows == data
+
+
+def test_measured_scores_row_bytes_hold(tmp_path):
+    """quality_scores' row: scores_table over one partition's 100k rows, written as tables_io writes it."""
+    n, rng = 100_000, np.random.default_rng(0)
+    kept = pd.DataFrame({"image_id": [hashlib.sha1(f"https://example.com/{i}.jpg".encode()).hexdigest()[:16]
+                                      for i in range(n)],
+                         "aesthetic": rng.normal(5.5, 0.8, n), "punsafe": rng.beta(0.5, 20, n)})
+    kept.loc[rng.random(n) < 0.5, ["aesthetic", "punsafe"]] = np.nan  # half carried, half computed
+    computed = {"aesthetic": rng.normal(5.5, 0.8, n).astype(np.float32),
+                "punsafe": rng.beta(0.5, 20, n).astype(np.float32)}
+    scores_table(kept, computed).to_parquet(tmp_path / "scores.parquet", index=False)
+    assert (tmp_path / "scores.parquet").stat().st_size / n == pytest.approx(P.SCORES_ROW_BYTES, rel=0.05)
 
 
 def test_measured_jpeg_sizes_hold_on_the_bench_inputs():
@@ -227,7 +272,29 @@ def test_storage_totals_are_bytes_per_row_times_rows():
     assert plan.asset("latents").total_bytes == N * (4 * 32 * 32 * 2 + 64)
     assert plan.asset("dinov2_embeddings").total_bytes == N * (1024 * 4 + 64)
     assert plan.asset("clip_embeddings").total_bytes == N * ((77 * 768 + 768) * 2 + 64)
+    assert plan.asset("clip_image_embeddings").total_bytes == N * (768 * 2 + 64)
+    assert plan.asset("quality_scores").total_bytes == N * P.SCORES_ROW_BYTES
     assert plan.asset("router_pairs").rows == plan.asset("expert_shards").rows == N - 10_000
+
+
+def test_clip_image_embeddings_is_a_gpu_stage_the_totals_count():
+    plan = P.make_plan(P.PlanInputs(images=N, gpus=64))
+    row, totals = plan.stage("clip_image_embeddings"), plan.as_dict()["totals"]
+    assert row.runs_on == "GPU" and row.partitions == 110
+    assert row.gpu_hours == pytest.approx(N * CLIP_IMAGE_FLOPS / (312e12 * 0.35) / 3600)  # 4.5 h
+    assert row.core_hours == pytest.approx(N * (1.44e-3 + 3.3e-3) / 3600)  # decoding + CLIPImageProcessor
+    assert row.bound == "decoding (2 loader threads per GPU)"
+    assert row.wall_hours == pytest.approx(row.core_hours / (2 * 64))
+    gpu = [s for s in plan.stages if s.runs_on == "GPU"]
+    others = sum(s.gpu_hours for s in gpu if s is not row)
+    assert totals["gpu_hours"] == pytest.approx(others + row.gpu_hours) and row.gpu_hours > 4
+    # overlapped wall: the GPU stages, this one among them, outlast ingest + filtering, then the global steps
+    global_steps = sum(s.wall_hours for s in plan.stages if s.runs_on == "one process")
+    assert plan.wall_hours_overlapped == pytest.approx(sum(s.wall_hours for s in gpu) + global_steps)
+    stored = plan.asset("clip_image_embeddings").total_bytes + plan.asset("quality_scores").total_bytes
+    assert totals["storage_bytes"] - stored == pytest.approx(
+        sum(a.total_bytes for a in plan.assets if a.asset not in ("clip_image_embeddings", "quality_scores")))
+    assert stored == N * (768 * 2 + 64 + P.SCORES_ROW_BYTES)
 
 
 def test_duplicate_search_passes_through_the_measured_points():
@@ -289,7 +356,8 @@ def test_cli_prints_every_stage_and_asset():
     assert result.returncode == 0, result.stderr
     rows = {line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")}
     assert set(P.STAGES) <= rows
-    assert {"raw_images", "filtered_images", "expert_shards", "heldout", "router_pairs"} <= rows
+    assert {"raw_images", "filtered_images", "clip_image_embeddings", "quality_scores", "expert_shards", "heldout",
+            "router_pairs"} <= rows
     assert "110 partitions" in result.stdout and "64 x A100" in result.stdout
 
 
@@ -301,6 +369,7 @@ def test_cli_json_parses_and_agrees_with_the_library(tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert [s["stage"] for s in data["stages"]] == list(P.STAGES)
+    assert {"clip_image_embeddings", "quality_scores"} <= {a["asset"] for a in data["assets"]}
     assert data["partitions"] == 44
     latents = next(s for s in data["stages"] if s["stage"] == "latents")
     assert latents["rate"] == 900 and latents["rate_source"] == "--rate"

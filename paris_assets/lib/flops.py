@@ -1,6 +1,7 @@
 """FLOPs per image of the paris profile's models, counted from their configs: matrix products and convolutions as
 `torch.utils.flop_counter.FlopCounterMode` counts them (2 per multiply-add; norms and activations left out).
-Transformers as 2 x matmul weights x tokens + 4 x tokens^2 x width per layer, the VAE encoder conv by conv.
+Transformers as 2 x matmul weights x tokens + 4 x tokens^2 x width per layer (the ViTs, DINOv2, CLIP's image tower
+and BLIP-2's, plus their patch embedding), the VAE encoder conv by conv.
 test_plan recounts each with FlopCounterMode on these very configs (meta tensors). Used by lib/plan.
 """
 
@@ -11,7 +12,8 @@ from typing import Any
 
 # --- the real models' configs, as their config.json files at the pinned commits say ---------------------------
 # Only the fields the plan reads. Transcribed from each repository's config.json (and the DINOv2 processor's
-# preprocessor_config.json); the tests recount their FLOPs with torch's FlopCounterMode on these very configs.
+# preprocessor_config.json; CLIP's processor resizes the shorter side to 224 and centre-crops 224, its tower's
+# image_size); the tests recount their FLOPs with torch's FlopCounterMode on these very configs.
 
 PARIS_CONFIGS: dict[str, dict[str, Any]] = {
     "facebook/dinov2-large": {"model_type": "dinov2", "hidden_size": 1024, "num_hidden_layers": 24,
@@ -22,7 +24,9 @@ PARIS_CONFIGS: dict[str, dict[str, Any]] = {
                              "crop_size": 224},
     "openai/clip-vit-large-patch14": {"model_type": "clip", "projection_dim": 768, "text_config": {
         "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-        "max_position_embeddings": 77, "vocab_size": 49408}},
+        "max_position_embeddings": 77, "vocab_size": 49408}, "vision_config": {
+        "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+        "image_size": 224, "patch_size": 14, "num_channels": 3, "projection_dim": 768}},
     "stabilityai/sd-vae-ft-mse": {"_class_name": "AutoencoderKL", "in_channels": 3, "latent_channels": 4,
                                   "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2,
                                   "mid_block_add_attention": True, "use_quant_conv": True, "scaling_factor": 0.18215},
@@ -48,15 +52,37 @@ def transformer_flops(layers: int, width: int, ffn: int, tokens: int, context: i
     return float(layers * (2 * tokens * (4 * width * width + 2 * width * ffn) + 4 * tokens * context * width))
 
 
+def vit_flops(layers: int, width: int, ffn: int, image: int, patch: int, channels: int = 3) -> float:
+    """A ViT over an image x image input: the patch embedding (a patch x patch conv with stride patch) and
+    `layers` transformer layers over the patches + the CLS token."""
+    patches = (image // patch) ** 2
+    return 2 * channels * patch * patch * width * patches + transformer_flops(layers, width, ffn, patches + 1)
+
+
 def dinov2_cost(config: dict) -> dict:
     """DINOv2 at its processor's crop: patch embedding + ViT layers over patches + CLS; output (hidden,) float32."""
     width, patch, crop = config["hidden_size"], config["patch_size"], config.get("crop_size", 224)
-    patches = (crop // patch) ** 2
-    ffn = int(width * config.get("mlp_ratio", 4))
-    flops = 2 * config.get("num_channels", 3) * patch * patch * width * patches
-    flops += transformer_flops(config["num_hidden_layers"], width, ffn, patches + 1)
+    flops = vit_flops(config["num_hidden_layers"], width, int(width * config.get("mlp_ratio", 4)), crop, patch,
+                      config.get("num_channels", 3))
     return {"flops": flops, "dim": width, "how": f"ViT-{width}x{config['num_hidden_layers']} layers over "
-            f"{patches}+1 tokens ({crop} px crop / {patch} px patches)"}
+            f"{(crop // patch) ** 2}+1 tokens ({crop} px crop / {patch} px patches)"}
+
+
+def clip_image_cost(config: dict) -> dict:
+    """CLIP's image tower (CLIPVisionModelWithProjection) at its image_size, which its processor's centre crop
+    matches: patch embedding + ViT layers over patches + CLS, then the projection of the CLS state; output
+    (projection,). Raises when the checkpoint holds no vision tower (clip_image_embeddings loads it from there)."""
+    vis = config.get("vision_config")
+    if not vis:
+        raise ValueError("the text encoder's checkpoint has no vision_config: clip_image_embeddings loads CLIP's "
+                         "image tower from it; name a two-tower CLIP checkpoint in models.text_encoder_id")
+    width, layers, image, patch = vis["hidden_size"], vis["num_hidden_layers"], vis["image_size"], vis["patch_size"]
+    projection = vis.get("projection_dim", config.get("projection_dim", width))
+    flops = vit_flops(layers, width, vis["intermediate_size"], image, patch, vis.get("num_channels", 3))
+    flops += 2 * width * projection
+    return {"flops": flops, "dim": projection, "how": f"vision ViT {width}x{layers} layers over "
+            f"{(image // patch) ** 2}+1 tokens ({image} px centre crop / {patch} px patches) + projection to "
+            f"{projection}"}
 
 
 def clip_text_cost(config: dict) -> dict:
@@ -108,8 +134,8 @@ def blip2_cost(config: dict, new_tokens: int) -> dict:
     queries = config.get("num_query_tokens", 32)
     patches = (vis["image_size"] // vis["patch_size"]) ** 2
     v_width, q_width, t_width = vis["hidden_size"], q["hidden_size"], txt["hidden_size"]
-    flops = 2 * 3 * vis["patch_size"] ** 2 * v_width * patches
-    flops += transformer_flops(vis["num_hidden_layers"], v_width, vis["intermediate_size"], patches + 1)
+    flops = vit_flops(vis["num_hidden_layers"], v_width, vis["intermediate_size"], vis["image_size"],
+                      vis["patch_size"])
     flops += transformer_flops(q["num_hidden_layers"], q_width, q["intermediate_size"], queries)
     cross_layers = math.ceil(q["num_hidden_layers"] / q.get("cross_attention_frequency", 2))
     enc = q.get("encoder_hidden_size", v_width)

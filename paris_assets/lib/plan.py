@@ -5,8 +5,9 @@ Where each number comes from:
 
 - **Bytes per image** are the shapes and dtypes the code writes (read from the models' configs the way
   `models.profiles.expected_shapes` reads them), `.npy` members and tar blocks as `lib.shards` and `lib.tars`
-  write them (a shard sample is built by `lib.shards.sample_fields` itself). Two figures are measured, not
-  derived: the original JPEG and the stored crop (below). Text lengths (URL, alt text, caption) are assumptions.
+  write them (a shard sample is built by `lib.shards.sample_fields` itself). Three figures are measured, not
+  derived: the original JPEG, the stored crop and a scores.parquet row (below). Text lengths (URL, alt text,
+  caption) are assumptions.
 - **GPU throughput** is FLOPs per image / (peak x MFU). FLOPs count matrix products and convolutions as
   `torch.utils.flop_counter.FlopCounterMode` counts them (2 per multiply-add; norms and activations left out):
   transformers as 2 x matmul weights x tokens + 4 x tokens^2 x width per layer, the VAE encoder conv by conv
@@ -31,7 +32,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .flops import PARIS_CONFIGS, PARIS_IDS, blip2_cost, clip_text_cost, dinov2_cost, vae_encoder_cost
+from .flops import (
+    PARIS_CONFIGS,
+    PARIS_IDS,
+    blip2_cost,
+    clip_image_cost,
+    clip_text_cost,
+    dinov2_cost,
+    vae_encoder_cost,
+)
 from .shards import TAR_OVERHEAD, ShardSource, sample_fields
 
 if TYPE_CHECKING:
@@ -57,6 +66,12 @@ CROP_BYTES_SOURCE = ("measured: those 2,000 through `lib.checks.process_image` (
 TEXT_BYTES = {"url": 100, "alt_text": 60, "caption": 60}  # assumed UTF-8 lengths; no LAION rows on this machine
 REPORT_BYTES = 6.2e6  # cluster_report/ on the demo at K=8 (report.json, report.html, 8 grids): it does not grow with N
 TABLE_ROW_BYTES = 120  # assumed: ids, hashes and scores beside the text in a parquet row (before compression)
+SCORES_ROW_BYTES = 42  # quality_scores' scores.parquet: 42.00-42.25 B a row, measured on 100k rows (source below)
+SCORES_BYTES_SOURCE = ("measured: `lib.quality.scores_table` over 100,000 rows (stable_id-style hex ids, random "
+                       "float32 scores; one partition's file) written by `DataFrame.to_parquet` as tables_io writes "
+                       "it (snappy): 42.00 B a row all carried or all computed, 42.25 B half and half; the ids and "
+                       "four float32 columns are incompressible, the source columns dictionary-encode to almost "
+                       "nothing (test_plan writes it again)")
 
 # Each CPU stage: seconds per image on one core (per-image stages), or how its measured wall time scales with N
 # (global stages, which run as one process over all partitions).
@@ -92,18 +107,22 @@ PREPROCESS_CPU = {
     "dinov2_embeddings": (1.44e-3 + 2.24e-3, "decode_crops 1.44 ms + DINOv2's BitImageProcessor (to 224) 2.24 ms"),
     "latents": (1.44e-3 + 3.94e-3, "decode_crops 1.44 ms + diffusers VaeImageProcessor 3.94 ms"),
     "captions": (1.44e-3 + 2.24e-3, "decode_crops 1.44 ms + a 224 px processor, DINOv2's figure standing in"),
+    "clip_image_embeddings": (1.44e-3 + 3.3e-3, ("decode_crops 1.44 ms + CLIPImageProcessor at openai/clip-vit-"
+                                                 "large-patch14's settings (shorter side 224 bicubic, centre crop "
+                                                 "224) 3.3 ms, built directly: the tiny profile's is 32 px")),
     "clip_embeddings": (0.0, "tokenising a caption: not measured (the tiny tokenizer is not CLIP's); left out"),
 }
 PREPROCESS_SOURCE = ("measured here: CPU time, one thread, 512 demo crops (256 px), `lib.crops.decode_crops` and "
                      "`model.preprocess` in batches of 64 with the tiny profile's processors, which keep the paris "
                      "geometry (the README's Plan a run section has the snippet)")
 
-GPU_STAGES = ("captions", "dinov2_embeddings", "clip_embeddings", "latents")
-STAGES = ("ingest", "filtered_images", "captions", "dinov2_embeddings", "clip_embeddings", "latents",
-          "duplicate search", "cluster_labels", "cluster_report", "expert_shards", "router_pairs")
+GPU_STAGES = ("captions", "dinov2_embeddings", "clip_image_embeddings", "clip_embeddings", "latents")
+STAGES = ("ingest", "filtered_images", "captions", "dinov2_embeddings", "clip_image_embeddings", "clip_embeddings",
+          "latents", "duplicate search", "cluster_labels", "cluster_report", "expert_shards", "router_pairs")
 PER_IMAGE_CPU = ("ingest", "filtered_images")
+# clip_image_embeddings loads CLIP's image tower from the text encoder's checkpoint (models.profiles.SAME_CHECKPOINT)
 ROLE_OF = {"captions": "captioner", "clip_embeddings": "text_encoder", "dinov2_embeddings": "image_embedder",
-           "latents": "latent_encoder"}
+           "clip_image_embeddings": "text_encoder", "latents": "latent_encoder"}
 
 
 # --- inputs and the plan ---------------------------------------------------------------------------------------
@@ -214,6 +233,7 @@ def model_costs(inputs: PlanInputs) -> dict[str, dict]:
     peak = inputs.gpu_tflops * 1e12
     costs = {
         "dinov2_embeddings": dinov2_cost(inputs.configs["image_embedder"][1]),
+        "clip_image_embeddings": clip_image_cost(inputs.configs["text_encoder"][1]),
         "clip_embeddings": clip_text_cost(inputs.configs["text_encoder"][1]),
         "latents": vae_encoder_cost(inputs.configs["latent_encoder"][1], inputs.image_size),
     }
@@ -309,6 +329,7 @@ def plan_assets(inputs: PlanInputs, costs: dict, held: int) -> tuple[list[AssetR
     """Each asset's rows and bytes per row, from the shapes and dtypes the code writes; and the shard counts."""
     n, train, ids = inputs.images, inputs.images - held, ID_BYTES
     clip, dim, latent = costs["clip_embeddings"], costs["dinov2_embeddings"]["dim"], costs["latents"]["latent_shape"]
+    clip_image = costs["clip_image_embeddings"]["dim"]
     latent_bytes = int(np.prod(latent)) * 2
     members = shard_sample(inputs, costs)
     sample_tar = sum(tar_member_bytes(s) for s in members.values())
@@ -328,6 +349,9 @@ def plan_assets(inputs: PlanInputs, costs: dict, held: int) -> tuple[list[AssetR
         AssetRow("clip_embeddings", n, (clip["tokens"] * clip["width"] + clip["projection"]) * 2 + ids, 0, 0,
                  f"tokens ({clip['tokens']}, {clip['width']}) f16 + pooled ({clip['projection']},) f16 + id"),
         AssetRow("dinov2_embeddings", n, dim * 4 + ids, 0, 0, f"({dim},) f32 + id"),
+        AssetRow("clip_image_embeddings", n, clip_image * 2 + ids, 0, 0, f"({clip_image},) f16 + id"),
+        AssetRow("quality_scores", n, SCORES_ROW_BYTES, 0, 0,
+                 "scores.parquet row: image_id; aesthetic, punsafe as value f32, source, computed f32 (measured)"),
         AssetRow("latents", n, latent_bytes + ids, 0, 0, f"({', '.join(map(str, latent))}) f16 + id"),
         AssetRow("cluster_labels", n, 4 + 4 + ids, inputs.k * dim * 4, 0,
                  f"label i32 + distance f32 + id; centroids ({inputs.k}, {dim}) f32"),
@@ -410,6 +434,8 @@ def assumptions(inputs: PlanInputs, held: int) -> list[tuple[str, str, str]]:
          "8 x A100 nodes carry 96 vCPUs (AWS p4d.24xlarge, GCP a2-highgpu-8g)"),
         ("original image", f"{inputs.raw_bytes:,} B", RAW_BYTES_SOURCE),
         ("stored crop", f"{crop_bytes(inputs):,} B at {inputs.image_size} px", CROP_BYTES_SOURCE),
+        ("scores.parquet row", (f"{SCORES_ROW_BYTES} B (quality_scores; its two MLP heads' compute is not "
+                                "planned: ~2.3 MFLOPs an image)"), SCORES_BYTES_SOURCE),
         ("text", ", ".join(f"{k} {v} B" for k, v in TEXT_BYTES.items()), "assumed (no LAION rows here)"),
         ("held out", f"{held:,} images",
          f"min(heldout_fraction {inputs.heldout_fraction} x N, heldout_max {inputs.heldout_max:,})"),
