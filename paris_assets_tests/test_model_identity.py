@@ -122,7 +122,7 @@ def test_smoke_runs_one_image_and_one_prompt_per_role(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     lines = {line.split()[0]: line for line in done.stdout.splitlines()}
     assert set(lines) == {"captioner", "text_encoder", "image_embedder", "latent_encoder"}
-    assert "(1, 77, 32) float16, (1, 32) float16" in lines["text_encoder"]
+    assert "(1, 77, 32) float16, (1, 768) float16" in lines["text_encoder"]
     assert "(1, 4, 32, 32) float16" in lines["latent_encoder"] and "(1, 32) float32" in lines["image_embedder"]
     assert all(f"@ tiny-v{TINY_VERSION}-seed0  cpu float32" in line and " s, run " in line for line in lines.values())
 

@@ -41,8 +41,8 @@ def test_all_assets_and_checks_pass(stack):
     _settings, _instance, result, _data = stack
     assert result.success
     checks = {e.event_specific_data.check_name: e.event_specific_data.passed for e in evaluations(result)}
-    assert {name: checks[name] for name in ("dinov2_embeddings_valid", "clip_embeddings_valid", "latents_valid")} \
-        == {"dinov2_embeddings_valid": True, "clip_embeddings_valid": True, "latents_valid": True}
+    valid = ("dinov2_embeddings_valid", "clip_embeddings_valid", "clip_image_embeddings_valid", "latents_valid")
+    assert {name: checks[name] for name in valid} == dict.fromkeys(valid, True)
     assert all(checks.values()), checks  # the whole graph ran, the gate and the shard checks too
 
 

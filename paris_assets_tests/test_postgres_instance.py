@@ -18,7 +18,8 @@ from paris_assets.settings import PROJECT_ROOT, parse_settings
 
 BEGIN, END = "# >>> team instance on PostgreSQL", "# <<< team instance on PostgreSQL"
 ASSETS = ["raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents",
-          "cluster_labels", "cluster_report", "expert_shards", "router_pairs"]
+          "clip_image_embeddings", "quality_scores", "protected_images", "cluster_labels", "cluster_report",
+          "expert_shards", "router_pairs"]
 CLUSTER = [AssetKey("cluster_labels"), AssetKey("cluster_report")]
 TRAINING = [AssetKey("expert_shards"), AssetKey("router_pairs")]
 RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

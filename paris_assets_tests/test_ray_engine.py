@@ -97,6 +97,7 @@ STAGES = {
     "latents": ("latent_encoder", ["latents", "image_ids.npy"], 2),
     "clip_embeddings": ("text_encoder", ["tokens", "pooled", "image_ids.npy"], 1),
     "captions": ("captioner", ["captions.parquet"], 1),
+    "clip_image_embeddings": ("clip_image_encoder", ["embeddings", "image_ids.npy"], 1),
 }
 
 
@@ -118,6 +119,9 @@ def run_stage(name, settings, kept, root, model, tag):
                                       **common)
     elif name == "clip_embeddings":
         stats = stages.encode_texts(stages.captions_table(kept, None), batch_size=m.text_batch_size, **common)
+    elif name == "clip_image_embeddings":
+        stats = stages.embed_images(kept, batch_size=m.image_batch_size, crops_url=str(root / "filtered"),
+                                    label=name, **common)
     else:
         stats = stages.caption_images(kept, batch_size=m.caption_batch_size, crops_url=str(root / "filtered"),
                                       **common)

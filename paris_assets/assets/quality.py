@@ -79,7 +79,7 @@ def _histogram_md(values, edges) -> MetadataValue:
 def build_protected_images(settings: Settings) -> AssetsDefinition:
     p = settings.quality.protected
 
-    @asset(group_name="filtering", kinds={"pytorch", "numpy"}, io_manager_key="arrays_io", pool="gpu",
+    @asset(group_name="ingest", kinds={"pytorch", "numpy"}, io_manager_key="arrays_io", pool="gpu",
            code_version=code_version(settings, "protected_images"))
     def protected_images(context: AssetExecutionContext):
         """The user's evaluation set (quality.protected.path: a folder of images or a table of URLs), read and

@@ -43,6 +43,16 @@ def build_embedding_checks(settings: Settings) -> list:
                                      clip_embeddings.array("image_ids"), kept_ids(filtered_images),
                                      {"tokens": expected["clip_tokens"], "pooled": expected["clip_pooled"]}))
 
+    @asset_check(asset="clip_image_embeddings", blocking=True, additional_ins={"filtered_images": AssetIn()},
+                 partitions_def=parts_def(settings),
+                 description="Finite, the projection's width (768 for ViT-L/14, what the LAION heads read), unit L2 "
+                             "norm (to float16's precision), and the kept images in kept.parquet's order.")
+    def clip_image_embeddings_valid(clip_image_embeddings: AssetFolder, filtered_images: AssetFolder) -> AssetCheckResult:
+        return check_result(*check_arrays({"embeddings": clip_image_embeddings.array("embeddings")},
+                                          clip_image_embeddings.array("image_ids"), kept_ids(filtered_images),
+                                          {"embeddings": expected_shapes(settings)["clip_image"]},
+                                          unit_norm=("embeddings",), norm_tolerance=2e-3))
+
     @asset_check(asset="latents", blocking=True, additional_ins={"filtered_images": AssetIn()},
                  partitions_def=parts_def(settings),
                  description="Finite, (4, 32, 32) per image, the kept images in order; a fixed sample decoded back "
@@ -69,4 +79,4 @@ def build_embedding_checks(settings: Settings) -> list:
                 passed = False
         return check_result(passed, facts)
 
-    return [dinov2_embeddings_valid, clip_embeddings_valid, latents_valid]
+    return [dinov2_embeddings_valid, clip_embeddings_valid, clip_image_embeddings_valid, latents_valid]
