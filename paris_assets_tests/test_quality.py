@@ -162,7 +162,7 @@ def test_cluster_labels_reports_the_drops_and_the_eps_table(pruned):
     table = meta["semdedup_eps"].value
     assert "| 0.002 |" in table and "| 0.2 |" in table
     assert "data:image/jpeg;base64," in meta["semdedup_pairs"].value
-    assert (pruned["data"] / "cluster_labels" / "semdedup_pairs.jpg").exists()
+    assert (pruned["data"] / "cluster_labels" / "semdedup_pairs.png").exists()
     assert str(meta["protected_min_similarity"].value).startswith("off")  # tiny profile: no embedding match
     protected = pruned["instance"].get_latest_materialization_event(
         AssetKey("protected_images")).asset_materialization.metadata

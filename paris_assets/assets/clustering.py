@@ -17,7 +17,7 @@ from ..lib.pruning import Pruning, nearest_per_row
 from ..lib.quality import quality_drops
 from ..lib.semdedup import eps_table, semdedup
 from ..lib.shards import heldout_mask
-from ..lib.validation import inline_jpeg
+from ..lib.validation import inline_jpeg, side_by_side_png
 from ..settings import TINY_FEATURES_NOTE, Settings
 from .common import code_version, counts_table, md_escape, preview, settings_metadata, staging
 
@@ -54,7 +54,8 @@ def build_cluster_labels(settings: Settings) -> AssetsDefinition:
             pruning = Pruning(ids, rows)
             pruning.record(duplicates)
             parts = {"parts": len(filtered_images.keys), "duplicates_across_parts": len(duplicates)}
-        features = {"dinov2": dinov2_embeddings.array("embeddings"), "clip_image": clip_image_embeddings.array("embeddings")}
+        features = {"dinov2": dinov2_embeddings.array("embeddings"),
+                    "clip_image": clip_image_embeddings.array("embeddings")}
         _drop_low_quality(pruning, quality_scores.table("scores"), q.min_aesthetic, settings.filter.max_punsafe)
         protected_meta = _drop_protected(pruning, settings, filtered_images, features, protected_images)
         semdedup_meta, fine = _semdedup(pruning, settings, k, features, filtered_images, out)
@@ -137,11 +138,11 @@ def _drop_protected(pruning: Pruning, settings: Settings, filtered_images, featu
     return meta
 
 
-def _semdedup(pruning: Pruning, settings: Settings, k: int, features: dict, filtered_images, out) -> tuple[dict, object]:
+def _semdedup(pruning: Pruning, settings: Settings, k: int, features: dict, filtered_images, out) -> tuple[dict, ...]:
     """SemDeDup inside the fine clusters of the clustering's first stage, whose centroids the coarse step then
-    reuses; (metadata, fine centroids or None)."""
+    reuses (clustering.method hierarchical); (metadata, fine centroids for the coarse step or None)."""
     sd, c = settings.quality.semdedup, settings.clustering
-    if not sd.enabled or c.method != "hierarchical":
+    if not sd.enabled:
         return {}, None
     dino = select_rows(features["dinov2"], pruning.rows)
     fine, _ = fine_stage(training_sample(dino, c.train_sample, settings.seed), k, c.fine_k, settings.seed,
@@ -153,14 +154,15 @@ def _semdedup(pruning: Pruning, settings: Settings, k: int, features: dict, filt
     result = semdedup(x, fine_labels, centroids, sd.eps)
     ids = pruning.image_ids[pruning.rows]
     pairs = list(zip(pruning.rows[result.removed], pruning.rows[result.partner]))
-    grid = _pairs_grid(filtered_images, pairs[:8], out / "semdedup_pairs.jpg")
+    grid = _pairs_grid(filtered_images, pairs[:8], out / "semdedup_pairs.png")
     pruning.drop(result.removed, "semantic_duplicate",
                  [f"{sd.embedding} cosine {v:.3f} to {ids[p]} (kept: closer to its fine centroid)"
                   for p, v in zip(result.partner, result.similarity)])
     rows = "\n".join(f"| {e:g} | {n:,} | {f:.4f} |" for e, n, f in table)
+    coarse_reuses = fine if c.method == "hierarchical" else None
     return {"semdedup_removed": len(result.removed),
             "semdedup_eps": MetadataValue.md("| eps | removed | fraction |\n|---:|---:|---:|\n" + rows),
-            "semdedup_pairs": MetadataValue.md(grid or "(no pair removed)")}, fine
+            "semdedup_pairs": MetadataValue.md(grid or "(no pair removed)")}, coarse_reuses
 
 
 def _centroids_of(x, labels: np.ndarray, n: int) -> np.ndarray:
@@ -172,20 +174,14 @@ def _centroids_of(x, labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def _pairs_grid(filtered_images, pairs: list, path) -> str | None:
-    """Removed image | kept partner, one pair a row, saved beside the labels and inlined for the UI."""
+    """Removed images on top, each above the kept partner that removed it; saved beside the labels and inlined."""
     if not pairs:
         return None
-    from PIL import Image
-
     kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
-    flat = [int(r) for pair in pairs for r in pair]
-    crops = decode_crops(read_crop_rows(filtered_images.url(""), kept, flat))
-    side = 96
-    grid = Image.new("RGB", (2 * side, side * len(pairs)), "white")
-    for i, crop in enumerate(crops):
-        grid.paste(Image.fromarray(crop).resize((side, side)), ((i % 2) * side, (i // 2) * side))
-    grid.save(path, quality=85)
-    return "removed (left) | kept partner (right)\n\n" + inline_jpeg(path.read_bytes(), "SemDeDup pairs")
+    removed, partners = (decode_crops(read_crop_rows(filtered_images.url(""), kept, [int(p[i]) for p in pairs]))
+                         for i in (0, 1))
+    path.write_bytes(side_by_side_png(removed, partners))
+    return "removed (top) above the kept partner (below)\n\n" + inline_jpeg(path.read_bytes(), "SemDeDup pairs")
 
 
 def build_cluster_report(settings: Settings) -> AssetsDefinition:
