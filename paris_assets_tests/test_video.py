@@ -1,0 +1,201 @@
+"""lib/video and lib/video_checks on clips encoded here from fixed recipes, and on real videos where present."""
+
+from __future__ import annotations
+
+import io
+import pathlib
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from paris_assets.lib.images import Rejected
+from paris_assets.lib.video import VideoParams, decode_clip, encode_clip, probe_and_decode, psnr
+from paris_assets.lib.video_checks import find_cuts, near_duplicate_groups, near_duplicate_groups_bruteforce
+
+OPENCV_DATA = pathlib.Path.home() / ".cache/paris-assets/photos/opencv-doc/usr/share/doc/opencv-doc/examples/data"
+PARAMS = VideoParams(image_size=64, fps=8.0, num_frames=17, min_seconds=2.0, min_side=32, max_seconds=12.0)
+
+
+def _scene(i: int, w: int, h: int, seed: int = 0, speed: int = 3) -> np.ndarray:
+    """Frame i of a moving-shape recipe: a textured background (per seed) and a square sliding right."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)  # smooth colour blobs: 4:2:0 loses little of them
+    img = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)
+    span = max(1, w - h // 3)
+    x = abs((i * speed) % (2 * span) - span)  # bounces: a wrap-around would be a real cut
+    img[h // 3:2 * h // 3, x:x + h // 3] = (255, 255, 255)
+    return img
+
+
+def encode(frames, fps=25, pix_fmt="yuv420p", crf=20, rotation=0, times=None, fmt="mp4", codec="libx264") -> bytes:
+    """frames: (H, W, 3) RGB arrays; times (seconds) give a variable frame rate."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], pix_fmt
+        if codec == "libx264":
+            stream.options = {"crf": str(crf)}
+        if times is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for k, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt)
+            if times is not None:
+                frame.pts, frame.time_base = round(times[k] * 1000), Fraction(1, 1000)
+            for p in stream.encode(frame):
+                out.mux(p)
+        for p in stream.encode():
+            out.mux(p)
+    return buf.getvalue()
+
+
+def moving(n=75, w=96, h=72, seed=0, size=None, **kw) -> bytes:
+    frames = [_scene(i, w, h, seed) for i in range(n)]
+    return encode([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames] if size else frames, **kw)
+
+
+def cut(n=75, at=40, w=96, h=72) -> bytes:
+    return encode([_scene(i, w, h, 0 if i < at else 1) for i in range(n)])
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "yuvj420p", "yuv420p10le"])
+def test_pixel_formats_decode_to_the_same_picture(pix_fmt):
+    facts, clip = probe_and_decode(moving(pix_fmt=pix_fmt), PARAMS)
+    _, reference = probe_and_decode(moving(), PARAMS)
+    assert clip.shape == (17, 64, 64, 3) and clip.dtype == np.uint8
+    assert facts["pix_fmt"] == pix_fmt and facts["codec"] == "h264"
+    assert psnr(clip, reference) > 30
+
+
+def test_rgb24_source():
+    frames = [_scene(i, 96, 72) for i in range(60)]
+    facts, clip = probe_and_decode(encode(frames, pix_fmt="rgb24", codec="libx264rgb", fmt="matroska"), PARAMS)
+    _, reference = probe_and_decode(encode(frames, pix_fmt="yuv444p", crf=0), PARAMS)
+    assert facts["pix_fmt"] in ("rgb24", "bgr24", "gbrp") and psnr(clip, reference) > 35
+
+
+def test_facts_and_resampling():
+    facts, clip = probe_and_decode(moving(n=75, fps=25), PARAMS)
+    assert facts["fps"] == 25 and facts["width"] == 96 and facts["height"] == 72 and facts["rotation"] == 0
+    assert abs(facts["duration"] - 3.0) < 0.05 and facts["window_start"] == 0 and facts["window_end"] == 2.0
+    assert facts["phashes"].dtype == np.uint64 and facts["phashes"].shape == (3,)
+    assert facts["frames_decoded"] < 75  # stopped after the window and its cut context
+    later = probe_and_decode(moving(n=100, fps=25), VideoParams(**{**PARAMS.__dict__, "start_seconds": 1.0}))[1]
+    assert psnr(later[0], clip[8]) > 40  # 1 s later = 8 samples later
+
+
+def test_rotation_tag_comes_out_upright():
+    """A phone's portrait video: stored landscape, display matrix 'rotate 90 clockwise' (FFmpeg: -90)."""
+    stored = [np.rot90(_scene(i, 72, 96), k=1) for i in range(60)]  # upright portrait turned on its side
+    facts, clip = probe_and_decode(encode([np.ascontiguousarray(f) for f in stored], rotation=-90), PARAMS)
+    upright = probe_and_decode(encode([_scene(i, 72, 96) for i in range(60)]), PARAMS)[1]
+    assert facts["rotation"] == 270 and (facts["width"], facts["height"]) == (72, 96)
+    assert psnr(clip, upright) > 30
+
+
+def test_variable_frame_rate_samples_by_time():
+    """Frames at irregular times: the frame on screen at each sample time is the one whose content says so."""
+    rng = np.random.default_rng(1)
+    times = np.cumsum(rng.choice([0.02, 0.05, 0.1], size=80))
+    frames = [_scene(int(t * 25), 96, 72) for t in times]  # content follows time, not index
+    _, vfr = probe_and_decode(encode(frames, times=times), PARAMS)
+    facts_cfr, cfr = probe_and_decode(encode([_scene(i, 96, 72) for i in range(int(times[-1] * 25))]), PARAMS)
+    assert np.mean([psnr(a, b) for a, b in zip(vfr, cfr)]) > 25
+
+
+@pytest.mark.parametrize("make,reason,detail", [
+    (lambda: b"", "empty_file", "0 bytes"),
+    (lambda: b"<!DOCTYPE html><html><body>Not found</body></html>" * 20, "undecodable", "HTML"),
+    (lambda: moving()[: len(moving()) // 2], "truncated", "box"),
+    (lambda: moving(n=1), "one_frame", ""),
+    (lambda: moving(n=30), "too_short", "min_seconds"),
+    (lambda: moving(w=40, h=24), "too_small", "shorter side"),
+    (lambda: encode([_scene(0, 96, 72)] * 75), "static", "frame difference"),
+    (lambda: encode([np.full((72, 96, 3), 200, np.uint8)] * 75), "static", "frame difference"),
+])
+def test_rejections(make, reason, detail):
+    with pytest.raises(Rejected) as err:
+        probe_and_decode(make(), PARAMS)
+    assert err.value.reason == reason and detail in err.value.detail
+
+
+def test_scene_cut_split_moves_the_window_and_reject_refuses():
+    facts, clip = probe_and_decode(cut(n=150, at=20), PARAMS)  # cut at 0.8 s: window moves after it
+    assert facts["cuts"] == [0.8] and facts["window_start"] >= 0.8
+    with pytest.raises(Rejected) as err:
+        probe_and_decode(cut(n=150, at=20), VideoParams(**{**PARAMS.__dict__, "scene_cuts": "reject"}))
+    assert err.value.reason == "scene_cut"
+    with pytest.raises(Rejected) as err:  # two shots of 1.6 s each: no cut-free 2 s window
+        probe_and_decode(cut(n=80, at=40), PARAMS)
+    assert err.value.reason == "scene_cut"
+    facts, _ = probe_and_decode(cut(n=100, at=70), PARAMS)  # cut after the window: nothing to do
+    assert facts["cuts"] == [] and facts["window_start"] == 0
+
+
+def test_params_validate():
+    for bad in ({"num_frames": 16}, {"fps": 0}, {"scene_cuts": "maybe"}, {"max_seconds": 1.0}):
+        with pytest.raises(ValueError):
+            VideoParams(**bad)
+
+
+def test_near_duplicates_reencode_yes_unrelated_no():
+    a = probe_and_decode(moving(n=75, w=96, h=72, crf=18), PARAMS)[0]["phashes"]
+    b = probe_and_decode(moving(n=75, size=(160, 120), crf=35), PARAMS)[0]["phashes"]
+    c = probe_and_decode(moving(n=75, w=96, h=72, seed=5), PARAMS)[0]["phashes"]
+    rep = near_duplicate_groups(np.stack([a, b, c]), PARAMS.phash_max_distance)
+    assert rep.tolist() == [0, 0, 2]
+
+
+def test_near_duplicate_groups_equal_bruteforce():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2 ** 63, (400, 3), dtype=np.int64).astype(np.uint64)
+    flips = lambda x, k: x ^ np.uint64(sum(1 << int(b) for b in rng.choice(64, k, replace=False)))
+    near = np.array([[flips(v, int(rng.integers(0, 10))) for v in base[i % 400]] for i in range(1200)], np.uint64)
+    placeholder = np.tile(base[:1], (3000, 1))  # thousands of identical clips
+    title_card = np.c_[np.full(500, base[1, 0]), rng.integers(0, 2 ** 63, (500, 2))].astype(np.uint64)
+    hashes = np.concatenate([base, near, placeholder, title_card])
+    priority = rng.random(len(hashes))
+    for radius in (0, 4, 8):
+        assert (near_duplicate_groups(hashes, radius, priority)
+                == near_duplicate_groups_bruteforce(hashes, radius, priority)).all()
+
+
+def test_find_cuts_ignores_steady_motion():
+    pan = np.r_[0, np.full(30, 25.0)]
+    planted = np.r_[0, np.full(10, 3.0), 60.0, np.full(10, 3.0)]
+    assert find_cuts(pan, 12.0) == [] and find_cuts(planted, 12.0) == [11]
+
+
+def test_encode_clip_round_trip():
+    _, clip = probe_and_decode(moving(), VideoParams(**{**PARAMS.__dict__, "image_size": 64}))
+    data = encode_clip(clip, 8.0, crf=18)
+    back = decode_clip(data)
+    assert back.shape == clip.shape and psnr(back, clip) > 35  # a 64-pixel clip; 256: see README
+    facts, again = probe_and_decode(data, VideoParams(**{**PARAMS.__dict__, "static_threshold": 0}))
+    assert facts["fps"] == 8 and psnr(again, clip) > 35
+
+
+def test_real_mp4_from_dagster_webserver():
+    import dagster_webserver
+
+    path = next(pathlib.Path(dagster_webserver.__file__).parent.rglob("*.mp4"))
+    facts, clip = probe_and_decode(path.read_bytes(), VideoParams())
+    assert clip.shape == (17, 256, 256, 3) and facts["codec"] == "h264" and facts["width"] == 240
+    assert facts["frames_decoded"] <= 2 * 60 + 5  # 2 s of its 10 s at 60 fps, plus the cut detector's context
+
+
+@pytest.mark.parametrize("name,cuts,start", [
+    ("vtest.avi", [], 0.0),  # msmpeg4, surveillance: slow walkers, no cut
+    ("tree.avi", [], 0.0),  # cinepak rgb24, frames held ~0.3 s: low motion, still above the static threshold
+    ("Megamind.avi", [0.0417, 4.0874, 6.4231, 8.3417], 1.0),  # mpeg4 trailer: 4 real cuts, window moved between
+])
+def test_real_avi_opencv_doc(name, cuts, start):
+    path = OPENCV_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is made by paris_assets/bench_photos.py on this machine only")
+    facts, clip = probe_and_decode(path.read_bytes(), VideoParams())
+    assert clip.shape == (17, 256, 256, 3) and facts["cuts"] == cuts and facts["window_start"] == start
