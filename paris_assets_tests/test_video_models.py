@@ -167,6 +167,15 @@ def test_t5_max_length_truncates_and_keeps_real_states(tiny, t5):
         T5TextEncoder(ModelRef(tiny["t5_encoder"]), max_length=1)
 
 
+def test_t5_half_precision_keeps_the_output_projections_in_float32(tiny, t5):
+    half = T5TextEncoder(ModelRef(tiny["t5_encoder"]), device="cpu", dtype="float16").load()
+    feed_forward = half.model.encoder.block[0].layer[1].DenseReluDense
+    assert feed_forward.wi_0.weight.dtype == torch.float16 and feed_forward.wo.weight.dtype == torch.float32
+    states, mask = half(TEXTS)
+    np.testing.assert_array_equal(mask, t5(TEXTS)[1])
+    np.testing.assert_allclose(states.astype(np.float32), t5(TEXTS)[0].astype(np.float32), atol=0.05)
+
+
 def test_t5_save_pretrained_round_trip(t5, tmp_path):
     t5.model.save_pretrained(tmp_path / "t5")
     t5.tokenizer.save_pretrained(tmp_path / "t5")

@@ -5,18 +5,20 @@ Which checkpoint. Paris 2.0 encodes prompts with T5-v1.1-XXL (and CLIP ViT-L/14)
 would be the wrong model. `google/t5-v1_1-xxl` is the original but holds the encoder *and* decoder as a 44.5 GB
 float32 `pytorch_model.bin` (no safetensors), which this project's loader refuses (`load_weights` reads
 safetensors only, `make models` fetches no .bin). `THUDM/CogVideoX-2b` ships that same T5-v1.1-XXL encoder,
-frozen, as a diffusers `text_encoder` subfolder (`T5EncoderModel`, safetensors, ~9.5 GB in half precision) with
-its T5 tokenizer in `tokenizer`, Apache-2.0, so that is the default. Not pinned: no public source seen here
-names a commit; `resolve_revision` records the commit the cache holds.
+frozen, as a diffusers `text_encoder` subfolder (`T5EncoderModel` in safetensors: 4.8B parameters, ~9.5 GB at 16
+bits) with its T5 tokenizer in `tokenizer`, Apache-2.0, so that is the default. Float16 is safe here: transformers
+keeps T5's `wo` projections in float32 (`_keep_in_fp32_modules`, which `load_weights` preserves) and clamps
+infinities, the known T5-v1.1 half-precision overflow. Not pinned: no public source seen here names a commit;
+`resolve_revision` records the commit the cache holds.
 
 Max length 226: what CogVideoX's pipeline pads to (`max_sequence_length=226`), the length this encoder copy was
 used at for text-to-video; alt-text captions are far shorter, so longer buys only padding (each position costs
 4096 x 2 bytes per clip: 226 tokens are 1.85 MB per caption in float16). Overridable per run.
 
 Unlike CogVideoX and SD3 (which run T5 without a mask), the encoder sees the attention mask, as PixArt does: the
-states at real tokens then do not depend on how much padding follows, so `max_length` can change (or be
-trimmed to the longest caption) without re-encoding, and the recorded mask is what a consumer's cross-attention
-should use. Padding positions are stored as zeros.
+states at real tokens then do not depend (beyond float rounding) on how much padding follows, so stored rows can
+be trimmed to the longest caption, and the recorded mask is what a consumer's cross-attention should use. Padding
+positions are stored as zeros.
 """
 
 from __future__ import annotations
