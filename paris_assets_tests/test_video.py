@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pathlib
+import tempfile
 from fractions import Fraction
 
 import av
@@ -30,10 +31,12 @@ def _scene(i: int, w: int, h: int, seed: int = 0, speed: int = 3) -> np.ndarray:
     return img
 
 
-def encode(frames, fps=25, pix_fmt="yuv420p", crf=20, rotation=0, times=None, fmt="mp4", codec="libx264") -> bytes:
+def encode(frames, fps=25, pix_fmt="yuv420p", crf=20, rotation=0, times=None, fmt="mp4", codec="libx264",
+           sar=None, faststart=False) -> bytes:
     """frames: (H, W, 3) RGB arrays; times (seconds) give a variable frame rate."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=fmt) as out:
+    buf = tempfile.NamedTemporaryFile(suffix="." + fmt) if faststart else io.BytesIO()  # faststart rereads a file
+    with av.open(buf.name if faststart else buf, "w", format=fmt,
+                 options={"movflags": "+faststart"} if faststart else {}) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], pix_fmt
         if codec == "libx264":
@@ -42,6 +45,8 @@ def encode(frames, fps=25, pix_fmt="yuv420p", crf=20, rotation=0, times=None, fm
             stream.codec_context.time_base = Fraction(1, 1000)
         if rotation:
             stream.set_display_rotation(rotation)
+        if sar:
+            stream.codec_context.sample_aspect_ratio = sar
         for k, img in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt)
             if times is not None:
@@ -50,6 +55,9 @@ def encode(frames, fps=25, pix_fmt="yuv420p", crf=20, rotation=0, times=None, fm
                 out.mux(p)
         for p in stream.encode():
             out.mux(p)
+    if faststart:
+        with buf:
+            return pathlib.Path(buf.name).read_bytes()
     return buf.getvalue()
 
 
@@ -88,13 +96,25 @@ def test_facts_and_resampling():
     assert psnr(later[0], clip[8]) > 40  # 1 s later = 8 samples later
 
 
-def test_rotation_tag_comes_out_upright():
-    """A phone's portrait video: stored landscape, display matrix 'rotate 90 clockwise' (FFmpeg: -90)."""
-    stored = [np.rot90(_scene(i, 72, 96), k=1) for i in range(60)]  # upright portrait turned on its side
-    facts, clip = probe_and_decode(encode([np.ascontiguousarray(f) for f in stored], rotation=-90), PARAMS)
-    upright = probe_and_decode(encode([_scene(i, 72, 96) for i in range(60)]), PARAMS)[1]
-    assert facts["rotation"] == 270 and (facts["width"], facts["height"]) == (72, 96)
-    assert psnr(clip, upright) > 30
+@pytest.mark.parametrize("rotation,turn", [(-90, 1), (90, -1), (180, 2)])
+def test_rotation_tag_comes_out_upright(rotation, turn):
+    """Stored on its side with a display matrix (FFmpeg's degrees counter-clockwise; a phone held upright
+    writes -90, 'turn 90 clockwise'): the clip must match the same scene encoded upright."""
+    portrait = [_scene(i, 72, 96) for i in range(60)]
+    stored = [np.ascontiguousarray(np.rot90(f, k=turn)) for f in portrait]
+    facts, clip = probe_and_decode(encode(stored, rotation=rotation), PARAMS)
+    upright = probe_and_decode(encode(portrait), PARAMS)[1]
+    assert facts["rotation"] == rotation % 360 and (facts["width"], facts["height"]) == (72, 96)
+    assert psnr(clip, upright) > 27  # 4:2:0 chroma sits differently once turned
+    assert psnr(probe_and_decode(encode(stored), PARAMS)[1], upright) < 20  # without the tag it is not upright
+
+
+def test_pixel_aspect_ratio_is_displayed_width():
+    """Anamorphic storage (72x72 pixels shown 4:3 wide) comes out as the 96x72 picture."""
+    frames = [cv2.resize(_scene(i, 96, 72), (72, 72), interpolation=cv2.INTER_AREA) for i in range(60)]
+    facts, clip = probe_and_decode(encode(frames, sar=Fraction(4, 3)), PARAMS)
+    _, square = probe_and_decode(moving(n=60), PARAMS)
+    assert (facts["width"], facts["height"]) == (96, 72) and psnr(clip, square) > 25
 
 
 def test_variable_frame_rate_samples_by_time():
@@ -110,7 +130,10 @@ def test_variable_frame_rate_samples_by_time():
 @pytest.mark.parametrize("make,reason,detail", [
     (lambda: b"", "empty_file", "0 bytes"),
     (lambda: b"<!DOCTYPE html><html><body>Not found</body></html>" * 20, "undecodable", "HTML"),
-    (lambda: moving()[: len(moving()) // 2], "truncated", "box"),
+    (lambda: moving()[: len(moving()) // 2], "truncated", "box 'mdat'"),  # moov at the end: gone
+    (lambda: moving(faststart=True)[: len(moving(faststart=True)) // 2], "truncated", "box 'mdat'"),
+    (lambda: moving(fmt="matroska")[: len(moving(fmt="matroska")) // 3], "truncated", "frames end"),
+    (lambda: cv2.imencode(".jpg", _scene(0, 96, 72))[1].tobytes(), "one_frame", ""),  # a photo served as video
     (lambda: moving(n=1), "one_frame", ""),
     (lambda: moving(n=30), "too_short", "min_seconds"),
     (lambda: moving(w=40, h=24), "too_small", "shorter side"),
@@ -126,6 +149,8 @@ def test_rejections(make, reason, detail):
 def test_scene_cut_split_moves_the_window_and_reject_refuses():
     facts, clip = probe_and_decode(cut(n=150, at=20), PARAMS)  # cut at 0.8 s: window moves after it
     assert facts["cuts"] == [0.8] and facts["window_start"] >= 0.8
+    assert psnr(clip[0], probe_and_decode(moving(n=150, seed=1), PARAMS)[1][0]) < 20  # the second shot's texture
+    assert facts["window_start"] == 2.375  # samples 0.875-5.875 s show the second shot: 17 of them centred
     with pytest.raises(Rejected) as err:
         probe_and_decode(cut(n=150, at=20), VideoParams(**{**PARAMS.__dict__, "scene_cuts": "reject"}))
     assert err.value.reason == "scene_cut"
@@ -134,6 +159,12 @@ def test_scene_cut_split_moves_the_window_and_reject_refuses():
     assert err.value.reason == "scene_cut"
     facts, _ = probe_and_decode(cut(n=100, at=70), PARAMS)  # cut after the window: nothing to do
     assert facts["cuts"] == [] and facts["window_start"] == 0
+
+
+def test_too_large_refused_from_the_header():
+    with pytest.raises(Rejected) as err:
+        probe_and_decode(moving(), VideoParams(**{**PARAMS.__dict__, "max_pixels": 95 * 72}))
+    assert err.value.reason == "too_large" and "96x72" in err.value.detail
 
 
 def test_params_validate():
@@ -165,9 +196,16 @@ def test_near_duplicate_groups_equal_bruteforce():
 
 
 def test_find_cuts_ignores_steady_motion():
-    pan = np.r_[0, np.full(30, 25.0)]
+    pan = np.r_[0, np.full(30, 30.0)]
     planted = np.r_[0, np.full(10, 3.0), 60.0, np.full(10, 3.0)]
-    assert find_cuts(pan, 12.0) == [] and find_cuts(planted, 12.0) == [11]
+    alternating = np.r_[0, np.tile([0.0, 40.0], 10)]  # every other frame repeated: steady, not a cut
+    assert find_cuts(pan, 20) == [] and find_cuts(planted, 20) == [11] and find_cuts(alternating, 20) == []
+
+
+def test_light_switched_on_is_not_a_cut():
+    frames = [np.clip(_scene(i, 96, 72).astype(int) + (50 if i >= 40 else 0), 0, 255).astype(np.uint8)
+              for i in range(75)]
+    assert probe_and_decode(encode(frames), PARAMS)[0]["cuts"] == []
 
 
 def test_encode_clip_round_trip():

@@ -1,10 +1,10 @@
 """Decode one downloaded video into what every later stage sees: an upright (T, S, S, 3) RGB clip at a fixed rate.
 
 The video flavour of lib/images + lib/checks.process_image. One pass over the packets: every decoded frame gives a
-32x32 grey thumbnail (for the cut detector, lib/video_checks); only the frames on screen at the sample times
-are converted, scaled and cropped, straight from YUV by swscale, so a long or 4K source never sits in memory
-whole. Decoding stops as soon as the window (and the few frames the cut detector needs after it) is in hand,
-unless a cut in it sends `scene_cuts: split` looking further, up to `max_seconds`. Refusals raise
+32x32 grey thumbnail (for the cut detector in lib/video_checks); only frames on screen at a sample time are
+converted, scaled and cropped, straight from YUV by swscale (no full-resolution RGB frame), so a long or 4K
+source never sits in memory whole. Decoding stops once the window and the CUT_CONTEXT frames after it are in
+hand, unless a cut inside it sends `scene_cuts: split` on, up to `max_seconds`. Refusals raise
 lib/images.Rejected; they are rows, not crashes.
 """
 
@@ -12,34 +12,33 @@ from __future__ import annotations
 
 import io
 import math
-import struct
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 import numpy as np
 
 from .images import Rejected, gray_thumbnail, phash64
-from .video_checks import CUT_CONTEXT, clip_motion, find_cuts, longest_window
-
-MP4_BRANDS = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"uuid", b"meta", b"moof", b"mfra", b"sidx",
-              b"styp", b"pdin", b"prft", b"emsg")
+from .video_checks import (CUT_CONTEXT, check_container_bytes, clip_motion, describe_non_video, find_cuts,
+                           frame_difference, longest_window)
 
 
 @dataclass(frozen=True)
 class VideoParams:
     image_size: int = 256  # Paris 2.0 trains and evaluates at 256x256
-    fps: float = 8.0  # sample rate of the clip; low enough that 17 frames still show motion
+    fps: float = 8.0  # sample rate of the clip: low enough that 17 frames still span 2 s of motion
     num_frames: int = 17  # 4k+1: the causal VAE keeps frame 0 and packs the rest in fours (17 -> 5 latent frames)
     start_seconds: float | None = None  # where the window starts; None: at the first frame
     min_seconds: float = 2.0  # shorter sources are refused before any pixel is decoded
     min_side: int = 64  # the displayed shorter side, as min_side is for images
+    max_pixels: int = 7680 * 4320  # 8K: a larger declared frame is refused before decoding (a bomb, not a video)
     max_seconds: float = 30.0  # how far `split` looks for a cut-free window: bounds time and memory per clip
     static_threshold: float = 0.2  # mean |frame difference|, grey levels on 32x32: stills measure <= 0.04 even
     # re-encoded at CRF 40; the quietest 2 s of vtest.avi (surveillance, walkers) 0.25
     scene_cuts: str = "split"  # split: move the window to the longest cut-free stretch; reject: refuse the clip
-    cut_threshold: float = 12.0  # a cut's frame difference over its neighbours' (see video_checks.find_cuts)
-    phash_max_distance: int = 8  # per keyframe, for near_duplicate_groups
-    crf: int = 18  # H.264 quality of the stored clip (encode_clip): ~45 dB, see the README measurement
+    cut_threshold: float = 20.0  # video_checks.cut_scores: motion <= 3.6, a light switched on 11.8, cuts >= 30.9
+    phash_max_distance: int = 8  # per keyframe, for video_checks.near_duplicate_groups
+    crf: int = 18  # H.264 quality of the stored clip (encode_clip): 38-43 dB at 256x256
     threads: int = 1  # decoder threads; the process pool is the parallelism
 
     def __post_init__(self):
@@ -65,33 +64,27 @@ def probe_and_decode(data: bytes, params: VideoParams) -> tuple[dict, np.ndarray
     """(facts, clip) for one downloaded file, or raise Rejected.
 
     clip: (num_frames, image_size, image_size, 3) uint8 RGB, upright (display matrix applied), sampled at `fps`
-    by presentation time (the frame on screen at each sample time, so variable frame rates come out at the
-    right speed), centre-cropped after scaling the shorter side to image_size.
-    facts: duration, fps (source average), width/height as displayed, rotation, codec, pix_fmt, frames_decoded,
-    window_start/window_end (seconds from the first frame), cuts (seconds), motion, phashes (3 uint64: first,
-    middle and last frame of the window).
+    by presentation time (the frame on screen at each sample time, so a variable frame rate plays at the right
+    speed), centre-cropped after scaling the displayed shorter side to image_size.
+    facts: duration, fps (source average), width/height (displayed: rotation and pixel aspect applied),
+    rotation (degrees counter-clockwise), codec, pix_fmt, container, frames_decoded, window_start and window_end
+    (seconds from the first frame), cuts (seconds), motion, phashes ((3,) uint64: first, middle, last frame).
     """
     if not data:
         raise Rejected("empty_file", "0 bytes")
-    _check_mp4_boxes(data)
+    check_container_bytes(data)
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except (av.error.FFmpegError, ValueError) as exc:
-        raise Rejected("undecodable", _describe_non_video(data, exc)) from None
+        raise Rejected("undecodable", describe_non_video(data, exc)) from None
     with container:
         if not container.streams.video:
             raise Rejected("undecodable", f"{container.format.name}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type, stream.thread_count = "AUTO", params.threads
         facts = _stream_facts(container, stream)
-        if facts["width"] and min(facts["width"], facts["height"]) < params.min_side:
-            raise Rejected("too_small", f"{facts['width']}x{facts['height']}, shorter side < {params.min_side}")
-        if stream.frames == 1:
-            raise Rejected("one_frame", f"{container.format.name} declares 1 frame")
-        declared = facts["duration"]
-        if declared and declared < params.min_seconds and stream.frames > 1:
-            raise Rejected("too_short", f"{declared:.2f} s < min_seconds {params.min_seconds}")
-        sampler = _Sampler(params)
+        _check_declared(facts, stream.frames, params)
+        sampler = _Sampler(params, float(stream.sample_aspect_ratio or 1) or 1.0, facts["fps"] or 25.0)
         try:
             for frame in container.decode(stream):
                 if sampler.add(frame):
@@ -99,13 +92,27 @@ def probe_and_decode(data: bytes, params: VideoParams) -> tuple[dict, np.ndarray
         except av.error.FFmpegError as exc:
             if not sampler.decoded:
                 raise Rejected("undecodable", f"{type(exc).__name__}: {exc}") from None
-            if not sampler.complete():
+            if len(sampler.grid) < params.num_frames:
                 raise Rejected("truncated", f"decoding failed after {sampler.decoded} frames: {exc}") from None
         sampler.finish()
     return _judge(sampler, facts, params)
 
 
+def _check_declared(facts: dict, frames: int, params: VideoParams) -> None:
+    """Refusals the header alone decides."""
+    w, h = facts["width"], facts["height"]
+    if w * h > params.max_pixels:
+        raise Rejected("too_large", f"declares {w}x{h} = {w * h:,} pixels > {params.max_pixels:,}")
+    if w and min(w, h) < params.min_side:  # a quarter turn does not change the shorter side
+        raise Rejected("too_small", f"{w}x{h}, shorter side < {params.min_side}")
+    if frames == 1:
+        raise Rejected("one_frame", f"{facts['container']} declares 1 frame")
+    if facts["duration"] and facts["duration"] < params.min_seconds and frames > 1:
+        raise Rejected("too_short", f"{facts['duration']:.2f} s < min_seconds {params.min_seconds}")
+
+
 def _judge(sampler: _Sampler, facts: dict, params: VideoParams) -> tuple[dict, np.ndarray]:
+    """Refusals that need the decoded frames, then the facts."""
     if sampler.decoded == 0:
         raise Rejected("undecodable", "no frame could be decoded")
     if sampler.decoded == 1:
@@ -113,144 +120,118 @@ def _judge(sampler: _Sampler, facts: dict, params: VideoParams) -> tuple[dict, n
     width, height = sampler.display_size
     if min(width, height) < params.min_side:
         raise Rejected("too_small", f"{width}x{height}, shorter side < {params.min_side}")
-    end = sampler.end_time
-    duration = facts["duration"] or end
+    end, declared = sampler.times[-1], facts["duration"]
+    if len(sampler.grid) < params.num_frames and declared - end > max(1.0, 0.1 * declared):
+        raise Rejected("truncated", f"declares {declared:.2f} s, frames end at {end:.2f} s")
+    duration = declared or end
     if duration < params.min_seconds:
         raise Rejected("too_short", f"{duration:.2f} s < min_seconds {params.min_seconds}")
     cuts = find_cuts(np.asarray(sampler.diffs), params.cut_threshold)
-    start = sampler.grid_start
     window = sampler.window(cuts)
+    if window is None and len(sampler.grid) < params.num_frames:
+        raise Rejected("too_short", f"{max(0.0, end - sampler.start):.2f} s from {sampler.start:.2f} s gives "
+                                    f"{len(sampler.grid)} frames at {params.fps} fps; {params.num_frames} needed")
     if window is None:
-        if len(sampler.grid) < params.num_frames:
-            raise Rejected("too_short", f"{end - start:.2f} s from {start:.2f} s holds {len(sampler.grid)} frames "
-                                        f"at {params.fps} fps; {params.num_frames} needed")
-        at = [f"{sampler.times[i]:.2f}" for i in cuts]
-        raise Rejected("scene_cut", f"hard cut at {', '.join(at)} s (threshold {params.cut_threshold}) "
-                                    f"and no cut-free {params.window_seconds:.2f} s stretch"
-                                    f"{' (scene_cuts: reject)' if params.scene_cuts == 'reject' else ''}")
+        at = ", ".join(f"{sampler.times[i]:.2f}" for i in cuts)
+        how = "scene_cuts: reject" if params.scene_cuts == "reject" else f"no cut-free {params.window_seconds:.2f} s"
+        raise Rejected("scene_cut", f"hard cut at {at} s (score >= {params.cut_threshold}); {how}")
     clip = np.stack([sampler.crops[j] for j in window])
     motion = clip_motion(clip)
     if motion < params.static_threshold:
-        raise Rejected("static", f"mean frame difference {motion:.2f} < {params.static_threshold}")
+        raise Rejected("static", f"mean frame difference {motion:.3f} < {params.static_threshold}")
     keyframes = (0, len(clip) // 2, len(clip) - 1)
     facts.update(
-        width=width, height=height, rotation=sampler.rotation, frames_decoded=sampler.decoded,
-        window_start=round(sampler.grid_times[window[0]], 4), window_end=round(sampler.grid_times[window[-1]], 4),
+        duration=round(duration, 4), width=width, height=height, rotation=sampler.rotation,
+        frames_decoded=sampler.decoded, window_start=round(sampler.start + window[0] / params.fps, 4),
+        window_end=round(sampler.start + window[-1] / params.fps, 4),
         cuts=[round(sampler.times[i], 4) for i in cuts], motion=round(motion, 3),
         phashes=np.array([phash64(gray_thumbnail(clip[k][..., ::-1])) for k in keyframes], np.uint64))
-    facts["duration"] = round(duration, 4)
     return facts, clip
 
 
 class _Sampler:
-    """Takes decoded frames one at a time; keeps a grey thumbnail of each and a crop of those at sample times."""
+    """Takes decoded frames in order; keeps each one's difference to the last, and crops at the sample times
+    start + j / fps (each the frame on screen then: the latest whose time has come)."""
 
-    def __init__(self, params: VideoParams):
-        self.params = params
+    def __init__(self, params: VideoParams, pixel_aspect: float, rate: float):
+        self.params, self.pixel_aspect, self.rate = params, pixel_aspect, rate
+        self.start = params.start_seconds or 0.0
+        self.limit = self.start + params.max_seconds
         self.decoded = 0
         self.times: list[float] = []  # seconds from the first frame, per decoded frame
-        self.diffs: list[float] = [0.0]  # mean |grey difference| to the previous frame, per decoded frame
+        self.diffs: list[float] = [0.0]  # video_checks.frame_difference to the frame before, per decoded frame
         self.grid: list[int] = []  # per sample time: the decoded frame on screen then
-        self.grid_times: list[float] = []
-        self.crops: dict[int, np.ndarray] = {}  # per sample index
-        self.rotation = 0
-        self.display_size = (0, 0)
+        self.crops: dict[int, np.ndarray] = {}  # per sample
+        self.rotation, self.display_size = 0, (0, 0)
         self._first = None
-        self._pending = None  # (frame, index): the latest frame, on screen until the next one's time
+        self._pending = None  # the latest frame: on screen until the next one's time
         self._thumb = None
-        self._cut_seen = False
-        self.grid_start = 0.0
 
     def add(self, frame: av.VideoFrame) -> bool:
         """Take one frame; True when no later frame can change the result."""
-        t = frame.time if frame.time is not None else self.decoded / 25.0
+        t = frame.time if frame.time is not None else self.decoded / self.rate
         if self._first is None:
             self._first = t
-            self.rotation = int(round(frame.rotation or 0)) % 360
-            w, h = frame.width, frame.height
+            self.rotation = round(frame.rotation or 0) % 360
+            w, h = round(frame.width * self.pixel_aspect), frame.height
             self.display_size = (h, w) if self.rotation in (90, 270) else (w, h)
-            self.grid_start = self.params.start_seconds or 0.0
         t -= self._first
-        thumb = frame.reformat(width=32, height=32, format="gray", interpolation="AREA").to_ndarray().astype(np.int16)
+        thumb = frame.reformat(width=32, height=32, format="gray", interpolation="AREA").to_ndarray()
         if self._thumb is not None:
-            self.diffs.append(float(np.abs(thumb - self._thumb).mean()))
+            self.diffs.append(frame_difference(self._thumb, thumb))
         self._thumb = thumb
         if self._pending is not None:
             self._sample_until(t)
-        self._pending = (frame, self.decoded)
+        self._pending = frame
         self.times.append(t)
         self.decoded += 1
         return self._done(t)
 
-    @property
-    def end_time(self) -> float:
-        return self.times[-1] if self.times else 0.0
-
-    def _limit(self) -> float:
-        return self.grid_start + self.params.max_seconds
-
     def _sample_until(self, t: float) -> None:
-        """Give the pending frame every sample time before t (its time on screen)."""
-        frame, index = self._pending
+        """Give the pending frame every sample time before t: its time on screen."""
         crop = None
-        fps = self.params.fps
-        while True:
-            g = self.grid_start + len(self.grid) / fps
-            if g >= t or g >= self._limit() - 1e-9:
-                break
-            crop = crop if crop is not None else self._crop(frame)  # one conversion however many samples
+        while (g := self.start + len(self.grid) / self.params.fps) < t and g < self.limit - 1e-9:
+            crop = crop if crop is not None else self._crop(self._pending)  # one conversion however many samples
             self.crops[len(self.grid)] = crop
-            self.grid.append(index)
-            self.grid_times.append(g)
+            self.grid.append(self.decoded - 1)
 
     def _crop(self, frame: av.VideoFrame) -> np.ndarray:
         size = self.params.image_size
         w, h = self.display_size
         scale = size / min(w, h)
         dw, dh = max(size, round(w * scale)), max(size, round(h * scale))
-        cw, ch = (dh, dw) if self.rotation in (90, 270) else (dw, dh)  # scaled, as coded (before turning)
+        cw, ch = (dh, dw) if self.rotation in (90, 270) else (dw, dh)  # as coded, before the turn
         rgb = frame.reformat(width=cw, height=ch, format="rgb24", interpolation="BICUBIC",
                              src_color_range=frame.color_range or None).to_ndarray()
-        rgb = np.rot90(rgb, k=self.rotation // 90)  # rotation is counter-clockwise, as np.rot90 turns
+        rgb = np.rot90(rgb, k=self.rotation // 90)  # both turn counter-clockwise
         top, left = (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2
         return np.ascontiguousarray(rgb[top:top + size, left:left + size])
 
     def _done(self, t: float) -> bool:
-        """Stop once the window is sampled and CUT_CONTEXT frames past it are seen, unless a cut in it sends
-        `split` on to max_seconds."""
         need = self.params.num_frames
-        if len(self.grid) < need or t >= self._limit():
-            return t >= self._limit() + CUT_CONTEXT / self.params.fps and len(self.grid) > 0
-        window_end = self.grid[need - 1]
-        if self.decoded - 1 < window_end + CUT_CONTEXT:
+        if len(self.grid) < need or t >= self.limit:
+            return t >= self.limit + CUT_CONTEXT / self.params.fps
+        last = self.grid[need - 1]
+        if self.decoded - 1 < last + CUT_CONTEXT:
             return False
-        cuts = find_cuts(np.asarray(self.diffs), self.params.cut_threshold)
-        inside = [c for c in cuts if self.grid[0] < c <= window_end]
+        inside = [c for c in find_cuts(np.asarray(self.diffs), self.params.cut_threshold) if self.grid[0] < c <= last]
         return not inside or self.params.scene_cuts == "reject"
 
-    def complete(self) -> bool:
-        return len(self.grid) >= self.params.num_frames
-
     def finish(self) -> None:
-        """End of stream: the last frame stays on screen for one frame interval."""
-        if self._pending is None:
-            return
-        gaps = np.diff(self.times)
-        step = float(np.median(gaps)) if len(gaps) else 1 / self.params.fps
-        self._sample_until(self.times[-1] + step)
-        self._pending = None
+        """End of stream: the last frame stays on screen for one typical frame interval."""
+        if self._pending is not None:
+            gaps = np.diff(self.times)
+            self._sample_until(self.times[-1] + (float(np.median(gaps)) if len(gaps) else 1 / self.rate))
+            self._pending = None
 
     def window(self, cuts: list[int]) -> list[int] | None:
         """Sample indices of the clip: the first num_frames, or with `split` the longest cut-free stretch."""
         need = self.params.num_frames
         if len(self.grid) < need:
             return None
-        first = list(range(need))
         if not any(self.grid[0] < c <= self.grid[need - 1] for c in cuts):
-            return first
-        if self.params.scene_cuts == "reject":
-            return None
-        return longest_window(self.grid, cuts, need)
+            return list(range(need))
+        return longest_window(self.grid, cuts, need) if self.params.scene_cuts == "split" else None
 
 
 def _stream_facts(container, stream) -> dict:
@@ -261,54 +242,28 @@ def _stream_facts(container, stream) -> dict:
     elif container.duration:
         duration = container.duration / 1_000_000
     rate = stream.average_rate or stream.guessed_rate
-    return {"duration": duration, "fps": round(float(rate), 3) if rate else 0.0, "width": cc.width,
-            "height": cc.height, "codec": cc.name, "pix_fmt": cc.pix_fmt or "", "container": container.format.name}
+    return {"duration": duration, "fps": round(float(rate), 3) if rate else 0.0, "width": cc.width or 0,
+            "height": cc.height or 0, "codec": cc.name, "pix_fmt": cc.pix_fmt or "", "container": container.format.name}
 
 
-def _check_mp4_boxes(data: bytes) -> None:
-    """An ISO-BMFF file (mp4, mov) whose top-level boxes run past its end was cut short: refuse it as truncated
-    before FFmpeg turns it into 'moov atom not found' (moov last) or silently fewer frames (moov first)."""
-    if data[4:8] != b"ftyp":
-        return
-    pos = 0
-    while pos + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        if size == 1 and pos + 16 <= len(data):
-            size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
-        elif size == 0:  # runs to the end of the file by definition
-            return
-        if size < 8 or kind not in MP4_BRANDS and not kind.isalnum():
-            return  # not a box list we understand: leave the verdict to FFmpeg
-        if pos + size > len(data):
-            raise Rejected("truncated", f"mp4 box {kind.decode('latin-1')!r} at {pos} declares {size:,} bytes, "
-                                        f"{len(data) - pos:,} present")
-        pos += size
-
-
-def _describe_non_video(data: bytes, exc: Exception) -> str:
-    head = data[:64].lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
-        return "HTML/XML page, not a video"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def encode_clip(clip: np.ndarray, fps: float, crf: int = 18, pix_fmt: str = "yuv444p") -> bytes:
-    """(T, S, S, 3) uint8 RGB as an H.264 mp4 (libx264, `crf`, every frame kept, no B-frame reordering surprises
-    for decode_clip). yuv444p keeps full-resolution colour (High 4:4:4; browsers will not play it: previews
-    are a separate yuv420p encode)."""
+def encode_clip(clip: np.ndarray, fps: float, crf: int = 18, pix_fmt: str = "yuv444p", preset: str = "fast",
+                threads: int = 1) -> bytes:
+    """(T, S, S, 3) uint8 RGB as an H.264 mp4, BT.709 limited range said in the stream: what filtered_images
+    stores: for 33x256x256 clips of Dagster_world.mp4, vtest.avi and tree.avi, 70-206 KB at 38-43 dB against
+    6.3 MB as a raw .npy. yuv444p keeps full-resolution colour (1.5-4 dB
+    over yuv420p at ~5 % more bytes); browsers will not play High 4:4:4, so previews are their own encode.
+    `fast` is within 0.2 dB and 3 % of `medium` at half the time."""
     if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8:
         raise ValueError(f"clip must be (T, H, W, 3) uint8, got {clip.shape} {clip.dtype}")
     buf = io.BytesIO()
-    rate = _rate(fps)
     with av.open(buf, "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=rate)
+        stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = clip.shape[2], clip.shape[1], pix_fmt
-        stream.options = {"crf": str(crf), "preset": "medium"}
-        stream.codec_context.color_range = 2 if pix_fmt.startswith("yuvj") else 1
-        stream.codec_context.colorspace = 1  # BT.709, said explicitly so every reader converts the same way
+        stream.options = {"crf": str(crf), "preset": preset}
+        stream.codec_context.thread_count = threads
+        stream.codec_context.colorspace, stream.codec_context.color_range = 1, 1  # BT.709, limited
         for image in clip:
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.colorspace, frame.color_range = 1, 1
             for packet in stream.encode(frame.reformat(format=pix_fmt, dst_colorspace=1, dst_color_range=1)):
                 out.mux(packet)
         for packet in stream.encode():
@@ -323,12 +278,7 @@ def decode_clip(data: bytes) -> np.ndarray:
                          for f in container.decode(video=0)])
 
 
-def _rate(fps: float):
-    from fractions import Fraction
-
-    return Fraction(fps).limit_denominator(1001) if not float(fps).is_integer() else int(fps)
-
-
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two uint8 arrays, dB."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)

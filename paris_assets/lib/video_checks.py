@@ -1,10 +1,15 @@
-"""The judgements lib/video makes on a decoded clip, and the near-duplicate search across clips.
+"""The judgements lib/video makes on a file and a decoded clip, and the near-duplicate search across clips.
 
-- Hard cuts: on the source frames (not the resampled clip, where ordinary motion between samples is 3-4x
-  larger and a cut stands out less), from the mean |difference| of consecutive 32x32 grey thumbnails. A cut
-  is a difference that exceeds the larger of the medians of the CUT_CONTEXT differences before it and after
-  it by `threshold` grey levels: a level jump over its neighbours, so steady fast motion (a pan: large
-  differences everywhere) is not a cut and a cut between two busy shots still is.
+- Truncation: an mp4/mov's top-level boxes must fit in the file.
+- Hard cuts: on the source frames (not the resampled clip, where ordinary motion between samples is several
+  times larger and a cut stands out less), from the mean |difference| of consecutive 32x32 grey thumbnails,
+  each less its mean. A cut is a difference that exceeds the largest of the CUT_CONTEXT differences
+  each side of it by `threshold` grey levels: a jump over its neighbours, so steady fast motion
+  (large differences everywhere) is not a cut and a cut between two busy shots still is. Measured here (score
+  at the frame): ordinary motion at most 3.6 (tree.avi's held frames; pans, zooms, flicker, frame-doubled
+  motion <= 2.1), a one-frame camera flash 0.2, a light switched on (clipping) 11.8; planted cuts between
+  synthetic shots 37.6-43.8, between spliced real videos 41.2-68.5, Megamind.avi's own cuts 30.9-43.6.
+  Threshold 20. Dissolves and fades are not hard cuts and are not found.
 - Stills: mean |difference| of consecutive frames of the resampled clip, on 32x32 grey thumbnails.
 - Near duplicates: two clips are duplicates when every keyframe pHash (first, middle, last) is within `radius`
   bits of the other clip's (Chebyshev distance over keyframes <= radius), grouped with lib/dedup's rule.
@@ -12,30 +17,71 @@
 
 from __future__ import annotations
 
+import struct
+
 import cv2
 import numpy as np
 
 from . import dedup
+from .images import Rejected
 
 CUT_CONTEXT = 3  # differences each side of a candidate that set its baseline
+MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"uuid", b"meta", b"moof", b"mfra", b"sidx",
+             b"styp", b"pdin", b"prft", b"emsg")
+
+
+def check_container_bytes(data: bytes) -> None:
+    """Raise Rejected('truncated') for an ISO-BMFF file (mp4, mov) whose top-level boxes run past its end: FFmpeg
+    would say 'moov atom not found' (moov last) or silently give fewer frames (moov first). Other containers are
+    judged while decoding (an error part way, or frames ending well before the declared duration)."""
+    if data[4:8] != b"ftyp":
+        return
+    pos = 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if size == 1 and pos + 16 <= len(data):
+            size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
+        elif size == 0:  # runs to the end of the file by definition
+            return
+        if size < 8 or kind not in MP4_BOXES and not kind.isalnum():
+            return  # not a box list this understands: FFmpeg decides
+        if pos + size > len(data):
+            raise Rejected("truncated", f"mp4 box {kind.decode('latin-1')!r} at byte {pos:,} declares {size:,} "
+                                        f"bytes, {len(data) - pos:,} present")
+        pos += size
+
+
+def describe_non_video(data: bytes, exc: Exception) -> str:
+    """The detail of an `undecodable` row: what the bytes look like when they say so, else FFmpeg's error."""
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return "HTML/XML page, not a video"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def frame_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |difference| of two grey thumbnails, each less its own mean: a light switched on or an exposure
+    change moves every pixel alike and is not a cut; a new shot moves them differently."""
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    return float(np.abs((a - a.mean()) - (b - b.mean())).mean())
+
+
+def cut_scores(diffs: np.ndarray) -> np.ndarray:
+    """Per frame i: diffs[i] less the largest of the CUT_CONTEXT differences each side of it (fewer at the ends).
+    diffs[i] is frame_difference(frame i-1, frame i); diffs[0] = 0 (no frame before). The largest, not a median:
+    content with every other frame repeated (15 fps shown at 30, telecine) alternates 0 and large differences."""
+    d = np.asarray(diffs, np.float64)
+    padded = np.r_[np.zeros(CUT_CONTEXT), d, np.zeros(CUT_CONTEXT)]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * CUT_CONTEXT + 1)
+    base = np.maximum(windows[:, :CUT_CONTEXT].max(axis=1), windows[:, CUT_CONTEXT + 1:].max(axis=1))
+    scores = d - base
+    scores[:1] = 0.0
+    return scores
 
 
 def find_cuts(diffs: np.ndarray, threshold: float) -> list[int]:
-    """Frame indices i where a hard cut falls between frame i-1 and frame i.
-
-    diffs[i] is the mean |grey difference| between frames i-1 and i (diffs[0] = 0). A cut needs
-    diffs[i] - max(median(diffs before, up to CUT_CONTEXT), median(diffs after)) >= threshold.
-    """
-    d = np.asarray(diffs, np.float64)
-    cuts = []
-    for i in np.flatnonzero(d >= threshold).tolist():
-        if i == 0:
-            continue
-        before, after = d[max(1, i - CUT_CONTEXT):i], d[i + 1:i + 1 + CUT_CONTEXT]
-        base = max(np.median(before) if len(before) else 0.0, np.median(after) if len(after) else 0.0)
-        if d[i] - base >= threshold:
-            cuts.append(i)
-    return cuts
+    """Frame indices i where a hard cut falls between frame i-1 and frame i: cut_scores >= threshold."""
+    return np.flatnonzero(cut_scores(diffs) >= threshold).tolist()
 
 
 def longest_window(grid: list[int], cuts: list[int], need: int) -> list[int] | None:
