@@ -11,8 +11,8 @@ Its keras_metadata.pb gives the graph: input (768, float64) -> autokeras MultiCa
 The encoding passes 763 columns through (NaN -> 0) but treats columns 180, 316, 413, 440 and 644 as categories
 (autokeras took them for such when it trained on float16 embeddings): each value is printed with "%f" and looked
 up in a StringLookup vocabulary (10425, 2266, 2190, 2293, 2241 strings; index i+1 for the i-th, 0 when unknown).
-The vocabularies live as constants in saved_model.pb, the rest in the variables bundle; both are read here
-without TensorFlow. The lookup semantics are read from the saved graph (default value 0, indices 1..n), not
+The vocabularies live as constants in saved_model.pb, the rest in the variables bundle; both are read without
+TensorFlow (lib/saved_model.py). The lookup semantics are read from the saved graph (default value 0, indices 1..n), not
 checked against a TensorFlow run: nothing on this machine runs TensorFlow.
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import struct
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,6 +33,14 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
+
+from .saved_model import (
+    call_inputs,
+    is_saved_model_zip,
+    lookup_tables,
+    read_tensor_bundle,
+    saved_model_files,
+)
 
 # Pinned to the commits that hold these files, so a later push upstream cannot change the scores.
 AESTHETIC_URL = ("https://raw.githubusercontent.com/christophschuhmann/improved-aesthetic-predictor/"
@@ -172,7 +179,7 @@ def read_head(kind: Kind, path: Path, source: str) -> nn.Module:
         return nsfw_from_saved_model(path)
     with open(path, "rb") as f:
         magic = f.read(8)
-    if kind == "nsfw" and zipfile.is_zipfile(path) and _is_saved_model_zip(path):  # torch.save writes zips too
+    if kind == "nsfw" and zipfile.is_zipfile(path) and is_saved_model_zip(path):  # torch.save writes zips too
         return nsfw_from_saved_model(path)
     if magic == b"\x89HDF\r\n\x1a\n":
         if kind != "nsfw":
@@ -245,20 +252,9 @@ def _nsfw_from_arrays(array, vocab: tuple, source: str) -> NsfwHead:
     return head_from_state_dict("nsfw", state, source)
 
 
-# --- the LAION NSFW SavedModel, read without TensorFlow -----------------------------------------------------
-
-def _is_saved_model_zip(path: Path) -> bool:
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("saved_model.pb") for n in z.namelist())
-
-
 def nsfw_from_saved_model(path: Path) -> NsfwHead:
     """NsfwHead from clip_autokeras_binary_nsfw (the .zip or its extracted folder)."""
-    if path.is_dir():
-        files = {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
-    else:
-        with zipfile.ZipFile(path) as z:
-            files = {n: z.read(n) for n in z.namelist() if not n.endswith("/")}
+    files = saved_model_files(path)
 
     def find(suffix: str) -> bytes:
         hits = [v for k, v in files.items() if k.endswith(suffix)]
@@ -281,110 +277,18 @@ def nsfw_from_saved_model(path: Path) -> NsfwHead:
     return _nsfw_from_arrays(array, saved_vocabularies(find("saved_model.pb"), path), str(path))
 
 
-def _varint(b: bytes, i: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = b[i]
-        i += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return result, i
-
-
-def _fields(b: bytes) -> list[tuple[int, object]]:
-    """A protobuf message as (field number, int or bytes) pairs, in order."""
-    i, out = 0, []
-    while i < len(b):
-        key, i = _varint(b, i)
-        wire = key & 7
-        if wire == 0:
-            value, i = _varint(b, i)
-        elif wire == 2:
-            n, i = _varint(b, i)
-            value, i = b[i:i + n], i + n
-        elif wire in (1, 5):
-            n = 8 if wire == 1 else 4
-            value, i = b[i:i + n], i + n
-        else:
-            raise ValueError(f"protobuf wire type {wire} not supported")
-        out.append((key >> 3, value))
-    return out
-
-
-def _field(b: bytes, number: int) -> list:
-    return [v for f, v in _fields(b) if f == number]
-
-
-def _table_block(data: bytes, offset: int, size: int) -> list[tuple[bytes, bytes]]:
-    """One uncompressed block of a LevelDB-format table (what TensorFlow writes variables.index in)."""
-    if data[offset + size] != 0:
-        raise ValueError("compressed variables.index blocks are not supported")
-    block = data[offset:offset + size]
-    restarts = struct.unpack("<I", block[-4:])[0]
-    end, i, key, out = len(block) - 4 - 4 * restarts, 0, b"", []
-    while i < end:
-        shared, i = _varint(block, i)
-        unshared, i = _varint(block, i)
-        length, i = _varint(block, i)
-        key = key[:shared] + block[i:i + unshared]
-        i += unshared
-        out.append((key, block[i:i + length]))
-        i += length
-    return out
-
-
-def read_tensor_bundle(index: bytes, data: bytes) -> dict[str, np.ndarray]:
-    """Numeric tensors of a TensorFlow checkpoint (variables.index + its one data shard) by name."""
-    footer = index[-48:]
-    _, i = _varint(footer, 0)
-    _, i = _varint(footer, i)  # the metaindex block, unused
-    offset, i = _varint(footer, i)
-    size, _ = _varint(footer, i)
-    dtypes = {1: np.float32, 2: np.float64, 3: np.int32, 9: np.int64}
-    out = {}
-    for _, handle in _table_block(index, offset, size):
-        block_offset, j = _varint(handle, 0)
-        block_size, _ = _varint(handle, j)
-        for key, entry in _table_block(index, block_offset, block_size):
-            fields = dict(_fields(entry))  # BundleEntryProto: 1 dtype, 2 shape, 4 offset, 5 size
-            if not key or fields.get(1) not in dtypes:
-                continue
-            shape = [dict(_fields(d)).get(1, 0) for d in _field(fields.get(2, b""), 2)]
-            start = fields.get(4, 0)
-            raw = data[start:start + fields.get(5, 0)]
-            out[key.decode()] = np.frombuffer(raw, dtype=dtypes[fields[1]]).reshape(shape)
-    return out
-
-
 def saved_vocabularies(saved_model: bytes, source: Path) -> tuple[list[bytes], ...]:
     """The StringLookup vocabularies of CATEGORICAL, from the table initialisers of the saved graph.
 
-    Each table is filled by a call (table, keys Const, values Const); the serving call takes the tables in
-    the encoding's column order, which gives each vocabulary its column."""
-    graph = _field(_field(_field(saved_model, 2)[0], 2)[0], 1)  # SavedModel.meta_graphs[0].graph_def.node
-    consts, calls = {}, []
-    for node in graph:
-        fields = {}
-        for f, v in _fields(node):
-            fields.setdefault(f, []).append(v)
-        name, op, inputs = fields[1][0].decode(), fields[2][0], [x.decode() for x in fields.get(3, [])]
-        if op == b"Const":
-            for attr in fields.get(5, []):
-                entry = dict(_fields(attr))
-                if entry.get(1) == b"value":
-                    consts[name] = _field(entry[2], 8)[0]  # AttrValue.tensor
-        calls.append(inputs)
-    serving = next((c for c in calls if "serving_default_input_1" in c), None)
-    fills = {c[0]: c[1:] for c in calls if len(c) == 3 and c[1] in consts and _field(consts[c[1]], 1) == [7]}
-    if serving is None or len(fills) != len(CATEGORICAL):
+    The serving call takes the tables in the encoding's column order, which gives each vocabulary its column."""
+    serving = call_inputs(saved_model, "serving_default_input_1")
+    tables = lookup_tables(saved_model)
+    if serving is None or len(tables) != len(CATEGORICAL):
         raise ValueError(f"{source}: expected {len(CATEGORICAL)} lookup tables in saved_model.pb, "
-                         f"found {len(fills)}: not the LAION ViT-L/14 NSFW model")
+                         f"found {len(tables)}: not the LAION ViT-L/14 NSFW model")
     vocab = []
-    for table in sorted(fills, key=serving.index):
-        keys_name, values_name = fills[table]
-        keys = _field(consts[keys_name], 8)  # TensorProto.string_val
-        values = np.frombuffer(_field(consts[values_name], 4)[0], dtype=np.int64)  # tensor_content
+    for table in sorted(tables, key=serving.index):
+        keys, values = tables[table]
         if not np.array_equal(values, np.arange(1, len(keys) + 1)):
             raise ValueError(f"{source}: lookup {table} does not number its vocabulary 1..n")
         vocab.append(keys)
