@@ -8,8 +8,12 @@ cut, a 1-frame clip, a too-short and a too-small clip, odd codecs and pixel form
 landscape with a rotation, variable frame rate, near-duplicate re-encodes and an exact copy.
 
 The fates assume filter settings between the planted and the clean values: `min_seconds` in (0.5, 2.0],
-a minimum side in (32, 128] px, a static threshold between 0 and the `motion` column's clean minimum, and
-scene cuts rejected (with splitting, `cut_at` says where the two halves meet).
+a minimum side in (32, 128] px, a static threshold on the mean decoded frame difference between the still's
+(about 0.1 uint8 levels: x264's noise on identical frames) and the clean clips' (1 and up), and scene cuts
+rejected (with splitting, `cut_at` says where the two halves meet). Each row has one fate; where two apply
+(the 1-frame clip is also still) it is the first of: undecodable/truncated/empty_file, too_short, too_small,
+static, scene_cut, duplicate. The flicker theme is a trap for cut detection on frame differences alone: its
+strobe jumps as far as a cut does, but its picture (pHash) stays the same, so it is kept.
 
 Every file is encoded with one encoder thread: x264's default (threads=0) picks the thread count from the
 machine's cores, and its bytes depend on the thread count, so the same seed would give other bytes elsewhere.
@@ -18,6 +22,7 @@ machine's cores, and its bytes depend on the thread count, so the same seed woul
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -98,129 +103,190 @@ NEAR_COPY_RECIPES = (Recipe("crf", 32), Recipe("crf", 40), Recipe("rescale", 0.7
                      Recipe("fps", 2))
 
 
+Frame = Callable[[float], np.ndarray]  # seconds -> (h, w, 3) float32 picture at half resolution
+
+
+def _shapes(x: np.ndarray, y: np.ndarray, duration: float, rng: np.random.Generator) -> Frame:
+    """Balls and squares bouncing off the edges of a pale background."""
+    height, width = x.shape
+    base = np.empty((height, width, 3), np.float32)
+    base[:] = rng.uniform([170, 170, 150], [240, 240, 230])
+    k = int(rng.integers(4, 8))
+    colours, radii = rng.uniform(0, 220, (k, 3)), rng.uniform(0.08, 0.2, k) * min(width, height)
+    starts, speeds = rng.uniform(0, 1, (k, 2)), rng.uniform(0.3, 0.8, (k, 2)) * rng.choice([-1, 1], (k, 2))
+    square = rng.random(k) < 0.5
+
+    def frame(t: float) -> np.ndarray:
+        img = base.copy()
+        for c, rad, s0, sp, sq in zip(colours, radii, starts, speeds, square):
+            px, py = np.abs((s0 + sp * t) % 2 - 1) * np.array([width - 2 * rad, height - 2 * rad]) + rad
+            box = slice(max(0, int(py - rad)), int(py + rad) + 1), slice(max(0, int(px - rad)), int(px + rad) + 1)
+            if sq:
+                img[box] = c
+            else:
+                img[box][(x[box] - px) ** 2 + (y[box] - py) ** 2 < rad * rad] = c
+        return img
+    return frame
+
+
+def _pan(x: np.ndarray, y: np.ndarray, duration: float, rng: np.random.Generator) -> Frame:
+    """A camera panning sideways over layered green hills with trees, drawn once as a wide panorama."""
+    height, width = x.shape
+    speed = rng.uniform(0.15, 0.3) * width  # px per second
+    wide = width + int(speed * duration) + 2
+    yy, xx = np.mgrid[0:height, 0:wide].astype(np.float32)
+    pano = np.empty((height, wide, 3), np.float32)
+    pano[:] = rng.uniform([120, 170, 220], [170, 210, 250]) - 40 * (yy / height)[..., None]
+    for layer in range(3):
+        crest = height * (0.4 + 0.17 * layer + 0.08 * np.sin(xx / width * rng.uniform(4, 9) + rng.uniform(0, 6)))
+        pano[yy > crest] = np.array([70, 150, 60]) - 22 * layer + rng.uniform(-15, 15, 3)
+    for _ in range(int(rng.integers(8, 20)) * wide // width):
+        cx, foot, w, h = rng.uniform(0, wide), rng.uniform(0.55, 1.0) * height, rng.uniform(4, 10), rng.uniform(15, 45)
+        tree = (yy < foot) & (yy > foot - h) & (np.abs(xx - cx) < w * (yy - (foot - h)) / h)
+        pano[tree] = rng.uniform([10, 50, 10], [40, 100, 40])
+    pano += rng.normal(0, 6, pano.shape[:2])[..., None]  # texture that moves with the scene
+    leftwards = rng.uniform(0, 1) < 0.5
+
+    def frame(t: float) -> np.ndarray:
+        at = speed * (t if leftwards else duration - t)
+        off, frac = int(at), np.float32(at % 1)  # sub-pixel steps: a slow pan must move on every frame
+        return (1 - frac) * pano[:, off:off + width] + frac * pano[:, off + 1:off + 1 + width]
+    return frame
+
+
+def _zoom(x: np.ndarray, y: np.ndarray, duration: float, rng: np.random.Generator) -> Frame:
+    """Zooming into a ring-and-petal mandala: the angle term is fixed, only the radius scales."""
+    height, width = x.shape
+    cx, cy = rng.uniform(0.35, 0.65) * width, rng.uniform(0.35, 0.65) * height
+    freq, petals, rate = rng.uniform(0.15, 0.35), int(rng.integers(3, 9)), rng.uniform(0.25, 0.5)
+    c1, c2 = rng.uniform([150, 40, 120], [250, 120, 220]), rng.uniform([230, 130, 20], [255, 200, 90])
+    radius = np.hypot(x - cx, y - cy) * (freq * np.pi / 2)
+    angle = 1.5 * np.cos(petals * np.arctan2(y - cy, x - cx)) + rng.uniform(0, 6)
+
+    def frame(t: float) -> np.ndarray:
+        w = 0.5 + 0.5 * np.cos(radius * math.exp(-rate * t) + angle)
+        return (c1 + (c2 - c1) * w[..., None]).astype(np.float32)
+    return frame
+
+
+def _flicker(x: np.ndarray, y: np.ndarray, duration: float, rng: np.random.Generator) -> Frame:
+    """Warm lamps in a dark room, strobing between full and a third of their light."""
+    height, width = x.shape
+    base = rng.uniform([5, 5, 20], [20, 20, 50]).astype(np.float32) * (1 - 0.5 * y / height)[..., None]
+    for _ in range(int(rng.integers(2, 5))):
+        lx, ly, reach = rng.uniform(0, width), rng.uniform(0, height * 0.7), rng.uniform(0.1, 0.25) * min(width, height)
+        d = ((x - lx) ** 2 + (y - ly) ** 2) / reach ** 2
+        base += np.exp(-d)[..., None] * rng.uniform([200, 160, 40], [255, 230, 140]).astype(np.float32)
+    hz, duty = rng.uniform(2.0, 5.0), rng.uniform(0.3, 0.6)
+    dim = base * 0.3
+    return lambda t: base if (t * hz) % 1 < duty else dim
+
+
+def _spin(x: np.ndarray, y: np.ndarray, duration: float, rng: np.random.Generator) -> Frame:
+    """A two-colour pinwheel turning on a dark ground."""
+    height, width = x.shape
+    cx, cy = rng.uniform(0.4, 0.6) * width, rng.uniform(0.4, 0.6) * height
+    spokes, omega = int(rng.integers(3, 9)), rng.uniform(1.0, 3.0) * rng.choice([-1, 1])
+    c1, c2, bg = (rng.uniform(lo, hi, 3).astype(np.float32) for lo, hi in ((0, 255), (0, 255), (20, 90)))
+    turns = np.arctan2(y - cy, x - cx) * (spokes / np.pi)
+    inside = (np.hypot(x - cx, y - cy) < rng.uniform(0.35, 0.48) * min(width, height))[..., None]
+
+    def frame(t: float) -> np.ndarray:
+        blade = (np.floor(turns + omega * t * spokes / np.pi) % 2 == 1)[..., None]
+        return np.where(inside, np.where(blade, c1, c2), bg)
+    return frame
+
+
+def _particles(x: np.ndarray, y: np.ndarray, duration: float, rng: np.random.Generator) -> Frame:
+    """Snow drifting down and swaying in front of a night sky."""
+    height, width = x.shape
+    base = np.empty((height, width, 3), np.float32)
+    base[:] = rng.uniform([5, 10, 30], [25, 30, 70]) + rng.uniform(20, 50) * (y / height)[..., None]
+    k = int(rng.integers(60, 160))
+    px, py = rng.uniform(0, width, k), rng.uniform(0, height, k)
+    fall, sway, big = rng.uniform(0.1, 0.35, k) * height, rng.uniform(0.5, 2.0, k), rng.random(k) < 0.5
+
+    def frame(t: float) -> np.ndarray:
+        img = base.copy()
+        qx = ((px + 8 * np.sin(sway * t * 2 + px)) % width).astype(int)
+        qy = ((py + fall * t) % height).astype(int)
+        img[qy, qx] = 235
+        img[np.minimum(qy[big] + 1, height - 1), np.minimum(qx[big] + 1, width - 1)] = 235
+        return img
+    return frame
+
+
+def _waves(x: np.ndarray, y: np.ndarray, duration: float, rng: np.random.Generator) -> Frame:
+    """Sea waves rolling under a blue sky, wave length shrinking towards the horizon."""
+    height = x.shape[0]
+    horizon = rng.uniform(0.25, 0.45) * height
+    sky = rng.uniform([90, 150, 210], [140, 190, 250]).astype(np.float32)
+    k_wave, omega, tilt = rng.uniform(0.08, 0.2), rng.uniform(2.5, 4.5), rng.uniform(-0.3, 0.3)
+    depth = np.clip((y - horizon) / (height - horizon), 0.05, 1)
+    along, across = x * (1 + tilt * y / height) * k_wave / depth, y * k_wave * 0.7 / depth
+    sea = (y > horizon)[..., None]
+    dark, swing = np.array([10, 60, 130], np.float32), np.array([60, 110, 100], np.float32)
+
+    def frame(t: float) -> np.ndarray:
+        w = np.sin(along - omega * t) * np.sin(across + 0.5 * omega * t)
+        return np.where(sea, dark + (0.5 + 0.5 * w[..., None]) * swing, sky)
+    return frame
+
+
+def _traffic(x: np.ndarray, y: np.ndarray, duration: float, rng: np.random.Generator) -> Frame:
+    """Cars with headlights driving both ways along a road at night."""
+    height, width = x.shape
+    base = np.empty((height, width, 3), np.float32)
+    base[:] = rng.uniform([5, 5, 15], [20, 20, 40])
+    lanes = int(rng.integers(2, 4))
+    tops = np.linspace(0.35, 0.9, lanes + 1) * height
+    lane_h = tops[1] - tops[0]
+    for top in tops[:-1]:
+        base[int(top) + 2:int(top + lane_h) - 2] = rng.uniform(35, 60)
+    cars = [(int(tops[lane] + lane_h * 0.25), rng.uniform(0, width),
+             rng.uniform(0.3, 0.7) * width * (1 if lane % 2 else -1),
+             rng.uniform(0.1, 0.2) * width, rng.uniform(60, 255, 3))
+            for lane in range(lanes) for _ in range(int(rng.integers(2, 5)))]
+
+    def frame(t: float) -> np.ndarray:
+        img = base.copy()
+        for top, x0, vel, length, colour in cars:
+            left = int((x0 + vel * t) % (width + length) - length)
+            rows = slice(top, top + int(lane_h * 0.5))
+            img[rows, max(0, left):max(0, left + int(length))] = colour
+            lamp = left + int(length) - 2 if vel > 0 else left
+            img[rows, max(0, lamp):max(0, lamp + 2)] = [255, 250, 200]
+        return img
+    return frame
+
+
+_DRAW: dict[str, Callable[..., Frame]] = {
+    "shapes": _shapes, "pan": _pan, "zoom": _zoom, "flicker": _flicker, "spin": _spin, "particles": _particles,
+    "waves": _waves, "traffic": _traffic,
+}
+
+
 def draw_clip(theme: str, width: int, height: int, times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(len(times), height, width, 3) uint8 frames of `theme` with a random layout, drawn at `times` (seconds).
 
     Drawn at half resolution and upscaled, as the image demo does: drawing, not encoding, would otherwise be most
     of the demo's time, and the motion stays smooth enough.
     """
-    full = (width, height)
-    width, height = max(8, width // 2), max(8, height // 2)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    u, v = x / width, y / height
-    side = min(width, height)
-    times = np.asarray(times, np.float64)
-    out = np.empty((len(times), full[1], full[0], 3), np.uint8)
-    base = np.zeros((height, width, 3), np.float32)
-
-    if theme == "shapes":
-        base[:] = rng.uniform([170, 170, 150], [240, 240, 230])
-        k = int(rng.integers(4, 8))
-        colours, radii = rng.uniform(0, 220, (k, 3)), rng.uniform(0.08, 0.2, k) * side
-        starts, speeds = rng.uniform(0, 1, (k, 2)), rng.uniform(0.3, 0.8, (k, 2)) * rng.choice([-1, 1], (k, 2))
-        square = rng.random(k) < 0.5
-    elif theme == "pan":
-        speed = rng.uniform(0.12, 0.25) * width  # px per second
-        wide = width + int(speed * times[-1]) + 2
-        yy, xx = np.mgrid[0:height, 0:wide].astype(np.float32)
-        pano = np.zeros((height, wide, 3), np.float32)
-        pano[:] = rng.uniform([120, 170, 220], [170, 210, 250]) - 40 * (yy / height)[..., None]
-        for layer in range(3):
-            crest = height * (0.4 + 0.17 * layer + 0.08 * np.sin(xx / width * rng.uniform(4, 9) + rng.uniform(0, 6)))
-            pano[yy > crest] = np.array([70, 150, 60]) - 22 * layer + rng.uniform(-15, 15, 3)
-        for _ in range(int(rng.integers(8, 20)) * wide // width):
-            cx, base_y, w, h = rng.uniform(0, wide), rng.uniform(0.55, 1.0) * height, rng.uniform(4, 10), rng.uniform(15, 45)
-            tree = (yy < base_y) & (yy > base_y - h) & (np.abs(xx - cx) < w * (yy - (base_y - h)) / h)
-            pano[tree] = rng.uniform([10, 50, 10], [40, 100, 40])
-        pano += rng.normal(0, 6, pano.shape[:2])[..., None]  # texture that moves with the scene
-        left = rng.uniform(0, 1) < 0.5
-    elif theme == "zoom":
-        cx, cy = rng.uniform(0.35, 0.65) * width, rng.uniform(0.35, 0.65) * height
-        freq, petals, rate = rng.uniform(0.15, 0.35), int(rng.integers(3, 9)), rng.uniform(0.25, 0.5)
-        c1, c2 = rng.uniform([150, 40, 120], [250, 120, 220]), rng.uniform([230, 130, 20], [255, 200, 90])
-        phase = rng.uniform(0, 6)
-    elif theme == "flicker":
-        base[:] = rng.uniform([5, 5, 20], [20, 20, 50]) * (1 - 0.5 * v[..., None])
-        for _ in range(int(rng.integers(2, 5))):
-            d = ((x - rng.uniform(0, width)) ** 2 + (y - rng.uniform(0, height * 0.7)) ** 2) / (rng.uniform(0.1, 0.25) * side) ** 2
-            base += np.exp(-d)[..., None] * rng.uniform([200, 160, 40], [255, 230, 140])
-        hz, duty = rng.uniform(2.0, 5.0), rng.uniform(0.3, 0.6)
-    elif theme == "spin":
-        cx, cy = rng.uniform(0.4, 0.6) * width, rng.uniform(0.4, 0.6) * height
-        theta, r = np.arctan2(y - cy, x - cx), np.hypot(x - cx, y - cy)
-        spokes, omega = int(rng.integers(3, 9)), rng.uniform(1.0, 3.0) * rng.choice([-1, 1])
-        c1, c2, bg = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3), rng.uniform(20, 90, 3)
-        inside = r < rng.uniform(0.35, 0.48) * side
-    elif theme == "particles":
-        base[:] = rng.uniform([5, 10, 30], [25, 30, 70]) + rng.uniform(20, 50) * v[..., None]
-        k = int(rng.integers(60, 160))
-        px, py = rng.uniform(0, width, k), rng.uniform(0, height, k)
-        fall, sway, size = rng.uniform(0.1, 0.35, k) * height, rng.uniform(0.5, 2.0, k), rng.integers(1, 3, k)
-    elif theme == "waves":
-        horizon = rng.uniform(0.25, 0.45) * height
-        base[:] = rng.uniform([90, 150, 210], [140, 190, 250])
-        k_wave, omega, tilt = rng.uniform(0.08, 0.2), rng.uniform(2.0, 4.0), rng.uniform(-0.3, 0.3)
-        sea = y > horizon
-        depth = np.clip((y - horizon) / (height - horizon), 0.05, 1)
-    elif theme == "traffic":
-        base[:] = rng.uniform([5, 5, 15], [20, 20, 40])
-        lanes = int(rng.integers(2, 4))
-        tops = np.linspace(0.35, 0.9, lanes + 1) * height
-        for top in tops[:-1]:
-            base[(y > top + 2) & (y < top + (tops[1] - tops[0]) - 2)] = rng.uniform(35, 60)
-        cars = [(lane, rng.uniform(0, width), rng.uniform(0.3, 0.7) * width * (1 if lane % 2 else -1),
-                 rng.uniform(0.1, 0.2) * width, rng.uniform(60, 255, 3))
-                for lane in range(lanes) for _ in range(int(rng.integers(2, 5)))]
-        lane_h = tops[1] - tops[0]
-    else:
+    if theme not in _DRAW:
         raise ValueError(f"unknown video demo theme {theme!r}; themes: {', '.join(THEMES)}")
-    light = 1 + 0.12 * sum(np.cos(2 * np.pi * (u * rng.uniform(-1.5, 1.5) + v * rng.uniform(-1.5, 1.5)) + rng.uniform(0, 6))
-                           for _ in range(2))
-
+    times = np.asarray(times, np.float64)
+    small = (max(8, width // 2), max(8, height // 2))
+    y, x = np.mgrid[0:small[1], 0:small[0]].astype(np.float32)
+    frame = _DRAW[theme](x, y, float(times[-1]), rng)
+    u, v = x / small[0], y / small[1]
+    # Uneven light: a random low-frequency field, so that first frames of one theme stay far apart in pHash.
+    waves = (np.cos(2 * np.pi * (u * rng.uniform(-1.5, 1.5) + v * rng.uniform(-1.5, 1.5)) + rng.uniform(0, 6))
+             for _ in range(2))
+    light = (1 + 0.12 * sum(waves))[..., None].astype(np.float32)
+    out = np.empty((len(times), height, width, 3), np.uint8)
     for i, t in enumerate(times):
-        img = base.copy()
-        if theme == "shapes":
-            for c, rad, s0, sp, sq in zip(colours, radii, starts, speeds, square):
-                px, py = (np.abs((s0 + sp * t) % 2 - 1)) * np.array([width - 2 * rad, height - 2 * rad]) + rad
-                mask = (np.maximum(np.abs(x - px), np.abs(y - py)) < rad) if sq else ((x - px) ** 2 + (y - py) ** 2 < rad * rad)
-                img[mask] = c
-        elif theme == "pan":
-            off = int(speed * t) if left else int(speed * (times[-1] - t))
-            img = pano[:, off:off + width].copy()
-        elif theme == "zoom":
-            s = math.exp(rate * t)
-            zx, zy = (x - cx) / s, (y - cy) / s
-            rr, ang = np.hypot(zx, zy), np.arctan2(zy, zx)
-            w = 0.5 + 0.5 * np.cos(rr * freq * 2 * np.pi / 4 + 1.5 * np.cos(petals * ang) + phase)
-            img = c1 + (c2 - c1) * w[..., None]
-        elif theme == "flicker":
-            img = base * (1.0 if (t * hz) % 1 < duty else 0.3)
-        elif theme == "spin":
-            blade = (np.floor((theta + omega * t) * spokes / np.pi) % 2).astype(bool)
-            img[:] = bg
-            img[inside & blade] = c1
-            img[inside & ~blade] = c2
-        elif theme == "particles":
-            qx = ((px + 8 * np.sin(sway * t * 2 + px)) % width).astype(int)
-            qy = ((py + fall * t) % height).astype(int)
-            for d in (1, 2):
-                sel = size >= d
-                for dy in range(d):
-                    for dx in range(d):
-                        img[np.minimum(qy[sel] + dy, height - 1), np.minimum(qx[sel] + dx, width - 1)] = 235
-        elif theme == "waves":
-            w = np.sin((x * (1 + tilt * v) * k_wave) / depth - omega * t) * np.sin(y * k_wave * 0.7 / depth + 0.5 * omega * t)
-            img[sea] = (np.array([10, 60, 130]) + (0.5 + 0.5 * w[..., None]) * np.array([60, 110, 100]))[sea]
-        elif theme == "traffic":
-            for lane, x0, vel, length, colour in cars:
-                cx = (x0 + vel * t) % (width + length) - length / 2
-                top = tops[lane] + lane_h * 0.25
-                body = (np.abs(x - cx) < length / 2) & (y > top) & (y < top + lane_h * 0.5)
-                img[body] = colour
-                lamp = (np.abs(x - (cx + np.sign(vel) * length / 2)) < 2) & body
-                img[lamp] = [255, 250, 200]
-        small = np.clip(img * light[..., None], 0, 255).astype(np.uint8)
-        out[i] = cv2.resize(small, full, interpolation=cv2.INTER_LINEAR)
+        picture = np.clip(frame(float(t)) * light, 0, 255).astype(np.uint8)
+        out[i] = cv2.resize(picture, (width, height), interpolation=cv2.INTER_LINEAR)
     return out
 
 
@@ -232,11 +298,13 @@ def encode_clip(path: Path, frames: np.ndarray, fps: float, *, codec: str = "lib
     options = {"movflags": "+faststart"} if faststart and path.suffix == ".mp4" else {}
     with av.open(str(path), "w", format=container, options=options) as out:
         rate = Fraction(fps).limit_denominator(1001)
+        # superfast keeps what web H.264 has (High profile, B-frames, so decode order differs from display order),
+        # which ultrafast drops, at about two thirds of veryfast's time
         stream_options = {"crf": str(crf), "preset": "superfast"} if codec == "libx264" else {}
         stream = out.add_stream(codec, rate=rate, options=stream_options)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         stream.thread_count = 1
-        stream.codec_context.gop_size = max(1, int(round(2 * fps)))
+        stream.codec_context.gop_size = max(1, round(2 * fps))
         if codec == "mpeg4":
             stream.codec_context.qscale = 4  # mpeg4's default is a low constant bitrate: blocky at these sizes
             stream.codec_context.flags |= av.codec.context.Flags.qscale
@@ -277,6 +345,10 @@ def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def make_video_demo(out_dir: str | Path, n: int = 200, seed: int = 0) -> pd.DataFrame:
     """Write the clips under `out_dir/files/` (each captioned clip with a `<stem>.txt` sidecar beside it) and
     return one row per source URL (see `VideoDemoRow`). The same (n, seed) gives the same bytes and rows."""
+    rounds = max(1, n // 100)  # of near copies, every recipe once per round
+    if n < rounds * len(NEAR_COPY_RECIPES) + 1:
+        raise ValueError(f"video demo: n={n} clean clips cannot source the {len(NEAR_COPY_RECIPES) + 1} planted "
+                         f"copies; use n >= {len(NEAR_COPY_RECIPES) + 1}")
     files = Path(out_dir) / "files"
     files.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -303,16 +375,22 @@ def make_video_demo(out_dir: str | Path, n: int = 200, seed: int = 0) -> pd.Data
         row.url_path = f"/files/{row.name}"
         rows.append(row)
 
-    def shape() -> tuple[int, int, float, int]:
-        w, h = (2 * int(s) for s in rng.integers(SIDES[0] // 2, SIDES[1] // 2 + 1, 2))
+    # The clips that near copies re-encode, chosen up front and drawn large enough that a rescaled copy is still
+    # a clean size: a copy must be rejected as a duplicate, not as too small.
+    sources = rng.permutation(n)[: rounds * len(NEAR_COPY_RECIPES) + 1].tolist()
+    smallest = min([r.amount for r in NEAR_COPY_RECIPES if r.kind == "rescale"], default=1.0)
+
+    def shape(large: bool) -> tuple[int, int, float, int]:
+        low = math.ceil(SIDES[0] / smallest / 2) if large else SIDES[0] // 2
+        w, h = (2 * int(s) for s in rng.integers(low, SIDES[1] // 2 + 1, 2))
         fps = float(rng.choice(FPS))
-        return w, h, fps, int(round(rng.uniform(*SECONDS) * fps))
+        return w, h, fps, round(rng.uniform(*SECONDS) * fps)
 
     drawn_from: dict[str, dict] = {}  # each clean clip's generator state, to redraw it for a re-encode
     hashes = np.zeros((0, 2), np.uint64)
     for i in range(n):
         theme = THEMES[i % len(THEMES)]
-        w, h, fps, count = shape()
+        w, h, fps, count = shape(large=i in sources)
         for _attempt in range(20):  # redraw a clip that happens to look like an earlier one
             state = rng.bit_generator.state
             frames = draw_clip(theme, w, h, np.arange(count) / fps, rng)
@@ -329,21 +407,11 @@ def make_video_demo(out_dir: str | Path, n: int = 200, seed: int = 0) -> pd.Data
         again.bit_generator.state = drawn_from[src.name]
         return draw_clip(src.theme, src.width, src.height, np.arange(src.frames) / src.fps, again)
 
-    unused = [rows[i] for i in rng.permutation(len(rows))]
-
-    def source_for(recipe: Recipe) -> VideoDemoRow:
-        """The next unused source (in a seeded order) whose copy stays a clean size: a copy must be rejected as a
-        duplicate, not as too small."""
-        fits = [r for r in unused if recipe.kind != "rescale" or min(r.width, r.height) * recipe.amount >= SIDES[0]]
-        if not fits:
-            raise ValueError(f"video demo: no clip large enough for near-copy recipe {recipe.name}; raise n")
-        unused.remove(fits[0])
-        return fits[0]
-
     # Near-duplicate re-encodes by fixed recipes (every recipe in every round), and one exact copy.
-    for j in range(max(1, n // 100)):
+    copied = iter(rows[i] for i in sources)
+    for j in range(rounds):
         for recipe in NEAR_COPY_RECIPES:
-            src = source_for(recipe)
+            src = next(copied)
             frames, fps, crf = redraw(src), src.fps, CRF
             if recipe.kind == "crf":
                 crf = int(recipe.amount)
@@ -354,14 +422,14 @@ def make_video_demo(out_dir: str | Path, n: int = 200, seed: int = 0) -> pd.Data
                 frames, fps = frames[:: int(recipe.amount)], fps / recipe.amount
             add(VideoDemoRow(f"near_{recipe.name}_{j:02d}.mp4", src.caption, src.theme, "duplicate_near", fps=fps,
                              duplicate_of=src.name, recipe=recipe.name), frames, crf=crf)
-    src = unused[0]
+    src = next(copied)
     add(VideoDemoRow("copy_00.mp4", src.caption, src.theme, "duplicate_exact", fps=src.fps, width=src.width,
                      height=src.height, frames=src.frames, seconds=src.seconds, codec=src.codec, pix_fmt=src.pix_fmt,
                      motion=src.motion, duplicate_of=src.name, recipe="same_bytes"),
         data=(files / src.name).read_bytes())
 
     def fresh(theme: str, w: int = 192, h: int = 144, fps: float = 24.0, seconds: float = 2.0) -> np.ndarray:
-        return draw_clip(theme, w, h, np.arange(max(1, int(round(seconds * fps)))) / fps, rng)
+        return draw_clip(theme, w, h, np.arange(max(1, round(seconds * fps))) / fps, rng)
 
     # Broken files: cut in the middle (moov up front: the header promises frames that are missing; moov at the
     # end: nothing to index), zero bytes, and a hotlink-refusal page under a .mp4 name.
@@ -390,7 +458,8 @@ def make_video_demo(out_dir: str | Path, n: int = 200, seed: int = 0) -> pd.Data
                      recipe="spin_then_traffic"), np.concatenate([a, b]))
     add(VideoDemoRow("one_frame_0.mp4", caption("zoom"), "zoom", "too_short", fps=24.0, recipe="1_frame"),
         fresh("zoom", seconds=0.04))
-    add(VideoDemoRow("short_0.mp4", caption("shapes"), "shapes", "too_short", fps=24.0, recipe=f"{TOO_SHORT_SECONDS:g}s"),
+    add(VideoDemoRow("short_0.mp4", caption("shapes"), "shapes", "too_short", fps=24.0,
+                     recipe=f"{TOO_SHORT_SECONDS:g}s"),
         fresh("shapes", seconds=TOO_SHORT_SECONDS))
     add(VideoDemoRow("tiny_0.mp4", caption("particles"), "particles", "too_small", fps=24.0,
                      recipe=f"{TOO_SMALL[0]}x{TOO_SMALL[1]}"), fresh("particles", *TOO_SMALL))
@@ -413,7 +482,8 @@ def make_video_demo(out_dir: str | Path, n: int = 200, seed: int = 0) -> pd.Data
     add(VideoDemoRow("vfr_0.mp4", caption("traffic"), "traffic", KEPT, fps=round(count / seconds, 3), seconds=seconds,
                      recipe="pts_gaps_33_33_66_100_33_50ms"),
         draw_clip("traffic", 192, 144, np.array(pts) / 1000, rng), pts_ms=pts)
-    add(VideoDemoRow("nocaption_0.mp4", None, "waves", "missing_caption", fps=24.0, recipe="no_caption"), fresh("waves"))
+    add(VideoDemoRow("nocaption_0.mp4", None, "waves", "missing_caption", fps=24.0, recipe="no_caption"),
+        fresh("waves"))
 
     table = pd.DataFrame([r.__dict__ for r in rows])
     table.insert(0, "demo_id", [f"vdemo-{i:05d}" for i in range(len(table))])
