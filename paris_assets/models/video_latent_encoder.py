@@ -5,10 +5,11 @@ that diffusers' own docs load `AutoencoderKLHunyuanVideo` from (16 latent channe
 compression, scaling_factor 0.476986 in its config). Not pinned: no public source seen here names a commit of that
 repository, so it resolves to the default branch and `resolve_revision` records the commit the cache holds.
 
-Memory: a 256x256x17 clip needs a few GB in float16 (activations ~0.3 GB per 128-channel full-resolution tensor,
-a handful alive at once; weights ~0.5 GB); longer clips run 17 frames at a time (diffusers' framewise encoding),
-so the clip length does not grow the peak. Slicing encodes one clip of a batch at a time, so a 24 GB GPU takes
-any batch size; spatial tiling only starts above 256 px (diffusers' default tile) and guards larger crops.
+Memory (the real config traced on PyTorch's meta device in float16, live tensors only): weights 0.46 GiB; a
+256x256 clip peaks at 1.4 GiB of activations to encode and 2.4 GiB to decode, the same for 17, 33 or 65 frames
+(diffusers' framewise tiles: 16+1 frames at a time), for a batch of 8 (slicing: one clip at a time) and at 512 px
+(spatial tiles above 256 px). Without slicing a batch of 8 would take 11 / 19 GiB, without framewise tiles a
+65-frame clip 5 / 9 GiB. With the CUDA context and convolution workspaces a 24 GB GPU has ample room.
 """
 
 from __future__ import annotations
