@@ -52,7 +52,7 @@ class T5TextEncoder:
         self.dtype = pick_dtype(self.device, dtype)
         self.model = self.tokenizer = self.revision = None
 
-    def load(self) -> "T5TextEncoder":
+    def load(self) -> T5TextEncoder:
         from transformers import AutoTokenizer, T5EncoderModel
 
         self.tokenizer = load_pretrained(AutoTokenizer, tokenizer_ref(self.ref), "t5_encoder")

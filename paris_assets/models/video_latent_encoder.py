@@ -47,7 +47,7 @@ class VideoLatentEncoder:
         self.scaling_factor = self.shift_factor = None
         self.temporal = self.spatial = None
 
-    def load(self) -> "VideoLatentEncoder":
+    def load(self) -> VideoLatentEncoder:
         from diffusers import AutoencoderKLHunyuanVideo
 
         self.model = load_weights(AutoencoderKLHunyuanVideo, self.ref, "video_latent_encoder", self.dtype, self.device)
