@@ -113,6 +113,8 @@ def test_refuses_sides_and_layouts_it_cannot_encode(vae):
         vae(np.zeros((1, 9, 36, SIDE, 3), np.uint8))
     with pytest.raises(ValueError, match=r"uint8 clips \(N, T, H, W, 3\)"):
         vae(np.zeros((9, SIDE, SIDE, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"pixels \(N, 3, T, H, W\)"):
+        vae(torch.zeros(1, 9, 3, SIDE, SIDE))
 
 
 def test_decode_round_trip_shape(vae):

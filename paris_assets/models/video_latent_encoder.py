@@ -88,6 +88,9 @@ class VideoLatentEncoder:
         (seed, offset + i), so a clip's latent does not depend on the batch it was computed in."""
         if isinstance(pixels, np.ndarray):
             pixels = self.preprocess(pixels)
+        if pixels.ndim != 5 or pixels.shape[1] != 3:
+            raise ValueError(f"video_latent_encoder: expected pixels (N, 3, T, H, W) from preprocess; got "
+                             f"{tuple(pixels.shape)}")
         check_clip_shape(*pixels.shape[2:5], self.temporal, self.spatial)
         dist = self.model.encode(pixels.to(self.device, self.dtype)).latent_dist
         latents = dist.mean
