@@ -259,3 +259,16 @@ def test_too_few_clips_for_the_planted_copies_is_refused(tmp_path):
     with pytest.raises(ValueError, match="n >= 6"):
         make_video_demo(tmp_path, n=3)
     assert not (tmp_path / "files").exists()
+
+
+def test_clean_clips_are_faststart_h264_with_b_frames(demo):
+    """As web video: the index (moov) before the data, and B-frames, so packets arrive out of display order."""
+    folder, _ = demo
+    path = folder / "files" / "traffic_0007.mp4"
+    data = path.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")
+    tail_indexed = (folder / "files" / "truncated_1.mp4").read_bytes()  # written without faststart, then cut
+    assert b"mdat" in tail_indexed and b"moov" not in tail_indexed
+    with av.open(str(path)) as container:
+        packets = [p for p in container.demux(video=0) if p.pts is not None]
+    assert any(p.pts != p.dts for p in packets) and packets[0].is_keyframe
