@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
+from .t5_encoder import MAX_LENGTH
 from .tiny import _WORDS, tiny_dir
 
 TINY_VIDEO_VERSION = 1  # bump when a config below changes, so stale tiny models are rebuilt
 VIDEO_ROLES = ("video_latent_encoder", "t5_encoder")
-T5_MAX_LENGTH = 226  # as the real tokenizer (CogVideoX's T5): the wrapper's default pads to it
 
 
 def ensure_tiny_video_models(data_root: str | Path, seed: int = 0) -> dict[str, str]:
@@ -79,7 +79,7 @@ def t5_tokenizer():
     vocab += [("\u2581" + word, -1.0) for word in dict.fromkeys(_WORDS)]  # whole words: a few tokens per caption
     chars = [chr(c) for c in range(33, 127)]
     vocab += [(c, -5.0) for c in chars] + [("\u2581" + c, -5.0) for c in chars]
-    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=T5_MAX_LENGTH)
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=MAX_LENGTH)  # as the real tokenizer's
 
 
 def build_t5_encoder(folder: Path) -> None:
