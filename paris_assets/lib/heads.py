@@ -12,8 +12,8 @@ The encoding passes 763 columns through (NaN -> 0) but treats columns 180, 316, 
 (autokeras took them for such when it trained on float16 embeddings): each value is printed with "%f" and looked
 up in a StringLookup vocabulary (10425, 2266, 2190, 2293, 2241 strings; index i+1 for the i-th, 0 when unknown).
 The vocabularies live as constants in saved_model.pb, the rest in the variables bundle; both are read without
-TensorFlow (lib/saved_model.py). The lookup semantics are read from the saved graph (default value 0, indices 1..n), not
-checked against a TensorFlow run: nothing on this machine runs TensorFlow.
+TensorFlow (lib/nsfw_keras.py through lib/saved_model.py). The lookup semantics are read from the saved graph
+(default value 0, indices 1..n), not checked against a TensorFlow run: nothing on this machine runs TensorFlow.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Literal
@@ -34,13 +33,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .saved_model import (
-    call_inputs,
-    is_saved_model_zip,
-    lookup_tables,
-    read_tensor_bundle,
-    saved_model_files,
+from .nsfw_keras import (
+    CATEGORICAL,
+    KEY_BYTES,
+    encode_vocab,  # noqa: F401 (imported from here)
+    nsfw_state_from_h5,
+    nsfw_state_from_saved_model,
 )
+from .saved_model import is_saved_model_zip
 
 # Pinned to the commits that hold these files, so a later push upstream cannot change the scores.
 AESTHETIC_URL = ("https://raw.githubusercontent.com/christophschuhmann/improved-aesthetic-predictor/"
@@ -48,8 +48,6 @@ AESTHETIC_URL = ("https://raw.githubusercontent.com/christophschuhmann/improved-
 NSFW_URL = ("https://raw.githubusercontent.com/LAION-AI/CLIP-based-NSFW-Detector/"
             "d6bb8fe31fd4aecbfed7dfb62df4fe5858bfc014/clip_autokeras_binary_nsfw.zip")
 WIDTH = 768  # CLIP ViT-L/14 projection width: the only input both heads were trained on
-CATEGORICAL = (180, 316, 413, 440, 644)  # the NSFW model's columns that autokeras encoded as categories
-KEY_BYTES = 12  # room for a "%f" string of an embedding value ("-0.375000" is 9)
 Kind = Literal["aesthetic", "nsfw"]
 
 
@@ -102,13 +100,6 @@ def _lookup(values: torch.Tensor, vocab: torch.Tensor) -> torch.Tensor:
     at = np.searchsorted(keys[order], text).clip(max=len(keys) - 1)
     found = np.where(keys[order][at] == text, order[at] + 1, 0)
     return torch.from_numpy(found.astype(np.float32)).to(values)
-
-
-def encode_vocab(strings: list[bytes]) -> torch.Tensor:
-    """Vocabulary strings -> the (n, KEY_BYTES) uint8 buffer NsfwHead keeps."""
-    if any(len(s) > KEY_BYTES for s in strings):
-        raise ValueError(f"a vocabulary string is longer than {KEY_BYTES} bytes")
-    return torch.from_numpy(np.array(strings, dtype=f"S{KEY_BYTES}").view(np.uint8).reshape(len(strings), KEY_BYTES))
 
 
 def load_head(kind: Kind, source: str | None, tiny: bool, seed: int, cache_dir: Path) -> nn.Module:
@@ -176,15 +167,15 @@ def read_head(kind: Kind, path: Path, source: str) -> nn.Module:
     if path.is_dir():
         if kind != "nsfw":
             raise ValueError(f"{source}: a folder, but the aesthetic head is one .pth file")
-        return nsfw_from_saved_model(path)
+        return head_from_state_dict(kind, nsfw_state_from_saved_model(path), str(path))
     with open(path, "rb") as f:
         magic = f.read(8)
     if kind == "nsfw" and zipfile.is_zipfile(path) and is_saved_model_zip(path):  # torch.save writes zips too
-        return nsfw_from_saved_model(path)
+        return head_from_state_dict(kind, nsfw_state_from_saved_model(path), str(path))
     if magic == b"\x89HDF\r\n\x1a\n":
         if kind != "nsfw":
             raise ValueError(f"{source}: a Keras .h5 file, but only the nsfw head ships as Keras")
-        return nsfw_from_h5(path)
+        return head_from_state_dict(kind, nsfw_state_from_h5(path), str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError) as exc:
@@ -210,89 +201,6 @@ def head_from_state_dict(kind: Kind, state: dict, source: str) -> nn.Module:
 
 def _layout(head: nn.Module) -> str:
     return ", ".join(f"{k} {tuple(v.shape)}" for k, v in head.state_dict().items() if not k.startswith("vocab_"))
-
-
-def nsfw_from_h5(path: Path) -> NsfwHead:
-    """NsfwHead from Keras weights in .h5 (model.save or save_weights layout). An .h5 carries no StringLookup
-    vocabulary, so the five categorical columns always read 0 (unknown): prefer the SavedModel zip."""
-    try:
-        import h5py
-    except ImportError:
-        raise ImportError("reading Keras .h5 weights needs h5py: pip install h5py") from None
-    with h5py.File(path, "r") as f:
-        root = f.get("model_weights", f)  # model.save nests the weights; save_weights does not
-        weights = {}
-        for layer in root.attrs["layer_names"]:
-            group = root[_text(layer)]
-            for name in group.attrs.get("weight_names", []):
-                weights[_text(name).split(":")[0]] = np.asarray(group[_text(name)])
-    warnings.warn(f"{path}: Keras .h5 holds no vocabularies for NSFW columns {CATEGORICAL}; they read as unknown")
-
-    def array(name: str) -> np.ndarray:
-        if name not in weights:
-            raise ValueError(f"{path}: no {name} weights in the .h5: not the LAION ViT-L/14 NSFW model")
-        return weights[name]
-
-    return _nsfw_from_arrays(array, ([],) * len(CATEGORICAL), str(path))
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _nsfw_from_arrays(array, vocab: tuple, source: str) -> NsfwHead:
-    """Fill an NsfwHead from Keras names (normalization/mean, dense/kernel, ...); Dense kernels are (in, out)."""
-    state = {"mean": array("normalization/mean"), "variance": array("normalization/variance")}
-    for layer in ("dense", "dense_1", "dense_2", "dense_3"):
-        state[f"{layer}.weight"] = np.asarray(array(f"{layer}/kernel")).T
-        state[f"{layer}.bias"] = array(f"{layer}/bias")
-    state = {k: torch.from_numpy(np.array(v, dtype=np.float32)).reshape(-1) if k in ("mean", "variance")
-             else torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()}
-    state.update({f"vocab_{c}": encode_vocab(list(v)) for c, v in zip(CATEGORICAL, vocab)})
-    return head_from_state_dict("nsfw", state, source)
-
-
-def nsfw_from_saved_model(path: Path) -> NsfwHead:
-    """NsfwHead from clip_autokeras_binary_nsfw (the .zip or its extracted folder)."""
-    files = saved_model_files(path)
-
-    def find(suffix: str) -> bytes:
-        hits = [v for k, v in files.items() if k.endswith(suffix)]
-        if len(hits) != 1:
-            raise ValueError(f"{path}: expected one {suffix} in the NSFW SavedModel, found {len(hits)}")
-        return hits[0]
-
-    bundle = read_tensor_bundle(find("variables/variables.index"), find("variables/variables.data-00000-of-00001"))
-    names = {"normalization/mean": "layer_with_weights-1/mean", "normalization/variance": "layer_with_weights-1/variance"}
-    for i, layer in enumerate(("dense", "dense_1", "dense_2", "dense_3")):
-        names.update({f"{layer}/kernel": f"layer_with_weights-{i + 2}/kernel",
-                      f"{layer}/bias": f"layer_with_weights-{i + 2}/bias"})
-
-    def array(name: str) -> np.ndarray:
-        key = f"{names[name]}/.ATTRIBUTES/VARIABLE_VALUE"
-        if key not in bundle:
-            raise ValueError(f"{path}: no {key} in the variables: not the LAION ViT-L/14 NSFW model")
-        return bundle[key]
-
-    return _nsfw_from_arrays(array, saved_vocabularies(find("saved_model.pb"), path), str(path))
-
-
-def saved_vocabularies(saved_model: bytes, source: Path) -> tuple[list[bytes], ...]:
-    """The StringLookup vocabularies of CATEGORICAL, from the table initialisers of the saved graph.
-
-    The serving call takes the tables in the encoding's column order, which gives each vocabulary its column."""
-    serving = call_inputs(saved_model, "serving_default_input_1")
-    tables = lookup_tables(saved_model)
-    if serving is None or len(tables) != len(CATEGORICAL):
-        raise ValueError(f"{source}: expected {len(CATEGORICAL)} lookup tables in saved_model.pb, "
-                         f"found {len(tables)}: not the LAION ViT-L/14 NSFW model")
-    vocab = []
-    for table in sorted(tables, key=serving.index):
-        keys, values = tables[table]
-        if not np.array_equal(values, np.arange(1, len(keys) + 1)):
-            raise ValueError(f"{source}: lookup {table} does not number its vocabulary 1..n")
-        vocab.append(keys)
-    return tuple(vocab)
 
 
 def score(head: nn.Module, embeddings, batch: int = 65536) -> np.ndarray:
