@@ -14,6 +14,7 @@ import pytest
 
 from paris_assets.lib.images import Rejected
 from paris_assets.lib.video import VideoParams, decode_clip, encode_clip, probe_and_decode, psnr
+from paris_assets.lib import video_checks
 from paris_assets.lib.video_checks import find_cuts, near_duplicate_groups, near_duplicate_groups_bruteforce
 
 OPENCV_DATA = pathlib.Path.home() / ".cache/paris-assets/photos/opencv-doc/usr/share/doc/opencv-doc/examples/data"
@@ -181,14 +182,20 @@ def test_near_duplicates_reencode_yes_unrelated_no():
     assert rep.tolist() == [0, 0, 2]
 
 
-def test_near_duplicate_groups_equal_bruteforce():
+@pytest.mark.parametrize("all_pairs", [1024, 64])  # 64: the title cards searched again on keyframes 2 and 3
+def test_near_duplicate_groups_equal_bruteforce(all_pairs, monkeypatch):
+    monkeypatch.setattr(video_checks, "ALL_PAIRS", all_pairs)
     rng = np.random.default_rng(0)
-    base = rng.integers(0, 2 ** 63, (400, 3), dtype=np.int64).astype(np.uint64)
+    base = rng.integers(0, 2 ** 64, (400, 3), dtype=np.uint64)
     flips = lambda x, k: x ^ np.uint64(sum(1 << int(b) for b in rng.choice(64, k, replace=False)))
     near = np.array([[flips(v, int(rng.integers(0, 10))) for v in base[i % 400]] for i in range(1200)], np.uint64)
     placeholder = np.tile(base[:1], (3000, 1))  # thousands of identical clips
-    title_card = np.c_[np.full(500, base[1, 0]), rng.integers(0, 2 ** 63, (500, 2))].astype(np.uint64)
-    hashes = np.concatenate([base, near, placeholder, title_card])
+    title_card = np.c_[np.full(500, base[1, 0]), rng.integers(0, 2 ** 64, (500, 2), dtype=np.uint64)]
+    same_two = np.c_[np.tile(base[2, :2], (200, 1)), base[2, 2] ^ rng.integers(0, 2 ** 64, 200, dtype=np.uint64)
+                     & np.uint64(0xFFF)]  # first two keyframes equal, the last within a few bits or not
+    hashes = np.concatenate([base, near, placeholder, title_card, same_two]).astype(np.uint64)
+    if all_pairs < 1024:  # recursion costs a Python call per dense run: the dense parts and a few others
+        hashes = np.concatenate([base[:50], near[:100], placeholder[:100], title_card, same_two])
     priority = rng.random(len(hashes))
     for radius in (0, 4, 8):
         assert (near_duplicate_groups(hashes, radius, priority)

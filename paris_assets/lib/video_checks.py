@@ -26,6 +26,7 @@ from . import dedup
 from .images import Rejected
 
 CUT_CONTEXT = 3  # differences each side of a candidate that set its baseline
+ALL_PAIRS = 1024  # a dense run up to this size is compared all-pairs (<= 0.5M pairs), not searched again
 MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"uuid", b"meta", b"moof", b"mfra", b"sidx",
              b"styp", b"pdin", b"prft", b"emsg")
 
@@ -106,15 +107,19 @@ def clip_motion(clip: np.ndarray) -> float:
 
 
 def near_duplicate_groups(phashes: np.ndarray, radius: int, priority: np.ndarray | None = None) -> np.ndarray:
-    """Representative of each clip's group: rep[i] == i for kept clips (dedup's rule on the keyframe distance).
+    """Representative of each clip's group: rep[i] == i for kept clips (lib/dedup's rule on the keyframe distance).
 
     phashes: (N, K) uint64, K keyframes per clip. Distance = the largest per-keyframe Hamming distance. Clips are
     visited best first (dedup.priority_order); an unclaimed clip leads and claims every unclaimed clip within
-    radius. Identical rows collapse first (thousands of placeholder copies cost one row). Candidates come from
-    lib/dedup's multi-index on the first keyframe (two clips within radius agree exactly on some block set of
-    it); each leader looks up its own runs, keeps the unclaimed, and verifies every keyframe. Work: a sort per
-    key mask, then per leader a binary search per mask and the members of its runs; claimed rows drop out of
-    later comparisons.
+    radius; so a clip belongs to the first leader near it, and leads when no earlier leader is near it.
+
+    Identical rows collapse first (thousands of copies of a placeholder cost one row). Pairs within radius come
+    from lib/dedup's multi-index on the first keyframe (two rows within radius agree exactly on some block set
+    of it): small runs of equal keys are expanded into pairs, checked on every keyframe; a dense run (rows that
+    share blocks of the first keyframe, as clips opening on the same title card do) is compared all-pairs up to
+    ALL_PAIRS rows, and searched the same way on the next keyframe when larger; only a larger dense run on the
+    last keyframe too is compared all-pairs (N distinct clips sharing blocks of all three keyframes cost N^2/2). The leaders then follow
+    from the pairs with dedup's own rule (dedup._first_leaders).
     """
     h = np.asarray(phashes, np.uint64)
     if h.ndim != 2:
@@ -130,35 +135,41 @@ def near_duplicate_groups(phashes: np.ndarray, radius: int, priority: np.ndarray
     rank_of_row[by_rank] = np.arange(len(rows))
     item_rank = np.empty(n, np.int64)
     item_rank[order] = rank_of_row[inverse.ravel()]
-    leader = _leaders(values, radius)
+    pairs = _near_pairs(values, radius, np.arange(len(values)), 0)
+    a, b = pairs[:, 0], pairs[:, 1]
+    leads = dedup._first_leaders(len(values), a, b)
+    leader = np.arange(len(values))
+    by_leader = leads[a] & ~leads[b]
+    first = np.full(len(values), len(values), np.int64)
+    np.minimum.at(first, b[by_leader], a[by_leader])  # the earliest leader near each follower
+    leader[~leads] = first[~leads]
     return best_item[leader[item_rank]]
 
 
-def _leaders(values: np.ndarray, radius: int) -> np.ndarray:
-    u = len(values)
-    leader = np.full(u, -1, np.int64)
-    tables = []
-    for mask in dedup.key_masks(u, radius) if u > 1 else []:
-        keys = values[:, 0] & mask
-        idx = np.argsort(keys, kind="stable")
-        tables.append((mask, keys[idx], idx))
-    for r in range(u):
-        if leader[r] >= 0:
-            continue
-        leader[r] = r
-        found = []
-        for mask, sorted_keys, idx in tables:
-            key = values[r, 0] & mask
-            lo, hi = np.searchsorted(sorted_keys, key, "left"), np.searchsorted(sorted_keys, key, "right")
-            if hi - lo > 1:
-                found.append(idx[lo:hi])
-        if not found:
-            continue
-        cand = np.unique(np.concatenate(found))
-        cand = cand[leader[cand] < 0]
-        near = np.bitwise_count(values[cand] ^ values[r]).max(axis=1) <= radius
-        leader[cand[near]] = r
-    return leader
+def _near_pairs(values: np.ndarray, radius: int, rows: np.ndarray, key: int) -> np.ndarray:
+    """(M, 2) pairs (lower, higher) of `rows` within radius on every keyframe, via runs of keyframe `key`."""
+    found = [np.empty((0, 2), np.int64)]
+    if len(rows) > 1:
+        sub = values[rows, key]
+        for mask in dedup.key_masks(len(rows), radius):
+            keys = sub & mask
+            order = np.argsort(keys)
+            starts, lengths = dedup._runs(keys[order])
+            dense = lengths > dedup.DENSE_RUN
+            found.append(rows[dedup._pairs_in_runs(sub, order, starts, lengths, radius, ~dense)])
+            for st, ln in zip(starts[dense].tolist(), lengths[dense].tolist()):
+                members = rows[np.sort(order[st:st + ln])]
+                recurse = ln > ALL_PAIRS and key + 1 < values.shape[1]
+                found.append(_near_pairs(values, radius, members, key + 1) if recurse else _all_pairs(members))
+    pairs = np.sort(np.concatenate(found), axis=1)
+    codes = np.unique(pairs[:, 0] * len(values) + pairs[:, 1])  # one row per pair, however many runs found it
+    pairs = np.stack([codes // len(values), codes % len(values)], axis=1)
+    return pairs[np.bitwise_count(values[pairs[:, 0]] ^ values[pairs[:, 1]]).max(axis=1) <= radius]
+
+
+def _all_pairs(members: np.ndarray) -> np.ndarray:
+    i, j = np.triu_indices(len(members), 1)
+    return np.stack([members[i], members[j]], axis=1)
 
 
 def near_duplicate_groups_bruteforce(phashes: np.ndarray, radius: int,
