@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from paris_assets.lib.images import Rejected
-from paris_assets.lib.video import VideoParams, decode_clip, encode_clip, probe_and_decode, psnr
+from paris_assets.lib.video import VideoParams, decode_clip, encode_clip, probe_and_decode, process_video, psnr
 from paris_assets.lib import video_checks
 from paris_assets.lib.video_checks import find_cuts, near_duplicate_groups, near_duplicate_groups_bruteforce
 
@@ -222,6 +222,18 @@ def test_encode_clip_round_trip():
     assert back.shape == clip.shape and psnr(back, clip) > 35  # a 64-pixel clip; 256: see README
     facts, again = probe_and_decode(data, VideoParams(**{**PARAMS.__dict__, "static_threshold": 0}))
     assert facts["fps"] == 8 and psnr(again, clip) > 35
+
+
+def test_process_video_facts_fit_a_dataframe():
+    import pandas as pd
+
+    data = cut(n=150, at=20)
+    facts, stored = process_video(data, PARAMS)
+    row = pd.DataFrame([facts])
+    assert row["phash_first"].str.len().tolist() == [16] and facts["cuts"] == "0.8"
+    assert decode_clip(stored).shape == (17, 64, 64, 3) and len(facts["sha256"]) == 64
+    expected = probe_and_decode(data, PARAMS)[0]["phashes"]
+    assert [int(facts[k], 16) for k in ("phash_first", "phash_middle", "phash_last")] == expected.tolist()
 
 
 def test_real_mp4_from_dagster_webserver():

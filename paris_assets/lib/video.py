@@ -10,6 +10,7 @@ lib/images.Rejected; they are rows, not crashes.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from dataclasses import dataclass
@@ -96,6 +97,19 @@ def probe_and_decode(data: bytes, params: VideoParams) -> tuple[dict, np.ndarray
                 raise Rejected("truncated", f"decoding failed after {sampler.decoded} frames: {exc}") from None
         sampler.finish()
     return _judge(sampler, facts, params)
+
+
+def process_video(data: bytes, params: VideoParams) -> tuple[dict, bytes]:
+    """(facts, clip as encode_clip mp4 bytes) for one downloaded file, or raise Rejected: the per-clip work of
+    filtered_images for video, run in worker processes as checks.process_image is for images. Facts are flat
+    and DataFrame-ready: phashes as three 16-digit hex strings (64 bits survive a DataFrame), cuts as text."""
+    facts, clip = probe_and_decode(data, params)
+    stored = encode_clip(clip, params.fps, params.crf, threads=params.threads)
+    facts.update(sha256=hashlib.sha256(data).hexdigest(), phashes=[f"{int(h):016x}" for h in facts["phashes"]],
+                 cuts=",".join(f"{c:g}" for c in facts["cuts"]))
+    phash_first, phash_middle, phash_last = facts.pop("phashes")
+    facts.update(phash_first=phash_first, phash_middle=phash_middle, phash_last=phash_last)
+    return facts, stored
 
 
 def _check_declared(facts: dict, frames: int, params: VideoParams) -> None:
