@@ -12,10 +12,21 @@ import cv2
 import numpy as np
 import pytest
 
-from paris_assets.lib.images import Rejected
-from paris_assets.lib.video import VideoParams, decode_clip, encode_clip, probe_and_decode, process_video, psnr
 from paris_assets.lib import video_checks
-from paris_assets.lib.video_checks import find_cuts, near_duplicate_groups, near_duplicate_groups_bruteforce
+from paris_assets.lib.images import Rejected
+from paris_assets.lib.video import (
+    VideoParams,
+    decode_clip,
+    encode_clip,
+    probe_and_decode,
+    process_video,
+    psnr,
+)
+from paris_assets.lib.video_checks import (
+    find_cuts,
+    near_duplicate_groups,
+    near_duplicate_groups_bruteforce,
+)
 
 OPENCV_DATA = pathlib.Path.home() / ".cache/paris-assets/photos/opencv-doc/usr/share/doc/opencv-doc/examples/data"
 PARAMS = VideoParams(image_size=64, fps=8.0, num_frames=17, min_seconds=2.0, min_side=32, max_seconds=12.0)
@@ -35,9 +46,18 @@ def _scene(i: int, w: int, h: int, seed: int = 0, speed: int = 3) -> np.ndarray:
 def encode(frames, fps=25, pix_fmt="yuv420p", crf=20, rotation=0, times=None, fmt="mp4", codec="libx264",
            sar=None, faststart=False) -> bytes:
     """frames: (H, W, 3) RGB arrays; times (seconds) give a variable frame rate."""
-    buf = tempfile.NamedTemporaryFile(suffix="." + fmt) if faststart else io.BytesIO()  # faststart rereads a file
-    with av.open(buf.name if faststart else buf, "w", format=fmt,
-                 options={"movflags": "+faststart"} if faststart else {}) as out:
+    if faststart:  # the muxer rereads its output to move moov first: a real file
+        with tempfile.TemporaryDirectory() as tmp:
+            path = pathlib.Path(tmp) / f"clip.{fmt}"
+            _encode_to(str(path), frames, fps, pix_fmt, crf, rotation, times, fmt, codec, sar, {"movflags": "+faststart"})
+            return path.read_bytes()
+    buf = io.BytesIO()
+    _encode_to(buf, frames, fps, pix_fmt, crf, rotation, times, fmt, codec, sar, {})
+    return buf.getvalue()
+
+
+def _encode_to(target, frames, fps, pix_fmt, crf, rotation, times, fmt, codec, sar, options) -> None:
+    with av.open(target, "w", format=fmt, options=options) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], pix_fmt
         if codec == "libx264":
@@ -56,10 +76,6 @@ def encode(frames, fps=25, pix_fmt="yuv420p", crf=20, rotation=0, times=None, fm
                 out.mux(p)
         for p in stream.encode():
             out.mux(p)
-    if faststart:
-        with buf:
-            return pathlib.Path(buf.name).read_bytes()
-    return buf.getvalue()
 
 
 def moving(n=75, w=96, h=72, seed=0, size=None, **kw) -> bytes:
@@ -124,7 +140,7 @@ def test_variable_frame_rate_samples_by_time():
     times = np.cumsum(rng.choice([0.02, 0.05, 0.1], size=80))
     frames = [_scene(int(t * 25), 96, 72) for t in times]  # content follows time, not index
     _, vfr = probe_and_decode(encode(frames, times=times), PARAMS)
-    facts_cfr, cfr = probe_and_decode(encode([_scene(i, 96, 72) for i in range(int(times[-1] * 25))]), PARAMS)
+    _, cfr = probe_and_decode(encode([_scene(i, 96, 72) for i in range(int(times[-1] * 25))]), PARAMS)
     assert np.mean([psnr(a, b) for a, b in zip(vfr, cfr)]) > 25
 
 

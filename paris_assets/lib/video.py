@@ -20,8 +20,15 @@ import av
 import numpy as np
 
 from .images import Rejected, gray_thumbnail, phash64
-from .video_checks import (CUT_CONTEXT, check_container_bytes, clip_motion, describe_non_video, find_cuts,
-                           frame_difference, longest_window)
+from .video_checks import (
+    CUT_CONTEXT,
+    check_container_bytes,
+    clip_motion,
+    describe_non_video,
+    find_cuts,
+    frame_difference,
+    longest_window,
+)
 
 
 @dataclass(frozen=True)
@@ -105,10 +112,9 @@ def process_video(data: bytes, params: VideoParams) -> tuple[dict, bytes]:
     and DataFrame-ready: phashes as three 16-digit hex strings (64 bits survive a DataFrame), cuts as text."""
     facts, clip = probe_and_decode(data, params)
     stored = encode_clip(clip, params.fps, params.crf, threads=params.threads)
-    facts.update(sha256=hashlib.sha256(data).hexdigest(), phashes=[f"{int(h):016x}" for h in facts["phashes"]],
-                 cuts=",".join(f"{c:g}" for c in facts["cuts"]))
-    phash_first, phash_middle, phash_last = facts.pop("phashes")
-    facts.update(phash_first=phash_first, phash_middle=phash_middle, phash_last=phash_last)
+    first, middle, last = (f"{int(h):016x}" for h in facts.pop("phashes"))
+    facts.update(sha256=hashlib.sha256(data).hexdigest(), cuts=",".join(f"{c:g}" for c in facts["cuts"]),
+                 phash_first=first, phash_middle=middle, phash_last=last)
     return facts, stored
 
 
