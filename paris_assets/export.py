@@ -38,6 +38,7 @@ from .lib.storage import (
     is_local,
     local_path,
     open_folder,
+    process_alive,
     require_settled,
     root_upath,
 )
@@ -238,18 +239,8 @@ def _sweep_abandoned(output: Path) -> None:
     for left in output.parent.glob(f"{output.name}.*-*-*"):
         kind, _, rest = left.name[len(output.name) + 1:].partition("-")
         pid = rest.partition("-")[0]
-        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+        if kind in ("tmp", "old") and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(left, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

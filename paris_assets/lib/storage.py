@@ -92,7 +92,7 @@ def _sweep_abandoned(base: Path, name: str) -> None:
         if not owner.exists():
             continue
         host, _, pid = owner.read_text().partition(" ")
-        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -106,7 +106,8 @@ def _sweep_other_keys(base: Path, name: str, key: str) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this pid runs on this host (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -27,22 +27,26 @@ def tiny_dir(data_root: str | Path, role: str) -> Path:
 
 def ensure_tiny_models(data_root: str | Path, seed: int = 0) -> dict[str, str]:
     """Build any missing tiny model (or one from an older TINY_VERSION); returns role -> folder."""
+    return build_stamped(data_root, BUILDERS, TINY_VERSION, seed)
+
+
+def build_stamped(data_root: str | Path, builders: dict, version: int, seed: int) -> dict[str, str]:
+    """Each role's folder built by its builder with seeded weights and stamped with `version`, unless a folder
+    of that version is already there; built beside it and renamed in. Returns role -> folder."""
+    import shutil
+
     folders = {}
-    for role in ROLES:
+    for role, build in builders.items():
         folder = tiny_dir(data_root, role)
         stamp = folder / "tiny.json"
-        if not (stamp.exists() and json.loads(stamp.read_text()).get("version") == TINY_VERSION):
+        if not (stamp.exists() and json.loads(stamp.read_text()).get("version") == version):
             tmp = folder.with_name(folder.name + ".tmp")
             if tmp.exists():
-                import shutil
-
                 shutil.rmtree(tmp)
             torch.manual_seed(seed)
-            BUILDERS[role](tmp)
-            (tmp / "tiny.json").write_text(json.dumps({"version": TINY_VERSION, "seed": seed}))
+            build(tmp)
+            (tmp / "tiny.json").write_text(json.dumps({"version": version, "seed": seed}))
             if folder.exists():
-                import shutil
-
                 shutil.rmtree(folder)
             os.replace(tmp, folder)
         folders[role] = str(folder)

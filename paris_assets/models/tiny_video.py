@@ -4,15 +4,12 @@ random weights, saved with `save_pretrained` into `<data_dir>/models/tiny/<role>
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
 
 from .t5_encoder import MAX_LENGTH
-from .tiny import _WORDS, tiny_dir
+from .tiny import _WORDS, build_stamped
 
 TINY_VIDEO_VERSION = 1  # bump when a config below changes, so stale tiny models are rebuilt
 VIDEO_ROLES = ("video_latent_encoder", "t5_encoder")
@@ -20,22 +17,7 @@ VIDEO_ROLES = ("video_latent_encoder", "t5_encoder")
 
 def ensure_tiny_video_models(data_root: str | Path, seed: int = 0) -> dict[str, str]:
     """Build any missing tiny video model (or one from an older TINY_VIDEO_VERSION); returns role -> folder."""
-    folders = {}
-    for role in VIDEO_ROLES:
-        folder = tiny_dir(data_root, role)
-        stamp = folder / "tiny.json"
-        if not (stamp.exists() and json.loads(stamp.read_text()).get("version") == TINY_VIDEO_VERSION):
-            tmp = folder.with_name(folder.name + ".tmp")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            torch.manual_seed(seed)
-            BUILDERS[role](tmp)
-            (tmp / "tiny.json").write_text(json.dumps({"version": TINY_VIDEO_VERSION, "seed": seed}))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        folders[role] = str(folder)
-    return folders
+    return build_stamped(data_root, {role: BUILDERS[role] for role in VIDEO_ROLES}, TINY_VIDEO_VERSION, seed)
 
 
 def build_video_latent_encoder(folder: Path) -> None:
