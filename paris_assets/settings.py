@@ -32,12 +32,13 @@ class _Section(BaseModel):
 
 
 class SourceSettings(_Section):
-    kind: Literal["demo", "url_list", "image_folder", "webdataset"] = "demo"  # demo runs offline, anywhere
+    # demo runs offline, anywhere; image_folder / video_folder: files with sidecar .txt captions (by media)
+    kind: Literal["demo", "url_list", "image_folder", "video_folder", "webdataset"] = "demo"
     path: Optional[str] = None  # url_list: parquet/csv/jsonl file or glob (local or fsspec URL); folder; tar glob
     url_col: str = "url"  # LAION spells it URL; matching is case-insensitive
     caption_col: str = "caption"  # LAION spells it TEXT; matching is case-insensitive
     limit: Optional[int] = Field(None, ge=1)  # a seeded sample of this many rows, so a trial never reads 2B rows
-    demo_size: int = Field(2000, ge=50)  # clean images the demo generator makes (plus its planted problems)
+    demo_size: int = Field(2000, ge=50)  # clean images (or clips, media: video) the demo makes, plus planted problems
 
     @model_validator(mode="after")
     def _path_when_needed(self) -> "SourceSettings":
@@ -104,6 +105,11 @@ class ModelSettings(_Section):
     image_embedder_revision: Optional[str] = None
     latent_encoder_id: Optional[str] = None  # paris: stabilityai/sd-vae-ft-mse
     latent_encoder_revision: Optional[str] = None
+    # media: video (Paris 2.0): the causal video VAE and the T5 text encoder
+    video_latent_encoder_id: Optional[str] = None  # paris: hunyuanvideo-community/HunyuanVideo (its vae/ subfolder)
+    video_latent_encoder_revision: Optional[str] = None
+    t5_encoder_id: Optional[str] = None  # paris: THUDM/CogVideoX-2b (its text_encoder/: T5-v1.1-XXL's encoder)
+    t5_encoder_revision: Optional[str] = None
     dinov2_pooling: Literal["cls", "mean"] = "cls"  # CLS token, or the mean of the patch tokens
     latent_sampling: Literal["mean", "sample"] = "mean"  # the latent distribution's mean, or a seeded draw
     caption_batch_size: int = Field(16, ge=1)  # BLIP-2 is the heaviest model: keep batches modest
@@ -142,9 +148,35 @@ class ShardSettings(_Section):
     max_samples_per_shard: int = Field(1000, ge=1)  # ~130 MB with clip tokens: many shards per worker
     max_shard_bytes: int = Field(256 * 2**20, ge=2**16)  # a shard is cut at whichever limit comes first
     include_clip_tokens: bool = True  # (77, 768) f16 per sample: what the Paris experts condition on
-    include_jpg: bool = False  # the 256 px crop, for eyeballing or pixel-space training
+    include_jpg: bool = False  # the 256 px crop, for eyeballing or pixel-space training (images)
+    include_mp4: bool = False  # media: video: the stored clip (H.264 mp4), for eyeballing or pixel-space training
     heldout_fraction: float = Field(0.01, ge=0, lt=1)  # cluster-stratified evaluation split, as Paris/DDM use
-    heldout_max: int = Field(10_000, ge=0)  # cap on the held-out images
+    # cap on the held-out set; None: 10,000 images, or 2,048 clips (Paris 2.0's evaluation set)
+    heldout_max: Optional[int] = Field(None, ge=0)
+
+
+class VideoSettings(_Section):
+    """media: video: how filtered_images turns each downloaded video into a clip (lib/video.VideoParams). The clip's
+    side is filter.image_size and its displayed shorter side must reach filter.min_side, as for images."""
+    fps: float = Field(8.0, gt=0)  # frames per second of the clip, sampled by presentation time (VFR plays right)
+    num_frames: int = Field(17, ge=1)  # 4k+1: the causal VAE keeps frame 0 and packs the rest in fours (17 -> 5)
+    min_seconds: float = Field(2.0, ge=0)  # shorter sources are refused (too_short) before any pixel is decoded
+    max_seconds: float = Field(30.0, gt=0)  # how far scene_cuts: split looks for a cut-free window
+    static_threshold: float = Field(0.2, ge=0)  # mean frame difference (grey levels, 32x32) below which: static
+    scene_cuts: Literal["split", "reject"] = "split"  # split: the longest cut-free window; reject: refuse the clip
+    cut_threshold: float = Field(20.0, gt=0)  # cut score at which a frame change is a hard cut (motion <= 3.6)
+    phash_max_distance: int = Field(8, ge=0, le=32)  # bits per keyframe (first, middle, last) for near duplicates
+    crf: int = Field(18, ge=0, le=51)  # H.264 quality of the stored clip every later stage decodes (38-43 dB)
+    # what dinov2_embeddings and clip_image_embeddings see of a clip: its first frame (the Paris 2.0 router's
+    # optional feature), or the normalised mean over three keyframes (first, middle, last)
+    embed_frames: Literal["first", "keyframes"] = "first"
+
+    @field_validator("num_frames")
+    @classmethod
+    def _four_k_plus_one(cls, value: int) -> int:
+        if value % 4 != 1:
+            raise ValueError(f"must be 4k+1 (1, 5, 9, 17, 33, ...) for the causal VAE, got {value}")
+        return value
 
 
 class SemDedupSettings(_Section):
@@ -258,6 +290,8 @@ class PartitionSettings(_Section):
 
 
 class Settings(_Section):
+    # image: the Paris image graph; video: the same asset names for text-to-video (Paris 2.0): clips, T5, video VAE
+    media: Literal["image", "video"] = "image"
     data_dir: str = "data"  # every asset writes under here; a local path or an fsspec URL (s3://, gs://, memory://)
     seed: int = 0  # one seed for every sampled or shuffled choice: same inputs + settings -> same outputs
     # how a run launched from the UI, a schedule or `dagster asset materialize` executes its steps: multiprocess
@@ -276,9 +310,37 @@ class Settings(_Section):
     alerts: AlertSettings = AlertSettings()
     execution: ExecutionSettings = ExecutionSettings()
     partitions: PartitionSettings = PartitionSettings()
+    video: VideoSettings = VideoSettings()
 
     # Where this file lives: relative paths resolve against it. Not a key users set.
     base_dir: str = Field(default=str(PROJECT_ROOT), exclude=True)
+
+    @model_validator(mode="after")
+    def _media_fits(self) -> "Settings":
+        kind = self.source.kind
+        if self.media == "video":
+            if kind == "image_folder":
+                raise ValueError("source.kind is 'image_folder' but media is 'video': use kind: video_folder")
+            if self.captions.source != "alt_text":
+                raise ValueError("media: video needs captions.source: alt_text (BLIP-2 captions images, not clips)")
+            if self.shards.include_jpg:
+                raise ValueError("shards.include_jpg is for images: with media: video set shards.include_mp4")
+            if self.filter.image_size % 8:
+                raise ValueError(f"filter.image_size {self.filter.image_size}: with media: video it must be a "
+                                 "multiple of 8 (the video VAE downsamples by 8)")
+        else:
+            if kind == "video_folder":
+                raise ValueError("source.kind is 'video_folder' but media is 'image': set media: video")
+            if self.shards.include_mp4:
+                raise ValueError("shards.include_mp4 is for media: video: with images set shards.include_jpg")
+        return self
+
+    @property
+    def heldout_max(self) -> int:
+        """shards.heldout_max, or its default for the media: 10,000 images, 2,048 clips."""
+        if self.shards.heldout_max is not None:
+            return self.shards.heldout_max
+        return 2048 if self.media == "video" else 10_000
 
     def resolve(self, path: str) -> str:
         """An fsspec URL as given; a relative local path against the settings file's folder."""

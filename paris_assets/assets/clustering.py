@@ -126,7 +126,7 @@ def _drop_protected(pruning: Pruning, settings: Settings, filtered_images, featu
     if p.heldout and threshold:
         s = settings.shards
         ids = pruning.image_ids[pruning.rows]
-        held = heldout_mask(ids, s.heldout_fraction, s.heldout_max, settings.seed)
+        held = heldout_mask(ids, s.heldout_fraction, settings.heldout_max, settings.seed)
         if held.any() and (~held).any():
             emb = select_rows(features[p.embedding], pruning.rows)
             train_pos, held_pos = np.flatnonzero(~held), np.flatnonzero(held)

@@ -48,10 +48,31 @@ SHAPED_BY = {
 }
 
 
+# media: video adds these (the video flavour's own code versions and settings); an image graph never sees them.
+VIDEO_CODE_VERSIONS = {"raw_images": "v1", "filtered_images": "v1", "clip_embeddings": "v1", "dinov2_embeddings": "v1",
+                       "latents": "v1", "clip_image_embeddings": "v1", "expert_shards": "v1", "router_pairs": "v1"}
+VIDEO_SHAPED_BY = {
+    "filtered_images": ("video",),
+    "clip_embeddings": ("models.t5_encoder_id", "models.t5_encoder_revision"),
+    "dinov2_embeddings": ("video.embed_frames",),
+    "clip_image_embeddings": ("video.embed_frames",),
+    "latents": ("models.video_latent_encoder_id", "models.video_latent_encoder_revision", "video.num_frames"),
+    "expert_shards": ("shards.include_mp4",),
+}
+
+
+def shaped_by(settings: Settings, asset: str) -> tuple[str, ...]:
+    """The settings `asset`'s output depends on under these settings' media."""
+    if settings.media == "video":
+        return ("media", *SHAPED_BY[asset], *VIDEO_SHAPED_BY.get(asset, ()))
+    return SHAPED_BY[asset]
+
+
 def code_version(settings: Settings, asset: str) -> str:
     """CODE_VERSIONS, the settings in SHAPED_BY and, for a model asset, the model's resolved commit, device type
     and dtype: changing any of them marks the asset Unsynced."""
-    version = f"{CODE_VERSIONS[asset]}-{settings.fingerprint(*SHAPED_BY[asset])}"
+    code = CODE_VERSIONS[asset] + (VIDEO_CODE_VERSIONS.get(asset, "") if settings.media == "video" else "")
+    version = f"{code}-{settings.fingerprint(*shaped_by(settings, asset))}"
     model = model_fingerprint(settings, asset)
     return f"{version}-{model}" if model else version
 
@@ -83,7 +104,7 @@ def part_of(context) -> str | None:
 
 
 def settings_metadata(settings: Settings, asset: str) -> MetadataValue:
-    return MetadataValue.json({key: _dig(settings.as_dict(), key) for key in SHAPED_BY[asset]})
+    return MetadataValue.json({key: _dig(settings.as_dict(), key) for key in shaped_by(settings, asset)})
 
 
 def _dig(tree: dict, dotted: str):

@@ -117,7 +117,7 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
         _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
         src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings, quality_scores)
         k = len(cluster_labels.array("centroids"))
-        held = heldout_mask(src.kept["image_id"], s.heldout_fraction, s.heldout_max, settings.seed)
+        held = heldout_mask(src.kept["image_id"], s.heldout_fraction, settings.heldout_max, settings.seed)
         split = heldout_summary(src.labels, held, k)
         train_rows = [np.flatnonzero((src.labels == c) & ~held) for c in range(k)]
 
@@ -173,7 +173,7 @@ def build_router_pairs(settings: Settings) -> AssetsDefinition:
             cluster_labels, filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores)
         _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
         src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings, quality_scores)
-        held = heldout_mask(src.kept["image_id"], s.heldout_fraction, s.heldout_max, settings.seed)
+        held = heldout_mask(src.kept["image_id"], s.heldout_fraction, settings.heldout_max, settings.seed)
         out = staging(settings, "router_pairs")
         shapes = write_router_arrays(out, np.flatnonzero(~held), src, dinov2_embeddings.array("embeddings"))
         context.add_output_metadata({**gate_metadata(gate), "rows": int((~held).sum()),

@@ -18,7 +18,7 @@ def build_training_checks(settings: Settings) -> list:
 
     def split(cluster_labels: AssetFolder, filtered_images: AssetFolder):
         kept = images_of(cluster_labels, filtered_images)[0].strings("kept", "image_id")
-        held = heldout_mask(kept, s.heldout_fraction, s.heldout_max, settings.seed)
+        held = heldout_mask(kept, s.heldout_fraction, settings.heldout_max, settings.seed)
         return kept, held
 
     @asset_check(asset="expert_shards", blocking=True,

@@ -497,5 +497,5 @@ def inputs_from_settings(settings: Settings, images: int, **overrides) -> PlanIn
                       loader_threads=settings.models.loader_threads,
                       include_clip_tokens=s.include_clip_tokens, include_jpg=s.include_jpg,
                       max_samples_per_shard=s.max_samples_per_shard, max_shard_bytes=s.max_shard_bytes,
-                      heldout_fraction=s.heldout_fraction, heldout_max=s.heldout_max, notes=tuple(notes),
+                      heldout_fraction=s.heldout_fraction, heldout_max=settings.heldout_max, notes=tuple(notes),
                       **overrides)
