@@ -27,7 +27,7 @@ from .settings import Settings, SettingsError, load_settings
 
 def register(settings: Settings, instance: DagsterInstance, log=print) -> list[str]:
     """Add the source plan's new parts to the instance; returns every registered part, in row order."""
-    rows = count_source_rows(settings.resolved_source, str(demo_dir(settings)), settings.seed, log)
+    rows = count_source_rows(settings.resolved_source, str(demo_dir(settings)), settings.seed, log, media=settings.media)
     registered = instance.get_dynamic_partitions(PARTS)
     new = plan_parts(rows, settings.partitions.size, registered)
     if new:

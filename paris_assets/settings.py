@@ -38,7 +38,8 @@ class SourceSettings(_Section):
     url_col: str = "url"  # LAION spells it URL; matching is case-insensitive
     caption_col: str = "caption"  # LAION spells it TEXT; matching is case-insensitive
     limit: Optional[int] = Field(None, ge=1)  # a seeded sample of this many rows, so a trial never reads 2B rows
-    demo_size: int = Field(2000, ge=50)  # clean images (or clips, media: video) the demo makes, plus planted problems
+    # clean items the demo makes, plus its planted problems; None: 2,000 images, or 200 clips with media: video
+    demo_size: Optional[int] = Field(None, ge=16)
 
     @model_validator(mode="after")
     def _path_when_needed(self) -> "SourceSettings":
@@ -167,6 +168,7 @@ class VideoSettings(_Section):
     cut_threshold: float = Field(20.0, gt=0)  # cut score at which a frame change is a hard cut (motion <= 3.6)
     phash_max_distance: int = Field(8, ge=0, le=32)  # bits per keyframe (first, middle, last) for near duplicates
     crf: int = Field(18, ge=0, le=51)  # H.264 quality of the stored clip every later stage decodes (38-43 dB)
+    chunk_size: int = Field(16, ge=1)  # clips per filter work unit (filter.processes run units side by side)
     # what dinov2_embeddings and clip_image_embeddings see of a clip: its first frame (the Paris 2.0 router's
     # optional feature), or the normalised mean over three keyframes (first, middle, last)
     embed_frames: Literal["first", "keyframes"] = "first"

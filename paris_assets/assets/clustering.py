@@ -49,8 +49,7 @@ def build_cluster_labels(settings: Settings) -> AssetsDefinition:
         pruning = Pruning(ids)
         parts = {}
         if isinstance(filtered_images, AssetParts):
-            rows, duplicates = fan_in_duplicates({col: filtered_images.column("kept", col) for col in FAN_IN_COLUMNS},
-                                                 settings.filter.phash_max_distance)
+            rows, duplicates = _fan_in(settings, filtered_images)
             pruning = Pruning(ids, rows)
             pruning.record(duplicates)
             parts = {"parts": len(filtered_images.keys), "duplicates_across_parts": len(duplicates)}
@@ -229,6 +228,18 @@ def build_cluster_report(settings: Settings) -> AssetsDefinition:
 
 DEFAULT_MIN_SIMILARITY = 0.95  # quality.protected.min_similarity with real models: SemDeDup's duplicates are this close
 FAN_IN_COLUMNS = ("image_id", "phash", "sha256", "original_width", "original_height")
+
+
+def _fan_in(settings: Settings, filtered_images: AssetParts):
+    """Duplicates across parts: by the image pHash, or with media: video by the three keyframe pHashes."""
+    if settings.media == "video":
+        from ..lib.video_filtering import fan_in_video_duplicates
+
+        columns = (*FAN_IN_COLUMNS, "phash_middle", "phash_last")
+        return fan_in_video_duplicates({col: filtered_images.column("kept", col) for col in columns},
+                                       settings.video.phash_max_distance)
+    return fan_in_duplicates({col: filtered_images.column("kept", col) for col in FAN_IN_COLUMNS},
+                             settings.filter.phash_max_distance)
 
 
 def _previous_centroids(settings: Settings, k: int) -> tuple[np.ndarray, np.ndarray] | None:

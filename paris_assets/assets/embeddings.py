@@ -12,18 +12,20 @@ from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataVa
 from ..io_managers import AssetFolder
 from ..lib import stages, storage
 from ..lib.chunks import ChunkStore, work_key
-from ..models.profiles import build_model, expected_shapes, load_model, model_metadata
+from ..models.profiles import build_model, expected_shapes, latent_role, load_model, model_metadata
 from ..settings import Settings
-from .common import code_version, part_of, parts_def, preview, settings_metadata, staging
+from .common import code_version, kinds, media_description, part_of, parts_def, preview, settings_metadata, staging
 
 
 def _store(settings: Settings, asset_name: str, upstream: AssetFolder, model, n_rows: int,
-           part: str | None = None) -> ChunkStore:
+           part: str | None = None, role: str = "") -> ChunkStore:
     """Finished chunks from an earlier, interrupted run of the same inputs, model and settings: the key holds
-    the resolved commit, device type and dtype of the model as loaded, so no chunk crosses a change of them."""
+    the resolved commit, device type and dtype of the model as loaded, so no chunk crosses a change of them.
+    `role` names a second model's chunks of the same asset (T5 beside CLIP in a video's clip_embeddings)."""
     key = work_key(upstream.identity(), model.ref.model_id, model.revision, model.device.type, str(model.dtype),
                    code_version(settings, asset_name), settings.models.chunk_size)
-    name = f"{asset_name}-chunks-{part}" if part else f"{asset_name}-chunks"  # a part's chunks outlive other parts' runs
+    name = f"{asset_name}-{role}" if role else asset_name
+    name = f"{name}-chunks-{part}" if part else f"{name}-chunks"  # a part's chunks outlive other parts' runs
     return ChunkStore(storage.staging_dir(settings.data_root, name, key=key), n_rows,
                       settings.models.chunk_size)
 
@@ -51,9 +53,10 @@ def role_model(settings: Settings, role: str, label: str, n_rows: int, log=print
 
 
 def _run(context, settings: Settings, asset_name: str, role: str, upstream: AssetFolder, table: pd.DataFrame,
-         stage, batch_size: int, **stage_kwargs):
-    """Load the role's model, run `stage` over `table` in resumable chunks into a staged folder, record
-    metadata; returns (staged folder, stats)."""
+         stage, batch_size: int, out=None, second: bool = False, **stage_kwargs):
+    """Load the role's model, run `stage` over `table` in resumable chunks into a staged folder (or `out`, when a
+    `second` model adds its arrays to the first one's folder: its metadata keys are prefixed with the role),
+    record metadata; returns (staged folder, stats)."""
     part = part_of(context)
     if len(table) == 0 and part:  # a part whose every image was rejected: an empty output, the part is done
         context.log.warning(f"{asset_name}: part {part} has no kept image (see filtered_images' rejected.parquet)")
@@ -63,12 +66,12 @@ def _run(context, settings: Settings, asset_name: str, role: str, upstream: Asse
         raise ValueError(f"{asset_name}: no images to process: filtered_images kept none (see its "
                          "rejected.parquet and dropped_<reason> counts); fix the source or the filter settings")
     with role_model(settings, role, asset_name, len(table), context.log.info) as model:
-        store = _store(settings, asset_name, upstream, model, len(table), part)
-        out = staging(settings, asset_name, part)
+        store = _store(settings, asset_name, upstream, model, len(table), part, role if second else "")
+        out = out or staging(settings, asset_name, part)
         stats = stage(table, model=model, store=store, out_dir=out, batch_size=batch_size,
                       threads=settings.models.loader_threads, log=context.log.info, **stage_kwargs)
         store.remove()
-        _metadata(context, settings, asset_name, model, stats, batch_size)
+        _metadata(context, settings, asset_name, model, stats, batch_size, prefix=f"{role}_" if second else "")
     return out, stats
 
 
@@ -77,6 +80,7 @@ ARRAYS = {"clip_embeddings": (("tokens", "clip_tokens", np.float16), ("pooled", 
           "dinov2_embeddings": (("embeddings", "dinov2", np.float32),),
           "latents": (("latents", "latents", np.float16),),
           "clip_image_embeddings": (("embeddings", "clip_image", np.float16),)}
+VIDEO_ARRAYS = {"clip_embeddings": (("t5_tokens", "t5_tokens", np.float16), ("t5_mask", "t5_mask", np.bool_))}
 
 
 def empty_output(settings: Settings, asset_name: str, out):
@@ -86,7 +90,8 @@ def empty_output(settings: Settings, asset_name: str, out):
         stages.captions_table(pd.DataFrame({"image_id": [], "alt_text": []}), []).to_parquet(
             out / "captions.parquet", index=False)
     shapes = expected_shapes(settings) if asset_name in ARRAYS else {}
-    for name, key, dtype in ARRAYS.get(asset_name, ()):
+    video = VIDEO_ARRAYS.get(asset_name, ()) if settings.media == "video" else ()
+    for name, key, dtype in (*ARRAYS.get(asset_name, ()), *video):
         np.save(out / f"{name}.npy", np.empty((0, *shapes[key]), dtype))
     return out
 
@@ -103,8 +108,8 @@ def _engine_metadata(settings: Settings, stats: dict) -> dict:
     return meta
 
 
-def _metadata(context, settings, asset_name, model, stats, batch_size) -> None:
-    context.add_output_metadata({
+def _metadata(context, settings, asset_name, model, stats, batch_size, prefix: str = "") -> None:
+    meta = {
         **_engine_metadata(settings, stats),
         **model_metadata(model),
         "batch_size": batch_size,
@@ -115,11 +120,18 @@ def _metadata(context, settings, asset_name, model, stats, batch_size) -> None:
         "model_time_share": stats["model_share"] or 0.0,
         "shapes": MetadataValue.json(stats.get("shapes", {})),
         "settings": settings_metadata(settings, asset_name),
-    })
+    }
+    context.add_output_metadata({f"{prefix}{key}": value for key, value in meta.items()})
+
+
+def _frames(settings: Settings) -> str | None:
+    """What an image model sees of a clip (media: video), or None for images."""
+    return settings.video.embed_frames if settings.media == "video" else None
 
 
 def build_captions(settings: Settings) -> AssetsDefinition:
-    @asset(group_name="embeddings", kinds={"pytorch", "parquet"}, io_manager_key="tables_io", pool="gpu",
+    @asset(group_name="embeddings", kinds=kinds(settings, {"pytorch", "parquet"}), io_manager_key="tables_io",
+           description=media_description(settings, "captions"), pool="gpu",
            ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "captions"),
            partitions_def=parts_def(settings))
     def captions(context: AssetExecutionContext, filtered_images: AssetFolder):
@@ -142,21 +154,27 @@ def build_captions(settings: Settings) -> AssetsDefinition:
 
 
 def build_clip_embeddings(settings: Settings) -> AssetsDefinition:
-    @asset(group_name="embeddings", kinds={"pytorch", "numpy"}, io_manager_key="arrays_io", pool="gpu",
+    @asset(group_name="embeddings", kinds=kinds(settings, {"pytorch", "numpy"}), io_manager_key="arrays_io",
+           description=media_description(settings, "clip_embeddings"), pool="gpu",
            ins={"captions": AssetIn()}, code_version=code_version(settings, "clip_embeddings"),
            partitions_def=parts_def(settings))
     def clip_embeddings(context: AssetExecutionContext, captions: AssetFolder):
         """CLIP ViT-L/14 text embeddings of the captions: tokens/ (N, 77, 768) float16, what the experts
         condition on; pooled/ (N, 768) float16, what the router reads (chunked array folders); image_ids.npy."""
-        out, _ = _run(context, settings, "clip_embeddings", "text_encoder", captions, captions.table("captions"),
+        table = captions.table("captions")
+        out, _ = _run(context, settings, "clip_embeddings", "text_encoder", captions, table,
                       stages.encode_texts, settings.models.text_batch_size)
+        if settings.media == "video" and len(table):
+            _run(context, settings, "clip_embeddings", "t5_encoder", captions, table, stages.encode_t5,
+                 settings.models.text_batch_size, out=out, second=True)
         return out
 
     return clip_embeddings
 
 
 def build_dinov2_embeddings(settings: Settings) -> AssetsDefinition:
-    @asset(group_name="embeddings", kinds={"pytorch", "numpy"}, io_manager_key="arrays_io", pool="gpu",
+    @asset(group_name="embeddings", kinds=kinds(settings, {"pytorch", "numpy"}), io_manager_key="arrays_io",
+           description=media_description(settings, "dinov2_embeddings"), pool="gpu",
            ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "dinov2_embeddings"),
            partitions_def=parts_def(settings))
     def dinov2_embeddings(context: AssetExecutionContext, filtered_images: AssetFolder):
@@ -164,7 +182,8 @@ def build_dinov2_embeddings(settings: Settings) -> AssetsDefinition:
         a chunked array folder, L2-normalised (768 with dinov2-base); image_ids.npy."""
         kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
         out, _ = _run(context, settings, "dinov2_embeddings", "image_embedder", filtered_images, kept,
-                      stages.embed_images, settings.models.image_batch_size, crops_url=filtered_images.url(""))
+                      stages.embed_images, settings.models.image_batch_size, crops_url=filtered_images.url(""),
+                      frames=_frames(settings))
         context.add_output_metadata({"pooling": settings.models.dinov2_pooling})
         return out
 
@@ -172,15 +191,17 @@ def build_dinov2_embeddings(settings: Settings) -> AssetsDefinition:
 
 
 def build_latents(settings: Settings) -> AssetsDefinition:
-    @asset(group_name="embeddings", kinds={"pytorch", "numpy"}, io_manager_key="arrays_io", pool="gpu",
+    @asset(group_name="embeddings", kinds=kinds(settings, {"pytorch", "numpy"}), io_manager_key="arrays_io",
+           description=media_description(settings, "latents"), pool="gpu",
            ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "latents"),
            partitions_def=parts_def(settings))
     def latents(context: AssetExecutionContext, filtered_images: AssetFolder):
         """Stable Diffusion VAE latents of the kept crops, what the experts are trained on: latents/
         (N, 4, 32, 32) float16, a chunked array folder, already scaled by the VAE's scaling_factor (0.18215); image_ids.npy."""
         kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
-        out, stats = _run(context, settings, "latents", "latent_encoder", filtered_images, kept,
-                          stages.encode_latents, settings.models.latent_batch_size, crops_url=filtered_images.url(""))
+        out, stats = _run(context, settings, "latents", latent_role(settings), filtered_images, kept,
+                          stages.encode_latents, settings.models.latent_batch_size, crops_url=filtered_images.url(""),
+                          clips=settings.media == "video")
         context.add_output_metadata({"sampling": settings.models.latent_sampling,
                                      **{k: stats[k] for k in ("scaling_factor", "shift_factor") if k in stats}})
         return out
@@ -189,7 +210,8 @@ def build_latents(settings: Settings) -> AssetsDefinition:
 
 
 def build_clip_image_embeddings(settings: Settings) -> AssetsDefinition:
-    @asset(group_name="embeddings", kinds={"pytorch", "numpy"}, io_manager_key="arrays_io", pool="gpu",
+    @asset(group_name="embeddings", kinds=kinds(settings, {"pytorch", "numpy"}), io_manager_key="arrays_io",
+           description=media_description(settings, "clip_image_embeddings"), pool="gpu",
            ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "clip_image_embeddings"),
            partitions_def=parts_def(settings))
     def clip_image_embeddings(context: AssetExecutionContext, filtered_images: AssetFolder):
@@ -199,7 +221,7 @@ def build_clip_image_embeddings(settings: Settings) -> AssetsDefinition:
         kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
         out, _ = _run(context, settings, "clip_image_embeddings", "clip_image_encoder", filtered_images, kept,
                       stages.embed_images, settings.models.image_batch_size, crops_url=filtered_images.url(""),
-                      label="clip_image_embeddings")
+                      label="clip_image_embeddings", frames=_frames(settings))
         return out
 
     return clip_image_embeddings

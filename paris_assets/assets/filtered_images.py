@@ -12,7 +12,8 @@ from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataVa
 from ..io_managers import AssetFolder
 from ..lib.filtering import FilterParams, filter_raw_folder
 from ..settings import Settings
-from .common import code_version, counts_table, part_of, parts_def, preview, settings_metadata, staging
+from .common import (code_version, counts_table, kinds, media_description, part_of, parts_def, preview,
+                     settings_metadata, staging)
 
 
 def filter_params(settings: Settings) -> FilterParams:
@@ -39,10 +40,35 @@ def unit_runner(settings: Settings, log: Callable[[str], None] = print
                                        max_retries=run.max_retries, label="filtered_images")
 
 
+def video_params(settings: Settings):
+    """media: video: the per-clip rules (lib/video.VideoParams) from the video section and the filter's size rules."""
+    from ..lib.video import VideoParams
+
+    v = settings.video
+    return VideoParams(image_size=settings.filter.image_size, min_side=settings.filter.min_side, fps=v.fps,
+                       num_frames=v.num_frames, min_seconds=v.min_seconds, max_seconds=v.max_seconds,
+                       static_threshold=v.static_threshold, scene_cuts=v.scene_cuts, cut_threshold=v.cut_threshold,
+                       phash_max_distance=v.phash_max_distance, crf=v.crf,
+                       max_pixels=min(settings.ingest.max_image_pixels, VideoParams.max_pixels))
+
+
+def _filter(settings: Settings, raw_url: str, out, log, map_units) -> dict:
+    """The image filter, or with media: video the clip filter (lib/video_filtering), into `out`."""
+    if settings.media == "video":
+        from ..lib.video_filtering import filter_video_folder
+
+        return filter_video_folder(raw_url, str(out), video_params(settings), filter_params(settings),
+                                   processes=settings.filter.processes, chunk_size=settings.video.chunk_size,
+                                   log=log, map_units=map_units)
+    return filter_raw_folder(raw_url, str(out), filter_params(settings), processes=settings.filter.processes,
+                             chunk_size=settings.filter.chunk_size, log=log, map_units=map_units)
+
+
 def build_filtered_images(settings: Settings) -> AssetsDefinition:
     @asset(
         group_name="ingest",
-        kinds={"parquet", "webdataset"},
+        kinds=kinds(settings, {"parquet", "webdataset"}),
+        description=media_description(settings, "filtered_images"),
         io_manager_key="tables_io",
         ins={"raw_images": AssetIn()},
         code_version=code_version(settings, "filtered_images"),
@@ -54,11 +80,10 @@ def build_filtered_images(settings: Settings) -> AssetsDefinition:
         one source part's images, duplicates judged within the part (cluster_labels judges them across parts)."""
         out = staging(settings, "filtered_images", part_of(context))
         with unit_runner(settings, context.log.info) as (engine, map_units):
-            stats = filter_raw_folder(str(raw_images.path), str(out), filter_params(settings),
-                                      processes=settings.filter.processes, chunk_size=settings.filter.chunk_size,
-                                      log=context.log.info, map_units=map_units)
+            stats = _filter(settings, str(raw_images.path), out, context.log.info, map_units)
+        shown = ["duration", "motion", "rotation"] if settings.media == "video" else ["aesthetic"]
         kept = pd.read_parquet(out / "kept.parquet", columns=["image_id", "alt_text", "original_width",
-                                                              "original_height", "aesthetic", "phash"])
+                                                              "original_height", *shown, "phash"])
         rejected = pd.read_parquet(out / "rejected.parquet")
         context.add_output_metadata({
             "input": stats["input"],
@@ -75,6 +100,8 @@ def build_filtered_images(settings: Settings) -> AssetsDefinition:
             "rejected_preview": preview(rejected.groupby("reason").head(1)),
             "settings": settings_metadata(settings, "filtered_images"),
             "filter_params": MetadataValue.json(asdict(filter_params(settings))),
+            **({"video_params": MetadataValue.json(asdict(video_params(settings))),
+                "clips_per_s": stats["images_per_s"]} if settings.media == "video" else {}),
         })
         return out
 

@@ -31,6 +31,13 @@ from .sources import decode_caption, expand_paths, stable_id
 from .urls import UrlPolicy
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
+MEDIA_EXTS = {ext.lstrip(".") for ext in IMAGE_SUFFIXES + VIDEO_SUFFIXES}
+DEMO_SIZES = {"image": 2000, "video": 200}  # clean items the demo makes when source.demo_size is not set
+
+
+def demo_size(source, media: str) -> int:
+    return source.demo_size or DEMO_SIZES[media]
 
 
 def prepare_source_table(frame: pd.DataFrame, policy: UrlPolicy | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -51,9 +58,9 @@ def prepare_source_table(frame: pd.DataFrame, policy: UrlPolicy | None = None) -
     return frame.loc[~(unsafe | repeated)].reset_index(drop=True), refused.reset_index(drop=True)
 
 
-def folder_table(folder: str) -> pd.DataFrame:
-    """An image folder as a URL list: file:// URLs, captions from sidecar .txt files where present."""
-    paths = expand_paths(folder, IMAGE_SUFFIXES)
+def folder_table(folder: str, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> pd.DataFrame:
+    """An image (or video) folder as a URL list: file:// URLs, captions from sidecar .txt files where present."""
+    paths = expand_paths(folder, suffixes)
     rows = []
     for path in paths:
         sidecar = Path(path).with_suffix(".txt")
@@ -266,7 +273,7 @@ def webdataset_samples(path: str) -> pd.DataFrame:
                     continue
                 key, _, ext = member.name.partition(".")
                 entry = members.setdefault(key, {})
-                if ext.lower() in ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff") and "image_ext" not in entry:
+                if ext.lower() in MEDIA_EXTS and "image_ext" not in entry:
                     entry["image_ext"] = ext
                 elif ext in ("txt", "json"):
                     entry[ext] = tar.extractfile(member).read()
@@ -344,8 +351,8 @@ def source_table(source, demo_dir: str | None, seed: int) -> tuple[pd.DataFrame,
 
     if source.kind == "url_list":
         return read_url_list(source.path, source.url_col, source.caption_col, limit=source.limit, seed=seed)
-    if source.kind == "image_folder":
-        table = folder_table(source.path)
+    if source.kind in ("image_folder", "video_folder"):
+        table = folder_table(source.path, VIDEO_SUFFIXES if source.kind == "video_folder" else IMAGE_SUFFIXES)
         return (table.sample(n=source.limit, random_state=seed).sort_index()
                 if source.limit and source.limit < len(table) else table), {}
     if source.kind == "demo":
@@ -354,15 +361,19 @@ def source_table(source, demo_dir: str | None, seed: int) -> tuple[pd.DataFrame,
 
 
 def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None, seed: int = 0, log=print,
-           rows: tuple[int, int] | None = None, execution=None) -> dict:
+           rows: tuple[int, int] | None = None, execution=None, media: str = "image") -> dict:
     """Fill `out_dir` with the raw_images folder for any source kind; returns download stats. `rows` (first, end):
     only those rows of the source plan (a source part, lib/partitions.py), before any URL is refused.
 
-    demo: makes (or reuses) the demo files in `demo_dir`, serves them on 127.0.0.1 for the length of the
-    download, so the demo goes through the same img2dataset path as a LAION run.
+    demo: makes (or reuses) the demo files (source.demo_size clean images, or clips with media video) in `demo_dir`,
+    serves them on 127.0.0.1 for the length of the download, so the demo goes through the same img2dataset path
+    as a LAION run. Videos take that path too: img2dataset keeps the bytes it fetched as they are (no
+    re-encoding), and filtered_images decodes and judges them.
     """
     from .demo import url_table
     from .http_server import refused_base_url, serve_directory
+    from .sources import read_url_list
+    from .video_demo import video_url_table
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -374,10 +385,15 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
         samples, refused = prepare_source_table(samples)
         samples = samples.drop(columns=["image_ext"])
     elif source.kind == "demo":
-        demo = ensure_demo(demo_dir, source.demo_size, seed, log)
+        demo = (ensure_video_demo if media == "video" else ensure_demo)(demo_dir, demo_size(source, media), seed, log)
         with serve_directory(demo_dir) as base:
-            url_table(demo, base, refused_base_url()).to_parquet(Path(demo_dir) / "laion_demo.parquet", index=False)
-            table, read = source_table(source, demo_dir, seed)
+            if media == "video":
+                video_url_table(demo, base).to_parquet(Path(demo_dir) / "laion_demo.parquet", index=False)
+                table, read = read_url_list(str(Path(demo_dir) / "laion_demo.parquet"), "url", "caption",
+                                            id_col="demo_id")
+            else:
+                url_table(demo, base, refused_base_url()).to_parquet(Path(demo_dir) / "laion_demo.parquet", index=False)
+                table, read = source_table(source, demo_dir, seed)
             table, refused = prepare_source_table(_rows(table, rows), policy)
             log(f"raw_images: downloading {len(table)} demo URLs from {base}")
             _download(table, out, ingest_settings, log, execution)
@@ -425,12 +441,12 @@ def webdataset_table(source, seed: int) -> pd.DataFrame:
     return samples
 
 
-def count_source_rows(source, demo_dir: str, seed: int, log=print) -> int:
+def count_source_rows(source, demo_dir: str, seed: int, log=print, media: str = "image") -> int:
     """Rows of the source plan, the table ingest slices parts from (the demo's files are made if missing)."""
     if source.kind == "webdataset":
         return len(webdataset_table(source, seed))
     if source.kind == "demo":
-        return len(ensure_demo(demo_dir, source.demo_size, seed, log))
+        return len((ensure_video_demo if media == "video" else ensure_demo)(demo_dir, demo_size(source, media), seed, log))
     return len(source_table(source, demo_dir, seed)[0])
 
 
@@ -462,6 +478,26 @@ def ensure_demo(demo_dir: str, n: int, seed: int, log=print) -> pd.DataFrame:
 
     shutil.rmtree(folder, ignore_errors=True)
     demo = make_demo(folder, n=n, seed=seed)
+    demo.to_parquet(table_path, index=False)
+    stamp.write_text(json.dumps(wanted))
+    return demo
+
+
+def ensure_video_demo(demo_dir: str, n: int, seed: int, log=print) -> pd.DataFrame:
+    """The video demo's files for (n, seed) (lib/video_demo), generated once and reused while its generator is
+    unchanged; `files/` is what the demo server serves."""
+    from .video_demo import VIDEO_DEMO_VERSION, make_video_demo
+
+    folder = Path(demo_dir)
+    stamp, table_path = folder / "demo.json", folder / "demo_rows.parquet"
+    wanted = {"n": n, "seed": seed, "version": VIDEO_DEMO_VERSION, "media": "video"}
+    if stamp.exists() and table_path.exists() and json.loads(stamp.read_text()) == wanted:
+        return pd.read_parquet(table_path)
+    log(f"raw_images: generating the video demo ({n} clips, seed {seed}) in {folder}")
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    demo = make_video_demo(folder, n=n, seed=seed)
     demo.to_parquet(table_path, index=False)
     stamp.write_text(json.dumps(wanted))
     return demo

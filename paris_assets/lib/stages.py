@@ -21,7 +21,7 @@ import pandas as pd
 
 from .arrays import link_chunk_store
 from .chunks import ChunkStore, Timer, ordered_map, run_chunks
-from .crops import decode_crops, read_crop_bytes
+from .crops import KEYFRAMES, decode_clips, decode_crops, decode_first_frames, decode_keyframes, read_crop_bytes
 
 
 @dataclass
@@ -75,15 +75,21 @@ def run_batched(store: ChunkStore, job: BatchedJob, model, log: Callable[[str], 
     return stats
 
 
-def crop_job(kept: pd.DataFrame, crops_url: str, forward: Callable, batch_size: int, threads: int) -> BatchedJob:
-    """A job over the kept crops: loader threads read, decode and preprocess them, `forward` runs the model. It
-    carries only the two columns the reader needs: the job travels to every Ray worker."""
+def crop_job(kept: pd.DataFrame, crops_url: str, forward: Callable, batch_size: int, threads: int,
+             decode: Callable[[list[bytes]], np.ndarray] = decode_crops) -> BatchedJob:
+    """A job over the kept crops (or clips): loader threads read, `decode` and preprocess them, `forward` runs the
+    model. It carries only the two columns the reader needs: the job travels to every Ray worker."""
     where = kept[["image_id", "crop_shard"]]
-    return BatchedJob(partial(read_crop_bytes, crops_url, where), _preprocess_crops, forward, batch_size, threads)
+    return BatchedJob(partial(read_crop_bytes, crops_url, where), partial(_preprocess_crops, decode), forward,
+                      batch_size, threads)
 
 
-def _preprocess_crops(model, blobs: list[bytes]):
-    return model.preprocess(decode_crops(blobs))
+# media: video: what an image model sees of each stored clip (video.embed_frames), and what the video VAE sees
+FRAMES = {"first": decode_first_frames, "keyframes": decode_keyframes, "clip": decode_clips}
+
+
+def _preprocess_crops(decode, model, blobs: list[bytes]):
+    return model.preprocess(decode(blobs))
 
 
 def _preprocess(model, items):
@@ -92,6 +98,14 @@ def _preprocess(model, items):
 
 def _embed(model, pre, _offset: int) -> dict[str, np.ndarray]:
     return {"embeddings": model(pre)}
+
+
+def _embed_keyframes(model, pre, _offset: int) -> dict[str, np.ndarray]:
+    """Three keyframes a clip in, one embedding a clip out: the mean of its keyframes' unit vectors, normalised."""
+    per_frame = np.asarray(model(pre))
+    mean = per_frame.astype(np.float32).reshape(-1, KEYFRAMES, per_frame.shape[-1]).mean(axis=1)
+    mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    return {"embeddings": mean.astype(per_frame.dtype)}
 
 
 def _encode_latents(model, pre, offset: int) -> dict[str, np.ndarray]:
@@ -112,19 +126,27 @@ def _slice(items: Sequence, start: int, stop: int) -> Sequence:
 
 
 def embed_images(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
-                 crops_url: str, log=print, label: str = "dinov2_embeddings") -> dict:
+                 crops_url: str, log=print, label: str = "dinov2_embeddings", frames: str | None = None) -> dict:
     """dinov2_embeddings (or clip_image_embeddings): embeddings/ (N, D) L2-normalised, a chunked array folder;
-    image_ids.npy."""
-    stats = run_batched(store, crop_job(kept, crops_url, _embed, batch_size, threads), model, log, label)
+    image_ids.npy. `frames` (media: video): "first" embeds each clip's first frame, "keyframes" the normalised
+    mean over its first, middle and last."""
+    if frames is None:
+        job = crop_job(kept, crops_url, _embed, batch_size, threads)
+    else:
+        job = crop_job(kept, crops_url, _embed_keyframes if frames == "keyframes" else _embed, batch_size, threads,
+                       decode=FRAMES[frames])
+    stats = run_batched(store, job, model, log, label)
     stats["shapes"] = _finish(store, out_dir, kept, ["embeddings"])
     return stats
 
 
 def encode_latents(kept: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
-                   crops_url: str, log=print) -> dict:
+                   crops_url: str, log=print, clips: bool = False) -> dict:
     """latents: latents/ (N, 4, 32, 32) float16, already scaled by the VAE's scaling_factor, a chunked array
-    folder; image_ids.npy."""
-    stats = run_batched(store, crop_job(kept, crops_url, _encode_latents, batch_size, threads), model, log, "latents")
+    folder; image_ids.npy. With `clips` (media: video) the stored clips go whole through the video VAE: (N, C,
+    (T-1)/4+1, S/8, S/8)."""
+    job = crop_job(kept, crops_url, _encode_latents, batch_size, threads, decode=decode_clips if clips else decode_crops)
+    stats = run_batched(store, job, model, log, "latents")
     stats["shapes"] = _finish(store, out_dir, kept, ["latents"])
     stats.update(scaling_factor=model.scaling_factor, shift_factor=model.shift_factor)
     return stats
@@ -160,6 +182,22 @@ def encode_texts(captions: pd.DataFrame, model, store: ChunkStore, out_dir: Path
     job = BatchedJob(partial(_slice, texts), _preprocess, _encode_texts, batch_size, threads)
     stats = run_batched(store, job, model, log, "clip_embeddings")
     stats["shapes"] = _finish(store, out_dir, captions, ["tokens", "pooled"])
+    return stats
+
+
+def _encode_t5(model, tokens, _offset: int) -> dict[str, np.ndarray]:
+    states, mask = model(tokens)
+    return {"t5_tokens": states, "t5_mask": mask}
+
+
+def encode_t5(captions: pd.DataFrame, model, store: ChunkStore, out_dir: Path, batch_size: int, threads: int,
+              log=print) -> dict:
+    """media: video, beside encode_texts in clip_embeddings: t5_tokens/ (N, L, D) f16 (zeros at padding) and
+    t5_mask/ (N, L) bool, chunked array folders; image_ids.npy (the same)."""
+    texts = captions["caption"].fillna("").astype(str).tolist()
+    job = BatchedJob(partial(_slice, texts), _preprocess, _encode_t5, batch_size, threads)
+    stats = run_batched(store, job, model, log, "clip_embeddings (T5)")
+    stats["shapes"] = _finish(store, out_dir, captions, ["t5_tokens", "t5_mask"])
     return stats
 
 

@@ -298,6 +298,26 @@ def decode_clip(data: bytes) -> np.ndarray:
                          for f in container.decode(video=0)])
 
 
+def decode_frames(data: bytes, which) -> np.ndarray:
+    """Some frames of an encode_clip mp4, uint8 (len, S, S, 3) RGB: `which` is a tuple of frame indices, or
+    "keyframes" for the first, middle and last. Decoding stops after the last one wanted."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        if which == "keyframes":
+            total = stream.frames or len(decode_clip(data))
+            which = (0, total // 2, total - 1)
+        wanted, frames = sorted(set(which)), {}
+        for i, frame in enumerate(container.decode(stream)):
+            if i in wanted:
+                frames[i] = frame.to_ndarray(format="rgb24", src_color_range=frame.color_range or None)
+            if i >= wanted[-1]:
+                break
+    missing = [i for i in which if i not in frames]
+    if missing:
+        raise ValueError(f"the clip has no frame {missing[0]} (it holds {len(frames)} of those asked)")
+    return np.stack([frames[i] for i in which])
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio of two uint8 arrays, dB."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))

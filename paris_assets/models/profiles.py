@@ -13,16 +13,34 @@ from .clip_image_encoder import ClipImageEncoder
 from .common import COMMIT, ModelRef, dtype_name, pick_device, pick_dtype, resolve_revision
 from .image_embedder import DINOV2_BASE, DINOV2_LARGE, ImageEmbedder
 from .latent_encoder import SD_VAE_FT_MSE, LatentEncoder
+from .t5_encoder import T5_V1_1_XXL, T5TextEncoder
 from .text_encoder import CLIP_VIT_L14, TextEncoder
 from .tiny import TINY_VERSION, ensure_tiny_models, tiny_dir
+from .tiny_video import TINY_VIDEO_VERSION, VIDEO_ROLES, ensure_tiny_video_models
+from .video_latent_encoder import HUNYUAN_VIDEO_VAE, VideoLatentEncoder
 
 PARIS = {"captioner": BLIP2_OPT_2_7B, "text_encoder": CLIP_VIT_L14, "image_embedder": DINOV2_LARGE,
          "latent_encoder": SD_VAE_FT_MSE}
+# media: video's models (Paris 2.0): not pinned, no public source seen here names a commit (see their modules)
+PARIS_VIDEO = {"video_latent_encoder": HUNYUAN_VIDEO_VAE, "t5_encoder": T5_V1_1_XXL}
 # Commits pinned for the hub ids this project knows; an override naming one of them without a revision gets its pin.
 PINNED = {ref.model_id: ref.revision for ref in (*PARIS.values(), DINOV2_BASE)}
 # The model role behind each asset that runs one.
 ASSET_ROLES = {"captions": "captioner", "clip_embeddings": "text_encoder", "dinov2_embeddings": "image_embedder",
                "latents": "latent_encoder", "clip_image_embeddings": "clip_image_encoder"}
+# media: video: latents come from the causal video VAE, and clip_embeddings runs T5 beside CLIP's text tower
+VIDEO_ROLES_OF = {"latents": ("video_latent_encoder",), "clip_embeddings": ("text_encoder", "t5_encoder")}
+
+
+def asset_roles(settings: Settings, asset: str) -> tuple[str, ...]:
+    """The model roles `asset` runs under these settings (none for an asset that runs no model)."""
+    if settings.media == "video" and asset in VIDEO_ROLES_OF:
+        return VIDEO_ROLES_OF[asset]
+    return (ASSET_ROLES[asset],) if asset in ASSET_ROLES else ()
+
+
+def latent_role(settings: Settings) -> str:
+    return "video_latent_encoder" if settings.media == "video" else "latent_encoder"
 # Roles that load another role's checkpoint: CLIP's image tower comes from the text encoder's checkpoint, so the
 # aesthetic and NSFW heads read the embedding space they were trained on, and one id/revision setting covers both.
 SAME_CHECKPOINT = {"clip_image_encoder": "text_encoder"}
@@ -46,18 +64,22 @@ def model_ref(settings: Settings, role: str) -> ModelRef:
     revision = getattr(m, f"{role}_revision")
     if override:
         local = Path(settings.resolve(override)).exists()
+        # the paris id of a role whose weights sit in a subfolder (the video VAE, T5) keeps its subfolder
+        paris = {**PARIS, **PARIS_VIDEO}.get(role)
+        subfolder = paris.subfolder if paris and override == paris.model_id else None
         return ModelRef(settings.resolve(override) if local else override,
-                        revision or (None if local else PINNED.get(override)))
+                        revision or (None if local else PINNED.get(override)), subfolder)
     if m.profile == "tiny":
         return ModelRef(str(tiny_dir(tiny_root(settings), role)))
-    return ModelRef(PARIS[role].model_id, revision or PARIS[role].revision)
+    paris = {**PARIS, **PARIS_VIDEO}[role]
+    return ModelRef(paris.model_id, revision or paris.revision, paris.subfolder)
 
 
 def build_model(settings: Settings, role: str):
     """The role's wrapper, not yet loaded (tiny models are built on first use)."""
     m = settings.models
     if m.profile == "tiny" and not getattr(m, f"{_weights_role(role)}_id"):
-        ensure_tiny_models(tiny_root(settings), seed=settings.seed)
+        (ensure_tiny_video_models if role in VIDEO_ROLES else ensure_tiny_models)(tiny_root(settings), seed=settings.seed)
     ref = model_ref(settings, role)
     if role == "captioner":
         return Captioner(ref, m.device, m.dtype, settings.captions.max_new_tokens, settings.captions.min_new_tokens)
@@ -69,6 +91,10 @@ def build_model(settings: Settings, role: str):
         return ClipImageEncoder(ref, m.device, m.dtype)
     if role == "latent_encoder":
         return LatentEncoder(ref, m.device, m.dtype, sample=m.latent_sampling == "sample", seed=settings.seed)
+    if role == "video_latent_encoder":
+        return VideoLatentEncoder(ref, m.device, m.dtype, sample=m.latent_sampling == "sample", seed=settings.seed)
+    if role == "t5_encoder":
+        return T5TextEncoder(ref, m.device, m.dtype)
     raise ValueError(f"unknown model role {role!r}")
 
 
@@ -84,7 +110,8 @@ def model_identity(settings: Settings, role: str) -> dict[str, str]:
     m = settings.models
     device = pick_device(m.device)
     if m.profile == "tiny" and not getattr(m, f"{_weights_role(role)}_id"):
-        model_id, revision = "tiny", f"tiny-v{TINY_VERSION}-seed{settings.seed}"  # built on first use
+        version = TINY_VIDEO_VERSION if role in VIDEO_ROLES else TINY_VERSION
+        model_id, revision = "tiny", f"tiny-v{version}-seed{settings.seed}"  # built on first use
     else:
         ref = model_ref(settings, role)
         model_id, revision = ref.model_id, resolve_revision(ref)
@@ -94,11 +121,11 @@ def model_identity(settings: Settings, role: str) -> dict[str, str]:
 
 def model_fingerprint(settings: Settings, asset: str) -> str | None:
     """The model identity folded into `asset`'s code version (None for assets that run no model)."""
-    role = ASSET_ROLES.get(asset)
-    if role is None or (asset == "captions" and settings.captions.source != "blip2"):
+    roles = asset_roles(settings, asset)
+    if not roles or (asset == "captions" and settings.captions.source != "blip2"):
         return None
-    identity = model_identity(settings, role)
-    revision = identity["revision"][:10] if COMMIT.match(identity["revision"]) else identity["revision"]
+    revisions = [model_identity(settings, role)["revision"] for role in roles]
+    revision = "+".join(r[:10] if COMMIT.match(r) else r for r in dict.fromkeys(revisions))
     # Never what this host resolves `device: auto` to: the UI's code server (often a CPU host) and the GPU worker
     # that materialises must compute the same code version, or the asset shows Unsynced for good. An explicit
     # device fixes the dtype `auto` means (cuda + auto = cuda + float16); the resolved pair goes into the chunk
@@ -131,9 +158,31 @@ def expected_shapes(settings: Settings) -> dict[str, tuple[int, ...]]:
     text = getattr(clip, "text_config", clip)
     projection = getattr(clip, "projection_dim", getattr(text, "projection_dim", text.hidden_size))
     vision = getattr(clip, "vision_config", None)
+    shapes = {"dinov2": (dino.hidden_size,), "clip_tokens": (77, text.hidden_size), "clip_pooled": (projection,),
+              "clip_image": (getattr(vision, "projection_dim", projection),)}
+    if settings.media == "video":
+        return {**shapes, **_video_shapes(settings)}
     vae = AutoencoderKL.load_config(model_ref(settings, "latent_encoder").model_id,
                                     revision=model_ref(settings, "latent_encoder").revision)
     side = settings.filter.image_size // 2 ** (len(vae["block_out_channels"]) - 1)
-    return {"dinov2": (dino.hidden_size,), "clip_tokens": (77, text.hidden_size), "clip_pooled": (projection,),
-            "latents": (vae["latent_channels"], side, side),
-            "clip_image": (getattr(vision, "projection_dim", projection),)}
+    return {**shapes, "latents": (vae["latent_channels"], side, side)}
+
+
+def _video_shapes(settings: Settings) -> dict[str, tuple[int, ...]]:
+    """latents (C, (T-1)/4+1, S/8, S/8) from the video VAE's config; t5_tokens (226, d_model) and t5_mask (226,)."""
+    from diffusers import AutoencoderKLHunyuanVideo
+    from transformers import AutoConfig
+
+    from .t5_encoder import MAX_LENGTH
+
+    ensure = ensure_tiny_video_models if settings.models.profile == "tiny" else None
+    if ensure:
+        ensure(tiny_root(settings), seed=settings.seed)
+    ref = model_ref(settings, "video_latent_encoder")
+    vae = AutoencoderKLHunyuanVideo.load_config(ref.model_id, revision=ref.revision, subfolder=ref.subfolder)
+    t5_ref = model_ref(settings, "t5_encoder")
+    t5 = AutoConfig.from_pretrained(t5_ref.model_id, revision=t5_ref.revision, subfolder=t5_ref.subfolder or "")
+    side = settings.filter.image_size // vae["spatial_compression_ratio"]
+    frames = (settings.video.num_frames - 1) // vae["temporal_compression_ratio"] + 1
+    return {"latents": (vae["latent_channels"], frames, side, side), "t5_tokens": (MAX_LENGTH, t5.d_model),
+            "t5_mask": (MAX_LENGTH,)}
