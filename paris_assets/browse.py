@@ -4,7 +4,8 @@ held-out shards of a data_dir on 127.0.0.1, with the standard library's HTTP ser
 The page shows an overview (images, shards per cluster, shard sizes), the shards' health against
 pipeline_manifest.json, filters, paginated thumbnails and a detail view. The JSON behind it is plain too:
 /api/overview, /api/health, /api/samples?cluster=1&aesthetic_min=6&page=2, /api/sample/<image_id>,
-/image/<image_id>?size=160; POST /api/rescan (with an X-Requested-With header) re-reads the shards after a
+/image/<image_id>?size=160; for clips (media: video) /preview/<image_id>?size=160, an animated WebP of the first
+frames, and /clip/<image_id>, the stored mp4; POST /api/rescan (with an X-Requested-With header) re-reads the shards after a
 re-materialisation. There is no authentication: it answers only requests addressed to the host it serves.
 """
 
@@ -25,10 +26,11 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from .lib import shard_index
+from .lib import previews, shard_index
 from .settings import load_settings
 
 MAX_PER_PAGE = 200
+PREVIEW_CACHE_BYTES = 64 << 20  # a page of 48 grid previews is ~2-5 MB: a dozen pages and their detail previews
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -38,6 +40,7 @@ class Snapshot:
     index: shard_index.ShardIndex | None
     error: str | None
     crops: shard_index.CropLookup
+    previews: previews.PreviewCache  # this scan's: a rescan starts an empty one
     version: str  # changes with every scan: image URLs carry it, so a browser never shows a stale cached image
 
 
@@ -59,7 +62,7 @@ class Browser:
             index, error = None, str(exc)
         except Exception as exc:  # an unreadable manifest: say so on the page, keep serving
             index, error = None, f"cannot read the shards under {self.data_root}: {type(exc).__name__}: {exc}"
-        return Snapshot(index, error, crops, f"{time.time():.3f}")
+        return Snapshot(index, error, crops, previews.PreviewCache(PREVIEW_CACHE_BYTES), f"{time.time():.3f}")
 
     def rescan(self) -> Snapshot:
         with self._scan_lock:  # one scan at a time; the last one started is the one kept
@@ -113,10 +116,25 @@ def make_handler(browser: Browser, allowed_hosts: set[str]) -> type[BaseHTTPRequ
             elif url.path.startswith("/api/sample/"):
                 self._json(_row(_require(snap).row(unquote(url.path.rpartition("/")[2]))))
             elif url.path.startswith("/image/"):
-                data = shard_index.read_image(_require(snap), unquote(url.path.rpartition("/")[2]), snap.crops)
-                if params.get("size"):
-                    data = shard_index.thumbnail(data, min(1024, max(16, int(params["size"]))))
+                index, image_id = _require(snap), unquote(url.path.rpartition("/")[2])
+                side = min(1024, max(16, int(params["size"]))) if params.get("size") else None
+                if shard_index.is_clip(index, image_id):  # a still where a page wants one: the first frame
+                    data = previews.first_frame_jpeg(shard_index.read_clip(index, image_id, snap.crops), side)
+                else:
+                    data = shard_index.read_image(index, image_id, snap.crops)
+                    if side:
+                        data = shard_index.thumbnail(data, side)
                 self._send(HTTPStatus.OK, data, "image/jpeg", cache="v" in params)
+            elif url.path.startswith("/preview/"):
+                index, image_id = _require(snap), unquote(url.path.rpartition("/")[2])
+                side = min(1024, max(16, int(params["size"]))) if params.get("size") else None
+                data = snap.previews.get((image_id, side), lambda: _preview(index, image_id, snap.crops, side))
+                self._send(HTTPStatus.OK, data, "image/webp", cache="v" in params)
+            elif url.path.startswith("/clip/"):
+                index, image_id = _require(snap), unquote(url.path.rpartition("/")[2])
+                data = shard_index.read_clip(index, image_id, snap.crops)
+                self._send(HTTPStatus.OK, data, "video/mp4", cache="v" in params,
+                           headers={"Content-Disposition": f'attachment; filename="{_safe_name(image_id)}.mp4"'})
             else:
                 raise LookupError(f"no such page {url.path}")
 
@@ -138,9 +156,12 @@ def make_handler(browser: Browser, allowed_hosts: set[str]) -> type[BaseHTTPRequ
         def _json(self, value, status: HTTPStatus = HTTPStatus.OK) -> None:
             self._send(status, json.dumps(value, allow_nan=False, default=str).encode(), "application/json")
 
-        def _send(self, status: HTTPStatus, body: bytes, kind: str, cache: bool = False) -> None:
+        def _send(self, status: HTTPStatus, body: bytes, kind: str, cache: bool = False,
+                  headers: dict[str, str] | None = None) -> None:
             self.send_response(status)
             self.send_header("Content-Type", kind)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("X-Content-Type-Options", "nosniff")
             self.send_header("Cache-Control", "max-age=3600" if cache else "no-store")
@@ -154,10 +175,21 @@ def make_handler(browser: Browser, allowed_hosts: set[str]) -> type[BaseHTTPRequ
     return Handler
 
 
+def _preview(index: shard_index.ShardIndex, image_id: str, crops: shard_index.CropLookup, side: int | None) -> bytes:
+    """The clip's animated preview at the rate its json states (the mp4's own rate when it states none)."""
+    fps = index.row(image_id)["fps"]
+    return previews.clip_preview(shard_index.read_clip(index, image_id, crops), side,
+                                 fps=float(fps) if fps is not None and math.isfinite(float(fps)) and fps > 0 else None)
+
+
+def _safe_name(image_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in image_id)[:100] or "clip"
+
+
 def _row(row) -> dict:
     out = {}
     for key, value in row.items():
-        if key in ("jpg_offset", "jpg_size", "order"):
+        if key in ("jpg_offset", "jpg_size", "order", "mp4_offset", "mp4_size"):
             continue
         if isinstance(value, float) and not math.isfinite(value):
             value = None

@@ -4,7 +4,8 @@ health against pipeline_manifest.json, filtered pages of samples, and their imag
 The index reads only tar headers and each sample's small `json` member, seeking over latents and tokens, so on
 a local disk it costs a few bytes per sample rather than the ~120 KB a sample weighs (on object stores,
 fsspec's read-ahead fetches more). Images come from the sample's own
-`jpg` (with `shards.include_jpg`) or else from the `filtered_images` crop of the same image_id.
+`jpg` (with `shards.include_jpg`) or else from the `filtered_images` crop of the same image_id; clips (media: video)
+likewise from the sample's own `mp4` (with `shards.include_mp4`) or else the crop tar's `mp4` member.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ FILTER_COLUMNS = ("cluster", "split", "aesthetic_min", "aesthetic_max", "aesthet
 # the json fields the index keeps per sample (quality columns: lib/quality.py; absent in older shards)
 RECORD_FIELDS = ("cluster", "url", "alt_text", "caption", "aesthetic", "aesthetic_source", "aesthetic_computed",
                  "punsafe", "punsafe_source", "punsafe_computed", "centroid_distance", "width", "height")
+# media: video: the json's clip facts (lib/video.probe_and_decode). Columns only of an index that holds clips: an
+# image index of 11M samples would carry ten columns of None (~1 GB) for nothing
+CLIP_FIELDS = ("media", "duration", "source_fps", "fps", "num_frames", "window_start", "window_end", "rotation",
+               "codec", "motion")
 SORTS = {"shard": ("order", True), "aesthetic": ("aesthetic", True), "-aesthetic": ("aesthetic", False),
          "distance": ("centroid_distance", True), "-distance": ("centroid_distance", False)}
 
@@ -106,13 +111,16 @@ def _scan(root: UPath, manifest: dict, on_disk: dict) -> tuple[pd.DataFrame, dic
         except Exception as exc:  # a damaged tar is a finding for the health table, not a crash
             unreadable[entry["path"]] = f"{type(exc).__name__}: {exc} (after {found} samples)"
         counted[entry["path"]] = found
-    samples = pd.DataFrame(rows, columns=["image_id", "split", "shard", *RECORD_FIELDS, "jpg_offset", "jpg_size"])
+    columns = ["image_id", "split", "shard", *RECORD_FIELDS, "jpg_offset", "jpg_size"]
+    if any(row.get("media") == "video" for row in rows):
+        columns += [*CLIP_FIELDS, "mp4_offset", "mp4_size"]
+    samples = pd.DataFrame(rows, columns=columns)
     return samples, unreadable, counted
 
 
 def _cache_key(root: UPath, manifest: dict, on_disk: dict) -> str:
     shards = sorted((e["path"], on_disk.get(e["path"])) for _, e in listed_shards(manifest))
-    blob = json.dumps([manifest, shards, RECORD_FIELDS], sort_keys=True, default=str)  # a scan of other fields is stale
+    blob = json.dumps([manifest, shards, RECORD_FIELDS, CLIP_FIELDS], sort_keys=True, default=str)  # a scan of other fields is stale
     return f"{hashlib.sha256(str(root).encode()).hexdigest()[:8]}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
 
 
@@ -145,12 +153,16 @@ def _scan_shard(fh) -> Iterator[dict]:
         if sample is None or sample["image_id"] != key:
             if sample is not None:
                 yield sample
-            sample = {"image_id": key, "jpg_offset": -1, "jpg_size": 0}
+            sample = {"image_id": key, "jpg_offset": -1, "jpg_size": 0, "mp4_offset": -1, "mp4_size": 0}
         if ext == "json":
             record = json.loads(stream.read())
             sample.update({k: record.get(k) for k in RECORD_FIELDS})
+            if record.get("media") == "video":
+                sample.update({k: record.get(k) for k in CLIP_FIELDS})
         elif ext == "jpg":
             sample["jpg_offset"], sample["jpg_size"] = fh.tell(), size
+        elif ext == "mp4":
+            sample["mp4_offset"], sample["mp4_size"] = fh.tell(), size
         elif ext == "txt" and "caption" not in sample:
             sample["caption"] = stream.read().decode("utf-8", "replace")
     if sample is not None:
@@ -185,8 +197,16 @@ def shard_health(index: ShardIndex) -> list[dict]:
     return problems
 
 
+def media_of(index: ShardIndex) -> str:
+    """image or video: what the manifest says, else what the samples' json says (manifests before media)."""
+    if index.manifest.get("media") in ("image", "video"):
+        return index.manifest["media"]
+    return "video" if "media" in index.samples and (index.samples["media"] == "video").any() else "image"
+
+
 def overview(index: ShardIndex) -> dict:
-    """Totals, per-cluster samples/shards/bytes, and the distribution of shard sizes (10 bins)."""
+    """Totals, per-cluster samples/shards/bytes, and the distribution of shard sizes (10 bins); the media, and
+    for clips how many there are and how many carry their mp4 in the shard (the rest read it from the crops)."""
     listed = listed_shards(index.manifest)
     per_split: dict[str, dict] = {}
     for split, entry in listed:
@@ -196,7 +216,7 @@ def overview(index: ShardIndex) -> dict:
         row["bytes"] += entry["bytes"]
     sizes = np.array([entry["bytes"] for _, entry in listed], float)
     counts, edges = np.histogram(sizes, bins=10) if len(sizes) else (np.zeros(0, int), np.zeros(1))
-    return {
+    view = {
         "created": index.manifest.get("created"), "k": index.manifest.get("k"),
         "total_images": int(sum(e["samples"] for _, e in listed)), "indexed_images": len(index.samples),
         "expert_images": int(sum(e["samples"] for s, e in listed if s != "heldout")),
@@ -206,7 +226,14 @@ def overview(index: ShardIndex) -> dict:
         "shard_sizes": [{"from": float(a), "to": float(b), "shards": int(n)}
                         for a, b, n in zip(edges[:-1], edges[1:], counts)],
         "has_jpg": bool((index.samples["jpg_offset"] >= 0).any()) if len(index.samples) else False,
+        "media": media_of(index),
     }
+    if view["media"] == "video":
+        clips = index.samples["media"] == "video" if "media" in index.samples else np.zeros(len(index.samples), bool)
+        view["clips"] = view["total_images"]
+        view["indexed_clips"] = int(clips.sum())
+        view["clips_with_mp4"] = int((index.samples.loc[clips, "mp4_offset"] >= 0).sum()) if clips.any() else 0
+    return view
 
 
 def query(samples: pd.DataFrame, filters: dict, page: int = 1, per_page: int = 48) -> tuple[int, pd.DataFrame]:
@@ -258,7 +285,7 @@ def served_page(page: int, total: int, per_page: int) -> int:
     return min(max(1, int(page)), max(1, -(-total // per_page)))
 
 
-def read_image(index: ShardIndex, image_id: str, crops: "CropLookup") -> bytes:
+def read_image(index: ShardIndex, image_id: str, crops: CropLookup) -> bytes:
     """The JPEG bytes of one sample: its own `jpg` member, or the filtered_images crop of the same image."""
     row = index.row(image_id)
     if row["jpg_offset"] >= 0:
@@ -272,19 +299,45 @@ def read_image(index: ShardIndex, image_id: str, crops: "CropLookup") -> bytes:
     return data
 
 
+def is_clip(index: ShardIndex, image_id: str) -> bool:
+    return "media" in index.samples and index.row(image_id)["media"] == "video"
+
+
+def read_clip(index: ShardIndex, image_id: str, crops: CropLookup) -> bytes:
+    """The mp4 bytes of one clip (media: video): its own `mp4` member, or the `mp4` of its filtered_images crop.
+    Raises KeyError saying why when there is none."""
+    if not is_clip(index, image_id):
+        raise KeyError(f"{image_id!r} is an image, not a clip: it has no mp4")
+    row = index.row(image_id)
+    if row["mp4_offset"] >= 0:
+        with (index.root / row["shard"]).open("rb") as fh:
+            fh.seek(int(row["mp4_offset"]))
+            data = fh.read(int(row["mp4_size"]))
+    else:
+        data = crops.read(image_id, "mp4")
+    if data[4:8] != b"ftyp":  # every mp4 encode_clip writes starts with its ftyp box
+        raise KeyError(f"the clip of {image_id!r} moved since the shards were scanned: rescan")
+    return data
+
+
 class CropLookup:
-    """filtered_images' crops by image_id; each crop shard's headers are scanned once, on first use."""
+    """filtered_images' crops by image_id: the `jpg` of an image, the `mp4` of a clip; each crop shard's headers
+    are scanned once, on first use."""
+
+    MEMBERS = ("jpg", "mp4")
 
     def __init__(self, root: UPath):
         self.root = root
         self._shard_of: dict[str, str] | None = None
-        self._members: dict[str, dict[str, tuple[int, int]]] = {}
+        self._members: dict[str, dict[tuple[str, str], tuple[int, int]]] = {}
 
-    def read(self, image_id: str) -> bytes:
+    def read(self, image_id: str, ext: str = "jpg") -> bytes:
+        if ext not in self.MEMBERS:
+            raise ValueError(f"crops hold {self.MEMBERS}, not {ext!r}")
         if self._shard_of is None:
             kept = self.root / "filtered_images" / "kept.parquet"
             if not kept.exists():
-                raise KeyError("filtered_images/kept.parquet is missing, and the shards hold no jpg")
+                raise KeyError(f"filtered_images/kept.parquet is missing, and the shards hold no {ext}")
             with kept.open("rb") as fh:
                 table = pd.read_parquet(fh, columns=["image_id", "crop_shard"])
             self._shard_of = dict(zip(table["image_id"], table["crop_shard"].astype(str)))
@@ -294,15 +347,18 @@ class CropLookup:
         path = self.root / "filtered_images" / shard  # e.g. crops/shard-000000.tar
         if shard not in self._members:
             members = {}
-            with path.open("rb") as fh:
-                for name, size, _stream in iter_members(fh):
-                    key, _, ext = name.rpartition("/")[2].partition(".")
-                    if ext == "jpg":
-                        members[key] = (fh.tell(), size)
+            try:
+                with path.open("rb") as fh:
+                    for name, size, _stream in iter_members(fh):
+                        key, _, member = name.rpartition("/")[2].partition(".")
+                        if member in self.MEMBERS:
+                            members[key, member] = (fh.tell(), size)
+            except FileNotFoundError:
+                raise KeyError(f"{path} is missing: re-materialise filtered_images, or rescan") from None
             self._members[shard] = members
-        if image_id not in self._members[shard]:
-            raise KeyError(f"{image_id!r} is not in {path}")
-        offset, size = self._members[shard][image_id]
+        if (image_id, ext) not in self._members[shard]:
+            raise KeyError(f"{image_id!r} has no {ext} in {path}")
+        offset, size = self._members[shard][image_id, ext]
         with path.open("rb") as fh:
             fh.seek(offset)
             return fh.read(size)
