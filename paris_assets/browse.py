@@ -177,9 +177,9 @@ def make_handler(browser: Browser, allowed_hosts: set[str]) -> type[BaseHTTPRequ
 
 def _preview(index: shard_index.ShardIndex, image_id: str, crops: shard_index.CropLookup, side: int | None) -> bytes:
     """The clip's animated preview at the rate its json states (the mp4's own rate when it states none)."""
+    mp4 = shard_index.read_clip(index, image_id, crops)  # first: it says why an image or a missing clip has none
     fps = index.row(image_id)["fps"]
-    return previews.clip_preview(shard_index.read_clip(index, image_id, crops), side,
-                                 fps=float(fps) if fps is not None and math.isfinite(float(fps)) and fps > 0 else None)
+    return previews.clip_preview(mp4, side, fps=float(fps) if fps is not None and math.isfinite(fps) and fps > 0 else None)
 
 
 def _safe_name(image_id: str) -> str:

@@ -1,7 +1,7 @@
 """The shard browser over clips (media: video): the animated preview, its cache, the index of a video data root
 (mp4 from the shards or from filtered_images' crops), the endpoints over a real loopback server, and the page in
 a real browser. The data root is made here: a manifest, shards and crop tars holding seeded moving patterns
-encoded by lib/video.encode_clip (~100 KB in all)."""
+encoded by lib/video.encode_clip (~135 KB in all)."""
 
 import hashlib
 import io
@@ -177,10 +177,14 @@ def test_preview_cache_is_bounded_and_least_recently_used_goes_first():
 
 # -- the index ------------------------------------------------------------------------------------------------
 
-def test_index_of_a_video_root(video_root):
+def test_index_of_a_video_root(video_root, tmp_path):
     root, clips = video_root
     index = shard_index.build_index(str(root))
     assert shard_index.shard_health(index) == []
+    shard_index.build_index(str(root), tmp_path)
+    cached = shard_index.build_index(str(root), tmp_path)  # the clip columns survive the scan cache's parquet
+    assert len(list(tmp_path.glob("*.parquet"))) == 1
+    pd.testing.assert_frame_equal(cached.samples, index.samples, check_dtype=False)
     samples = index.samples.set_index("image_id")
     assert list(samples.index) == list(clips) and (samples["media"] == "video").all()
     assert samples.loc["clip003", "num_frames"] == FRAMES and samples.loc["clip003", "rotation"] == 90
