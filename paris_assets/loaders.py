@@ -2,7 +2,13 @@
 
     from paris_assets.loaders import expert_dataset, router_dataset
     experts = expert_dataset("data", k=3)      # (latent, text conditioning, caption)
+    experts = expert_dataset("data", k=3, interpolant="flow")  # {"x_t", "t", "target", "latent", "cond", ...}
     router = router_dataset("data")            # {"x_t", "t", "cluster", "clip"} under flow matching
+
+Both read clips (media: video, Paris 2.0) as they read images: latents of any rank ((C, T', h, w) for a clip),
+and a clip's expert sample also holds "t5_tokens" (L, D) and "t5_mask" (L,). Flow matching (`noise_latent`): t in
+[0, 1], 0 the clean latent and 1 pure noise, x_t = (1 - t) x0 + t eps, the target the velocity eps - x0, and
+the model is handed t itself (a float; scale it inside the model if its embedding wants 0..1000).
 
 Reproducible: every random choice (shard order, sample shuffle, resampling, noise, t) derives from `seed`,
 the epoch (`set_epoch(n)`), and where it must, the rank and the DataLoader worker; seed 0 is a seed like any
@@ -13,6 +19,7 @@ decoded by lib/samples (no pickle, no torch.load).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -23,11 +30,13 @@ import numpy as np
 import torch
 
 from .lib.arrays import open_named
-from .lib.samples import decode_sample
+from .lib.shards import decode_shard_sample
 from .lib.storage import require_settled, root_upath
 from .lib.tars import iter_members
 
 NUM_TIMESTEPS = 1000
+INTERPOLANTS = ("flow", "ddpm")
+ROUTER_BLOCK_BYTES = 8 * 2**20  # router rows read together: 1,024 image latents (4x32x32 f16), 51 clip latents
 
 
 def manifest(data_dir: str | Path) -> dict:
@@ -91,6 +100,12 @@ def _check_seed(seed: int, epoch: int) -> None:
 class ExpertDataset(torch.utils.data.IterableDataset):
     """Expert k's samples as (latent (4, 32, 32) float32, conditioning float32, caption[, image_id]).
 
+    With an `interpolant` ("flow" or "ddpm", see noise_latent), or on clips (the manifest's media: video), a
+    dict instead: "latent" (the clean x0, any rank: (C, T', h, w) for a clip), "cond", "caption", a clip's
+    "t5_tokens" (L, D) float32 and "t5_mask" (L,) bool, "key" with `with_key`, and under an interpolant
+    "x_t", "t" and "target". The noise and t of a sample are drawn from (seed, epoch, its key): the same in an
+    epoch whatever the ranks, workers or shuffle. `t_sampling` is "uniform" (t ~ U(0, 1)) or "logit_normal".
+
     Each epoch the shards are put in an order drawn from (seed, epoch), the same on every rank; the samples in
     that order are cut into equal blocks, one per rank, each split among the rank's workers (a worker may start
     or stop inside a shard: skipped samples are not decoded). `resampled=True` instead draws each worker's
@@ -99,13 +114,18 @@ class ExpertDataset(torch.utils.data.IterableDataset):
 
     def __init__(self, data_dir: str | Path, k: int, conditioning: str = "tokens", shuffle: int = 1000,
                  resampled: bool = False, seed: int = 0, epoch: int = 0, with_key: bool = False,
-                 rank: int | None = None, world_size: int | None = None):
+                 rank: int | None = None, world_size: int | None = None, interpolant: str | None = None,
+                 t_sampling: str = "uniform", steps: int = NUM_TIMESTEPS):
         if conditioning not in ("tokens", "pooled"):
             raise ValueError(f"conditioning must be 'tokens' or 'pooled', not {conditioning!r}")
+        _check_interpolant(interpolant, t_sampling, optional=True)
         _check_seed(seed, epoch)
         self.k, self.shuffle, self.resampled, self.seed, self.epoch = k, shuffle, resampled, seed, epoch
         self.cond = {"tokens": "clip_tokens.npy", "pooled": "clip.npy"}[conditioning]
         self.with_key, self.rank, self.world_size = with_key, rank, world_size
+        self.interpolant, self.t_sampling = interpolant, t_sampling
+        self.alphas_cumprod = linear_alphas_cumprod(steps).numpy()
+        self.video = manifest(data_dir).get("media", "image") == "video"
         self.shards = expert_shards(data_dir, k)
         self.counts = np.array([n for _path, n in self.shards], dtype=np.int64)
 
@@ -142,14 +162,14 @@ class ExpertDataset(torch.utils.data.IterableDataset):
     def read(self, shard: int, skip: int, take: int) -> Iterator[dict]:
         """`take` samples of one shard after the first `skip`, decoded safely (only what is yielded)."""
         path, listed = self.shards[shard]
-        wanted = {"latent.npy", self.cond, "txt"}
+        wanted = {"latent.npy", self.cond, "txt"} | ({"t5_tokens.npy", "t5_mask.npy"} if self.video else set())
         seen, sample = 0, None
         with root_upath(path).open("rb") as fh:
             for name, _size, stream in iter_members(fh):
                 key, _, member = name.rpartition("/")[2].partition(".")
                 if sample is None or key != sample["__key__"]:
                     if sample is not None and seen > skip:
-                        yield decode_sample(sample, wanted)
+                        yield decode_shard_sample(sample, wanted)
                     if seen == skip + take:
                         return
                     seen += 1
@@ -157,7 +177,7 @@ class ExpertDataset(torch.utils.data.IterableDataset):
                 if seen > skip:
                     sample[member] = stream.read() if member in wanted else b""
             if sample is not None and skip < seen <= skip + take:
-                yield decode_sample(sample, wanted)
+                yield decode_shard_sample(sample, wanted)
         if seen < skip + take:
             raise ValueError(f"{path}: {seen} samples, the manifest says {listed}: the shards changed since "
                              "pipeline_manifest.json was written; re-materialise expert_shards")
@@ -171,9 +191,64 @@ class ExpertDataset(torch.utils.data.IterableDataset):
         if self.shuffle > 1:
             stream = buffer_shuffle(stream, self.shuffle, random.Random(seed_of(self.seed, self.epoch, rank, worker)))
         for sample in stream:
-            item = (torch.from_numpy(np.array(sample["latent.npy"], dtype=np.float32)),
-                    torch.from_numpy(np.array(sample[self.cond], dtype=np.float32)), sample["txt"])
-            yield item + (sample["__key__"],) if self.with_key else item
+            yield self.item(sample)
+
+    def item(self, sample: dict) -> tuple | dict:
+        """What a decoded sample yields: the tuple of an image sample with no interpolant, else the dict."""
+        latent = np.array(sample["latent.npy"], dtype=np.float32)
+        cond = torch.from_numpy(np.array(sample[self.cond], dtype=np.float32))
+        if self.interpolant is None and not self.video:
+            item = (torch.from_numpy(latent), cond, sample["txt"])
+            return item + (sample["__key__"],) if self.with_key else item
+        out = {"latent": torch.from_numpy(latent), "cond": cond, "caption": sample["txt"]}
+        if self.video:
+            out["t5_tokens"] = torch.from_numpy(np.array(sample["t5_tokens.npy"], dtype=np.float32))
+            out["t5_mask"] = torch.from_numpy(np.array(sample["t5_mask.npy"], dtype=bool))
+        if self.interpolant is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, key_word(sample["__key__"])])
+            x_t, out["t"], target = noise_latent(latent, rng, self.interpolant, self.t_sampling,
+                                                 alphas_cumprod=self.alphas_cumprod)
+            out["x_t"], out["target"] = torch.from_numpy(x_t), torch.from_numpy(target)
+        if self.with_key:
+            out["key"] = sample["__key__"]
+        return out
+
+
+def key_word(key: str) -> int:
+    """A sample key as a 64-bit integer for seeding (the first 8 bytes of its sha256)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+
+
+def noise_latent(x0: np.ndarray, rng: np.random.Generator, interpolant: str = "flow", t_sampling: str = "uniform",
+                 logit_mean: float = 0.0, logit_std: float = 1.0,
+                 alphas_cumprod: np.ndarray | None = None) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """One training draw for a clean latent x0 of any shape: (x_t float32, t, target float32); eps ~ N(0, I) is
+    drawn from `rng` first, then t.
+
+    "flow" (rectified flow, what Paris 2.0 trains with): t a float32 in [0, 1], 0 the clean latent and 1 pure
+    noise, uniform (`t_sampling="uniform"`) or logit-normal (sigmoid of N(logit_mean, logit_std), SD3's);
+    x_t = (1 - t) x0 + t eps, and the target is the velocity dx_t/dt = eps - x0 (so x0 = x_t - t v). The model
+    is handed t as it is. "ddpm": t an int64 step uniform in [0, len(alphas_cumprod)) (default: DDPM's linear
+    schedule, NUM_TIMESTEPS steps), x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps, and the target is eps."""
+    eps = rng.standard_normal(x0.shape, dtype=np.float32)
+    if interpolant == "flow":
+        t = rng.random() if t_sampling == "uniform" else \
+            1 / (1 + math.exp(-(logit_mean + logit_std * rng.standard_normal())))
+        x_t = (1 - t) * x0 + t * eps
+        return np.asarray(x_t, np.float32), torch.tensor(t, dtype=torch.float32), np.asarray(eps - x0, np.float32)
+    alphas = linear_alphas_cumprod().numpy() if alphas_cumprod is None else alphas_cumprod
+    step = int(rng.integers(len(alphas)))
+    a = float(alphas[step])
+    x_t = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
+    return np.asarray(x_t, np.float32), torch.tensor(step, dtype=torch.int64), eps
+
+
+def _check_interpolant(interpolant: str | None, t_sampling: str, optional: bool = False) -> None:
+    if interpolant not in INTERPOLANTS and not (optional and interpolant is None):
+        raise ValueError(f"interpolant must be {' or '.join(map(repr, INTERPOLANTS))}"
+                         f"{' or None' if optional else ''}, not {interpolant!r}")
+    if t_sampling not in ("logit_normal", "uniform"):
+        raise ValueError(f"t_sampling must be 'logit_normal' or 'uniform', not {t_sampling!r}")
 
 
 def buffer_shuffle(stream: Iterator, size: int, rng: random.Random) -> Iterator:
@@ -191,10 +266,11 @@ def buffer_shuffle(stream: Iterator, size: int, rng: random.Random) -> Iterator:
 
 def expert_dataset(data_dir: str | Path, k: int, conditioning: str = "tokens", shuffle: int = 1000,
                    resampled: bool = False, seed: int = 0, epoch: int = 0, with_key: bool = False,
-                   rank: int | None = None, world_size: int | None = None) -> ExpertDataset:
+                   rank: int | None = None, world_size: int | None = None, **options) -> ExpertDataset:
     """Expert k's samples; `conditioning`: "tokens" -> (77, 768) CLIP per-token states (what Paris experts
-    condition on), or "pooled" -> (768,). See ExpertDataset."""
-    return ExpertDataset(data_dir, k, conditioning, shuffle, resampled, seed, epoch, with_key, rank, world_size)
+    condition on), or "pooled" -> (768,); `options`: interpolant, t_sampling, steps. See ExpertDataset."""
+    return ExpertDataset(data_dir, k, conditioning, shuffle, resampled, seed, epoch, with_key, rank, world_size,
+                         **options)
 
 
 def linear_alphas_cumprod(steps: int = NUM_TIMESTEPS, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -204,8 +280,9 @@ def linear_alphas_cumprod(steps: int = NUM_TIMESTEPS, beta_start: float = 1e-4, 
 
 class RouterDataset(torch.utils.data.IterableDataset):
     """The router's training samples from router_pairs, one dict per image: "x_t" (4, 32, 32) float32 noisy
-    latent, "t", "cluster" (int), "clip" the pooled CLIP text embedding (P,) float32, and with `with_dinov2`
-    "dinov2" (D,) float32: what the Paris 2.0 router reads beside the noisy latent.
+    latent ((C, T', h, w) for a clip), "t", "cluster" (int), "clip" the pooled CLIP text embedding (P,) float32,
+    and with `with_dinov2` "dinov2" (D,) float32 (a clip's first frame): what the Paris 2.0 router reads beside
+    the noisy latent.
 
     `interpolant="flow"` (the default, Paris 2.0 / DDM): x_t = (1 - t) x_0 + t eps, t in (0, 1) a float32
     (0 = clean), drawn logit-normal (sigmoid of N(logit_mean, logit_std), SD3's choice) or uniform
@@ -218,10 +295,7 @@ class RouterDataset(torch.utils.data.IterableDataset):
                  t_sampling: str = "logit_normal", logit_mean: float = 0.0, logit_std: float = 1.0,
                  steps: int = NUM_TIMESTEPS, with_dinov2: bool = False, rank: int | None = None,
                  world_size: int | None = None):
-        if interpolant not in ("flow", "ddpm"):
-            raise ValueError(f"interpolant must be 'flow' or 'ddpm', not {interpolant!r}")
-        if t_sampling not in ("logit_normal", "uniform"):
-            raise ValueError(f"t_sampling must be 'logit_normal' or 'uniform', not {t_sampling!r}")
+        _check_interpolant(interpolant, t_sampling)
         _check_seed(seed, epoch)
         folder = str(root_upath(str(data_dir)) / "router_pairs")
         require_settled(str(data_dir), "router_pairs")
@@ -237,7 +311,8 @@ class RouterDataset(torch.utils.data.IterableDataset):
         self.seed, self.epoch, self.interpolant, self.t_sampling = seed, epoch, interpolant, t_sampling
         self.logit_mean, self.logit_std, self.rank, self.world_size = logit_mean, logit_std, rank, world_size
         self.alphas_cumprod = linear_alphas_cumprod(steps).numpy()
-        self.block_rows = 1024  # rows read together while iterating: ~8 MB of 4x32x32 f16 latents
+        row_bytes = int(np.prod(self.latents.shape[1:], dtype=np.int64)) * np.dtype(self.latents.dtype).itemsize
+        self.block_rows = max(1, min(1024, ROUTER_BLOCK_BYTES // max(1, row_bytes)))  # rows read together
 
     def set_epoch(self, epoch: int) -> None:
         """Call before iterating each epoch (with persistent_workers=False, the DataLoader's default)."""
@@ -256,16 +331,9 @@ class RouterDataset(torch.utils.data.IterableDataset):
                 rows["dinov2"] = self.dinov2[row]
         rng = np.random.default_rng([self.seed, self.epoch, row])
         x0 = np.asarray(rows["latents"], dtype=np.float32)
-        eps = rng.standard_normal(x0.shape, dtype=np.float32)
-        if self.interpolant == "flow":
-            t = rng.random() if self.t_sampling == "uniform" else \
-                1 / (1 + math.exp(-(self.logit_mean + self.logit_std * rng.standard_normal())))
-            x_t, t = (1 - t) * x0 + t * eps, torch.tensor(t, dtype=torch.float32)
-        else:
-            step = int(rng.integers(len(self.alphas_cumprod)))
-            a = float(self.alphas_cumprod[step])
-            x_t, t = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps, torch.tensor(step, dtype=torch.int64)
-        item = {"x_t": torch.from_numpy(np.array(x_t, dtype=np.float32)), "t": t, "cluster": int(rows["labels"]),
+        x_t, t, _target = noise_latent(x0, rng, self.interpolant, self.t_sampling, self.logit_mean, self.logit_std,
+                                       self.alphas_cumprod)
+        item = {"x_t": torch.from_numpy(x_t), "t": t, "cluster": int(rows["labels"]),
                 "clip": torch.from_numpy(np.array(rows["clip"], dtype=np.float32))}
         if self.dinov2 is not None:
             item["dinov2"] = torch.from_numpy(np.array(rows["dinov2"], dtype=np.float32))

@@ -12,9 +12,9 @@ from ..io_managers import AssetFolder, images_of
 from ..lib import storage
 from ..lib.crops import read_crop_rows
 from ..lib.partitions import PARTS, sorted_parts
-from ..lib.shards import (ShardSource, heldout_mask, heldout_summary, manifest_entries, write_expert_shards,
-                          write_router_arrays, write_shards)
-from ..models.profiles import model_ref
+from ..lib.shards import (ShardSource, VideoFields, heldout_mask, heldout_summary, manifest_entries,
+                          write_expert_shards, write_router_arrays, write_shards)
+from ..models.profiles import latent_role, model_ref
 from ..settings import Settings
 from .common import PER_PART, code_version, settings_metadata, staging
 
@@ -22,20 +22,44 @@ STAGE_COUNTS = {"raw_images": ("requested", "downloaded", "failed"), "filtered_i
                 "captions": ("rows",), "cluster_labels": ("k", "images")}
 
 
-def _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings,
-            quality_scores) -> ShardSource:
+def _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings, quality_scores,
+            dinov2_embeddings) -> ShardSource:
     kept = filtered_images.table("kept")
     scores = quality_scores.table("scores")
     if not np.array_equal(scores["image_id"].to_numpy(dtype=str), kept["image_id"].to_numpy(dtype=str)):
         raise ValueError("quality_scores and filtered_images hold different images: materialise quality_scores again")
     kept = kept.assign(**{col: scores[col].to_numpy() for col in scores.columns if col != "image_id"})
     crops_url = filtered_images.url("")
+    video = _video_fields(settings, clip_embeddings, dinov2_embeddings) if settings.media == "video" else None
+    crops = settings.shards.include_mp4 if video else settings.shards.include_jpg
     return ShardSource(
         kept=kept, captions=captions.table("captions", columns=["caption"])["caption"].tolist(),
         labels=np.asarray(cluster_labels.array("labels")), distances=np.asarray(cluster_labels.array("distances")),
         latents=latents.array("latents"), pooled=clip_embeddings.array("pooled"),
         tokens=clip_embeddings.array("tokens") if settings.shards.include_clip_tokens else None,
-        jpg=(lambda rows: read_crop_rows(crops_url, kept, rows)) if settings.shards.include_jpg else None)
+        jpg=(lambda rows: read_crop_rows(crops_url, kept, rows)) if crops else None, video=video)
+
+
+def _video_fields(settings: Settings, clip_embeddings: AssetFolder, dinov2_embeddings: AssetFolder) -> VideoFields:
+    """A clip's extra arrays (T5 states and mask, first-frame DINOv2) and its fps and length."""
+    try:
+        t5_tokens, t5_mask = clip_embeddings.array("t5_tokens"), clip_embeddings.array("t5_mask")
+    except FileNotFoundError:
+        raise ValueError(f"{clip_embeddings.path} holds no t5_tokens/t5_mask: it was written for media: image; "
+                         "materialise clip_embeddings again with media: video") from None
+    return VideoFields(t5_tokens=t5_tokens, t5_mask=t5_mask, dinov2=dinov2_embeddings.array("embeddings"),
+                       fps=settings.video.fps, num_frames=settings.video.num_frames)
+
+
+def _rows_line_up(src: ShardSource) -> None:
+    """Every per-sample array has one row per kept image, or nothing is written."""
+    arrays = {"latents": src.latents, "pooled": src.pooled, "tokens": src.tokens}
+    if src.video is not None:
+        arrays.update(t5_tokens=src.video.t5_tokens, t5_mask=src.video.t5_mask, dinov2=src.video.dinov2)
+    for name, array in arrays.items():
+        if array is not None and len(array) != len(src.kept):
+            raise ValueError(f"{name} has {len(array)} rows for {len(src.kept)} kept images: an upstream asset was "
+                             "written part-way or for other settings; materialise it again")
 
 
 def _aligned(filtered_images: AssetFolder, captions: AssetFolder, *folders: AssetFolder) -> None:
@@ -50,19 +74,22 @@ def _aligned(filtered_images: AssetFolder, captions: AssetFolder, *folders: Asse
                              "filtered_images)")
 
 
-def _manifest(context, settings: Settings, clusters: dict, heldout: list, k: int, gate: dict) -> dict:
+def _manifest(context, settings: Settings, clusters: dict, heldout: list, k: int, gate: dict, src: ShardSource) -> dict:
     parts = sorted_parts(context.instance.get_dynamic_partitions(PARTS)) if settings.partitions.size else [None]
     counts = {}
     for asset_name, keys in STAGE_COUNTS.items():
         counts[asset_name] = stage_counts(context.instance, asset_name, keys, parts if asset_name in PER_PART else [None])
     if settings.partitions.size:
         counts["parts"] = len(parts)
+    roles = ("captioner", "text_encoder", "image_embedder", "latent_encoder") if src.video is None else \
+        ("text_encoder", "t5_encoder", "image_embedder", latent_role(settings))  # clips' captions are alt text
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "media": settings.media,
+        **({"video": video_facts(src)} if src.video is not None else {}),
         "settings": settings.as_dict(),
         "models": {role: {"id": ref.model_id, "revision": ref.revision or "default"}
-                   for role in ("captioner", "text_encoder", "image_embedder", "latent_encoder")
-                   for ref in [model_ref(settings, role)]},
+                   for role in roles for ref in [model_ref(settings, role)]},
         "counts": {**counts, "expert_samples": sum(s["samples"] for sh in clusters.values() for s in sh),
                    "heldout_samples": sum(s["samples"] for s in heldout)},
         "k": k,
@@ -70,6 +97,12 @@ def _manifest(context, settings: Settings, clusters: dict, heldout: list, k: int
         "clusters": clusters,
         "heldout": heldout,
     }
+
+
+def video_facts(src: ShardSource) -> dict:
+    """What a trainer of clips needs before opening a shard: the clips' rate and length and the per-sample shapes."""
+    return {"fps": src.video.fps, "num_frames": src.video.num_frames, "latent_shape": list(src.latents.shape[1:]),
+            "t5_tokens_shape": list(src.video.t5_tokens.shape[1:]), "dinov2_shape": list(src.video.dinov2.shape[1:])}
 
 
 def stage_counts(instance, asset_name: str, keys: tuple[str, ...], parts: list[str | None]) -> dict:
@@ -107,15 +140,18 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
                       latents: AssetFolder, clip_embeddings: AssetFolder, captions: AssetFolder,
                       filtered_images: AssetFolder, dinov2_embeddings: AssetFolder, quality_scores: AssetFolder):
         """One folder per expert, expert_shards/cluster_<k>/shard-NNNNNN.tar: latent.npy, clip.npy,
-        clip_tokens.npy, txt, json (and jpg) per image, shuffled within the cluster. Also writes the held-out
-        split (chosen by a seeded hash of image_id, so stable across K) to heldout/ (same sample format + its
-        router arrays) and, last, pipeline_manifest.json. Refuses to run unless cluster_report's quality gate
-        passed (see checks/gate.py)."""
+        clip_tokens.npy, txt, json (and jpg) per image, shuffled within the cluster; per clip (media: video) also
+        t5_tokens.npy, t5_mask.npy, dinov2.npy (and mp4 instead of jpg). Also writes the held-out split (chosen
+        by a seeded hash of image_id, so stable across K) to heldout/ (same sample format + its router arrays)
+        and, last, pipeline_manifest.json. Refuses to run unless cluster_report's quality gate passed (see
+        checks/gate.py)."""
         gate = require_gate(context, settings, config, "expert_shards")
         filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores = images_of(
             cluster_labels, filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores)
         _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
-        src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings, quality_scores)
+        src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings, quality_scores,
+                      dinov2_embeddings)
+        _rows_line_up(src)
         k = len(cluster_labels.array("centroids"))
         held = heldout_mask(src.kept["image_id"], s.heldout_fraction, settings.heldout_max, settings.seed)
         split = heldout_summary(src.labels, held, k)
@@ -133,12 +169,13 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
                                     context.log.info)
         clusters = {c: manifest_entries(shards, "expert_shards") for c, shards in stats["clusters"].items()}
         (out / "pipeline_manifest.json").write_text(json.dumps(
-            {**_manifest(context, settings, clusters, manifest_entries(held_shards, "heldout"), k, gate),
+            {**_manifest(context, settings, clusters, manifest_entries(held_shards, "heldout"), k, gate, src),
              "heldout_split": split}, indent=1, default=str))
         rows = "\n".join(f"| {c} | {sum(x['samples'] for x in sh):,} | {len(sh)} | "
                          f"{sum(x['bytes'] for x in sh) / 1e6:,.1f} |" for c, sh in stats["clusters"].items())
         context.add_output_metadata({
-            **gate_metadata(gate), "k": k, "samples": stats["samples"], "heldout_samples": int(held.sum()),
+            **gate_metadata(gate), "media": settings.media, "k": k, "samples": stats["samples"],
+            "heldout_samples": int(held.sum()),
             "heldout_per_cluster": MetadataValue.json(split["per_cluster"]),
             "heldout_worst_deviation_images": split["worst_deviation_images"],
             "heldout_worst_deviation_share": split["worst_deviation_share"],
@@ -166,17 +203,20 @@ def build_router_pairs(settings: Settings) -> AssetsDefinition:
                      latents: AssetFolder, clip_embeddings: AssetFolder, dinov2_embeddings: AssetFolder,
                      filtered_images: AssetFolder, captions: AssetFolder, quality_scores: AssetFolder):
         """The router's training arrays, row i of each the same image (held-out images left out): latents/,
-        dinov2_embeddings/, clip_text_embeddings/ (pooled; chunked array folders), cluster_labels.npy, image_ids.npy. Refuses to run
-        unless cluster_report's quality gate passed."""
+        dinov2_embeddings/, clip_text_embeddings/ (pooled; chunked array folders), cluster_labels.npy,
+        image_ids.npy; for clips latents are (C, T', h, w) and DINOv2 is the first frame's, as the Paris 2.0
+        router reads them. Refuses to run unless cluster_report's quality gate passed."""
         gate = require_gate(context, settings, config, "router_pairs")
         filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores = images_of(
             cluster_labels, filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores)
         _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
-        src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings, quality_scores)
+        src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings, quality_scores,
+                      dinov2_embeddings)
+        _rows_line_up(src)
         held = heldout_mask(src.kept["image_id"], s.heldout_fraction, settings.heldout_max, settings.seed)
         out = staging(settings, "router_pairs")
         shapes = write_router_arrays(out, np.flatnonzero(~held), src, dinov2_embeddings.array("embeddings"))
-        context.add_output_metadata({**gate_metadata(gate), "rows": int((~held).sum()),
+        context.add_output_metadata({**gate_metadata(gate), "media": settings.media, "rows": int((~held).sum()),
                                      "heldout_left_out": int(held.sum()),
                                      "shapes": MetadataValue.json(shapes),
                                      "settings": settings_metadata(settings, "router_pairs")})

@@ -1,6 +1,5 @@
 """Blocking checks on expert_shards and router_pairs: the data the experts train on is what the manifest says."""
 
-import numpy as np
 from dagster import AssetCheckResult, AssetIn, asset_check
 
 from ..io_managers import AssetFolder, images_of
@@ -11,6 +10,17 @@ from ..settings import Settings
 from .common import check_result
 
 
+def expected_members(settings: Settings) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Shard member -> (shape, dtype) every sample must decode to under these settings: any latent rank (a clip's
+    latent is (C, T', h, w)), and for clips the T5 states, their mask and the first frame's DINOv2."""
+    shapes = expected_shapes(settings)
+    expect = {"latent.npy": (shapes["latents"], "float16"), "clip.npy": (shapes["clip_pooled"], "float16")}
+    if settings.shards.include_clip_tokens:
+        expect["clip_tokens.npy"] = (shapes["clip_tokens"], "float16")
+    if settings.media == "video":
+        expect.update({"t5_tokens.npy": (shapes["t5_tokens"], "float16"), "t5_mask.npy": (shapes["t5_mask"], "bool"),
+                       "dinov2.npy": (shapes["dinov2"], "float32")})
+    return expect
 
 
 def build_training_checks(settings: Settings) -> list:
@@ -28,11 +38,7 @@ def build_training_checks(settings: Settings) -> list:
     def shards_match_manifest(expert_shards: AssetFolder, cluster_labels: AssetFolder,
                               filtered_images: AssetFolder) -> AssetCheckResult:
         kept, held = split(cluster_labels, filtered_images)
-        shapes = expected_shapes(settings)
-        expect = {"latent.npy": (shapes["latents"], "float16"), "clip.npy": (shapes["clip_pooled"], "float16")}
-        if s.include_clip_tokens:
-            expect["clip_tokens.npy"] = (shapes["clip_tokens"], "float16")
-        return check_result(*verify_training_outputs(settings.data_root, kept, kept[held], expect))
+        return check_result(*verify_training_outputs(settings.data_root, kept, kept[held], expected_members(settings)))
 
     @asset_check(asset="router_pairs", blocking=True,
                  additional_ins={"cluster_labels": AssetIn(), "filtered_images": AssetIn()},

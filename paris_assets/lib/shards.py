@@ -1,7 +1,10 @@
 """Training outputs: per-cluster expert shards, the held-out split, router arrays and the manifest.
 
 An expert-shard sample, keyed by image_id: latent.npy (4, 32, 32) f16, clip.npy (P,) f16, clip_tokens.npy
-(77, H) f16 (optional), txt (the caption), json (provenance and scores), jpg (optional). Any WebDataset reader
+(77, H) f16 (optional), txt (the caption), json (provenance and scores), jpg (optional). A clip's sample
+(media: video, ShardSource.video set) holds latent.npy (C, T', h, w) f16, clip.npy, clip_tokens.npy (optional),
+t5_tokens.npy (L, D) f16, t5_mask.npy (L,) bool, dinov2.npy (D,) f32 of the first frame, txt, json (the image
+record plus "media": "video" and the clip's facts, VIDEO_FIELDS) and mp4 (optional). Any WebDataset reader
 loads them with no code of ours. Samples are shuffled within a cluster with the run's seed, and shards are cut
 at `max_samples_per_shard` samples or `max_shard_bytes` bytes, whichever comes first. Byte-identical for the
 same inputs and settings.
@@ -23,11 +26,15 @@ import pandas as pd
 
 from .arrays import ChunkedArray, ChunkedArrayWriter
 from .progress import Progress
+from .samples import decode_sample, member_type
 from .storage import modified_stamp
 from .tars import TarShardWriter
 
 TAR_OVERHEAD = 512 * 2  # header + padding per member, roughly
 ROUTER_CHUNK_ROWS = 65_536  # rows a chunk of the router arrays: row r is in chunk r // 65,536 (latents: 512 MB)
+ROUTER_CHUNK_BYTES = 512 * 2**20  # and at most this much a chunk: 3,276 rows of (16, 5, 32, 32) f16 clip latents
+READ_BLOCK_BYTES = 64 * 2**20  # rows read from the upstream arrays at once (256 shard rows of 1.9 MB T5 tokens: 480 MB)
+RAW_MEMBERS = ("mp4",)  # shard members passed through as bytes: never decoded here (lib/samples knows no video)
 SHARD_FOLDERS = ("expert_shards", "heldout/shards")  # every shard the manifest lists lives under these
 HELDOUT_RULE = ("held out iff sha256(f'{seed}:{image_id}')[:8] / 2**64 < shards.heldout_fraction; if more than "
                 "shards.heldout_max qualify, the heldout_max smallest")
@@ -106,6 +113,21 @@ def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
 
 
 @dataclass
+class VideoFields:
+    """What a clip's sample adds to an image's (media: video), row-aligned with kept.parquet."""
+    t5_tokens: np.ndarray  # (N, L, D) f16 T5 encoder states -> t5_tokens.npy
+    t5_mask: np.ndarray  # (N, L) bool attention mask -> t5_mask.npy
+    dinov2: np.ndarray  # (N, D) f32 DINOv2 of the first frame (the Paris 2.0 router's optional feature) -> dinov2.npy
+    fps: float  # settings.video: the clip's sample rate and length, the same for every clip
+    num_frames: int
+
+
+# the clip's facts in a video sample's json: kept.parquet's columns (cast as given) and the two settings
+VIDEO_FIELDS = {"duration": float, "source_fps": float, "window_start": float, "window_end": float, "rotation": int,
+                "codec": str, "motion": float}
+
+
+@dataclass
 class ShardSource:
     """Everything a sample is made of, row-aligned with kept.parquet (arrays may be memory maps)."""
     kept: pd.DataFrame  # image_id, url, alt_text, aesthetic, punsafe, original_width, original_height, phash
@@ -115,15 +137,40 @@ class ShardSource:
     latents: np.ndarray
     pooled: np.ndarray
     tokens: np.ndarray | None  # None: clip_tokens.npy left out
-    jpg: Callable[[np.ndarray], list[bytes]] | None = None  # rows -> crop bytes; None: no jpg
+    jpg: Callable[[np.ndarray], list[bytes]] | None = None  # rows -> stored crop bytes (the mp4 for video); None: none
+    video: VideoFields | None = None  # None: an image sample
+
+    @property
+    def crop_member(self) -> str:
+        return "mp4" if self.video is not None else "jpg"
+
+    def arrays(self, rows) -> dict[str, np.ndarray | None]:
+        """The per-sample arrays of the given rows (an index or an index array), each read once."""
+        read = lambda a: None if a is None else np.asarray(a[rows])
+        out = {"latent": read(self.latents), "pooled": read(self.pooled), "tokens": read(self.tokens)}
+        if self.video is not None:
+            out.update(t5_tokens=read(self.video.t5_tokens), t5_mask=read(self.video.t5_mask),
+                       dinov2=read(self.video.dinov2))
+        return out
+
+    def row_bytes(self) -> int:
+        """Bytes of one row across the per-sample arrays: how many rows a read block holds."""
+        arrays = [self.latents, self.pooled, self.tokens]
+        if self.video is not None:
+            arrays += [self.video.t5_tokens, self.video.t5_mask, self.video.dinov2]
+        return sum(_row_bytes(a) for a in arrays if a is not None)
+
+
+def _row_bytes(array) -> int:
+    return int(np.prod(array.shape[1:], dtype=np.int64)) * np.dtype(array.dtype).itemsize
 
 
 def sample_fields(src: ShardSource, row: int, jpg: bytes | None, arrays: dict | None = None,
                   meta: dict | None = None) -> dict[str, bytes]:
-    """The tar members of one sample; `arrays` (latent, pooled, tokens of this row) and `meta` (its kept row),
-    when the caller read them for a block of rows at once, else they are read here."""
-    arrays = arrays or {"latent": src.latents[row], "pooled": src.pooled[row],
-                        "tokens": src.tokens[row] if src.tokens is not None else None}
+    """The tar members of one sample; `jpg` its stored crop's bytes (the mp4 for video), `arrays` (this row of
+    ShardSource.arrays) and `meta` (its kept row), when the caller read them for a block of rows at once, else
+    they are read here."""
+    arrays = arrays or src.arrays(row)
     meta = src.kept.iloc[row].to_dict() if meta is None else meta
     record = {
         "image_id": meta["image_id"], "url": meta["url"], "alt_text": meta["alt_text"], "caption": src.captions[row],
@@ -139,9 +186,26 @@ def sample_fields(src: ShardSource, row: int, jpg: bytes | None, arrays: dict | 
               "txt": src.captions[row].encode("utf-8"), "json": json.dumps(record, sort_keys=True).encode()}
     if src.tokens is not None:
         fields["clip_tokens.npy"] = npy_bytes(arrays["tokens"])
+    if src.video is not None:
+        record.update(video_record(src.video, meta))
+        fields.update({"t5_tokens.npy": npy_bytes(arrays["t5_tokens"]), "t5_mask.npy": npy_bytes(arrays["t5_mask"]),
+                       "dinov2.npy": npy_bytes(arrays["dinov2"]),
+                       "json": json.dumps(record, sort_keys=True).encode()})
     if jpg is not None:
-        fields["jpg"] = jpg
+        fields[src.crop_member] = jpg
     return fields
+
+
+def video_record(video: VideoFields, meta: dict) -> dict:
+    """What a clip's json adds to an image's: "media": "video", the clip's facts from kept.parquet (None where a
+    column is missing or NaN) and the clip's fps and num_frames."""
+    facts = {key: _cast(meta.get(key), cast) for key, cast in VIDEO_FIELDS.items()}
+    return {"media": "video", **facts, "fps": float(video.fps), "num_frames": int(video.num_frames)}
+
+
+def _cast(value, cast):
+    missing = value is None or (isinstance(value, float) and np.isnan(value))
+    return None if missing else cast(value)
 
 
 QUALITY_FIELDS = ("aesthetic_source", "aesthetic_computed", "punsafe_source", "punsafe_computed")
@@ -170,13 +234,12 @@ def write_shards(src: ShardSource, rows: np.ndarray, folder: Path, max_samples: 
         shards.append({"path": f"{folder.name}/{path.name}", "samples": writer.samples, "bytes": path.stat().st_size,
                        "sha256": _sha256(path), "ids": list(ids)})
 
-    block = 256
+    block = max(1, min(256, READ_BLOCK_BYTES // max(1, src.row_bytes())))
     for start in range(0, len(rows), block):
         chunk = rows[start:start + block]
         jpgs = src.jpg(chunk) if src.jpg is not None else [None] * len(chunk)
         # each array read once per block (one call of the chunked reader for 256 rows, not 256 calls)
-        block_arrays = {"latent": np.asarray(src.latents[chunk]), "pooled": np.asarray(src.pooled[chunk]),
-                        "tokens": np.asarray(src.tokens[chunk]) if src.tokens is not None else None}
+        block_arrays = src.arrays(chunk)
         metas = src.kept.iloc[chunk].to_dict("records")
         for i, (row, jpg) in enumerate(zip(chunk, jpgs)):
             fields = sample_fields(src, int(row), jpg, {name: None if values is None else values[i]
@@ -225,26 +288,40 @@ def write_expert_shards(src: ShardSource, train_rows_by_cluster: list[np.ndarray
 
 def write_router_arrays(out_dir: Path, rows: np.ndarray, src: ShardSource, dinov2: np.ndarray | ChunkedArray,
                         block: int = 8192, chunk_rows: int = ROUTER_CHUNK_ROWS) -> dict[str, list[int]]:
-    """The router arrays for the given rows, row i of each the same image: latents/, dinov2_embeddings/ and
-    clip_text_embeddings/ as chunked array folders (lib/arrays) of `chunk_rows` rows a chunk, each chunk filled
-    `block` rows at a time from the upstream arrays (never a whole array in memory); the small cluster_labels.npy
-    and image_ids.npy as plain .npy files. Returns each array's shape."""
+    """The router arrays for the given rows, row i of each the same image (or clip): latents/ (N, C, h, w), or
+    (N, C, T', h, w) for clips, dinov2_embeddings/ (a clip's first frame) and clip_text_embeddings/ (pooled) as
+    chunked array folders (lib/arrays) of `chunk_rows` rows a chunk (fewer for rows so wide a chunk would pass
+    ROUTER_CHUNK_BYTES), each chunk filled `block` rows (at most READ_BLOCK_BYTES) at a time from the upstream
+    arrays (never a whole array in memory); the small cluster_labels.npy and image_ids.npy as plain .npy files.
+    Returns each array's shape."""
     out_dir.mkdir(parents=True, exist_ok=True)
     chunked = {"latents": src.latents, "dinov2_embeddings": dinov2, "clip_text_embeddings": src.pooled}
     shapes = {}
     for name, source in chunked.items():
-        writer = ChunkedArrayWriter(out_dir / name, chunk_rows)
-        for i, first in enumerate(range(0, len(rows), chunk_rows)):
-            part = rows[first:first + chunk_rows]
+        size = max(1, _row_bytes(source))
+        per_chunk = max(1, min(chunk_rows, ROUTER_CHUNK_BYTES // size))
+        step = max(1, min(block, READ_BLOCK_BYTES // size))
+        writer = ChunkedArrayWriter(out_dir / name, per_chunk)
+        for i, first in enumerate(range(0, len(rows), per_chunk)):
+            part = rows[first:first + per_chunk]
             with writer.chunk(i, len(part), source.dtype, tuple(source.shape[1:])) as out:
-                for start in range(0, len(part), block):
-                    out[start:start + block] = source[part[start:start + block]]
+                for start in range(0, len(part), step):
+                    out[start:start + step] = source[part[start:start + step]]
         shapes[name] = writer.finish(len(rows), source.dtype, tuple(source.shape[1:]))["shape"]
     labels = np.asarray(src.labels)[rows]
     np.save(out_dir / "cluster_labels.npy", labels)
     shapes["cluster_labels"] = list(labels.shape)
     np.save(out_dir / "image_ids.npy", np.asarray(src.kept["image_id"].to_numpy()[rows], dtype=np.str_))
     return shapes
+
+
+def decode_shard_sample(sample: dict, wanted: set[str] | None = None) -> dict:
+    """lib/samples.decode_sample for this project's shards: every member type-checked the same way (no pickle),
+    except a clip's mp4 (RAW_MEMBERS), which stays bytes when wanted (all when None) and is never decoded here."""
+    raw = {name for name in sample if not name.startswith("__") and member_type(name) in RAW_MEMBERS}
+    out = decode_sample({k: v for k, v in sample.items() if k not in raw}, wanted)
+    out.update({name: bytes(sample[name]) for name in raw if wanted is None or name in wanted})
+    return out
 
 
 def manifest_entries(shards: list[dict], under: str) -> list[dict]:

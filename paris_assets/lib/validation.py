@@ -128,7 +128,8 @@ def verify_training_outputs(data_root: str, kept_ids, heldout_ids,
     """Everything pipeline_manifest.json promises about expert_shards/ and heldout/: each listed shard exists,
     is non-empty, has its sha256 and sample count; no unlisted file; every kept image exactly once across the
     clusters and the held-out set (held-out ones only there); one sample per cluster decoded by the plain
-    webdataset library with the promised keys, shapes and dtypes (`expect`: key -> (shape, dtype))."""
+    webdataset library with the promised keys, shapes and dtypes (`expect`: key -> (shape, dtype), shapes of
+    any rank: a clip's latent is (C, T', h, w)), and for media: video a json saying so."""
     import hashlib
     import json
 
@@ -214,6 +215,10 @@ def verify_training_outputs(data_root: str, kept_ids, heldout_ids,
                                 f"expected {shape} {dtype}")
         if json.loads(json.dumps(sample["json"]))["cluster"] != int(cluster):
             problems.append(f"cluster {cluster}: a sample's json says cluster {sample['json']['cluster']}")
+        media = manifest.get("media", "image")
+        if sample["json"].get("media", "image") != media:
+            problems.append(f"cluster {cluster}: a sample's json says media {sample['json'].get('media', 'image')}, "
+                            f"the manifest {media}")
     facts = {"shards": len(listed), "samples": int(len(keys)), "problems": problems}
     return not problems, facts
 
@@ -246,14 +251,14 @@ def id_codes(*ids: np.ndarray):
 def _first_sample(path, iter_samples) -> dict:
     """The first sample of a shard, decoded the way webdataset's default decoder does: by the plain
     webdataset library on the local disk, over fsspec on object stores; members decoded by lib/samples, which
-    refuses pickle and torch members and object .npy arrays."""
-    from .samples import decode_sample
+    refuses pickle and torch members and object .npy arrays (a clip's mp4 stays bytes: lib/shards)."""
+    from .shards import decode_shard_sample
     from .storage import is_local
 
     if is_local(str(path)):  # webdataset reads the tar; lib/samples decodes (webdataset's decode() unpickles)
         import webdataset as wds
 
-        return next(iter(wds.WebDataset(str(path), shardshuffle=False).map(decode_sample)))
+        return next(iter(wds.WebDataset(str(path), shardshuffle=False).map(decode_shard_sample)))
     with path.open("rb") as fh:
         key, fields = next(iter_samples(fh))
-    return decode_sample({"__key__": key, "__url__": str(path), **fields})
+    return decode_shard_sample({"__key__": key, "__url__": str(path), **fields})
