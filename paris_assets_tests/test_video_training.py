@@ -57,8 +57,8 @@ def upstream(root, rng) -> dict[str, np.ndarray]:
     padding positions hold large values, so only a masked reduction sees the centre."""
     ids = np.array([f"{i:016x}" for i in range(N)])
     labels = rng.permutation(np.arange(N) % K).astype(np.int32)
-    centre = lambda *shape: rng.standard_normal((K, *shape)).astype(np.float32)  # noqa: E731
-    noise = lambda *shape: rng.standard_normal((N, *shape)).astype(np.float32)  # noqa: E731
+    centre = lambda *shape: rng.standard_normal((K, *shape)).astype(np.float32)
+    noise = lambda *shape: rng.standard_normal((N, *shape)).astype(np.float32)
     lengths = rng.integers(4, L + 1, N)
     mask = np.arange(L)[None, :] < lengths[:, None]
     arrays = {
@@ -193,6 +193,35 @@ def test_manifest_and_missing_t5(video, tmp_path):
                                                           "clip_embeddings", "quality_scores", "dinov2_embeddings")))
 
 
+def test_training_check_expects_the_clip_members(tmp_path, monkeypatch):
+    """The blocking check's promised members: a clip adds T5 states, mask and DINOv2 to an image's."""
+    import paris_assets.checks.training as checks
+
+    shapes = {"latents": (C, T, S, S), "clip_pooled": (P,), "clip_tokens": (77, P), "t5_tokens": (L, DT),
+              "t5_mask": (L,), "dinov2": (DD,)}
+    monkeypatch.setattr(checks, "expected_shapes", lambda _settings: shapes)
+    assert checks.expected_members(settings_for(tmp_path)) == EXPECT
+    image = parse_settings({"data_dir": str(tmp_path)}, base_dir=tmp_path)
+    assert set(checks.expected_members(image)) == {"latent.npy", "clip.npy", "clip_tokens.npy"}
+
+
+def test_router_chunks_are_bounded_by_bytes(video, tmp_path, monkeypatch):
+    """Wide rows (clip latents) get fewer rows a chunk, so no chunk passes ROUTER_CHUNK_BYTES; narrow arrays
+    keep chunk_rows."""
+    from paris_assets.lib import shards
+
+    truth, _data, _manifest, _held = video
+    row = C * T * S * S * 2
+    monkeypatch.setattr(shards, "ROUTER_CHUNK_BYTES", 7 * row)
+    src = shards.ShardSource(kept=pd.DataFrame({"image_id": truth["ids"]}), captions=[""] * N, labels=truth["labels"],
+                             distances=np.zeros(N, np.float32), latents=truth["latents"], pooled=truth["pooled"],
+                             tokens=None)
+    shards.write_router_arrays(tmp_path, np.arange(N), src, truth["embeddings"], block=5, chunk_rows=16)
+    index = lambda name: json.loads((tmp_path / name / "index.json").read_text())
+    assert index("latents")["chunk_rows"] == 7 and index("clip_text_embeddings")["chunk_rows"] == 16
+    np.testing.assert_array_equal(assert_chunked_and_plain(tmp_path, "latents"), truth["latents"])
+
+
 @pytest.mark.parametrize("folder", ["router_pairs", "heldout"])
 def test_router_arrays_of_clips(video, folder):
     """latents (N, C, T', h, w), clip_text_embeddings (N, P) pooled, dinov2_embeddings (N, D): chunked folders
@@ -263,9 +292,12 @@ def test_expert_loader_reads_clips_under_flow(video):
 
 
 def test_expert_loader_without_interpolant_gives_clean_clips(video):
+    """Clips come as a dict even with no interpolant: the clean latent, CLIP tokens, caption and the T5 pair."""
     truth, data, _manifest, _held = video
-    item = next(iter(expert_dataset(data, 1, shuffle=0)))
-    assert set(item) == {"latent", "cond", "caption", "t5_tokens", "t5_mask"} and item["cond"].shape == (77, P)
+    item = next(iter(expert_dataset(data, 1, shuffle=0, with_key=True)))
+    assert set(item) == {"latent", "cond", "caption", "t5_tokens", "t5_mask", "key"} and item["cond"].shape == (77, P)
+    row = truth["ids"].tolist().index(item["key"])
+    np.testing.assert_array_equal(item["cond"].numpy(), truth["tokens"][row].astype(np.float32))
 
 
 def test_image_expert_loader_ddpm_option(tmp_path):

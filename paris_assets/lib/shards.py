@@ -32,7 +32,8 @@ from .tars import TarShardWriter
 
 TAR_OVERHEAD = 512 * 2  # header + padding per member, roughly
 ROUTER_CHUNK_ROWS = 65_536  # rows a chunk of the router arrays: row r is in chunk r // 65,536 (latents: 512 MB)
-ROUTER_CHUNK_BYTES = 512 * 2**20  # and at most this much a chunk: 3,276 rows of (16, 5, 32, 32) f16 clip latents
+# and at most 2 GiB a chunk: image latents up to 512 px keep 65,536 rows; (16, 5, 32, 32) f16 clip latents 13,107
+ROUTER_CHUNK_BYTES = 2 * 2**30
 READ_BLOCK_BYTES = 64 * 2**20  # rows read from the upstream arrays at once (256 shard rows of 1.9 MB T5 tokens: 480 MB)
 RAW_MEMBERS = ("mp4",)  # shard members passed through as bytes: never decoded here (lib/samples knows no video)
 SHARD_FOLDERS = ("expert_shards", "heldout/shards")  # every shard the manifest lists lives under these
@@ -179,6 +180,8 @@ def sample_fields(src: ShardSource, row: int, jpg: bytes | None, arrays: dict | 
         "cluster": int(src.labels[row]), "centroid_distance": round(float(src.distances[row]), 6),
         "phash": meta["phash"],
     }
+    if src.video is not None:
+        record.update(video_record(src.video, meta))
     # computed quality signals beside the values used (lib/quality.py): present when quality_scores ran
     record.update({key: _num(meta[key]) if key.endswith("_computed") else meta[key]
                    for key in QUALITY_FIELDS if key in meta})
@@ -187,10 +190,8 @@ def sample_fields(src: ShardSource, row: int, jpg: bytes | None, arrays: dict | 
     if src.tokens is not None:
         fields["clip_tokens.npy"] = npy_bytes(arrays["tokens"])
     if src.video is not None:
-        record.update(video_record(src.video, meta))
         fields.update({"t5_tokens.npy": npy_bytes(arrays["t5_tokens"]), "t5_mask.npy": npy_bytes(arrays["t5_mask"]),
-                       "dinov2.npy": npy_bytes(arrays["dinov2"]),
-                       "json": json.dumps(record, sort_keys=True).encode()})
+                       "dinov2.npy": npy_bytes(arrays["dinov2"])})
     if jpg is not None:
         fields[src.crop_member] = jpg
     return fields
