@@ -212,3 +212,14 @@ def test_a_real_web_video_is_kept_with_its_facts(tmp_path):
     with open(tmp_path / "out" / facts["crop_shard"], "rb") as fh:
         (key, fields), = iter_samples(fh)
     assert key == facts["image_id"] and decode_clip(fields["mp4"]).shape == (17, 128, 128, 3)
+
+
+def test_the_worker_module_starts_without_pandas_or_dagster():
+    """Each spawned worker imports lib/video_units afresh: it must not pull in pandas, pyarrow or Dagster."""
+    import subprocess
+    import sys
+
+    code = ("import sys, paris_assets.lib.video_units; "
+            "print(sorted(m for m in ('pandas', 'pyarrow', 'dagster', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
