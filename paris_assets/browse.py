@@ -4,9 +4,10 @@ held-out shards of a data_dir on 127.0.0.1, with the standard library's HTTP ser
 The page shows an overview (images, shards per cluster, shard sizes), the shards' health against
 pipeline_manifest.json, filters, paginated thumbnails and a detail view. The JSON behind it is plain too:
 /api/overview, /api/health, /api/samples?cluster=1&aesthetic_min=6&page=2, /api/sample/<image_id>,
-/image/<image_id>?size=160; for clips (media: video) /preview/<image_id>?size=160, an animated WebP of the first
-frames, and /clip/<image_id>, the stored mp4; POST /api/rescan (with an X-Requested-With header) re-reads the shards after a
-re-materialisation. There is no authentication: it answers only requests addressed to the host it serves.
+/image/<image_id>?size=160; for clips (media: video) /preview/<image_id>?size=160, an animated WebP of the
+first frames, and /clip/<image_id>, the stored mp4; POST /api/rescan (with an X-Requested-With header) re-reads
+the shards after a re-materialisation. There is no authentication: it answers only requests addressed to the
+host it serves.
 """
 
 from __future__ import annotations
@@ -179,7 +180,8 @@ def _preview(index: shard_index.ShardIndex, image_id: str, crops: shard_index.Cr
     """The clip's animated preview at the rate its json states (the mp4's own rate when it states none)."""
     mp4 = shard_index.read_clip(index, image_id, crops)  # first: it says why an image or a missing clip has none
     fps = index.row(image_id)["fps"]
-    return previews.clip_preview(mp4, side, fps=float(fps) if fps is not None and math.isfinite(fps) and fps > 0 else None)
+    stated = fps is not None and math.isfinite(fps) and fps > 0
+    return previews.clip_preview(mp4, side, fps=float(fps) if stated else None)
 
 
 def _safe_name(image_id: str) -> str:

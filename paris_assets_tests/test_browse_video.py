@@ -69,7 +69,8 @@ def make_video_root(root, mp4_in_shards=("0",)):
     anywhere: its crop tar holds only its json. Returns {image_id: the mp4 bytes (None for the missing one)}."""
     clips, manifest = {}, {"created": "2026-11-30T00:00:00Z", "k": 2, "media": "video", "clusters": {}, "heldout": []}
     crops, i = {}, 0
-    for split, folder in (("0", "expert_shards/cluster_0"), ("1", "expert_shards/cluster_1"), ("heldout", "heldout/shards")):
+    folders = {"0": "expert_shards/cluster_0", "1": "expert_shards/cluster_1", "heldout": "heldout/shards"}
+    for split, folder in folders.items():
         samples = {}
         for _ in range(2):
             image_id = f"clip{i:03d}"
@@ -77,8 +78,9 @@ def make_video_root(root, mp4_in_shards=("0",)):
             missing = split == "heldout" and len(samples) == 1
             clips[image_id] = None if missing else mp4
             fields = {"latent.npy": npy(np.zeros((4, 5, 4, 4), np.float16)), "clip.npy": npy(np.zeros(8, np.float16)),
-                      "clip_tokens.npy": npy(np.zeros((4, 8), np.float16)), "t5_tokens.npy": npy(np.zeros((4, 8), np.float16)),
-                      "t5_mask.npy": npy(np.ones(4, bool)), "dinov2.npy": npy(np.zeros(8, np.float32)),
+                      "clip_tokens.npy": npy(np.zeros((4, 8), np.float16)),
+                      "t5_tokens.npy": npy(np.zeros((4, 8), np.float16)), "t5_mask.npy": npy(np.ones(4, bool)),
+                      "dinov2.npy": npy(np.zeros(8, np.float32)),
                       "txt": f"a moving pattern number {i}".encode(),
                       "json": json.dumps(record(image_id, 0 if split == "heldout" else int(split), i)).encode()}
             if split in mp4_in_shards:
@@ -258,7 +260,8 @@ def test_endpoints_over_loopback(video_root):
             assert status == 200 and headers["Content-Type"] == "video/mp4" and body == clips[image_id]
             assert headers["Content-Disposition"] == f'attachment; filename="{image_id}.mp4"'
             status, headers, body = get(f"{base}/image/{image_id}?size=64")  # a still: the first frame
-            assert status == 200 and headers["Content-Type"] == "image/jpeg" and Image.open(io.BytesIO(body)).size == (64, 64)
+            assert status == 200 and headers["Content-Type"] == "image/jpeg"
+            assert Image.open(io.BytesIO(body)).size == (64, 64)
         assert get(f"{base}/preview/clip000?size=96")[2] == get(f"{base}/preview/clip000?size=96")[2]  # the cached one
         for path in ("/preview/clip005", "/clip/clip005", "/image/clip005"):  # no mp4 anywhere: a 404 that says why
             status, headers, body = get(base + path)
@@ -282,7 +285,8 @@ def test_clips_in_a_real_browser(video_root, tmp_path):
     require_chromium()
     root, clips = video_root
     port = free_port()
-    proc = start([sys.executable, "-m", "paris_assets.browse", "--data-dir", str(root), "--port", str(port), "--no-cache"],
+    proc = start([sys.executable, "-m", "paris_assets.browse", "--data-dir", str(root), "--port", str(port),
+                  "--no-cache"],
                  tmp_path / "browse.log", f"http://127.0.0.1:{port}/api/overview", dict(os.environ))
     try:
         with sync_playwright() as p:
@@ -291,7 +295,8 @@ def test_clips_in_a_real_browser(video_root, tmp_path):
             page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
             page.wait_for_function("document.querySelector('#total').textContent === '6'")
             assert page.locator("#overview .noun").first.text_content() == "clips"
-            assert "media video: 6 clips, mp4 in the shards for 2, the rest from filtered_images' crops" in page.locator("#media").text_content()
+            said = page.locator("#media").text_content()
+            assert "media video: 6 clips, mp4 in the shards for 2, the rest from filtered_images' crops" in said
             assert page.locator(".card.clip").count() == 6
             assert "17 frames · 8 fps" in page.locator(".card[data-id='clip000'] .badge").text_content()
             loaded = [i for i in clips if clips[i] is not None]

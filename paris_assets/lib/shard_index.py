@@ -120,7 +120,8 @@ def _scan(root: UPath, manifest: dict, on_disk: dict) -> tuple[pd.DataFrame, dic
 
 def _cache_key(root: UPath, manifest: dict, on_disk: dict) -> str:
     shards = sorted((e["path"], on_disk.get(e["path"])) for _, e in listed_shards(manifest))
-    blob = json.dumps([manifest, shards, RECORD_FIELDS, CLIP_FIELDS], sort_keys=True, default=str)  # a scan of other fields is stale
+    # a scan of other fields is stale
+    blob = json.dumps([manifest, shards, RECORD_FIELDS, CLIP_FIELDS], sort_keys=True, default=str)
     return f"{hashlib.sha256(str(root).encode()).hexdigest()[:8]}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
 
 
@@ -300,6 +301,7 @@ def read_image(index: ShardIndex, image_id: str, crops: CropLookup) -> bytes:
 
 
 def is_clip(index: ShardIndex, image_id: str) -> bool:
+    """Whether the sample is a clip (media: video); KeyError for an id not in the shards."""
     return "media" in index.samples and index.row(image_id)["media"] == "video"
 
 
@@ -329,7 +331,7 @@ class CropLookup:
     def __init__(self, root: UPath):
         self.root = root
         self._shard_of: dict[str, str] | None = None
-        self._members: dict[str, dict[tuple[str, str], tuple[int, int]]] = {}
+        self._members: dict[str, dict[str, dict[str, tuple[int, int]]]] = {}  # shard -> member -> key -> where
 
     def read(self, image_id: str, ext: str = "jpg") -> bytes:
         if ext not in self.MEMBERS:
@@ -346,19 +348,19 @@ class CropLookup:
             raise KeyError(f"{image_id!r} has no crop in filtered_images (it was re-materialised since the shards)")
         path = self.root / "filtered_images" / shard  # e.g. crops/shard-000000.tar
         if shard not in self._members:
-            members = {}
+            members: dict[str, dict[str, tuple[int, int]]] = {ext: {} for ext in self.MEMBERS}
             try:
                 with path.open("rb") as fh:
                     for name, size, _stream in iter_members(fh):
                         key, _, member = name.rpartition("/")[2].partition(".")
                         if member in self.MEMBERS:
-                            members[key, member] = (fh.tell(), size)
+                            members[member][key] = (fh.tell(), size)
             except FileNotFoundError:
                 raise KeyError(f"{path} is missing: re-materialise filtered_images, or rescan") from None
             self._members[shard] = members
-        if (image_id, ext) not in self._members[shard]:
+        if image_id not in self._members[shard][ext]:
             raise KeyError(f"{image_id!r} has no {ext} in {path}")
-        offset, size = self._members[shard][image_id, ext]
+        offset, size = self._members[shard][ext][image_id]
         with path.open("rb") as fh:
             fh.seek(offset)
             return fh.read(size)
