@@ -2,7 +2,14 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# MEDIA=video: the video graph (Paris 2.0) on its own settings file, data and Dagster instance
+MEDIA ?= image
+ifeq ($(MEDIA),video)
+export PARIS_CONFIG ?= $(CURDIR)/paris-video.yaml
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home/video
+else
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+endif
 export HF_HUB_OFFLINE ?= 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 # A CUDA machine: `make setup TORCH_SPEC=torch` (or pre-install the CUDA torch wheel you want in .venv).
@@ -56,4 +63,4 @@ models: setup
 	HF_HUB_OFFLINE=0 $(PY) -m paris_assets.models.fetch $(MODELS_ARGS)
 
 clean:
-	rm -rf data .dagster_home/* .pytest_cache
+	rm -rf data data-video .dagster_home/* .pytest_cache

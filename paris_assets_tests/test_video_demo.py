@@ -32,13 +32,13 @@ N = 16  # two clean clips per theme; every planted case still appears
 # recipe -> (file name, expected fate): what each planted input is and what filtering owes it.
 PLANTED = {
     "faststart_half": ("truncated_0.mp4", "truncated"),
-    "moov_last_0.6": ("truncated_1.mp4", "undecodable"),
+    "moov_last_0.6": ("truncated_1.mp4", "truncated"),
     "zero_bytes": ("empty_0.mp4", "empty_file"),
     "html_as_video_mp4": ("page_0.mp4", "undecodable"),
     "http_404": ("", "download_failed"),
     "one_picture_2s": ("static_0.mp4", "static"),
     "spin_then_traffic": ("cut_0.mp4", "scene_cut"),
-    "1_frame": ("one_frame_0.mp4", "too_short"),
+    "1_frame": ("one_frame_0.mp4", "one_frame"),
     "0.5s": ("short_0.mp4", "too_short"),
     "48x32": ("tiny_0.mp4", "too_small"),
     "mpeg4_avi": ("odd_mpeg4.avi", KEPT),

@@ -21,16 +21,11 @@ from paris_assets.lib.video_filtering import (
 )
 
 # The demo's fates hold for min_seconds in (0.5, 2.0] (default 2.0), a minimum side in (32, 128] (default 64),
-# the default static threshold, and scene cuts rejected. The window must also span the planted cut (at 1.5 s)
-# and fit in the planted 2.0 s clips: 17 frames at 10 fps run from 0 to 1.6 s. (At the default 8 fps the 17th
-# sample falls at 2.0 s, when a 2.0 s clip has no frame on screen any more: those clips come out too_short.)
-# 128 px, not 64: at 96 px and below libx264's 4:4:4 output is not reproducible (see the commit's report)
-PARAMS = VideoParams(image_size=128, fps=10.0, scene_cuts="reject")
+# the default static threshold, and scene cuts rejected. The default window, 17 frames at 8 fps from 0 to 2.0 s,
+# spans the planted cut (at 1.5 s) and fits the planted 2.0 s clips (their last frame is on screen at 2.0 s).
+# 128 px, not 64: at 96 px and below libx264's 4:4:4 output is not reproducible (see the README's Video section)
+PARAMS = VideoParams(image_size=128, scene_cuts="reject")
 PRE = FilterParams()
-# Rows where lib/video gives a more specific reason than the demo's `expected` (see the report of this commit):
-# a moov-last mp4 cut short is `truncated` (video_checks.check_container_bytes: its mdat runs past the end),
-# and a 1-frame clip is `one_frame` (video.py's own tests assert both).
-MORE_SPECIFIC = {("truncated_1.mp4", "undecodable"): "truncated", ("one_frame_0.mp4", "too_short"): "one_frame"}
 GONE = "f" * 16  # listed in samples.parquet, absent from its tar
 
 
@@ -91,7 +86,7 @@ def test_every_row_meets_its_planted_fate(run):
     got = fates(output)
     assert got.index.is_unique and set(got.index) == set(owed.index) | {"e" * 16}
     wrong = {name: (expected, got[i]) for i, name, expected in zip(owed.index, owed["name"], owed["expected"])
-             if got[i] != MORE_SPECIFIC.get((name, expected), expected)}
+             if got[i] != expected}
     assert not wrong
     assert got["e" * 16] == "unsupported_scheme"  # refused before download, carried over as it was
     assert stats["kept"] == (owed["expected"] == KEPT).sum() and stats["input"] == len(owed) + 1

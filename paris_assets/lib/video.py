@@ -31,6 +31,9 @@ from .video_checks import (
 )
 
 
+END_TOLERANCE = 1e-3  # seconds: a sample time this near a source's end still sees its last frame
+
+
 @dataclass(frozen=True)
 class VideoParams:
     image_size: int = 256  # Paris 2.0 trains and evaluates at 256x256
@@ -238,10 +241,13 @@ class _Sampler:
         return not inside or self.params.scene_cuts == "reject"
 
     def finish(self) -> None:
-        """End of stream: the last frame stays on screen for one typical frame interval."""
+        """End of stream: the last frame stays on screen for one typical frame interval, its end included (within
+        END_TOLERANCE): a 2.0 s source gives a sample at 2.0 s, so 17 frames at 8 fps fit it, whatever the rounding
+        of its timestamps."""
         if self._pending is not None:
             gaps = np.diff(self.times)
-            self._sample_until(self.times[-1] + (float(np.median(gaps)) if len(gaps) else 1 / self.rate))
+            end = self.times[-1] + (float(np.median(gaps)) if len(gaps) else 1 / self.rate)
+            self._sample_until(end + END_TOLERANCE)
             self._pending = None
 
     def window(self, cuts: list[int]) -> list[int] | None:

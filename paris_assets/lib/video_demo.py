@@ -11,7 +11,7 @@ The fates assume filter settings between the planted and the clean values: `min_
 a minimum side in (32, 128] px, a static threshold on the mean decoded frame difference between the still's
 (about 0.1 uint8 levels: x264's noise on identical frames) and the clean clips' (1 and up), and scene cuts
 rejected (with splitting, `cut_at` says where the two halves meet). Each row has one fate; where two apply
-(the 1-frame clip is also still) it is the first of: undecodable/truncated/empty_file, too_short, too_small,
+(the 1-frame clip is also still) it is the first of: undecodable/truncated/empty_file, one_frame, too_short, too_small,
 static, scene_cut, duplicate. The flicker theme is a trap for cut detection on frame differences alone: its
 strobe jumps as far as a cut does, but its picture (pHash) stays the same, so it is kept.
 
@@ -55,7 +55,7 @@ _CAPTIONS = {
 _ADJECTIVES = ["beautiful", "quiet", "vivid", "calm", "bright", "moody", "soft", "dramatic", "simple", "wide"]
 
 KEPT = "kept"
-VIDEO_DEMO_VERSION = 1  # bump when the generator changes, so cached demo files are redrawn
+VIDEO_DEMO_VERSION = 2  # bump when the generator changes, so cached demo files are redrawn
 SIDES = (128, 320)  # clean clips' width and height range, px (even: yuv420p needs it)
 SECONDS = (2.0, 3.0)  # clean clips' duration range: above any sensible min_seconds, and quick to make
 FPS = (12, 15, 24, 25, 30)
@@ -438,7 +438,7 @@ def make_video_demo(out_dir: str | Path, n: int = 200, seed: int = 0) -> pd.Data
         fresh("pan"))
     data = (files / "truncated_0.mp4").read_bytes()
     (files / "truncated_0.mp4").write_bytes(data[: len(data) // 2])
-    add(VideoDemoRow("truncated_1.mp4", caption("waves"), "waves", "undecodable", fps=24.0, recipe="moov_last_0.6"),
+    add(VideoDemoRow("truncated_1.mp4", caption("waves"), "waves", "truncated", fps=24.0, recipe="moov_last_0.6"),
         fresh("waves"), faststart=False)
     data = (files / "truncated_1.mp4").read_bytes()
     (files / "truncated_1.mp4").write_bytes(data[: int(len(data) * 0.6)])
@@ -457,7 +457,7 @@ def make_video_demo(out_dir: str | Path, n: int = 200, seed: int = 0) -> pd.Data
     a, b = fresh("spin", seconds=1.5), fresh("traffic", seconds=1.5)
     add(VideoDemoRow("cut_0.mp4", caption("spin"), "spin", "scene_cut", fps=24.0, cut_at=1.5,
                      recipe="spin_then_traffic"), np.concatenate([a, b]))
-    add(VideoDemoRow("one_frame_0.mp4", caption("zoom"), "zoom", "too_short", fps=24.0, recipe="1_frame"),
+    add(VideoDemoRow("one_frame_0.mp4", caption("zoom"), "zoom", "one_frame", fps=24.0, recipe="1_frame"),
         fresh("zoom", seconds=0.04))
     add(VideoDemoRow("short_0.mp4", caption("shapes"), "shapes", "too_short", fps=24.0,
                      recipe=f"{TOO_SHORT_SECONDS:g}s"),
