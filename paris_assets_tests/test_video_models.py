@@ -75,19 +75,20 @@ def test_equals_a_direct_diffusers_call(tiny, vae):
     torch.testing.assert_close(vae.preprocess(x), pixels)
     with torch.no_grad():
         batched = direct.encode(pixels).latent_dist.mean * direct.config.scaling_factor
-        direct.enable_slicing()  # as the wrapper runs it: one clip at a time
+        direct.enable_slicing()  # as the wrapper runs it on a GPU: one clip at a time
         sliced = direct.encode(pixels).latent_dist.mean * direct.config.scaling_factor
     z = vae(x)
-    np.testing.assert_array_equal(z, sliced.numpy().astype(np.float16))
+    np.testing.assert_array_equal(z, batched.numpy().astype(np.float16))  # on a CPU: the batch whole
     # A batch of 2 through one convolution differs from two of 1 only in float rounding (a float16 ulp here).
-    np.testing.assert_allclose(z.astype(np.float32), batched.numpy(), atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(z.astype(np.float32), sliced.numpy(), atol=1e-3, rtol=1e-3)
 
 
 def test_mean_is_deterministic_and_independent_of_the_batch(vae):
     x = clips(3, 9)
     z = vae(x)
     np.testing.assert_array_equal(z, vae(x))
-    np.testing.assert_array_equal(z[1:2], vae(x[1:2]))  # slicing: each clip is encoded alone
+    # on a CPU the batch goes through whole: a clip alone differs by float rounding only
+    np.testing.assert_allclose(z[1:2].astype(np.float32), vae(x[1:2]).astype(np.float32), atol=1e-3, rtol=1e-3)
 
 
 def test_seeded_sample_per_row(tiny, vae):
@@ -95,7 +96,8 @@ def test_seeded_sample_per_row(tiny, vae):
     x = clips(3, 9)
     a, b, c = sampler(x, offset=0), sampler(x, offset=0), sampler(x, offset=64)
     assert np.array_equal(a, b) and not np.array_equal(a, c) and not np.array_equal(a, vae(x))
-    np.testing.assert_array_equal(a[2:], sampler(x[2:], offset=2))  # a row's noise follows its offset, not its batch
+    # a row's noise follows its offset, not its batch (the mean, batched whole on a CPU, to float rounding)
+    np.testing.assert_allclose(a[2:].astype(np.float32), sampler(x[2:], offset=2).astype(np.float32), atol=2e-3, rtol=2e-3)
     other_seed = VideoLatentEncoder(ModelRef(tiny["video_latent_encoder"]), device="cpu", sample=True, seed=4).load()
     assert not np.array_equal(a, other_seed(x, offset=0))
 
