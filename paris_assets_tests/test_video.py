@@ -24,6 +24,7 @@ from paris_assets.lib.video import (
 )
 from paris_assets.lib.video_checks import (
     find_cuts,
+    frame_difference,
     near_duplicate_groups,
     near_duplicate_groups_bruteforce,
 )
@@ -272,3 +273,18 @@ def test_real_avi_opencv_doc(name, cuts, start):
         pytest.skip(f"{path} is made by paris_assets/bench_photos.py on this machine only")
     facts, clip = probe_and_decode(path.read_bytes(), VideoParams())
     assert clip.shape == (17, 256, 256, 3) and facts["cuts"] == cuts and facts["window_start"] == start
+
+
+def test_a_strobe_is_no_cut_but_a_new_picture_is():
+    """A lamp dimmed to a third jumps as far as a cut (frame_difference removes an offset, not a gain); the
+    thumbnails' correlation tells the same picture from a new one, and a cut from black is still a cut."""
+    rng = np.random.default_rng(0)
+    picture = rng.integers(40, 250, (32, 32)).astype(np.uint8)
+    other = rng.integers(40, 250, (32, 32)).astype(np.uint8)
+    dim = (picture * 0.3).astype(np.uint8)
+    black = np.zeros((32, 32), np.uint8)
+    for thumbs, expected in (([picture] * 4 + [dim] * 4, []), ([picture] * 4 + [other] * 4, [4]),
+                             ([black] * 4 + [picture] * 4, [4])):
+        diffs = np.r_[0.0, [frame_difference(a, b) for a, b in zip(thumbs, thumbs[1:])]]
+        assert find_cuts(diffs, 20) == [4]  # the differences alone call all three a cut
+        assert find_cuts(diffs, 20, thumbs) == expected

@@ -149,7 +149,7 @@ def _judge(sampler: _Sampler, facts: dict, params: VideoParams) -> tuple[dict, n
     duration = declared or end
     if duration < params.min_seconds:
         raise Rejected("too_short", f"{duration:.2f} s < min_seconds {params.min_seconds}")
-    cuts = find_cuts(np.asarray(sampler.diffs), params.cut_threshold)
+    cuts = sampler.cuts()
     window = sampler.window(cuts)
     if window is None and len(sampler.grid) < params.num_frames:
         raise Rejected("too_short", f"{max(0.0, end - sampler.start):.2f} s from {sampler.start:.2f} s gives "
@@ -189,6 +189,7 @@ class _Sampler:
         self._first = None
         self._pending = None  # the latest frame: on screen until the next one's time
         self._thumb = None
+        self.thumbs: list[np.ndarray] = []  # 32x32 grey per decoded frame (1 KB each): cuts are confirmed on them
 
     def add(self, frame: av.VideoFrame) -> bool:
         """Take one frame; True when no later frame can change the result."""
@@ -203,12 +204,17 @@ class _Sampler:
         if self._thumb is not None:
             self.diffs.append(frame_difference(self._thumb, thumb))
         self._thumb = thumb
+        self.thumbs.append(thumb)
         if self._pending is not None:
             self._sample_until(t)
         self._pending = frame
         self.times.append(t)
         self.decoded += 1
         return self._done(t)
+
+    def cuts(self) -> list[int]:
+        """Decoded frames that start a new shot (video_checks.find_cuts on the differences and thumbnails)."""
+        return find_cuts(np.asarray(self.diffs), self.params.cut_threshold, self.thumbs)
 
     def _sample_until(self, t: float) -> None:
         """Give the pending frame every sample time before t: its time on screen."""
@@ -237,7 +243,7 @@ class _Sampler:
         last = self.grid[need - 1]
         if self.decoded - 1 < last + CUT_CONTEXT:
             return False
-        inside = [c for c in find_cuts(np.asarray(self.diffs), self.params.cut_threshold) if self.grid[0] < c <= last]
+        inside = [c for c in self.cuts() if self.grid[0] < c <= last]
         return not inside or self.params.scene_cuts == "reject"
 
     def finish(self) -> None:

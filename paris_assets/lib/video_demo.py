@@ -55,7 +55,7 @@ _CAPTIONS = {
 _ADJECTIVES = ["beautiful", "quiet", "vivid", "calm", "bright", "moody", "soft", "dramatic", "simple", "wide"]
 
 KEPT = "kept"
-VIDEO_DEMO_VERSION = 2  # bump when the generator changes, so cached demo files are redrawn
+VIDEO_DEMO_VERSION = 3  # bump when the generator changes, so cached demo files are redrawn
 SIDES = (128, 320)  # clean clips' width and height range, px (even: yuv420p needs it)
 SECONDS = (2.0, 3.0)  # clean clips' duration range: above any sensible min_seconds, and quick to make
 FPS = (12, 15, 24, 25, 30)
@@ -177,7 +177,8 @@ def _flicker(x: np.ndarray, y: np.ndarray, duration: float, rng: np.random.Gener
         lx, ly, reach = rng.uniform(0, width), rng.uniform(0, height * 0.7), rng.uniform(0.1, 0.25) * min(width, height)
         d = ((x - lx) ** 2 + (y - ly) ** 2) / reach ** 2
         base += np.exp(-d)[..., None] * rng.uniform([200, 160, 40], [255, 230, 140]).astype(np.float32)
-    hz, duty = rng.uniform(2.0, 5.0), rng.uniform(0.3, 0.6)
+    # each phase lasts over 1/8 s, so sampling at 8 fps (Paris 2.0's rate) sees the strobe, never only one phase
+    hz, duty = rng.uniform(1.5, 3.0), rng.uniform(0.4, 0.6)
     dim = base * 0.3
     return lambda t: base if (t * hz) % 1 < duty else dim
 
