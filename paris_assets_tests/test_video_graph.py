@@ -157,3 +157,46 @@ def test_changing_k_reruns_only_the_clustering_and_what_follows(video):
     assert after == before
     assert np.load(data / "cluster_labels" / "centroids.npy").shape[0] == 3
     assert sorted(p.name for p in (data / "expert_shards").glob("cluster_*")) == ["cluster_0", "cluster_1", "cluster_2"]
+
+
+def test_a_partitioned_video_folder_drops_a_copy_across_parts(tmp_path):
+    """A video_folder source (clips with sidecar captions) in parts of 8, backfilled: each part keeps its clips
+    (the copy has no partner inside its part), and the fan-in drops the copy across parts by keyframe pHash."""
+    from paris_assets import parts
+    from paris_assets.lib.partitions import PARTS
+
+    demo = make_video_demo_rows(tmp_path / "demo")
+    clean = demo[demo["expected"] == KEPT].reset_index(drop=True)
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for i in range(12):  # row 10 is an exact copy of row 1: the pair straddles the two parts
+        src = clean.iloc[1 if i == 10 else i]
+        shutil.copy(tmp_path / "demo" / "files" / src["name"], folder / f"{i:04d}.mp4")
+        (folder / f"{i:04d}.txt").write_text(src["caption"])
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    instance = DagsterInstance.local_temp(str(home))
+    settings = parse_settings({
+        "media": "video", "data_dir": str(tmp_path / "data"), "executor": "in_process",
+        "source": {"kind": "video_folder", "path": str(folder)}, "ingest": {"processes": 1, "threads": 4},
+        "filter": {"processes": 1, "image_size": SIZE}, "captions": {"source": "alt_text"},
+        "clustering": {"k": 2}, "report": {"max_silhouette_drop": 1.0},
+        "shards": {"heldout_fraction": 0.1}, "partitions": {"size": 8}}, base_dir=tmp_path)
+    logs = []
+    assert parts.backfill(settings, instance, log=logs.append) == 0, logs
+    data = tmp_path / "data"
+    keys = sorted(instance.get_dynamic_partitions(PARTS))
+    assert [len(pd.read_parquet(data / "filtered_images" / k / "kept.parquet")) for k in keys] == [8, 4]
+    dropped = pd.read_parquet(data / "cluster_labels" / "dropped.parquet")
+    assert dropped["reason"].tolist() == ["duplicate_exact"]
+    kept_ids = pd.read_parquet(data / "filtered_images" / keys[0] / "kept.parquet")["image_id"]
+    assert dropped["detail"].iat[0].startswith(f"of {kept_ids.iat[1]} ")
+    manifest = json.loads((data / "pipeline_manifest.json").read_text())
+    assert manifest["media"] == "video" and manifest["counts"]["expert_samples"] + manifest["counts"]["heldout_samples"] == 11
+
+
+def make_video_demo_rows(folder):
+    from paris_assets.lib.video_demo import make_video_demo
+
+    return make_video_demo(folder, n=16, seed=0)
