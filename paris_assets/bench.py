@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="stages whose peak RSS is compared at both sizes ('all' adds latents, ~7 min on CPU)")
     parser.add_argument("--profile", choices=["tiny", "paris"], default="tiny",
                         help="paris runs the real models (on a CUDA machine, fp16)")
-    parser.add_argument("--only", choices=["filter", "models", "clustering", "shards", "quality", "semdedup"],
+    parser.add_argument("--only", choices=["filter", "models", "clustering", "shards", "quality", "semdedup", "video"],
                         default=None)
     parser.add_argument("--shard-samples", type=int, default=20000)
     args = parser.parse_args(argv)
@@ -205,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print()
         bench_semdedup([])
+    if args.only in (None, "video"):
+        from .bench_video import main as bench_video
+
+        print()
+        bench_video(["--processes", str(args.processes)])
     if args.only in (None, "models"):
         from .bench_models import STAGES, bench_models
 
