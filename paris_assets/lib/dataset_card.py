@@ -21,7 +21,10 @@ FIELD_NOTES = {  # one line per json field this project writes; a field it does 
 MEMBER_NOTES = {"latent.npy": "VAE latent (the diffusion target), scaled by the VAE's scaling_factor",
                 "clip.npy": "pooled CLIP text embedding (what the router reads)",
                 "clip_tokens.npy": "CLIP per-token text states (what the experts condition on)",
-                "txt": "the caption", "json": "provenance and scores (fields below)", "jpg": "the square crop"}
+                "txt": "the caption", "json": "provenance and scores (fields below)", "jpg": "the square crop",
+                "t5_tokens.npy": "T5-v1.1-XXL per-token text states, zeros at padding (what video experts condition on)",
+                "t5_mask.npy": "T5 attention mask, True at real tokens", "dinov2.npy": "DINOv2 of the clip's first frame",
+                "mp4": "the clip as stored (H.264 4:4:4)"}
 
 
 def size_category(n: int) -> str:
@@ -76,7 +79,7 @@ def card_metadata(stats: dict) -> dict:
         meta["license_name"] = "unspecified"
     meta |= {
         "pretty_name": f"paris-assets expert shards (K={stats['k']})",
-        "task_categories": ["text-to-image"],
+        "task_categories": ["text-to-video" if stats.get("media") == "video" else "text-to-image"],
         "tags": ["webdataset", "diffusion", "decentralized-diffusion", "paris", "dinov2", "clustering", "latents"],
         "size_categories": [size_category(stats["splits"]["train"]["samples"] + stats["splits"]["heldout"]["samples"])],
         "configs": [{"config_name": "default", "default": True, "data_files": [

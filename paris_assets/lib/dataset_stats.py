@@ -83,7 +83,7 @@ def collect_stats(manifest: dict, report: dict, reasons: dict, sample: dict,
     return {
         "format": FORMAT, "version": VERSION, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "manifest_created": manifest.get("created"), "license": license_id, "k": k, "splits": splits,
-        "clusters": clusters,
+        "media": manifest.get("media", "image"), "clusters": clusters,
         "clustering": {key: report.get(key) for key in ("silhouette", "davies_bouldin", "largest_fraction",
                                                         "empty_clusters", "n", "sample_size")}
                       | {"cluster_report_run": report.get("run_id")},
