@@ -52,7 +52,8 @@ browse: setup
 # the README's screenshots, taken by the browser tests themselves
 screenshots: setup chromium
 	PARIS_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PY) -m pytest -q paris_assets_tests/test_ui.py \
-		paris_assets_tests/test_browse.py::test_shard_browser_in_a_real_browser
+		paris_assets_tests/test_browse.py::test_shard_browser_in_a_real_browser \
+		paris_assets_tests/test_browse_video.py::test_clips_in_a_real_browser paris_assets_tests/test_ui_video.py
 
 bench: setup
 	$(PY) -m paris_assets.bench
