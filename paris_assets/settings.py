@@ -317,6 +317,16 @@ class Settings(_Section):
     # Where this file lives: relative paths resolve against it. Not a key users set.
     base_dir: str = Field(default=str(PROJECT_ROOT), exclude=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _video_captions(cls, data):
+        """media: video captions with the source text unless told otherwise (and refuses blip2 below)."""
+        if isinstance(data, dict) and data.get("media") == "video":
+            captions = data.get("captions") or {}
+            if isinstance(captions, dict) and "source" not in captions:
+                data = {**data, "captions": {**captions, "source": "alt_text"}}
+        return data
+
     @model_validator(mode="after")
     def _media_fits(self) -> "Settings":
         kind = self.source.kind

@@ -1,5 +1,7 @@
 """Settings: defaults, validation messages that name the key, path resolution, code versions."""
 
+import re
+
 import pytest
 
 from paris_assets.assets.common import CODE_VERSIONS, code_version
@@ -106,3 +108,25 @@ def test_execution_settings_shape_no_asset():
     assert ray.execution.engine == "ray" and base.execution.engine == "local"
     for asset in CODE_VERSIONS:  # the model stages and filtered_images' units run under both engines
         assert code_version(base, asset) == code_version(ray, asset)
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ({"media": "video", "source": {"kind": "image_folder", "path": "x"}}, "use kind: video_folder"),
+    ({"source": {"kind": "video_folder", "path": "x"}}, "set media: video"),
+    ({"media": "video", "captions": {"source": "blip2"}}, "BLIP-2 captions images, not clips"),
+    ({"media": "video", "video": {"num_frames": 16}}, "4k+1"),
+    ({"media": "video", "shards": {"include_jpg": True}}, "set shards.include_mp4"),
+    ({"shards": {"include_mp4": True}}, "is for media: video"),
+    ({"media": "video", "filter": {"image_size": 100}}, "multiple of 8"),
+    ({"media": "audio"}, "allowed values"),
+])
+def test_media_settings_that_do_not_fit_are_refused_with_the_fix(raw, needle):
+    with pytest.raises(SettingsError, match=re.escape(needle)):
+        parse_settings(raw)
+
+
+def test_video_defaults_follow_the_media():
+    video, image = parse_settings({"media": "video"}), parse_settings({})
+    assert (video.captions.source, image.captions.source) == ("alt_text", "blip2")
+    assert (video.heldout_max, image.heldout_max) == (2048, 10_000)
+    assert parse_settings({"media": "video", "shards": {"heldout_max": 7}}).heldout_max == 7

@@ -218,3 +218,26 @@ def test_the_worker_module_starts_without_pandas_or_dagster():
             "print(sorted(m for m in ('pandas', 'pyarrow', 'dagster', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_webdataset_source_of_mp4_tars_is_indexed_in_place_and_filtered(run, tmp_path):
+    """`source.kind: webdataset` with media video: existing tars whose samples hold `mp4` and `txt` are indexed
+    where they lie (no copy, no download) and the clip filter reads them there."""
+    from paris_assets.lib.ingest import ingest
+    from paris_assets.settings import parse_settings
+
+    root, owed, _stats, output = run
+    clips = owed[owed["expected"] == KEPT].head(5)
+    tar = tmp_path / "clips-000000.tar"
+    with open(tar, "wb") as fh, TarShardWriter(fh) as writer:
+        for i, (_, row) in enumerate(clips.iterrows()):
+            writer.write(f"{i:06d}", {"mp4": (root / "demo" / "files" / row["name"]).read_bytes(),
+                                      "txt": f"clip number {i}".encode()})
+    settings = parse_settings({"media": "video", "source": {"kind": "webdataset", "path": str(tmp_path / "*.tar")}})
+    stats = ingest(settings.resolved_source, settings.ingest, str(tmp_path / "raw"), seed=0, log=lambda m: None,
+                   media="video")
+    assert (stats["requested"], stats["downloaded"]) == (5, 5)
+    assert not list((tmp_path / "raw").glob("*.tar"))  # read in place
+    result = filter_video_folder(str(tmp_path / "raw"), str(tmp_path / "out"), PARAMS, PRE, log=lambda m: None)
+    kept = pd.read_parquet(tmp_path / "out" / "kept.parquet")
+    assert result["kept"] == 5 and kept["alt_text"].tolist() == [f"clip number {i}" for i in range(5)]
