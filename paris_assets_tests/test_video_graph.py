@@ -103,6 +103,9 @@ def test_arrays_have_the_video_shapes(video):
     assert (real >= 2).all() and (real < 40).all()  # a caption and </s>, far below the 226 padded to
     assert not np.asarray(t5[:])[~np.asarray(mask[:])].any()  # zeros at padding
     assert open_array(str(data / "dinov2_embeddings" / "embeddings")).shape[0] == n
+    meta = latest(instance, "clip_embeddings")
+    assert meta["t5_max_length"].value == 226 and meta["t5_tokens_max"].value == real.max()
+    assert meta["t5_encoder_model_id"].value.endswith("t5_encoder") and meta["t5_truncated"].value == 0
     recon = checks_of_latest(instance, "latents_valid")
     assert "data:image/png;base64," in recon["reconstructions"].value and "psnr_mean_db" in recon
 

@@ -11,6 +11,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataVa
 
 from ..io_managers import AssetFolder
 from ..lib import stages, storage
+from ..lib.arrays import open_array
 from ..lib.chunks import ChunkStore, work_key
 from ..models.profiles import build_model, expected_shapes, latent_role, load_model, model_metadata
 from ..settings import Settings
@@ -124,6 +125,14 @@ def _metadata(context, settings, asset_name, model, stats, batch_size, prefix: s
     context.add_output_metadata({f"{prefix}{key}": value for key, value in meta.items()})
 
 
+def t5_lengths(mask: np.ndarray) -> dict:
+    """What the T5 mask says of the captions: the padded length, real tokens (with </s>) on average and at most,
+    and how many captions were cut at the length."""
+    real = mask.sum(axis=1)
+    return {"t5_max_length": int(mask.shape[1]), "t5_tokens_mean": round(float(real.mean()), 1),
+            "t5_tokens_max": int(real.max()), "t5_truncated": int((real == mask.shape[1]).sum())}
+
+
 def _frames(settings: Settings) -> str | None:
     """What an image model sees of a clip (media: video), or None for images."""
     return settings.video.embed_frames if settings.media == "video" else None
@@ -167,6 +176,7 @@ def build_clip_embeddings(settings: Settings) -> AssetsDefinition:
         if settings.media == "video" and len(table):
             _run(context, settings, "clip_embeddings", "t5_encoder", captions, table, stages.encode_t5,
                  settings.models.text_batch_size, out=out, second=True)
+            context.add_output_metadata(t5_lengths(np.asarray(open_array(str(out / "t5_mask"))[:])))
         return out
 
     return clip_embeddings
