@@ -5,7 +5,8 @@
         [--rate latents=900 --rate filtered_images=250 ...] [--json]
 
 The settings file (PARIS_CONFIG or paris.yaml, or --config) decides the image size, captions (BLIP-2 or alt
-text), the models, K and the shard settings. `--rate stage=images_per_s` replaces a stage's default: images/s per
+text), the models, K and the shard settings; with `media: video` (e.g. PARIS_CONFIG=paris-video.yaml) it plans
+clips (--images then counts clips): T5-XXL, the HunyuanVideo VAE on num_frames x S x S, the clip filter. `--rate stage=images_per_s` replaces a stage's default: images/s per
 GPU for the model stages, per core for ingest and filtered_images, of the one process for the global steps.
 """
 
@@ -23,6 +24,7 @@ from .lib.plan import (
     DEFAULT_MFU,
     PARTITION_SIZE,
     STAGES,
+    VIDEO_STAGES,
     Plan,
     inputs_from_settings,
     make_plan,
@@ -32,8 +34,9 @@ from .settings import SettingsError, load_settings
 
 def parse_rate(text: str) -> tuple[str, float]:
     stage, sep, value = text.partition("=")
-    if not sep or stage not in STAGES:
-        raise argparse.ArgumentTypeError(f"expected STAGE=IMAGES_PER_S with STAGE one of: {', '.join(STAGES)}")
+    if not sep or stage not in STAGES + VIDEO_STAGES:
+        raise argparse.ArgumentTypeError(f"expected STAGE=IMAGES_PER_S with STAGE one of: {', '.join(STAGES)} "
+                                         f"(media: video adds t5_tokens)")
     try:
         rate = float(value)
     except ValueError:
@@ -45,7 +48,8 @@ def parse_rate(text: str) -> tuple[str, float]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m paris_assets.plan", description=__doc__.split("\n")[0])
-    p.add_argument("--images", type=int, required=True, help="images through every stage (kept images)")
+    p.add_argument("--images", type=int, required=True, help="images through every stage (kept images); clips "
+                   "with media: video")
     p.add_argument("--gpus", type=int, default=8, help="GPUs for the model stages (default 8)")
     p.add_argument("--cpus", type=int, help="CPU cores in all: ingest, filtering, decoding for the GPUs "
                    "(default gpus x cpus-per-gpu)")
@@ -57,7 +61,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--write-gbs", type=float, help="aggregate write bandwidth to data_dir in GB/s (default: not "
                    "modelled); a stage's wall is then at least what it writes / this")
     p.add_argument("--mfu", type=float, default=DEFAULT_MFU, help=f"achieved share of peak (default {DEFAULT_MFU})")
-    p.add_argument("--rate", type=parse_rate, action="append", default=[], metavar="STAGE=IMAGES_PER_S")
+    p.add_argument("--rate", type=parse_rate, action="append", default=[], metavar="STAGE=IMAGES_PER_S",
+                   help="images (clips) per second for a stage")
     p.add_argument("--config", help="settings file (default: $PARIS_CONFIG or paris.yaml)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     return p
@@ -80,14 +85,24 @@ def size(n: float) -> str:
     return f"{n:,.0f} B"
 
 
+def rate(value: float, unit: str, video: bool) -> str:
+    """A stage's rate; clips' slow stages (a few clips/s per GPU or core) with a decimal."""
+    digits = 1 if video and value < 100 else 0
+    return f"{value:,.{digits}f} {unit.replace('images/s', '/s').replace('clips/s', '/s')}"
+
+
 def render(plan: Plan) -> str:
     i = plan.inputs
-    head = (f"Plan: {i.images:,} images, {i.gpus} x {i.gpu_name} ({i.gpu_tflops:g} TFLOPs fp16 at {i.mfu:.0%} MFU), "
-            f"{i.total_cpus:,} CPU cores, {plan.partitions:,} partitions of {i.partition_size:,} images, "
+    items = "clips" if i.video else "images"
+    head = (f"Plan: {i.images:,} {items}, {i.gpus} x {i.gpu_name} ({i.gpu_tflops:g} TFLOPs fp16 at {i.mfu:.0%} MFU), "
+            f"{i.total_cpus:,} CPU cores, {plan.partitions:,} partitions of {i.partition_size:,} {items}, "
             f"image_size {i.image_size}, captions {'BLIP-2' if i.captions_blip2 else 'alt text'}, K={i.k}")
+    if i.video:
+        head += (f", media: video ({i.num_frames} frames at {i.fps:g} fps; T5 {i.t5_tokens} tokens; image models on "
+                 f"{'3 keyframes' if i.embed_frames == 'keyframes' else 'the first frame'})")
     written = {a.asset: size(a.total_bytes) for a in plan.assets}
     stage_rows = [[s.stage, s.runs_on, f"{s.partitions:,}" if isinstance(s.partitions, int) else s.partitions,
-                   f"{s.rate:,.0f} {s.rate_unit.replace('images/s', '/s')}" if s.rate else "-", hours(s.gpu_hours),
+                   rate(s.rate, s.rate_unit, i.video) if s.rate else "-", hours(s.gpu_hours),
                    hours(s.core_hours), (">= " if s.wall_is_lower_bound else "") + hours(s.wall_hours), s.bound or "-",
                    f"{s.partition_seconds:,.1f} s" if s.partition_seconds else "-", written.get(s.writes, "-")]
                   for s in plan.stages]
@@ -95,7 +110,7 @@ def render(plan: Plan) -> str:
     stage_rows.append(["total", "", "", "", hours(totals["gpu_hours"]), hours(totals["core_hours"]),
                        hours(plan.wall_hours_serial), f"overlapped: {hours(plan.wall_hours_overlapped)}", "",
                        size(totals["storage_bytes"])])
-    stages = tabulate(stage_rows, headers=["stage", "runs on", "partitions", "rate (images)", "GPU-hours",
+    stages = tabulate(stage_rows, headers=["stage", "runs on", "partitions", f"rate ({items})", "GPU-hours",
                                            "core-hours", "wall", "bound by", "per partition", "writes"],
                       tablefmt="github", disable_numparse=True)
     asset_rows = [[a.asset, f"{a.rows:,}", f"{a.bytes_per_row:,.0f}", size(a.total_bytes), a.what] for a in plan.assets]

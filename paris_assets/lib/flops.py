@@ -42,6 +42,30 @@ PARIS_CONFIGS: dict[str, dict[str, Any]] = {
 PARIS_IDS = {"captioner": "Salesforce/blip2-opt-2.7b", "text_encoder": "openai/clip-vit-large-patch14",
              "image_embedder": "facebook/dinov2-large", "latent_encoder": "stabilityai/sd-vae-ft-mse"}
 
+# media: video (Paris 2.0). Neither config could be read here (no hub access, no cached copy), so:
+# - HunyuanVideo's VAE: diffusers' AutoencoderKLHunyuanVideo class defaults (0.42.1), which are the values the
+#   hub folder's config.json is said to hold in models/video_latent_encoder.py (16 latent channels, 8x spatial, 4x
+#   temporal, scaling_factor 0.476986) and which Tencent's own VAE config repeats (block_out_channels
+#   [128, 256, 512, 512], layers_per_block 2, latent_channels 16); mid-block attention on is the class default,
+#   assumed. `frame_tile`/`frame_stride`/`tile`/`tile_stride` are not config but the wrapper's encode path:
+#   diffusers encodes clips longer than 16 frames in 17-frame windows every 12 (framewise encoding, on by
+#   default), and VideoLatentEncoder turns spatial tiling on for GPUs (256 px tiles every 192 above 256 px).
+# - T5-v1.1-XXL's encoder (CogVideoX-2b's text_encoder/): the published google/t5-v1_1-xxl config (d_model 4096,
+#   d_kv 64 x 64 heads, d_ff 10240 gated-GELU, 24 layers, vocab 32128), which the project's README and
+#   models/t5_encoder.py give for this copy; max_length is CogVideoX's 226.
+PARIS_VIDEO_CONFIGS: dict[str, dict[str, Any]] = {
+    "hunyuanvideo-community/HunyuanVideo": {
+        "_class_name": "AutoencoderKLHunyuanVideo", "in_channels": 3, "latent_channels": 16,
+        "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "mid_block_add_attention": True,
+        "spatial_compression_ratio": 8, "temporal_compression_ratio": 4, "scaling_factor": 0.476986,
+        "frame_tile": 16, "frame_stride": 12, "tile": 256, "tile_stride": 192},
+    "THUDM/CogVideoX-2b": {"model_type": "t5", "d_model": 4096, "d_kv": 64, "num_heads": 64, "d_ff": 10240,
+                           "num_layers": 24, "vocab_size": 32128, "feed_forward_proj": "gated-gelu",
+                           "max_length": 226},
+}
+PARIS_CONFIGS.update(PARIS_VIDEO_CONFIGS)
+PARIS_VIDEO_IDS = {"video_latent_encoder": "hunyuanvideo-community/HunyuanVideo", "t5_encoder": "THUDM/CogVideoX-2b"}
+
 
 # --- FLOPs from configs ----------------------------------------------------------------------------------------
 
@@ -154,3 +178,82 @@ def blip2_cost(config: dict, new_tokens: int) -> dict:
             "new_tokens": new_tokens,
             "how": f"ViT {v_width}x{vis['num_hidden_layers']} + Q-Former + OPT {t_width}x{txt['num_hidden_layers']} "
                    f"prefill of {prefill} tokens, then {new_tokens} new tokens (max_new_tokens, an upper bound)"}
+
+
+def t5_encoder_cost(config: dict, tokens: int | None = None) -> dict:
+    """A T5 encoder (T5EncoderModel) over `tokens` positions, padding included (the mask does not skip work):
+    per layer q, k, v, o (d_model x heads*d_kv each), the feed-forward (two input projections when gated, one
+    otherwise, and the output), and 4 x tokens^2 x heads*d_kv for the attention products; the relative position
+    bias is an add, not counted. Output (tokens, d_model) per caption."""
+    tokens = tokens or config.get("max_length", 226)
+    width, inner, ffn = config["d_model"], config["num_heads"] * config["d_kv"], config["d_ff"]
+    gated = str(config.get("feed_forward_proj", "relu")).startswith("gated")
+    per_token = 2 * (4 * width * inner + (3 if gated else 2) * width * ffn)
+    flops = config["num_layers"] * (tokens * per_token + 4 * tokens * tokens * inner)
+    return {"flops": float(flops), "tokens": tokens, "width": width,
+            "weights": config["num_layers"] * (4 * width * inner + (3 if gated else 2) * width * ffn),
+            "how": f"T5 encoder {width}x{config['num_layers']} layers, d_ff {ffn}{' gated' if gated else ''}, "
+                   f"over {tokens} tokens (padding included)"}
+
+
+def t5_xxl_cost(config: dict, tokens: int | None = None) -> dict:
+    """T5-v1.1-XXL's encoder at CogVideoX's 226 tokens: 2.11 TFLOPs a caption (2 x 4.63e9 matmul weights x 226
+    tokens + 20 GFLOPs of attention products), 13x DINOv2-large on an image."""
+    return t5_encoder_cost(config, tokens)
+
+
+def _hunyuan_encoder_macs(config: dict, frames: int, height: int, width: int) -> tuple[int, tuple[int, int, int]]:
+    """Multiply-adds of HunyuanVideoEncoder3D + quant_conv on one (frames, height, width) window, and the latent
+    (t, h, w) it gives. Causal convs pad the time axis in front (k - 1) and the sides by k // 2, so a stride-1 conv
+    keeps the size; a downsampling conv (k 3, stride 2, no extra padding) gives (n - 1) // 2 + 1."""
+    channels, per_block = list(config["block_out_channels"]), config["layers_per_block"]
+    spatial_downs = int(math.log2(config.get("spatial_compression_ratio", 8)))
+    time_downs = int(math.log2(config.get("temporal_compression_ratio", 4)))
+    if config.get("temporal_compression_ratio", 4) != 4:
+        raise ValueError("video_vae_encoder_cost: only temporal_compression_ratio 4 (HunyuanVideo's) is modelled")
+    t, h, w = frames, height, width
+
+    def conv(cin: int, cout: int, k: int) -> int:
+        return cin * cout * k ** 3 * t * h * w
+
+    cin = channels[0]
+    macs = conv(config.get("in_channels", 3), cin, 3)
+    last = len(channels) - 1
+    for i, cout in enumerate(channels):
+        for _ in range(per_block):
+            macs += conv(cin, cout, 3) + conv(cout, cout, 3) + (conv(cin, cout, 1) if cin != cout else 0)
+            cin = cout
+        down_hw = i < spatial_downs
+        down_t = i >= last - time_downs and i != last
+        if down_hw or down_t:
+            t = (t - 1) // 2 + 1 if down_t else t
+            h, w = ((h - 1) // 2 + 1, (w - 1) // 2 + 1) if down_hw else (h, w)
+            macs += conv(cout, cout, 3)
+    c, tokens = channels[-1], t * h * w
+    macs += 2 * (2 * conv(c, c, 3))  # the mid block's two resnets
+    if config.get("mid_block_add_attention", True):  # one head of width c over every latent position (causal mask
+        macs += 4 * c * c * tokens + 2 * tokens * tokens * c  # applied as an additive mask: the full product)
+    latent = config["latent_channels"]
+    macs += conv(c, 2 * latent, 3) + conv(2 * latent, 2 * latent, 1)  # conv_out, quant_conv
+    return macs, (t, h, w)
+
+
+def video_vae_encoder_cost(config: dict, frames: int, size: int, spatial_tiling: bool = True) -> dict:
+    """AutoencoderKLHunyuanVideo.encode of one (frames, size, size) clip as diffusers runs it: windows of
+    frame_tile + 1 frames every frame_stride when the clip is longer than frame_tile (17 frames: frames 0-16 and
+    12-16), and, with `spatial_tiling` (VideoLatentEncoder turns it on for GPUs), tiles of `tile` px every
+    `tile_stride` when a side is larger than `tile`. Output (C, (T-1)/4+1, S/8, S/8)."""
+    frame_tile, frame_stride = config.get("frame_tile", 16), config.get("frame_stride", 12)
+    tile, tile_stride = config.get("tile", 256), config.get("tile_stride", 192)
+    windows = ([min(frame_tile + 1, frames - i) for i in range(0, frames, frame_stride)] if frames > frame_tile
+               else [frames])
+    sides = ([min(tile, size - i) for i in range(0, size, tile_stride)] if spatial_tiling and size > tile
+             else [size])
+    macs = sum(_hunyuan_encoder_macs(config, t, h, w)[0] for t in windows for h in sides for w in sides)
+    spatial, temporal = config.get("spatial_compression_ratio", 8), config.get("temporal_compression_ratio", 4)
+    shape = (config["latent_channels"], (frames - 1) // temporal + 1, size // spatial, size // spatial)
+    return {"flops": 2.0 * macs, "latent_shape": shape, "windows": windows, "tiles": len(sides) ** 2,
+            "how": f"causal 3-D encoder convs {config['block_out_channels']} x {config['layers_per_block']} per "
+                   f"block on {frames}x{size}x{size} as {len(windows)} frame window(s) {windows}"
+                   + (f" x {len(sides) ** 2} spatial tiles" if len(sides) > 1 else "")
+                   + f" -> {'x'.join(map(str, shape))}"}

@@ -18,6 +18,11 @@ Where each number comes from:
   `CPU_FIGURES`, and `PREPROCESS_CPU` for the decoding that feeds each GPU); `--rate stage=...` overrides any
   of them. The README's "Plan a run" lists every default with its source.
 
+With `media: video` (PlanInputs.media) it plans clips: T5-v1.1-XXL (226 tokens) beside CLIP's text tower, the
+causal HunyuanVideo VAE on num_frames x S x S as diffusers runs it (17-frame windows), DINOv2 and CLIP's image
+tower on the first frame (one image a clip; three with embed_frames: keyframes), the clip filter's measured
+rate, the stored mp4 measured, the source video assumed (VIDEO_FIGURES says which is which).
+
 No torch, no Dagster: numbers in, a `Plan` out.
 """
 
@@ -35,13 +40,16 @@ import pandas as pd
 from .flops import (
     PARIS_CONFIGS,
     PARIS_IDS,
+    PARIS_VIDEO_IDS,
     blip2_cost,
     clip_image_cost,
     clip_text_cost,
     dinov2_cost,
+    t5_xxl_cost,
     vae_encoder_cost,
+    video_vae_encoder_cost,
 )
-from .shards import TAR_OVERHEAD, ShardSource, sample_fields
+from .shards import TAR_OVERHEAD, ShardSource, VideoFields, sample_fields
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -119,10 +127,50 @@ PREPROCESS_SOURCE = ("measured here: CPU time, one thread, 512 demo crops (256 p
 GPU_STAGES = ("captions", "dinov2_embeddings", "clip_image_embeddings", "clip_embeddings", "latents")
 STAGES = ("ingest", "filtered_images", "captions", "dinov2_embeddings", "clip_image_embeddings", "clip_embeddings",
           "latents", "duplicate search", "cluster_labels", "cluster_report", "expert_shards", "router_pairs")
+# media: video: clip_embeddings runs CLIP's text tower and T5-v1.1-XXL; T5 is its own row (t5_tokens, the folder
+# it writes) because it costs 20x the rest of the asset
+VIDEO_STAGES = ("ingest", "filtered_images", "captions", "dinov2_embeddings", "clip_image_embeddings",
+                "clip_embeddings", "t5_tokens", "latents", "duplicate search", "cluster_labels", "cluster_report",
+                "expert_shards", "router_pairs")
+VIDEO_GPU_STAGES = ("dinov2_embeddings", "clip_image_embeddings", "clip_embeddings", "t5_tokens", "latents")
 PER_IMAGE_CPU = ("ingest", "filtered_images")
 # clip_image_embeddings loads CLIP's image tower from the text encoder's checkpoint (models.profiles.SAME_CHECKPOINT)
 ROLE_OF = {"captions": "captioner", "clip_embeddings": "text_encoder", "dinov2_embeddings": "image_embedder",
            "clip_image_embeddings": "text_encoder", "latents": "latent_encoder"}
+VIDEO_ROLE_OF = {**ROLE_OF, "t5_tokens": "t5_encoder", "latents": "video_latent_encoder"}
+
+# --- media: video: figures measured on this machine, and the assumptions -------------------------------------
+
+STORED_CLIP_BYTES_256 = 47_892  # mean stored clip (17 x 256 x 256, H.264 4:4:4 CRF 18) of the demo's 216
+VIDEO_FIGURES: dict[str, tuple[float, str]] = {
+    "stored clip": (STORED_CLIP_BYTES_256, (
+        "measured: mean `lib.video.encode_clip` mp4 of the video demo's 216 stored clips (data-video/filtered_images, "
+        "17 x 256 x 256 at 8 fps, CRF 18 yuv444p): 47,892 B; Dagster_world.mp4 through `process_video` (its two "
+        "17-frame windows at 0 s and 5 s): 41,398 and 38,178 B. Textured web footage runs larger (encode_clip's "
+        "docstring: 70-206 KB for 33 frames of real videos, so ~35-100 KB at 17); other sizes and lengths scaled "
+        "by pixels x frames (assumed)")),
+    "source video": (3_000_000, (
+        "assumed: a few MB per downloaded web clip (no web crawl here; the demo's 2-3 s clips average 55 KB, "
+        "Dagster_world.mp4 is 2.4 MB for ~10 s of 1080p)")),
+    "filter": (0.270, (
+        "README Speed: `process_video` (`python -m paris_assets.bench --only video`), 2 processes, 256 px, 17 frames "
+        "at 8 fps: 4 real videos (Dagster_world.mp4, OpenCV's vtest, Megamind, tree) 4.5 clips/s, 270 ms CPU a "
+        "clip; the 2-3 s demo clips 7.9 clips/s, 145 ms CPU of which 86 ms is encoding the stored clip. The real "
+        "videos' figure: web sources are longer and larger than the demo's")),
+    "kept columns": (80, ("assumed: kept.parquet's clip columns (duration, source_fps, rotation, codec, pix_fmt, "
+                          "window, cuts, motion, two more pHashes), before compression")),
+}
+# CPU seconds per clip ahead of each GPU stage: decoding the stored clip (all of it for the VAE, the first frame
+# for the image models), then the model's preprocessing. Measured here, one thread, CPU time (process_time).
+VIDEO_PREPROCESS = {
+    "decode_clip": (32.3e-3, ("`lib.video.decode_clip` of a 17 x 256 x 256 stored clip: 32.3 ms (200 demo clips, "
+                              "two rounds: 32.7, 32.0)")),
+    "first_frame": (6.2e-3, "`lib.crops.decode_first_frames`: 6.2 ms a clip (the same clips: 6.0, 6.3)"),
+    "vae_preprocess": (33e-3, ("`VideoLatentEncoder.preprocess` (uint8 -> float32 in [-1, 1], NCTHW), batch of 16 "
+                               "clips of 17 x 256 x 256, one torch thread: 29-42 ms a clip")),
+}
+VIDEO_PREPROCESS_SOURCE = ("measured here: CPU time, one thread, on the video demo's stored clips (256 px, 17 "
+                           "frames); the image processors' figures are PREPROCESS_CPU's")
 
 
 # --- inputs and the plan ---------------------------------------------------------------------------------------
@@ -158,6 +206,25 @@ class PlanInputs:
     raw_bytes: int = RAW_JPEG_BYTES
     crop_bytes_256: int = CROP_JPEG_BYTES_256
     notes: tuple[str, ...] = ()
+    # media: video (Paris 2.0): clips instead of images; `images` then counts clips
+    media: str = "image"
+    num_frames: int = 17  # video.num_frames (4k+1)
+    fps: float = 8.0  # video.fps
+    embed_frames: str = "first"  # video.embed_frames: first frame, or keyframes (first, middle, last)
+    include_mp4: bool = False  # shards.include_mp4
+    t5_tokens: int = 226  # T5's padded length (models/t5_encoder.MAX_LENGTH)
+    raw_video_bytes: int = int(VIDEO_FIGURES["source video"][0])
+    clip_bytes_256: int = STORED_CLIP_BYTES_256  # a 17-frame clip at 256 px
+    video_configs: dict[str, tuple[str, dict]] = field(default_factory=lambda: {
+        r: (i, PARIS_CONFIGS[i]) for r, i in PARIS_VIDEO_IDS.items()})
+
+    @property
+    def video(self) -> bool:
+        return self.media == "video"
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return VIDEO_STAGES if self.video else STAGES
 
     @property
     def total_cpus(self) -> int:
@@ -219,6 +286,12 @@ class Plan:
         for row, stage in zip(out["stages"], self.stages):
             row["partition_seconds"] = stage.partition_seconds
         out["inputs"]["configs"] = {role: model_id for role, (model_id, _) in self.inputs.configs.items()}
+        if self.inputs.video:
+            out["inputs"]["video_configs"] = {role: model_id for role, (model_id, _) in
+                                              self.inputs.video_configs.items()}
+        else:  # an image plan's JSON as before
+            for key in VIDEO_INPUTS:
+                out["inputs"].pop(key)
         out["inputs"]["total_cpus"] = self.inputs.total_cpus
         out["totals"] = {"gpu_hours": sum(s.gpu_hours for s in self.stages),
                          "core_hours": sum(s.core_hours for s in self.stages),
@@ -228,19 +301,34 @@ class Plan:
         return out
 
 
+VIDEO_INPUTS = ("media", "num_frames", "fps", "embed_frames", "include_mp4", "t5_tokens", "raw_video_bytes",
+                "clip_bytes_256", "video_configs")
+
+
 def model_costs(inputs: PlanInputs) -> dict[str, dict]:
-    """Per GPU stage: its model, FLOPs per image, output widths, and the images/s per GPU they give."""
+    """Per GPU stage: its model, FLOPs per image (per clip with media: video), output widths, and the images/s
+    per GPU they give."""
     peak = inputs.gpu_tflops * 1e12
     costs = {
         "dinov2_embeddings": dinov2_cost(inputs.configs["image_embedder"][1]),
         "clip_image_embeddings": clip_image_cost(inputs.configs["text_encoder"][1]),
         "clip_embeddings": clip_text_cost(inputs.configs["text_encoder"][1]),
-        "latents": vae_encoder_cost(inputs.configs["latent_encoder"][1], inputs.image_size),
     }
-    if inputs.captions_blip2:
+    configs = {**inputs.configs, **inputs.video_configs} if inputs.video else inputs.configs
+    if inputs.video:
+        frames = 3 if inputs.embed_frames == "keyframes" else 1
+        for stage in ("dinov2_embeddings", "clip_image_embeddings"):  # the first frame (or three) of each clip
+            costs[stage]["flops"] *= frames
+            costs[stage]["how"] += " on the clip's first frame" if frames == 1 else " on 3 keyframes a clip"
+        costs["t5_tokens"] = t5_xxl_cost(configs["t5_encoder"][1], inputs.t5_tokens)
+        costs["latents"] = video_vae_encoder_cost(configs["video_latent_encoder"][1], inputs.num_frames,
+                                                  inputs.image_size)
+    else:
+        costs["latents"] = vae_encoder_cost(inputs.configs["latent_encoder"][1], inputs.image_size)
+    if inputs.captions_blip2 and not inputs.video:
         costs["captions"] = blip2_cost(inputs.configs["captioner"][1], inputs.max_new_tokens)
     for stage, cost in costs.items():
-        cost["model_id"] = inputs.configs[ROLE_OF[stage]][0]
+        cost["model_id"] = configs[(VIDEO_ROLE_OF if inputs.video else ROLE_OF)[stage]][0]
         seconds = cost["flops"] / (peak * inputs.mfu)
         if "flops_per_token" in cost:  # decoding: compute or weight reads, whichever is slower, per image
             step = max(cost["flops_per_token"] / (peak * inputs.mfu),
@@ -252,6 +340,7 @@ def model_costs(inputs: PlanInputs) -> dict[str, dict]:
 
 
 def duplicate_search_seconds(n: int) -> float:
+    """The measured pHash grouping at n hashes (a clip has three: first, middle, last frame)."""
     (n0, t0), (n1, t1) = CPU_FIGURES["duplicate search"]["points"]
     exponent = math.log(t1 / t0) / math.log(n1 / n0)
     return t1 * (n / n1) ** exponent
@@ -281,10 +370,23 @@ def shard_sample(inputs: PlanInputs, costs: dict) -> dict[str, int]:
                       tokens=np.zeros((1, clip["tokens"], clip["width"]), np.float16) if inputs.include_clip_tokens
                       else None)
     jpg = b"\0" * crop_bytes(inputs) if inputs.include_jpg else None
+    if inputs.video:  # a clip's sample: T5 states and mask, first-frame DINOv2, the clip's facts in its json
+        t5, dim = costs["t5_tokens"], costs["dinov2_embeddings"]["dim"]
+        for key in ("duration", "source_fps", "window_start", "window_end", "motion"):
+            kept[key] = [12.345678]
+        kept["rotation"], kept["codec"] = [0], ["h264"]
+        src.video = VideoFields(t5_tokens=np.zeros((1, t5["tokens"], t5["width"]), np.float16),
+                                t5_mask=np.zeros((1, t5["tokens"]), bool), dinov2=np.zeros((1, dim), np.float32),
+                                fps=inputs.fps, num_frames=inputs.num_frames)
+        jpg = b"\0" * crop_bytes(inputs) if inputs.include_mp4 else None
     return {name: len(value) for name, value in sample_fields(src, 0, jpg).items()}
 
 
 def crop_bytes(inputs: PlanInputs) -> int:
+    """The stored crop (a JPEG), or with media: video the stored clip (an mp4), scaled from the 256 px figure by
+    pixels (and frames)."""
+    if inputs.video:
+        return round(inputs.clip_bytes_256 * (inputs.image_size / 256) ** 2 * inputs.num_frames / 17)
     return round(inputs.crop_bytes_256 * (inputs.image_size / 256) ** 2)
 
 
@@ -295,22 +397,32 @@ def make_plan(inputs: PlanInputs) -> Plan:
         raise ValueError("images, gpus, cpus and partition_size must be at least 1")
     if not 0 < inputs.mfu <= 1 or inputs.gpu_tflops <= 0 or inputs.gpu_hbm_gbs <= 0 or (inputs.write_gbs or 1) <= 0:
         raise ValueError("mfu must be in (0, 1]; gpu_tflops, gpu_hbm_gbs and write_gbs must be positive")
-    unknown = set(inputs.rates) - set(STAGES)
+    unknown = set(inputs.rates) - set(inputs.stages)
     if unknown:
-        raise ValueError(f"--rate for unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
+        raise ValueError(f"--rate for unknown stage(s) {sorted(unknown)}; stages: {', '.join(inputs.stages)}")
+    if inputs.video and ((inputs.num_frames - 1) % 4 or inputs.image_size % 8 or inputs.captions_blip2):
+        raise ValueError("media: video needs num_frames 4k+1, image_size a multiple of 8 and captions from alt text")
     costs = model_costs(inputs)
     partitions = math.ceil(n / inputs.partition_size)
     held = min(round(n * inputs.heldout_fraction), inputs.heldout_max) if inputs.heldout_fraction > 0 else 0
     assets, shards = plan_assets(inputs, costs, held)
     stages = []
     written = {a.asset: a.total_bytes for a in assets}
-    for stage in STAGES:
+    for stage in inputs.stages:
         if stage in PER_IMAGE_CPU:
             row = cpu_stage(inputs, stage, partitions)
-        elif stage in GPU_STAGES:
+        elif stage in GPU_STAGES + VIDEO_GPU_STAGES:
             row = gpu_stage(inputs, stage, partitions, costs.get(stage))
+            if inputs.video and stage == "clip_embeddings":  # the asset's bytes are T5's: that row writes them
+                row.writes = ""
+            elif stage == "t5_tokens":
+                row.writes = "clip_embeddings"
         else:
             row = global_stage(inputs, stage, written)
+        if inputs.video:
+            row.rate_unit = row.rate_unit.replace("images", "clips")
+            if stage == "duplicate search" and row.bound != "--rate":
+                row.rate_source += "; clips: 3 pHashes each (first, middle, last frame), so timed at 3 x N hashes"
         if inputs.write_gbs and row.runs_on in ("CPU", "GPU"):  # the global steps' figures include their writes
             writing = written.get(row.writes, 0.0) / (inputs.write_gbs * 1e9) / 3600
             if writing > row.wall_hours:
@@ -339,15 +451,26 @@ def plan_assets(inputs: PlanInputs, costs: dict, held: int) -> tuple[list[AssetR
               "heldout_shards": math.ceil(held / per_shard) if held else 0}
     router_row = latent_bytes + 4 + dim * 4 + clip["projection"] * 2 + ids
     text_row = TEXT_BYTES["url"] + TEXT_BYTES["alt_text"] + TABLE_ROW_BYTES
+    clip_row = (clip["tokens"] * clip["width"] + clip["projection"]) * 2 + ids
+    clip_what = f"tokens ({clip['tokens']}, {clip['width']}) f16 + pooled ({clip['projection']},) f16 + id"
+    raw = (inputs.raw_bytes, "original bytes (jpg)")
+    stored = (tar_member_bytes(crop_bytes(inputs)) + text_row,
+              f"{inputs.image_size} px crop JPEG q95 in crops/*.tar, kept.parquet row")
+    if inputs.video:
+        t5 = costs["t5_tokens"]
+        clip_row += t5["tokens"] * t5["width"] * 2 + t5["tokens"]
+        clip_what += f" + t5_tokens ({t5['tokens']}, {t5['width']}) f16 + t5_mask ({t5['tokens']},) bool"
+        raw = (inputs.raw_video_bytes, "source video (mp4, size assumed)")
+        stored = (stored[0] + int(VIDEO_FIGURES["kept columns"][0]),
+                  (f"{inputs.num_frames} x {inputs.image_size} px H.264 mp4 (measured) in crops/*.tar, kept.parquet "
+                   f"row with the clip's columns"))
     assets = [
-        AssetRow("raw_images", n, inputs.raw_bytes + 3 * 1024 + text_row, 0, 0,
-                 "original bytes (jpg) + txt + json members per sample, samples.parquet row"),
-        AssetRow("filtered_images", n, tar_member_bytes(crop_bytes(inputs)) + text_row, 0, 0,
-                 f"{inputs.image_size} px crop JPEG q95 in crops/*.tar, kept.parquet row"),
+        AssetRow("raw_images", n, raw[0] + 3 * 1024 + text_row, 0, 0,
+                 f"{raw[1]} + txt + json members per sample, samples.parquet row"),
+        AssetRow("filtered_images", n, stored[0], 0, 0, stored[1]),
         AssetRow("captions", n, TEXT_BYTES["caption"] + TEXT_BYTES["alt_text"] + 16 + 10, 0, 0,
                  "captions.parquet row: image_id, caption, alt_text, caption_source"),
-        AssetRow("clip_embeddings", n, (clip["tokens"] * clip["width"] + clip["projection"]) * 2 + ids, 0, 0,
-                 f"tokens ({clip['tokens']}, {clip['width']}) f16 + pooled ({clip['projection']},) f16 + id"),
+        AssetRow("clip_embeddings", n, clip_row, 0, 0, clip_what),
         AssetRow("dinov2_embeddings", n, dim * 4 + ids, 0, 0, f"({dim},) f32 + id"),
         AssetRow("clip_image_embeddings", n, clip_image * 2 + ids, 0, 0, f"({clip_image},) f16 + id"),
         AssetRow("quality_scores", n, SCORES_ROW_BYTES, 0, 0,
@@ -372,9 +495,14 @@ def cpu_stage(inputs: PlanInputs, stage: str, partitions: int) -> StageRow:
     """ingest or filtered_images: per-image CPU work spread over every core."""
     override = inputs.rates.get(stage)
     rate = override or 1 / CPU_FIGURES[stage]["core_s_per_image"]
+    source = CPU_FIGURES[stage]["source"]
+    if inputs.video and stage == "filtered_images":
+        rate, source = override or 1 / VIDEO_FIGURES["filter"][0], VIDEO_FIGURES["filter"][1]
+    elif inputs.video:
+        source += "; per file, as for images: a video's bytes are not modelled (the network is the bound)"
     core_h = inputs.images / rate / 3600
     return StageRow(stage, "CPU", partitions, rate, "images/s per core",
-                    "--rate" if override else CPU_FIGURES[stage]["source"], 0.0, core_h, core_h / inputs.total_cpus,
+                    "--rate" if override else source, 0.0, core_h, core_h / inputs.total_cpus,
                     "raw_images" if stage == "ingest" else "filtered_images",
                     bound="CPU", wall_is_lower_bound=stage == "ingest" and not override)
 
@@ -391,10 +519,11 @@ def gpu_stage(inputs: PlanInputs, stage: str, partitions: int, cost: dict | None
         decode = (f" + {cost['new_tokens']} tokens x {cost['decode_s_per_token'] * 1e6:,.0f} us (roofline: "
                   f"{cost['weight_bytes'] / 1e9:.2f} GB of OPT weights per step / {inputs.gpu_hbm_gbs:,.0f} GB/s / "
                   f"batch {inputs.caption_batch_size})")
-    source = "--rate" if override else (f"{cost['model_id']}: {cost['flops'] / 1e9:,.1f} GFLOPs/image "
+    source = "--rate" if override else (f"{cost['model_id']}: {cost['flops'] / 1e9:,.1f} GFLOPs/"
+                                        f"{'clip' if inputs.video else 'image'} "
                                         f"({cost['how']}){decode} at {inputs.mfu:.0%} of {inputs.gpu_tflops:g} TFLOPs")
     gpu_h = inputs.images / rate / 3600
-    core_h = inputs.images * PREPROCESS_CPU[stage][0] / 3600
+    core_h = inputs.images * (video_preprocess(inputs, stage)[0] if inputs.video else PREPROCESS_CPU[stage][0]) / 3600
     # each GPU's model is fed by its own loader threads, on the cores of its node
     feeders = min(inputs.loader_threads, inputs.total_cpus / inputs.gpus)
     gpu_wall, cpu_wall = gpu_h / inputs.gpus, core_h / (feeders * inputs.gpus)
@@ -403,13 +532,33 @@ def gpu_stage(inputs: PlanInputs, stage: str, partitions: int, cost: dict | None
                     max(gpu_wall, cpu_wall), stage, bound=bound)
 
 
+def video_preprocess(inputs: PlanInputs, stage: str) -> tuple[float, str]:
+    """CPU seconds a clip ahead of a GPU stage with media: video: decoding what the model sees of the stored clip
+    (every frame for the VAE, the first frame or the whole clip for keyframes), then the model's preprocessing;
+    decoding scaled by pixels and frames from the 17 x 256 x 256 figures (assumed)."""
+    scale = (inputs.image_size / 256) ** 2
+    clip = VIDEO_PREPROCESS["decode_clip"][0] * scale * inputs.num_frames / 17
+    if stage == "latents":
+        vae = VIDEO_PREPROCESS["vae_preprocess"][0] * scale * inputs.num_frames / 17
+        return clip + vae, f"decode_clip {clip * 1e3:.1f} ms + VideoLatentEncoder.preprocess {vae * 1e3:.1f} ms"
+    if stage in ("dinov2_embeddings", "clip_image_embeddings"):
+        keyframes = inputs.embed_frames == "keyframes"
+        decode = clip if keyframes else VIDEO_PREPROCESS["first_frame"][0] * scale
+        processor = {"dinov2_embeddings": 2.24e-3, "clip_image_embeddings": 3.3e-3}[stage]  # PREPROCESS_CPU's
+        frames = 3 if keyframes else 1
+        return decode + frames * processor, (f"{'decode_keyframes' if keyframes else 'decode_first_frames'} "
+                                             f"{decode * 1e3:.1f} ms + the processor {processor * 1e3:.2f} ms"
+                                             + (" x 3" if keyframes else ""))
+    return 0.0, "tokenising a caption: not measured; left out"
+
+
 def global_stage(inputs: PlanInputs, stage: str, written: dict[str, float]) -> StageRow:
     """A step over all partitions at once, in one process: its measured wall time, scaled to N."""
     n, figure, override = inputs.images, CPU_FIGURES[stage], inputs.rates.get(stage)
     if override:
         seconds = n / override
-    elif stage == "duplicate search":
-        seconds = duplicate_search_seconds(n)
+    elif stage == "duplicate search":  # a clip carries three pHashes (first, middle, last frame)
+        seconds = duplicate_search_seconds(3 * n if inputs.video else n)
     elif "seconds_per_million" in figure:
         seconds = figure["seconds_per_million"] * n / 1e6
     elif stage == "expert_shards":
@@ -432,18 +581,36 @@ def assumptions(inputs: PlanInputs, held: int) -> list[tuple[str, str, str]]:
         ("CPU cores", (f"{inputs.total_cpus:,} for ingest, filtering and decoding ahead of the GPUs "
                        f"({inputs.cpus_per_gpu} per GPU unless --cpus)"),
          "8 x A100 nodes carry 96 vCPUs (AWS p4d.24xlarge, GCP a2-highgpu-8g)"),
-        ("original image", f"{inputs.raw_bytes:,} B", RAW_BYTES_SOURCE),
-        ("stored crop", f"{crop_bytes(inputs):,} B at {inputs.image_size} px", CROP_BYTES_SOURCE),
+        *video_assumptions(inputs),
         ("scores.parquet row", (f"{SCORES_ROW_BYTES} B (quality_scores; its two MLP heads' compute is not "
                                 "planned: ~2.3 MFLOPs an image)"), SCORES_BYTES_SOURCE),
         ("text", ", ".join(f"{k} {v} B" for k, v in TEXT_BYTES.items()), "assumed (no LAION rows here)"),
-        ("held out", f"{held:,} images",
+        ("held out", f"{held:,} {'clips' if inputs.video else 'images'}",
          f"min(heldout_fraction {inputs.heldout_fraction} x N, heldout_max {inputs.heldout_max:,})"),
-        ("GPU feeding", "; ".join(f"{k}: {v[1]}" for k, v in PREPROCESS_CPU.items()), PREPROCESS_SOURCE),
+        (("GPU feeding", "; ".join(f"{k}: {video_preprocess(inputs, k)[1]}" for k in VIDEO_GPU_STAGES),
+          VIDEO_PREPROCESS_SOURCE + "; " + "; ".join(v[1] for v in VIDEO_PREPROCESS.values())) if inputs.video else
+         ("GPU feeding", "; ".join(f"{k}: {v[1]}" for k, v in PREPROCESS_CPU.items()), PREPROCESS_SOURCE)),
         ("wall time", ("serial: stages one after another; overlapped: ingest and filtering of later partitions "
                        "beside the GPU stages of earlier ones, then the global steps"), "the stage rows"),
     ]
     return rows + [("note", note, "settings") for note in inputs.notes]
+
+
+def video_assumptions(inputs: PlanInputs) -> list[tuple[str, str, str]]:
+    """The original and stored bytes: images' measured JPEGs, or clips' assumed sources and measured mp4s."""
+    if not inputs.video:
+        return [("original image", f"{inputs.raw_bytes:,} B", RAW_BYTES_SOURCE),
+                ("stored crop", f"{crop_bytes(inputs):,} B at {inputs.image_size} px", CROP_BYTES_SOURCE)]
+    return [("source video", f"{inputs.raw_video_bytes:,} B", VIDEO_FIGURES["source video"][1]),
+            ("stored clip", f"{crop_bytes(inputs):,} B at {inputs.num_frames} x {inputs.image_size} px",
+             VIDEO_FIGURES["stored clip"][1]),
+            ("kept.parquet clip columns", f"{VIDEO_FIGURES['kept columns'][0]:g} B", VIDEO_FIGURES["kept columns"][1]),
+            ("clip", (f"{inputs.num_frames} frames at {inputs.fps:g} fps, {inputs.image_size} px; T5 padded to "
+                      f"{inputs.t5_tokens} tokens; DINOv2 and CLIP image on "
+                      f"{'3 keyframes' if inputs.embed_frames == 'keyframes' else 'the first frame'}"), "settings"),
+            ("video models", ", ".join(f"{role}: {model_id}" for role, (model_id, _) in inputs.video_configs.items()),
+             ("lib/flops.PARIS_VIDEO_CONFIGS (class defaults and the published T5-v1.1-XXL config; not read from the "
+              "hub here)"))]
 
 
 # --- from the settings file ------------------------------------------------------------------------------------
@@ -460,7 +627,7 @@ def read_config(folder: str | Path) -> dict:
     return config
 
 
-def role_config(settings: Settings, role: str) -> tuple[str, dict, bool]:
+def role_config(settings: Settings, role: str, ids: dict[str, str] = PARIS_IDS) -> tuple[str, dict, bool]:
     """(model id, config, whether a paris model stands in for a tiny one) for a role: an override the plan knows
     or a local folder, else the paris profile's model (the tiny profile's models have no throughput worth
     planning, so the paris ones stand in for them)."""
@@ -473,18 +640,30 @@ def role_config(settings: Settings, role: str) -> tuple[str, dict, bool]:
             return override, read_config(local), False
         raise ValueError(f"models.{role}_id {override!r}: no config known to the plan and no local "
                          f"config.json; plan with the default and pass --rate for its stage")
-    return PARIS_IDS[role], PARIS_CONFIGS[PARIS_IDS[role]], settings.models.profile == "tiny"
+    return ids[role], PARIS_CONFIGS[ids[role]], settings.models.profile == "tiny"
 
 
 def inputs_from_settings(settings: Settings, images: int, **overrides) -> PlanInputs:
     """PlanInputs shaped by the settings file: image size, captions on or off, the models, K, shard settings,
-    the held-out split, batch sizes; `overrides` (gpus, mfu, rates ...) as given on the command line."""
-    configs, stand_ins = {}, []
+    the held-out split, batch sizes, and with media: video the clip (fps, num_frames, embed_frames, include_mp4)
+    and the video models; `overrides` (gpus, mfu, rates ...) as given on the command line."""
+    configs, stand_ins, video = {}, [], settings.media == "video"
+    unused = ("latent_encoder", "captioner") if video else ()  # clips: the video VAE; alt text, never BLIP-2
     for role in PARIS_IDS:
         model_id, config, stand_in = role_config(settings, role)
         configs[role] = (model_id, config)
-        if stand_in and (role != "captioner" or settings.captions.source == "blip2"):
+        if stand_in and role not in unused and (role != "captioner" or settings.captions.source == "blip2"):
             stand_ins.append(model_id)
+    video_fields = {}
+    if video:
+        video_configs = {}
+        for role in PARIS_VIDEO_IDS:
+            model_id, config, stand_in = role_config(settings, role, PARIS_VIDEO_IDS)
+            video_configs[role] = (model_id, config)
+            stand_ins += [model_id] if stand_in else []
+        video_fields = {"media": "video", "num_frames": settings.video.num_frames, "fps": settings.video.fps,
+                        "embed_frames": settings.video.embed_frames, "include_mp4": settings.shards.include_mp4,
+                        "video_configs": video_configs}
     notes = [(f"models.profile is tiny (random weights, no throughput worth planning): planned with the paris "
               f"profile's {', '.join(stand_ins)}")] if stand_ins else []
     if "partition_size" not in overrides and settings.partitions.size:
@@ -498,4 +677,4 @@ def inputs_from_settings(settings: Settings, images: int, **overrides) -> PlanIn
                       include_clip_tokens=s.include_clip_tokens, include_jpg=s.include_jpg,
                       max_samples_per_shard=s.max_samples_per_shard, max_shard_bytes=s.max_shard_bytes,
                       heldout_fraction=s.heldout_fraction, heldout_max=settings.heldout_max, notes=tuple(notes),
-                      **overrides)
+                      **video_fields, **overrides)
