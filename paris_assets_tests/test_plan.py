@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -386,3 +387,139 @@ def test_cli_refuses_a_bad_rate():
     result = run_cli("--images", "10", "--mfu", "35")
     assert result.returncode == 2
     assert "mfu must be in (0, 1]" in result.stderr
+
+
+# --- media: video: clips instead of images --------------------------------------------------------------------
+
+M = 1_000_000
+VIDEO = {"media": "video", "models": {"profile": "paris"}}
+
+
+def test_t5_xxl_flops_equal_torch_count():
+    """T5-v1.1-XXL's encoder at 226 tokens, from PARIS_CONFIGS; counted without a mask (a meta tensor cannot build
+    transformers' padding mask, and the mask changes no matmul: padding positions are computed all the same)."""
+    from transformers import T5Config, T5EncoderModel
+
+    c = F.PARIS_CONFIGS["THUDM/CogVideoX-2b"]
+    config = T5Config(**{k: c[k] for k in ("d_model", "d_kv", "num_heads", "d_ff", "num_layers", "vocab_size",
+                                           "feed_forward_proj")})
+    with torch.device("meta"):
+        torch_flops = counted(T5EncoderModel(config), input_ids=torch.zeros(1, 226, dtype=torch.long))
+    cost = F.t5_xxl_cost(c)
+    assert cost["flops"] == pytest.approx(torch_flops, rel=1e-9)
+    # by hand: 24 layers x (2 x 226 x (4 x 4096^2 + 3 x 4096 x 10240) + 4 x 226^2 x 4096): 2.11 TFLOPs a caption
+    assert cost["flops"] == 24 * (2 * 226 * (4 * 4096 ** 2 + 3 * 4096 * 10240) + 4 * 226 ** 2 * 4096) == 2_113_075_150_848
+    assert (cost["tokens"], cost["width"]) == (226, 4096)
+
+
+@pytest.mark.parametrize("frames,size,tiling", [(17, 256, True), (33, 64, False), (9, 320, True)])
+def test_video_vae_encoder_flops_equal_torch_count(frames, size, tiling):
+    """AutoencoderKLHunyuanVideo.encode as diffusers runs it: 17 frames are two windows (0-16 and 12-16), 33 three;
+    above 256 px the GPU wrapper's spatial tiles (4 of them at 320 px)."""
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    c = F.PARIS_CONFIGS["hunyuanvideo-community/HunyuanVideo"]
+    with torch.device("meta"):
+        vae = AutoencoderKLHunyuanVideo(latent_channels=c["latent_channels"],
+                                        block_out_channels=tuple(c["block_out_channels"]),
+                                        layers_per_block=c["layers_per_block"]).requires_grad_(False)
+        if tiling:
+            vae.enable_tiling()
+        torch_flops = counted(vae.encode, x=torch.empty(1, 3, frames, size, size))
+    cost = F.video_vae_encoder_cost(c, frames, size, spatial_tiling=tiling)
+    assert cost["flops"] == pytest.approx(torch_flops, rel=1e-9)
+    assert cost["latent_shape"] == (16, (frames - 1) // 4 + 1, size // 8, size // 8)
+    if (frames, size) == (17, 256):
+        assert cost["windows"] == [17, 5] and cost["tiles"] == 1 and 13.5e12 < cost["flops"] < 13.6e12
+
+
+def test_video_plan_lists_its_stages_and_totals_are_sane():
+    plan = P.make_plan(P.inputs_from_settings(parse_settings(VIDEO), M, gpus=64))
+    assert [s.stage for s in plan.stages] == list(P.VIDEO_STAGES)
+    assert plan.heldout == 2048  # the video cap
+    t5, latents = plan.stage("t5_tokens"), plan.stage("latents")
+    assert t5.gpu_hours == pytest.approx(M * 2_113_075_150_848 / (312e12 * 0.35) / 3600)  # 5.4 h
+    assert t5.writes == "clip_embeddings" and plan.stage("clip_embeddings").writes == ""
+    assert latents.gpu_hours == pytest.approx(M * plan.models["latents"]["flops"] / (312e12 * 0.35) / 3600)
+    assert latents.gpu_hours > t5.gpu_hours > plan.stage("dinov2_embeddings").gpu_hours > 0
+    # the image models see one frame a clip: the same FLOPs as one image
+    image = P.make_plan(P.PlanInputs(images=M, gpus=64))
+    for stage in ("dinov2_embeddings", "clip_image_embeddings", "clip_embeddings"):
+        assert plan.stage(stage).gpu_hours == pytest.approx(image.stage(stage).gpu_hours)
+    assert plan.stage("filtered_images").core_hours == pytest.approx(M * 0.270 / 3600)  # 270 ms CPU a real clip
+    assert plan.stage("captions").runs_on == "no model"
+    totals = plan.as_dict()["totals"]
+    assert totals["gpu_hours"] == pytest.approx(sum(s.gpu_hours for s in plan.stages))
+    assert 35 < totals["gpu_hours"] < 50  # the VAE's 34.5 h and T5's 5.4 h are most of it
+    assert plan.wall_hours_overlapped <= plan.wall_hours_serial
+    assert plan.asset("clip_embeddings").bytes_per_row == (77 * 768 + 768) * 2 + 64 + 226 * 4096 * 2 + 226
+    assert plan.asset("latents").bytes_per_row == 16 * 5 * 32 * 32 * 2 + 64
+    assert plan.asset("router_pairs").bytes_per_row == 16 * 5 * 32 * 32 * 2 + 4 + 1024 * 4 + 768 * 2 + 64
+    assert plan.asset("filtered_images").bytes_per_row > P.STORED_CLIP_BYTES_256
+    assert plan.asset("raw_images").bytes_per_row > 3e6
+    assert 1.8e12 < plan.asset("clip_embeddings").total_bytes < 2.1e12  # T5 states: 1.85 MB a clip
+    assert "t5_tokens.npy 1,851,520 B" in plan.asset("expert_shards").what
+    # the video fields stay out of an image plan's JSON
+    assert "media" in plan.as_dict()["inputs"] and "media" not in image.as_dict()["inputs"]
+
+
+def test_video_settings_shape_the_plan():
+    longer = parse_settings({**VIDEO, "video": {"num_frames": 33, "embed_frames": "keyframes"},
+                             "shards": {"include_mp4": True}})
+    base = P.make_plan(P.inputs_from_settings(parse_settings(VIDEO), M))
+    plan = P.make_plan(P.inputs_from_settings(longer, M))
+    assert plan.models["latents"]["latent_shape"] == (16, 9, 32, 32)
+    assert plan.models["latents"]["windows"] == [17, 17, 9]
+    assert plan.stage("dinov2_embeddings").gpu_hours == pytest.approx(3 * base.stage("dinov2_embeddings").gpu_hours)
+    assert "mp4" in plan.asset("expert_shards").what and "mp4" not in base.asset("expert_shards").what
+    tiny = P.inputs_from_settings(parse_settings({"media": "video"}), M)
+    assert "THUDM/CogVideoX-2b" in tiny.notes[0] and "sd-vae" not in tiny.notes[0] and "blip2" not in tiny.notes[0]
+    with pytest.raises(ValueError, match="unknown stage"):
+        P.make_plan(P.PlanInputs(images=10, rates={"t5_tokens": 1.0}))  # an image plan has no T5
+
+
+def _video_source(plan: P.Plan, rows: int) -> ShardSource:
+    from paris_assets.lib.shards import VideoFields
+
+    src = _source(plan, rows)
+    t5 = plan.models["t5_tokens"]
+    rng = np.random.default_rng(2)
+    for key in ("duration", "source_fps", "window_start", "window_end", "motion"):
+        src.kept[key] = rng.random(rows) * 10
+    src.kept["rotation"], src.kept["codec"] = 0, "h264"
+    src.video = VideoFields(t5_tokens=rng.standard_normal((rows, t5["tokens"], t5["width"])).astype(np.float16),
+                            t5_mask=rng.random((rows, t5["tokens"])) < 0.1, dinov2=src.dinov2, fps=8.0, num_frames=17)
+    return src
+
+
+def test_video_shard_bytes_equal_the_written_tar(tmp_path):
+    plan = P.make_plan(P.inputs_from_settings(parse_settings(VIDEO), M))
+    rows = 5
+    (shard,) = write_shards(_video_source(plan, rows), np.arange(rows), tmp_path / "cluster_0", 1000, 1 << 30)
+    per_sample = plan.asset("expert_shards").bytes_per_row
+    assert shard["bytes"] == (tmp_path / "cluster_0" / "shard-000000.tar").stat().st_size
+    assert shard["bytes"] == math.ceil((per_sample * rows + 1024) / 10240) * 10240
+
+
+def test_measured_stored_clip_size_holds_on_dagster_world():
+    """The stored clip's bytes were measured on the video demo's clips (47.9 KB); the real footage the bench uses,
+    Dagster_world.mp4 (shipped in dagster-webserver), through process_video at 17 x 256 px: 41.4 KB."""
+    import dagster_webserver
+
+    from paris_assets.lib.video import VideoParams, process_video
+
+    path = next(Path(dagster_webserver.__file__).parent.rglob("Dagster_world.mp4"))
+    _, mp4 = process_video(path.read_bytes(), VideoParams(image_size=256, fps=8, num_frames=17))
+    assert len(mp4) == pytest.approx(P.STORED_CLIP_BYTES_256, rel=0.3)
+
+
+def test_cli_prints_the_clip_plan(tmp_path):
+    config = tmp_path / "video.yaml"
+    config.write_text("media: video\nmodels: {profile: paris}\n")
+    result = run_cli("--images", "1000000", "--gpus", "64", "--config", str(config), "--rate", "t5_tokens=100")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")}
+    assert set(P.VIDEO_STAGES) <= rows
+    assert "1,000,000 clips" in result.stdout and "media: video (17 frames at 8 fps" in result.stdout
+    assert "- t5_tokens: --rate" in result.stdout and "hunyuanvideo-community/HunyuanVideo: 13,558.4 GFLOPs/clip" \
+        in result.stdout
