@@ -1,7 +1,8 @@
 """Plan a run past this machine: work, storage, partitions and wall time per stage (lib/plan.py says how).
 
     python -m paris_assets.plan --images 11000000 --gpus 64 [--config paris.yaml] [--partition-size 100000]
-        [--cpus N | --cpus-per-gpu 12] [--gpu-tflops 312] [--gpu-hbm-gbs 2039] [--mfu 0.35] [--write-gbs 5]
+        [--cpus N | --cpus-per-gpu 12] [--gpu-tflops 312] [--gpu-hbm-gbs 2039] [--gpu-fp32-tflops 19.5]
+        [--mfu 0.35] [--write-gbs 5]
         [--rate latents=900 --rate filtered_images=250 ...] [--json]
 
 The settings file (PARIS_CONFIG or paris.yaml, or --config) decides the image size, captions (BLIP-2 or alt
@@ -58,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-name", default=A100["name"])
     p.add_argument("--gpu-tflops", type=float, default=A100["tflops"], help="peak fp16 TFLOPs (default A100: 312)")
     p.add_argument("--gpu-hbm-gbs", type=float, default=A100["hbm_gbs"], help="HBM GB/s (default A100 80GB: 2039)")
+    p.add_argument("--gpu-fp32-tflops", type=float, default=A100["fp32_tflops"], help="FP32 TFLOPs for T5's float32 "
+                   "products, media: video (default A100 without TF32: 19.5; with TF32 on: 156)")
     p.add_argument("--write-gbs", type=float, help="aggregate write bandwidth to data_dir in GB/s (default: not "
                    "modelled); a stage's wall is then at least what it writes / this")
     p.add_argument("--mfu", type=float, default=DEFAULT_MFU, help=f"achieved share of peak (default {DEFAULT_MFU})")
@@ -137,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                  "write_gbs": args.write_gbs, "rates": dict(args.rate)}
     if args.partition_size is not None:
         overrides["partition_size"] = args.partition_size
+    if args.gpu_fp32_tflops != A100["fp32_tflops"]:
+        overrides["gpu_fp32_tflops"] = args.gpu_fp32_tflops
     try:
         plan = make_plan(inputs_from_settings(settings, args.images, **overrides))
     except ValueError as exc:

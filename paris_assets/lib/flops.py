@@ -190,7 +190,10 @@ def t5_encoder_cost(config: dict, tokens: int | None = None) -> dict:
     gated = str(config.get("feed_forward_proj", "relu")).startswith("gated")
     per_token = 2 * (4 * width * inner + (3 if gated else 2) * width * ffn)
     flops = config["num_layers"] * (tokens * per_token + 4 * tokens * tokens * inner)
-    return {"flops": float(flops), "tokens": tokens, "width": width,
+    # transformers keeps T5's `wo` (d_ff -> d_model) in float32 when the rest is float16 (_keep_in_fp32_modules):
+    # those products run at the GPU's float32 rate, not its fp16 tensor-core rate
+    fp32 = 2 * config["num_layers"] * tokens * ffn * width
+    return {"flops": float(flops), "fp32_flops": float(fp32), "tokens": tokens, "width": width,
             "weights": config["num_layers"] * (4 * width * inner + (3 if gated else 2) * width * ffn),
             "how": f"T5 encoder {width}x{config['num_layers']} layers, d_ff {ffn}{' gated' if gated else ''}, "
                    f"over {tokens} tokens (padding included)"}

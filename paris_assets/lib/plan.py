@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 # --- the hardware ---------------------------------------------------------------------------------------------
 
-A100 = {"name": "A100-SXM4-80GB", "tflops": 312.0, "hbm_gbs": 2039.0,
+A100 = {"name": "A100-SXM4-80GB", "tflops": 312.0, "hbm_gbs": 2039.0, "fp32_tflops": 19.5,
         "source": "NVIDIA A100 datasheet: 312 TFLOPS dense FP16/BF16 tensor core, 2,039 GB/s HBM2e (80 GB SXM)"}
 DEFAULT_MFU = 0.35  # achieved share of peak for batched fp16 inference of ViTs and convnets; override with --mfu
 CPUS_PER_GPU = 12  # an 8 x A100 node has 96 vCPUs (AWS p4d.24xlarge, GCP a2-highgpu-8g): 12 per GPU
@@ -213,6 +213,8 @@ class PlanInputs:
     embed_frames: str = "first"  # video.embed_frames: first frame, or keyframes (first, middle, last)
     include_mp4: bool = False  # shards.include_mp4
     t5_tokens: int = 226  # T5's padded length (models/t5_encoder.MAX_LENGTH)
+    # T5's float32 `wo` products: FP32 without TF32 (PyTorch's default for matmuls; this project leaves it)
+    gpu_fp32_tflops: float = A100["fp32_tflops"]
     raw_video_bytes: int = int(VIDEO_FIGURES["source video"][0])
     clip_bytes_256: int = STORED_CLIP_BYTES_256  # a 17-frame clip at 256 px
     video_configs: dict[str, tuple[str, dict]] = field(default_factory=lambda: {
@@ -301,8 +303,8 @@ class Plan:
         return out
 
 
-VIDEO_INPUTS = ("media", "num_frames", "fps", "embed_frames", "include_mp4", "t5_tokens", "raw_video_bytes",
-                "clip_bytes_256", "video_configs")
+VIDEO_INPUTS = ("media", "num_frames", "fps", "embed_frames", "include_mp4", "t5_tokens", "gpu_fp32_tflops",
+                "raw_video_bytes", "clip_bytes_256", "video_configs")
 
 
 def model_costs(inputs: PlanInputs) -> dict[str, dict]:
@@ -330,6 +332,8 @@ def model_costs(inputs: PlanInputs) -> dict[str, dict]:
     for stage, cost in costs.items():
         cost["model_id"] = configs[(VIDEO_ROLE_OF if inputs.video else ROLE_OF)[stage]][0]
         seconds = cost["flops"] / (peak * inputs.mfu)
+        if cost.get("fp32_flops"):  # T5's float32 products at the float32 rate
+            seconds += cost["fp32_flops"] * (1 / (inputs.gpu_fp32_tflops * 1e12) - 1 / peak) / inputs.mfu
         if "flops_per_token" in cost:  # decoding: compute or weight reads, whichever is slower, per image
             step = max(cost["flops_per_token"] / (peak * inputs.mfu),
                        cost["weight_bytes"] / (inputs.gpu_hbm_gbs * 1e9 * inputs.caption_batch_size))
@@ -522,6 +526,11 @@ def gpu_stage(inputs: PlanInputs, stage: str, partitions: int, cost: dict | None
     source = "--rate" if override else (f"{cost['model_id']}: {cost['flops'] / 1e9:,.1f} GFLOPs/"
                                         f"{'clip' if inputs.video else 'image'} "
                                         f"({cost['how']}){decode} at {inputs.mfu:.0%} of {inputs.gpu_tflops:g} TFLOPs")
+    if cost.get("fp32_flops") and not override:
+        source += (f"; {cost['fp32_flops'] / 1e9:,.1f} GFLOPs of it (the `wo` projections, which transformers keeps "
+                   f"in float32 for T5) at {inputs.mfu:.0%} of {inputs.gpu_fp32_tflops:g} TFLOPs FP32 "
+                   + ("(TF32 off, PyTorch's default; --gpu-fp32-tflops 156 plans TF32)"
+                      if inputs.gpu_fp32_tflops == A100["fp32_tflops"] else "(--gpu-fp32-tflops)"))
     gpu_h = inputs.images / rate / 3600
     core_h = inputs.images * (video_preprocess(inputs, stage)[0] if inputs.video else PREPROCESS_CPU[stage][0]) / 3600
     # each GPU's model is fed by its own loader threads, on the cores of its node
