@@ -99,7 +99,7 @@ def render(plan: Plan) -> str:
     items = "clips" if i.video else "images"
     head = (f"Plan: {i.images:,} {items}, {i.gpus} x {i.gpu_name} ({i.gpu_tflops:g} TFLOPs fp16 at {i.mfu:.0%} MFU), "
             f"{i.total_cpus:,} CPU cores, {plan.partitions:,} partitions of {i.partition_size:,} {items}, "
-            f"image_size {i.image_size}, captions {'BLIP-2' if i.captions_blip2 else 'alt text'}, K={i.k}")
+            f"image_size {i.image_size}, captions {'BLIP-2' if i.captions_blip2 and not i.video else 'alt text'}, K={i.k}")
     if i.video:
         head += (f", media: video ({i.num_frames} frames at {i.fps:g} fps; T5 {i.t5_tokens} tokens; image models on "
                  f"{'3 keyframes' if i.embed_frames == 'keyframes' else 'the first frame'})")

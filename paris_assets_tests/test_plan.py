@@ -465,6 +465,10 @@ def test_video_plan_lists_its_stages_and_totals_are_sane():
     assert plan.asset("raw_images").bytes_per_row > 3e6
     assert 1.8e12 < plan.asset("clip_embeddings").total_bytes < 2.1e12  # T5 states: 1.85 MB a clip
     assert "t5_tokens.npy 1,851,520 B" in plan.asset("expert_shards").what
+    # PlanInputs alone plans the same clips (captions_blip2 is ignored: clips keep their source text)
+    direct = P.make_plan(P.PlanInputs(images=M, gpus=64, media="video", heldout_max=2048))
+    assert direct.as_dict()["totals"] == pytest.approx(plan.as_dict()["totals"], rel=0.05)
+    assert direct.stage("t5_tokens").gpu_hours == t5.gpu_hours and direct.stage("captions").runs_on == "no model"
     # the video fields stay out of an image plan's JSON
     assert "media" in plan.as_dict()["inputs"] and "media" not in image.as_dict()["inputs"]
 

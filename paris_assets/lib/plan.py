@@ -128,7 +128,8 @@ GPU_STAGES = ("captions", "dinov2_embeddings", "clip_image_embeddings", "clip_em
 STAGES = ("ingest", "filtered_images", "captions", "dinov2_embeddings", "clip_image_embeddings", "clip_embeddings",
           "latents", "duplicate search", "cluster_labels", "cluster_report", "expert_shards", "router_pairs")
 # media: video: clip_embeddings runs CLIP's text tower and T5-v1.1-XXL; T5 is its own row (t5_tokens, the folder
-# it writes) because it costs 20x the rest of the asset
+# it writes) because it costs 160x CLIP's text tower (2.11 TFLOPs a caption against 13 GFLOPs). No captions model:
+# clips keep their source text (captions_blip2 is ignored)
 VIDEO_STAGES = ("ingest", "filtered_images", "captions", "dinov2_embeddings", "clip_image_embeddings",
                 "clip_embeddings", "t5_tokens", "latents", "duplicate search", "cluster_labels", "cluster_report",
                 "expert_shards", "router_pairs")
@@ -404,8 +405,8 @@ def make_plan(inputs: PlanInputs) -> Plan:
     unknown = set(inputs.rates) - set(inputs.stages)
     if unknown:
         raise ValueError(f"--rate for unknown stage(s) {sorted(unknown)}; stages: {', '.join(inputs.stages)}")
-    if inputs.video and ((inputs.num_frames - 1) % 4 or inputs.image_size % 8 or inputs.captions_blip2):
-        raise ValueError("media: video needs num_frames 4k+1, image_size a multiple of 8 and captions from alt text")
+    if inputs.video and ((inputs.num_frames - 1) % 4 or inputs.image_size % 8):
+        raise ValueError("media: video needs num_frames 4k+1 and image_size a multiple of 8")
     costs = model_costs(inputs)
     partitions = math.ceil(n / inputs.partition_size)
     held = min(round(n * inputs.heldout_fraction), inputs.heldout_max) if inputs.heldout_fraction > 0 else 0
@@ -590,22 +591,28 @@ def assumptions(inputs: PlanInputs, held: int) -> list[tuple[str, str, str]]:
         ("CPU cores", (f"{inputs.total_cpus:,} for ingest, filtering and decoding ahead of the GPUs "
                        f"({inputs.cpus_per_gpu} per GPU unless --cpus)"),
          "8 x A100 nodes carry 96 vCPUs (AWS p4d.24xlarge, GCP a2-highgpu-8g)"),
-        *video_assumptions(inputs),
+        *bytes_assumptions(inputs),
         ("scores.parquet row", (f"{SCORES_ROW_BYTES} B (quality_scores; its two MLP heads' compute is not "
                                 "planned: ~2.3 MFLOPs an image)"), SCORES_BYTES_SOURCE),
         ("text", ", ".join(f"{k} {v} B" for k, v in TEXT_BYTES.items()), "assumed (no LAION rows here)"),
         ("held out", f"{held:,} {'clips' if inputs.video else 'images'}",
          f"min(heldout_fraction {inputs.heldout_fraction} x N, heldout_max {inputs.heldout_max:,})"),
-        (("GPU feeding", "; ".join(f"{k}: {video_preprocess(inputs, k)[1]}" for k in VIDEO_GPU_STAGES),
-          VIDEO_PREPROCESS_SOURCE + "; " + "; ".join(v[1] for v in VIDEO_PREPROCESS.values())) if inputs.video else
-         ("GPU feeding", "; ".join(f"{k}: {v[1]}" for k, v in PREPROCESS_CPU.items()), PREPROCESS_SOURCE)),
+        feeding_assumption(inputs),
         ("wall time", ("serial: stages one after another; overlapped: ingest and filtering of later partitions "
                        "beside the GPU stages of earlier ones, then the global steps"), "the stage rows"),
     ]
     return rows + [("note", note, "settings") for note in inputs.notes]
 
 
-def video_assumptions(inputs: PlanInputs) -> list[tuple[str, str, str]]:
+def feeding_assumption(inputs: PlanInputs) -> tuple[str, str, str]:
+    """The CPU work ahead of each GPU stage, per image or per clip, and where the figures come from."""
+    if inputs.video:
+        return ("GPU feeding", "; ".join(f"{k}: {video_preprocess(inputs, k)[1]}" for k in VIDEO_GPU_STAGES),
+                VIDEO_PREPROCESS_SOURCE + "; " + "; ".join(v[1] for v in VIDEO_PREPROCESS.values()))
+    return "GPU feeding", "; ".join(f"{k}: {v[1]}" for k, v in PREPROCESS_CPU.items()), PREPROCESS_SOURCE
+
+
+def bytes_assumptions(inputs: PlanInputs) -> list[tuple[str, str, str]]:
     """The original and stored bytes: images' measured JPEGs, or clips' assumed sources and measured mp4s."""
     if not inputs.video:
         return [("original image", f"{inputs.raw_bytes:,} B", RAW_BYTES_SOURCE),
