@@ -56,7 +56,7 @@ def test_backfill_every_part_from_the_ui(tmp_path):
     (tmp_path / "paris.yaml").write_text(
         "data_dir: data\nexecutor: in_process\nsource: {kind: demo, demo_size: 64}\n"
         "ingest: {processes: 1, threads: 8}\nfilter: {processes: 1}\ncaptions: {source: alt_text}\n"
-        "clustering: {k: 4}\nreport: {max_silhouette_drop: 1.0}\npartitions: {size: 50}\n")
+        "clustering: {k: 4}\nreport: {max_silhouette_drop: 1.0}\npartitions: {size: 100}\n")
     env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"), PARIS_CONFIG=str(tmp_path / "paris.yaml"),
                HF_HUB_OFFLINE="1")
     registered = subprocess.run([sys.executable, "-m", "paris_assets.parts", "register"], env=env, cwd=PROJECT_ROOT,
