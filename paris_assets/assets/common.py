@@ -105,17 +105,17 @@ def part_of(context) -> str | None:
 
 # media: video: what each asset holds instead (the image docstrings describe the image graph)
 VIDEO_DESCRIPTIONS = {
-    "raw_images": "The source's videos, as downloaded (media: video): WebDataset tars with the original bytes (img2dataset "
-                  "does not re-encode), plus samples.parquet (one row per source item: metadata, download status, shard "
-                  "and key). The demo: a few hundred seeded clips in eight motion themes plus planted bad files, served "
-                  "from 127.0.0.1.",
-    "filtered_images": "The clips fit to train on (media: video): each video decoded once (PyAV), refused with a reason "
-                       "(undecodable, truncated, too_short, too_small, static, scene_cut, near duplicates by keyframe "
-                       "pHash), resampled to video.fps, video.num_frames (4k+1) frames, rotation applied, centre-cropped "
-                       "to filter.image_size. kept.parquet (one row per clip, with its facts), rejected.parquet and "
-                       "crops/ (each clip as an H.264 mp4 that every later stage decodes).",
-    "captions": "One caption per kept clip: the source text (alt text / provided captions; media: video does not "
-                "re-caption). captions.parquet: image_id, caption, alt_text, caption_source.",
+    "raw_images": "The source's videos, as downloaded (media: video): WebDataset tars with the original bytes "
+                  "(img2dataset does not re-encode), plus samples.parquet (one row per source item: metadata, "
+                  "download status, shard and key). The demo: a few hundred seeded clips in eight motion themes plus "
+                  "planted bad files, served from 127.0.0.1.",
+    "filtered_images": "The clips fit to train on (media: video): each video decoded once (PyAV), refused with a "
+                       "reason (undecodable, truncated, too_short, too_small, static, scene_cut, near duplicates by "
+                       "keyframe pHash), resampled to video.fps, video.num_frames (4k+1) frames, rotation applied, "
+                       "centre-cropped to filter.image_size. kept.parquet (one row per clip, with its facts), "
+                       "rejected.parquet and crops/ (each clip as an H.264 mp4 that every later stage decodes).",
+    "captions": "One caption per kept clip: the source text (alt text / provided captions; media: video does not re-"
+                "caption). captions.parquet: image_id, caption, alt_text, caption_source.",
     "clip_embeddings": "The captions' text embeddings (media: video): CLIP ViT-L/14 tokens/ (N, 77, 768) and pooled/ "
                        "(N, 768) float16 as for images, plus T5-v1.1-XXL t5_tokens/ (N, 226, 4096) float16 (zeros at "
                        "padding) and t5_mask/ (N, 226) bool, what Paris 2.0's experts condition on; image_ids.npy.",
