@@ -125,10 +125,10 @@ def _metadata(context, settings, asset_name, model, stats, batch_size, prefix: s
     context.add_output_metadata({f"{prefix}{key}": value for key, value in meta.items()})
 
 
-def t5_lengths(mask: np.ndarray) -> dict:
+def t5_lengths(mask, block: int = 1 << 20) -> dict:
     """What the T5 mask says of the captions: the padded length, real tokens (with </s>) on average and at most,
-    and how many captions were cut at the length."""
-    real = mask.sum(axis=1)
+    and how many captions were cut at the length. Read a block of rows at a time (11M rows are 2.5 GB of mask)."""
+    real = np.concatenate([np.asarray(mask[i:i + block]).sum(axis=1) for i in range(0, len(mask), block)])
     return {"t5_max_length": int(mask.shape[1]), "t5_tokens_mean": round(float(real.mean()), 1),
             "t5_tokens_max": int(real.max()), "t5_truncated": int((real == mask.shape[1]).sum())}
 
@@ -176,7 +176,7 @@ def build_clip_embeddings(settings: Settings) -> AssetsDefinition:
         if settings.media == "video" and len(table):
             _run(context, settings, "clip_embeddings", "t5_encoder", captions, table, stages.encode_t5,
                  settings.models.text_batch_size, out=out, second=True)
-            context.add_output_metadata(t5_lengths(np.asarray(open_array(str(out / "t5_mask"))[:])))
+            context.add_output_metadata(t5_lengths(open_array(str(out / "t5_mask"))))
         return out
 
     return clip_embeddings

@@ -84,28 +84,37 @@ def process_unit(shard_url: str, keys: list[str], image_ids: list[str], unit_tar
                  params: FilterParams) -> list[dict]:
     """Decode and check the listed samples of one raw shard; kept crops go to `unit_tar` in listed order."""
     cv2.setNumThreads(1)  # one image at a time per worker: the pool is the parallelism, not OpenCV's threads
+    detector = _detector(params)
+    return run_unit(shard_url, keys, image_ids, unit_tar, "jpg", lambda data: process_image(data, params, detector))
+
+
+SIDECARS = ("json", "txt", "cls")  # every other member is the media (img2dataset keeps a video's bytes as .jpg)
+
+
+def run_unit(shard_url: str, keys: list[str], image_ids: list[str], unit_tar: str, member: str, process) -> list[dict]:
+    """One work unit of filtered_images, images or clips: `process(bytes) -> (facts, stored bytes)` (or raise
+    Rejected) on each listed sample of one raw shard; what passed goes to `unit_tar` under `member`, in listed
+    order. Returns one row per listed id, in that order: image_id, reason ('' when it passed), detail, facts."""
     by_key = dict(zip(keys, image_ids))
     results: dict[str, dict] = {}
-    crops: dict[str, bytes] = {}
-    detector = _detector(params)
+    stored: dict[str, bytes] = {}
     with fsspec.open(shard_url, "rb") as fh:
         for key, fields in iter_samples(fh, wanted=set(keys)):
             image_id = by_key[key]
-            data = next((v for ext, v in fields.items() if ext not in ("json", "txt", "cls")), b"")
+            data = next((v for ext, v in fields.items() if ext not in SIDECARS), b"")
             try:
-                facts, crops[image_id] = process_image(data, params, detector)
+                facts, stored[image_id] = process(data)
                 results[image_id] = {"image_id": image_id, "reason": "", "detail": "", **facts}
             except Rejected as rejected:
                 results[image_id] = {"image_id": image_id, "reason": rejected.reason, "detail": rejected.detail}
     tmp = unit_tar + ".tmp"
     with open(tmp, "wb") as fh, TarShardWriter(fh) as writer:
         for image_id in image_ids:
-            if image_id in crops:
-                writer.write(image_id, {"jpg": crops[image_id]})
-    os.replace(tmp, unit_tar)
-    missing = [i for i in image_ids if i not in results]
-    for image_id in missing:
-        results[image_id] = {"image_id": image_id, "reason": "missing_from_shard", "detail": shard_url}
+            if image_id in stored:
+                writer.write(image_id, {member: stored[image_id]})
+    os.replace(tmp, unit_tar)  # a unit killed part way leaves no tar a reader could take for whole
+    for image_id in image_ids:
+        results.setdefault(image_id, {"image_id": image_id, "reason": "missing_from_shard", "detail": shard_url})
     return [results[i] for i in image_ids]
 
 

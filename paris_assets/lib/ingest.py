@@ -385,7 +385,7 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
         samples, refused = prepare_source_table(samples)
         samples = samples.drop(columns=["image_ext"])
     elif source.kind == "demo":
-        demo = (ensure_video_demo if media == "video" else ensure_demo)(demo_dir, demo_size(source, media), seed, log)
+        demo = ensure_demo(demo_dir, demo_size(source, media), seed, log, media)
         with serve_directory(demo_dir) as base:
             if media == "video":
                 video_url_table(demo, base).to_parquet(Path(demo_dir) / "laion_demo.parquet", index=False)
@@ -446,7 +446,7 @@ def count_source_rows(source, demo_dir: str, seed: int, log=print, media: str = 
     if source.kind == "webdataset":
         return len(webdataset_table(source, seed))
     if source.kind == "demo":
-        return len((ensure_video_demo if media == "video" else ensure_demo)(demo_dir, demo_size(source, media), seed, log))
+        return len(ensure_demo(demo_dir, demo_size(source, media), seed, log, media))
     return len(source_table(source, demo_dir, seed)[0])
 
 
@@ -463,41 +463,26 @@ def _download(table: pd.DataFrame, out: Path, settings, log=print, execution=Non
              "object_store_mb": execution.local_object_store_mb if ray else 256})
 
 
-def ensure_demo(demo_dir: str, n: int, seed: int, log=print) -> pd.DataFrame:
-    """The demo files for (n, seed), generated once and reused while the generator is unchanged."""
-    from .demo import DEMO_VERSION, make_demo
+def ensure_demo(demo_dir: str, n: int, seed: int, log=print, media: str = "image") -> pd.DataFrame:
+    """The demo files for (n, seed) (lib/demo, or lib/video_demo with media video), generated once and reused while
+    the generator is unchanged; `files/` is what the demo server serves."""
+    if media == "video":
+        from .video_demo import VIDEO_DEMO_VERSION as version, make_video_demo as make
+    else:
+        from .demo import DEMO_VERSION as version, make_demo as make
 
     folder = Path(demo_dir)
     stamp = folder / "demo.json"
     table_path = folder / "demo_rows.parquet"
-    wanted = {"n": n, "seed": seed, "version": DEMO_VERSION}
+    wanted = {"n": n, "seed": seed, "version": version, **({"media": media} if media != "image" else {})}
     if stamp.exists() and table_path.exists() and json.loads(stamp.read_text()) == wanted:
         return pd.read_parquet(table_path)
-    log(f"raw_images: generating the demo data set ({n} images, seed {seed}) in {folder}")
+    log(f"raw_images: generating the {'video ' if media == 'video' else ''}demo data set ({n} "
+        f"{'clips' if media == 'video' else 'images'}, seed {seed}) in {folder}")
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
-    demo = make_demo(folder, n=n, seed=seed)
-    demo.to_parquet(table_path, index=False)
-    stamp.write_text(json.dumps(wanted))
-    return demo
-
-
-def ensure_video_demo(demo_dir: str, n: int, seed: int, log=print) -> pd.DataFrame:
-    """The video demo's files for (n, seed) (lib/video_demo), generated once and reused while its generator is
-    unchanged; `files/` is what the demo server serves."""
-    from .video_demo import VIDEO_DEMO_VERSION, make_video_demo
-
-    folder = Path(demo_dir)
-    stamp, table_path = folder / "demo.json", folder / "demo_rows.parquet"
-    wanted = {"n": n, "seed": seed, "version": VIDEO_DEMO_VERSION, "media": "video"}
-    if stamp.exists() and table_path.exists() and json.loads(stamp.read_text()) == wanted:
-        return pd.read_parquet(table_path)
-    log(f"raw_images: generating the video demo ({n} clips, seed {seed}) in {folder}")
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
-    demo = make_video_demo(folder, n=n, seed=seed)
+    demo = make(folder, n=n, seed=seed)
     demo.to_parquet(table_path, index=False)
     stamp.write_text(json.dumps(wanted))
     return demo
