@@ -15,12 +15,13 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 # A CUDA machine: `make setup TORCH_SPEC=torch` (or pre-install the CUDA torch wheel you want in .venv).
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: setup demo test chromium postgres ui browse bench screenshots models clean
+.PHONY: setup demo test chromium postgres ui browse bench screenshots models constraints clean
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt: the versions the suite last passed with, so a release tonight does not turn a fresh setup red
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)" -e ".[dev]"
+	$(PY) -m pip install -q "$(TORCH_SPEC)" -e ".[dev]" -c constraints.txt
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
@@ -62,6 +63,11 @@ bench: setup
 # needs the hub (HF_HUB_OFFLINE=0 here); `make models MODELS_ARGS="--device cuda --dtype float16"`
 models: setup
 	HF_HUB_OFFLINE=0 $(PY) -m paris_assets.models.fetch $(MODELS_ARGS)
+
+# after a green `make test` on newer releases (pip install -U in .venv): record them as the new constraints
+constraints:
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze | grep -v '^-e\|^paris-assets\|^torch=='; } > constraints.new
+	mv constraints.new constraints.txt
 
 clean:
 	rm -rf data data-video .dagster_home/* .pytest_cache
