@@ -27,7 +27,8 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from .lib import previews, shard_index
+from .lib.outputs import shard_index
+from .lib.video import previews
 from .settings import load_settings
 
 MAX_PER_PAGE = 200

@@ -12,7 +12,7 @@ from dagster import DagsterRunStatus, executor, in_process_executor, multiproces
 from dagster._core.definitions.executor_definition import multiple_process_executor_requirements
 from dagster._core.executor.base import Executor
 
-from .lib.processes import is_running, this_process
+from .lib.store.processes import is_running, this_process
 
 TAG = "paris/process"  # host pid start-time of the process running the run
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}

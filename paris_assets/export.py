@@ -29,10 +29,10 @@ from pathlib import Path
 import pandas as pd
 from upath import UPath
 
-from .lib.dataset_card import hub_features, render_card, size_category  # noqa: F401 (imported from here)
-from .lib.dataset_stats import WITHHELD, collect_stats, describe_sample, public_settings  # noqa: F401
-from .lib.shards import listed_shards
-from .lib.storage import (
+from .lib.outputs.card import hub_features, render_card, size_category  # noqa: F401 (imported from here)
+from .lib.outputs.shards import listed_shards
+from .lib.outputs.stats import WITHHELD, collect_stats, describe_sample, public_settings  # noqa: F401
+from .lib.store.storage import (
     IncompleteOutput,
     folder_files,
     is_local,

@@ -14,7 +14,7 @@ Reproducible: every random choice (shard order, sample shuffle, resampling, nois
 the epoch (`set_epoch(n)`), and where it must, the rank and the DataLoader worker; seed 0 is a seed like any
 other. No DDP hang: in every epoch each torch.distributed rank yields exactly `len(dataset)` samples, so every
 rank runs the same number of batches (given the same batch size and num_workers on each). Shard members are
-decoded by lib/samples (no pickle, no torch.load).
+decoded by lib/outputs/samples (no pickle, no torch.load).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .lib.arrays import open_named
-from .lib.shards import decode_shard_sample
-from .lib.storage import require_settled, root_upath
-from .lib.tars import iter_members
+from .lib.outputs.shards import decode_shard_sample
+from .lib.outputs.tars import iter_members
+from .lib.store.arrays import open_named
+from .lib.store.storage import require_settled, root_upath
 
 NUM_TIMESTEPS = 1000
 INTERPOLANTS = ("flow", "ddpm")
@@ -299,7 +299,7 @@ class RouterDataset(torch.utils.data.IterableDataset):
         _check_seed(seed, epoch)
         folder = str(root_upath(str(data_dir)) / "router_pairs")
         require_settled(str(data_dir), "router_pairs")
-        # chunked folders or .npy files, whichever router_pairs holds (lib/arrays.open_named): only the rows asked
+        # chunked folders or .npy files, whichever router_pairs holds (lib/store/arrays.open_named): only the rows asked
         # for are read, except the labels (44 MB at 11M), read whole: the shuffled rows of a block are ~10k rows
         # apart, so ranged reads of 4-byte rows would fetch the gaps between them too
         try:

@@ -20,8 +20,8 @@ from dagster import AssetKey, DagsterInstance
 
 from .assets.common import PER_PART, demo_dir
 from .definitions import FAN_IN, build_defs
-from .lib.ingest import count_source_rows
-from .lib.partitions import PARTS, plan_parts, sorted_parts
+from .lib.ingest.download import count_source_rows
+from .lib.ingest.partitions import PARTS, plan_parts, sorted_parts
 from .settings import Settings, SettingsError, load_settings
 
 

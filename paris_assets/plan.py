@@ -1,4 +1,4 @@
-"""Plan a run past this machine: work, storage, partitions and wall time per stage (lib/plan.py says how).
+"""Plan a run past this machine: work, storage, partitions and wall time per stage (lib/plan/planner.py says how).
 
     python -m paris_assets.plan --images 11000000 --gpus 64 [--config paris.yaml] [--partition-size 100000]
         [--cpus N | --cpus-per-gpu 12] [--gpu-tflops 312] [--gpu-hbm-gbs 2039] [--gpu-fp32-tflops 19.5]
@@ -19,7 +19,7 @@ import sys
 
 from tabulate import tabulate
 
-from .lib.plan import (
+from .lib.plan.planner import (
     A100,
     CPUS_PER_GPU,
     DEFAULT_MFU,

@@ -15,9 +15,9 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .lib.caption_filters import check_languages, check_patterns
-from .lib.checks import NUDENET_CLASSES
-from .lib.urls import METADATA_HOSTS, REFUSED_NETWORKS, check_networks
+from .lib.images.units import NUDENET_CLASSES
+from .lib.ingest.urls import METADATA_HOSTS, REFUSED_NETWORKS, check_networks
+from .lib.quality.captions import check_languages, check_patterns
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_ENV = "PARIS_CONFIG"
@@ -157,7 +157,7 @@ class ShardSettings(_Section):
 
 
 class VideoSettings(_Section):
-    """media: video: how filtered_images turns each downloaded video into a clip (lib/video.VideoParams). The clip's
+    """media: video: how filtered_images turns each downloaded video into a clip (lib/video/decode.VideoParams). The clip's
     side is filter.image_size and its displayed shorter side must reach filter.min_side, as for images."""
     fps: float = Field(8.0, gt=0)  # frames per second of the clip, sampled by presentation time (VFR plays right)
     num_frames: int = Field(17, ge=1)  # 4k+1: the causal VAE keeps frame 0 and packs the rest in fours (17 -> 5)

@@ -20,11 +20,11 @@ import numpy as np
 
 from .assets.filtered_images import filter_params
 from .assets.quality import load_heads
-from .lib import heads
-from .lib.checks import FilterParams, process_image
-from .lib.crops import decode_crops
-from .lib.images import Rejected
-from .lib.protected import IMAGE_SUFFIXES
+from .lib.dedup.protected import IMAGE_SUFFIXES
+from .lib.images.decode import Rejected
+from .lib.images.units import FilterParams, process_image
+from .lib.run.crops import decode_crops
+from .models import heads
 from .models.profiles import load_model, model_identity, model_metadata
 from .settings import Settings, SettingsError, load_settings
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from paris_assets.lib.arrays import open_named
+from paris_assets.lib.store.arrays import open_named
 
 
 def read_with_numpy(folder: Path) -> np.ndarray:

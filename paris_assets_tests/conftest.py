@@ -10,7 +10,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from dagster import DagsterInstance  # noqa: E402
 
 from paris_assets.definitions import build_defs  # noqa: E402
-from paris_assets.lib.demo import make_demo  # noqa: E402
+from paris_assets.lib.demo.images import make_demo  # noqa: E402
 from paris_assets.settings import PROJECT_ROOT, parse_settings  # noqa: E402
 
 SMALL_DEMO = 64  # clean images in the test demo: every planted problem still appears
@@ -178,7 +178,7 @@ def postgres_server():
 def ray_cluster():
     """One local Ray for the whole session (test_ray_engine, test_ray_filter), with the engine's own start-up:
     2 CPUs, 2 logical GPUs, a small object store, no dashboard, no usage stats; stopped at the end."""
-    from paris_assets.lib import ray_engine
+    from paris_assets.engines import ray as ray_engine
 
     with ray_engine.ray_session("", num_cpus=2, num_gpus=2, object_store_mb=200, log=lambda m: None) as where:
         yield where

@@ -13,8 +13,8 @@ import fsspec
 import numpy as np
 import pytest
 
-from paris_assets.lib.arrays import INDEX, ChunkedArrayWriter, chunk_file, link_chunk_store, open_array
-from paris_assets.lib.chunks import ChunkStore
+from paris_assets.lib.store.arrays import INDEX, ChunkedArrayWriter, chunk_file, link_chunk_store, open_array
+from paris_assets.lib.store.chunks import ChunkStore
 
 ARRAYS = {  # name -> the array; rows of several shapes and dtypes, ids as fixed-width text
     "f16_rows": np.arange(1000 * 12, dtype=np.float16).reshape(1000, 4, 3),
@@ -181,8 +181,8 @@ def test_chunk_store_chunks_become_an_array_without_a_copy(tmp_path):
 SPARSE = """
 import json, sys, time
 import numpy as np
-from paris_assets.lib.arrays import ChunkedArrayWriter, open_array
-from paris_assets.lib.processes import peak_rss_mb
+from paris_assets.lib.store.arrays import ChunkedArrayWriter, open_array
+from paris_assets.lib.store.processes import peak_rss_mb
 
 folder, rows, width, chunk_rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 writer = ChunkedArrayWriter(folder, chunk_rows)

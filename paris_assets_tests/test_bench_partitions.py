@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from paris_assets.bench_partitions import final_kept_ids, main, recipe
+from paris_assets.bench.partitions import final_kept_ids, main, recipe
 
 
 def test_bench_partitions_tiny(tmp_path, capsys):

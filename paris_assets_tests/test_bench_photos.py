@@ -1,13 +1,13 @@
 """The near-duplicate measurement and the benchmark inputs, on the two photographs every scikit-learn install ships
-(the full run fetches 52 more from Debian packages: python -m paris_assets.bench_photos)."""
+(the full run fetches 52 more from Debian packages: python -m paris_assets.bench.photos)."""
 
 import io
 
 import numpy as np
 from PIL import Image
 
-from paris_assets.bench_photos import laion_like, load_photo, radius_table, sklearn_photos
-from paris_assets.lib.demo import NEAR_COPY_RECIPES
+from paris_assets.bench.photos import laion_like, load_photo, radius_table, sklearn_photos
+from paris_assets.lib.demo.images import NEAR_COPY_RECIPES
 
 
 def test_radius_table_on_real_photographs():

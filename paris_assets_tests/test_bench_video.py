@@ -5,17 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from paris_assets.bench_video import (
-    STAGES,
-    bench_decode,
-    bench_stages,
-    demo_clips,
-    naive_clip,
-    real_videos,
-    write_kept,
-)
-from paris_assets.lib.images import Rejected
-from paris_assets.lib.video import VideoParams, decode_clip
+from paris_assets.bench.video import STAGES, bench_decode, bench_stages, demo_clips, naive_clip, real_videos, write_kept
+from paris_assets.lib.images.decode import Rejected
+from paris_assets.lib.video.decode import VideoParams, decode_clip
 
 PARAMS = VideoParams(image_size=128)  # 128, not less: libx264's 4:4:4 output below 120 px is not reproducible
 

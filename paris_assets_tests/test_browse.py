@@ -15,8 +15,8 @@ import pytest
 import webdataset as wds
 
 from paris_assets import browse
-from paris_assets.lib import shard_index
-from paris_assets.lib.tars import iter_members, iter_samples
+from paris_assets.lib.outputs import shard_index
+from paris_assets.lib.outputs.tars import iter_members, iter_samples
 
 from .web import CHROMIUM, FLAGS, free_port, require_chromium, shot, start, stop
 

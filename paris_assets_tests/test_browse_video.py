@@ -1,7 +1,7 @@
 """The shard browser over clips (media: video): the animated preview, its cache, the index of a video data root
 (mp4 from the shards or from filtered_images' crops), the endpoints over a real loopback server, and the page in
 a real browser. The data root is made here: a manifest, shards and crop tars holding seeded moving patterns
-encoded by lib/video.encode_clip (~135 KB in all)."""
+encoded by lib/video/decode.encode_clip (~135 KB in all)."""
 
 import hashlib
 import io
@@ -18,9 +18,10 @@ import pytest
 from PIL import Image
 
 from paris_assets import browse
-from paris_assets.lib import previews, shard_index
-from paris_assets.lib.tars import TarShardWriter
-from paris_assets.lib.video import decode_clip, encode_clip
+from paris_assets.lib.video import previews
+from paris_assets.lib.outputs import shard_index
+from paris_assets.lib.outputs.tars import TarShardWriter
+from paris_assets.lib.video.decode import decode_clip, encode_clip
 
 from .web import CHROMIUM, FLAGS, free_port, require_chromium, shot, start, stop
 
@@ -44,7 +45,7 @@ def npy(array: np.ndarray) -> bytes:
 
 
 def record(image_id: str, cluster: int, i: int) -> dict:
-    """The json of a clip's sample: the image record plus media and the clip's facts, as lib/shards writes it."""
+    """The json of a clip's sample: the image record plus media and the clip's facts, as lib/outputs/shards writes it."""
     return {"image_id": image_id, "url": f"https://example.com/{image_id}.mp4", "alt_text": f"clip number {i}",
             "caption": f"a moving pattern number {i}", "aesthetic": 5.0 + i / 10, "punsafe": 0.01, "width": 640,
             "height": 360, "cluster": cluster, "centroid_distance": 0.1 * i, "phash": f"{i:016x}",

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from paris_assets.bench import write_raw_shards
-from paris_assets.lib import caption_filters
-from paris_assets.lib.caption_filters import (LanguageDetector, caption_rejections, check_languages, check_patterns,
-                                              count_words, match_boilerplate)
-from paris_assets.lib.checks import FilterParams
-from paris_assets.lib.filtering import filter_images, pre_decode_rejections
+from paris_assets.bench.main import write_raw_shards
+from paris_assets.lib.quality import captions as caption_filters
+from paris_assets.lib.quality.captions import (LanguageDetector, caption_rejections, check_languages, check_patterns,
+                                               count_words, match_boilerplate)
+from paris_assets.lib.images.units import FilterParams
+from paris_assets.lib.images.filtering import filter_images, pre_decode_rejections
 from paris_assets.settings import SettingsError, parse_settings
 
 # Alt texts as web pages write them, by the language they are written in.

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from paris_assets.lib.arrays import link_chunk_store, open_array
-from paris_assets.lib.chunks import ChunkStore, ordered_map, run_chunks, work_key
+from paris_assets.lib.store.arrays import link_chunk_store, open_array
+from paris_assets.lib.store.chunks import ChunkStore, ordered_map, run_chunks, work_key
 
 from .arrays_on_disk import read_with_numpy
 
@@ -79,7 +79,7 @@ def _save_then_die(folder, die_after_replaces):
     import os
     import signal
 
-    from paris_assets.lib import chunks
+    from paris_assets.lib.store import chunks
 
     real, count = os.replace, [0]
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from paris_assets.lib.cluster_report import quality, stratified_sample, top_terms, typical_members
-from paris_assets.lib.clustering import cluster
+from paris_assets.lib.clustering.report import quality, stratified_sample, top_terms, typical_members
+from paris_assets.lib.clustering.kmeans import cluster
 
 
 def blobs(n=2000, k=6, d=48, spread=0.3, seed=0):

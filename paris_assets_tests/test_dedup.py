@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from paris_assets.lib import dedup
-from paris_assets.lib.filtering import find_duplicates
+from paris_assets.lib.dedup import phash as dedup
+from paris_assets.lib.images.filtering import find_duplicates
 
 
 def planted(n: int, radius: int, pairs: int, seed: int = 0) -> tuple[np.ndarray, set]:

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from paris_assets import export
-from paris_assets.lib.samples import decode_member
-from paris_assets.lib.tars import TarShardWriter, iter_members
+from paris_assets.lib.outputs.samples import decode_member
+from paris_assets.lib.outputs.tars import TarShardWriter, iter_members
 from paris_assets.settings import PROJECT_ROOT
 
 OUTPUTS = ("expert_shards", "heldout", "filtered_images", "cluster_labels", "cluster_report")
@@ -214,7 +214,7 @@ def test_what_a_sample_holds_is_read_from_the_shard(tmp_path):
 
 
 def export_npy(array: np.ndarray) -> bytes:
-    from paris_assets.lib.shards import npy_bytes
+    from paris_assets.lib.outputs.shards import npy_bytes
 
     return npy_bytes(array)
 

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from PIL import ExifTags, Image, ImageCms
 
-from paris_assets.lib.checks import FilterParams, process_image
-from paris_assets.lib.demo import NEAR_COPY_RECIPES, make_demo
-from paris_assets.lib.filtering import pre_decode_rejections
-from paris_assets.lib.images import Rejected
+from paris_assets.lib.images.units import FilterParams, process_image
+from paris_assets.lib.demo.images import NEAR_COPY_RECIPES, make_demo
+from paris_assets.lib.images.filtering import pre_decode_rejections
+from paris_assets.lib.images.decode import Rejected
 
 
 def jpeg(w, h, seed=0) -> bytes:

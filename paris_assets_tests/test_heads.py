@@ -1,4 +1,4 @@
-"""lib/heads: the LAION aesthetic and NSFW heads load their upstream layouts, download once, and score in blocks."""
+"""models/heads: the LAION aesthetic and NSFW heads load their upstream layouts, download once, and score in blocks."""
 
 from __future__ import annotations
 
@@ -10,17 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from paris_assets.lib.heads import (
-    CATEGORICAL,
-    AestheticHead,
-    NsfwHead,
-    _lookup,
-    encode_vocab,
-    head_identity,
-    load_head,
-    score,
-)
-from paris_assets.lib.http_server import serve_directory
+from paris_assets.models.heads import (CATEGORICAL, AestheticHead, NsfwHead, _lookup, encode_vocab, head_identity,
+                                       load_head, score)
+from paris_assets.lib.ingest.http_server import serve_directory
 
 # The keys and shapes of sac+logos+ava1-l14-linearMSE.pth, written out rather than taken from AestheticHead.
 UPSTREAM_AESTHETIC = {"layers.0.weight": (1024, 768), "layers.0.bias": (1024,), "layers.2.weight": (128, 1024),

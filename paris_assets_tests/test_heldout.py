@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from paris_assets.lib.shards import heldout_mask, heldout_scores, heldout_summary
+from paris_assets.lib.outputs.shards import heldout_mask, heldout_scores, heldout_summary
 
 IDS = np.array([hashlib.md5(str(i).encode()).hexdigest()[:16] for i in range(20_000)])
 

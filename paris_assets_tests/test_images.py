@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from paris_assets.lib.checks import FilterParams, process_image
-from paris_assets.lib.images import (Rejected, crop_thumbnail, decode_image, gray_thumbnail, is_blank, phash64,
-                                     square_crop)
+from paris_assets.lib.images.units import FilterParams, process_image
+from paris_assets.lib.images.decode import (Rejected, crop_thumbnail, decode_image, gray_thumbnail, is_blank, phash64,
+                                            square_crop)
 
 MAX = 89_478_485
 
@@ -213,7 +213,7 @@ def test_the_hash_is_of_the_whole_upright_image():
 def test_a_border_crop_stays_within_the_default_radius():
     """flower.jpg with 2 % cut off its top, right and bottom borders: the whole image's hash stays within the
     default radius, as imagehash's does; the hash of the 256 px centre crop (before) moved 8 bits. Measured on 54
-    photographs (python -m paris_assets.bench_photos), the whole-image hash is not always the closer one."""
+    photographs (python -m paris_assets.bench.photos), the whole-image hash is not always the closer one."""
     radius = FilterParams().phash_max_distance
     image = Image.open(io.BytesIO(photo("flower.jpg"))).convert("RGB")
     w, h = image.size

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import webdataset as wds
 
-from paris_assets.lib.http_server import refused_base_url, serve_directory
-from paris_assets.lib.ingest import ingest, prepare_source_table
-from paris_assets.lib.tars import TarShardWriter
+from paris_assets.lib.ingest.http_server import refused_base_url, serve_directory
+from paris_assets.lib.ingest.download import ingest, prepare_source_table
+from paris_assets.lib.outputs.tars import TarShardWriter
 from paris_assets.settings import parse_settings
 
 
@@ -97,9 +97,9 @@ def test_a_killed_url_list_download_resumes(demo_files, tmp_path):
     from paris_assets.assets.common import code_version
     from paris_assets.assets.raw_images import build_raw_images
     from paris_assets.io_managers import ShardsIOManager
-    from paris_assets.lib import storage
-    from paris_assets.lib.chunks import work_key
-    from paris_assets.lib.ingest import _download, source_identity, source_table
+    from paris_assets.lib.store import storage
+    from paris_assets.lib.store.chunks import work_key
+    from paris_assets.lib.ingest.download import _download, source_identity, source_table
 
     folder, _ = demo_files
     requests = []
@@ -156,7 +156,7 @@ def test_a_killed_download_leaves_no_workers_writing(demo_files, tmp_path):
     import time
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    from paris_assets.lib.ingest import DOWNLOADER, _group_running, download_with_img2dataset
+    from paris_assets.lib.ingest.download import DOWNLOADER, _group_running, download_with_img2dataset
 
     folder, _ = demo_files
 
@@ -179,7 +179,7 @@ def test_a_killed_download_leaves_no_workers_writing(demo_files, tmp_path):
         out = tmp_path / "raw"
         options = {"processes": 2, "threads": 2, "samples_per_shard": 10, "timeout": 5, "retries": 0,
                    "distributor": "multiprocessing", "user_agent_token": None, "respect_opt_out": True}
-        script = ("import json, sys, pandas as pd\nfrom paris_assets.lib.ingest import download_with_img2dataset\n"
+        script = ("import json, sys, pandas as pd\nfrom paris_assets.lib.ingest.download import download_with_img2dataset\n"
                   "download_with_img2dataset(pd.read_parquet(sys.argv[1]), sys.argv[2], log=lambda m: None, "
                   "**json.loads(sys.argv[3]))\n")
         step = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "table.parquet"), str(out),
@@ -241,7 +241,7 @@ def test_a_recorded_group_now_owned_by_another_process_is_left_alone(tmp_path):
 
     import psutil
 
-    from paris_assets.lib.ingest import DOWNLOADER, _stop_leftover_download
+    from paris_assets.lib.ingest.download import DOWNLOADER, _stop_leftover_download
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
     try:

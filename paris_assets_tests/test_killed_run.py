@@ -13,7 +13,7 @@ import yaml
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 
 from paris_assets.executors import TAG, free_dead_slot_holders
-from paris_assets.lib.processes import start_stamp
+from paris_assets.lib.store.processes import start_stamp
 from paris_assets.settings import PROJECT_ROOT
 
 

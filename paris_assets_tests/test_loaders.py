@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from paris_assets.lib.arrays import ChunkedArrayWriter, open_named
-from paris_assets.lib.samples import UnsafeMember
-from paris_assets.lib.tars import TarShardWriter
-from paris_assets.lib.validation import verify_training_outputs
+from paris_assets.lib.store.arrays import ChunkedArrayWriter, open_named
+from paris_assets.lib.outputs.samples import UnsafeMember
+from paris_assets.lib.outputs.tars import TarShardWriter
+from paris_assets.lib.outputs.validation import verify_training_outputs
 from paris_assets.loaders import expert_dataset, router_dataset
 
 SHARD_SIZES = [5, 5, 5, 5, 5, 5, 3]  # 33 samples, a short last shard as written by expert_shards

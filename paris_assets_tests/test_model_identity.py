@@ -15,7 +15,7 @@ from upath import UPath
 from paris_assets.assets.common import code_version
 from paris_assets.assets.embeddings import _store
 from paris_assets.io_managers import AssetFolder
-from paris_assets.lib import storage
+from paris_assets.lib.store import storage
 from paris_assets.models.common import ModelRef, resolve_revision
 from paris_assets.models.image_embedder import DINOV2_BASE
 from paris_assets.models.profiles import PARIS, build_model, model_identity, model_ref

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from paris_assets.lib.demo import THEMES, draw_theme
+from paris_assets.lib.demo.images import THEMES, draw_theme
 from paris_assets.models.captioner import Captioner
 from paris_assets.models.common import ModelNotAvailable, ModelRef
 from paris_assets.models.image_embedder import ImageEmbedder

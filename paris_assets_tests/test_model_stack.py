@@ -9,7 +9,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from paris_assets.definitions import build_defs
-from paris_assets.lib.arrays import open_named
+from paris_assets.lib.store.arrays import open_named
 from paris_assets.models.tiny import TINY_VERSION
 from paris_assets.settings import PROJECT_ROOT, parse_settings
 

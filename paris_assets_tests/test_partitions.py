@@ -10,8 +10,8 @@ from dagster import AssetKey, DagsterInstance
 
 from paris_assets import parts
 from paris_assets.definitions import build_defs
-from paris_assets.lib.partitions import PARTS, part_key, part_rows, plan_parts
-from paris_assets.lib.sources import stable_id
+from paris_assets.lib.ingest.partitions import PARTS, part_key, part_rows, plan_parts
+from paris_assets.lib.ingest.sources import stable_id
 from paris_assets.settings import PROJECT_ROOT, parse_settings
 
 PART = 24  # source rows per part
@@ -168,7 +168,7 @@ def test_the_fan_in_reads_parts_in_row_order_and_an_empty_part_adds_nothing(tmp_
     """A part whose every image was rejected holds empty outputs (no typed columns, a '<U1' id array): the union of
     the parts skips it instead of failing on mismatched types."""
     from paris_assets.io_managers import open_parts
-    from paris_assets.lib import storage
+    from paris_assets.lib.store import storage
 
     keys = [part_key(3, 5), part_key(0, 2), part_key(2, 3)]
     for key, n in zip(keys, (2, 2, 0)):

@@ -11,7 +11,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 from PIL import Image
 
 from paris_assets.definitions import build_defs
-from paris_assets.lib.sources import SourceError, stable_id
+from paris_assets.lib.ingest.sources import SourceError, stable_id
 from paris_assets.settings import PROJECT_ROOT, parse_settings
 
 

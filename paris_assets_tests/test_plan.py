@@ -1,4 +1,4 @@
-"""The run plan (lib/plan.py, `python -m paris_assets.plan`): FLOPs against torch's own counter on the real configs,
+"""The run plan (lib/plan/planner.py, `python -m paris_assets.plan`): FLOPs against torch's own counter on the real configs,
 bytes per image against what the real code writes, scaling with GPUs, partitions, the settings, the CLI."""
 
 import hashlib
@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from paris_assets.lib import flops as F
-from paris_assets.lib import plan as P
-from paris_assets.lib.quality import scores_table
-from paris_assets.lib.shards import ShardSource, write_router_arrays, write_shards
+from paris_assets.lib.plan import flops as F
+from paris_assets.lib.plan import planner as P
+from paris_assets.lib.quality.signals import scores_table
+from paris_assets.lib.outputs.shards import ShardSource, write_router_arrays, write_shards
 from paris_assets.models.clip_image_encoder import ClipImageEncoder
 from paris_assets.models.common import ModelRef
 from paris_assets.models.image_embedder import ImageEmbedder
@@ -215,8 +215,8 @@ def test_measured_scores_row_bytes_hold(tmp_path):
 def test_measured_jpeg_sizes_hold_on_the_bench_inputs():
     """The crop and original sizes were measured on the 54 cached photographs; scikit-learn's two, through the
     same laion_like + process_image, land near them (measured: +6 % originals, +23 % crops at 2,000 images)."""
-    from paris_assets.bench_photos import laion_like, load_photo, sklearn_photos
-    from paris_assets.lib.checks import FilterParams, process_image
+    from paris_assets.bench.photos import laion_like, load_photo, sklearn_photos
+    from paris_assets.lib.images.units import FilterParams, process_image
 
     blobs = laion_like([load_photo(p) for p in sklearn_photos()], 200, seed=0)
     crops = [process_image(b, FilterParams())[1] for b in blobs]
@@ -489,7 +489,7 @@ def test_video_settings_shape_the_plan():
 
 
 def _video_source(plan: P.Plan, rows: int) -> ShardSource:
-    from paris_assets.lib.shards import VideoFields
+    from paris_assets.lib.outputs.shards import VideoFields
 
     src = _source(plan, rows)
     t5 = plan.models["t5_tokens"]
@@ -516,7 +516,7 @@ def test_measured_stored_clip_size_holds_on_dagster_world():
     Dagster_world.mp4 (shipped in dagster-webserver), through process_video at 17 x 256 px: 41.4 KB."""
     import dagster_webserver
 
-    from paris_assets.lib.video import VideoParams, process_video
+    from paris_assets.lib.video.decode import VideoParams, process_video
 
     path = next(Path(dagster_webserver.__file__).parent.rglob("Dagster_world.mp4"))
     _, mp4 = process_video(path.read_bytes(), VideoParams(image_size=256, fps=8, num_frames=17))

@@ -13,7 +13,7 @@ from dagster import AssetKey, DagsterInstance
 
 from paris_assets.checks.gate import gate_verdict
 from paris_assets.definitions import build_defs
-from paris_assets.lib.tars import TarShardWriter
+from paris_assets.lib.outputs.tars import TarShardWriter
 from paris_assets.settings import PROJECT_ROOT, parse_settings
 
 BEGIN, END = "# >>> team instance on PostgreSQL", "# <<< team instance on PostgreSQL"

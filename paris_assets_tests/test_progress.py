@@ -1,6 +1,6 @@
 """Progress lines: done / total, rate and ETA, throttled to one line per interval plus the last."""
 
-from paris_assets.lib.progress import Progress
+from paris_assets.lib.run.progress import Progress
 
 
 class Clock:

@@ -16,20 +16,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from paris_assets.bench_photos import sklearn_photos
-from paris_assets.lib.arrays import select_rows
-from paris_assets.lib.checks import FilterParams, process_image
-from paris_assets.lib.crops import decode_crops
-from paris_assets.lib.filtering import hex_to_u64
-from paris_assets.lib.http_server import serve_directory
-from paris_assets.lib.protected import (
-    ProtectedSetError,
-    embedding_matches,
-    phash_matches,
-    phash_matches_bruteforce,
-    read_protected,
-)
-from paris_assets.lib.urls import UrlPolicy
+from paris_assets.bench.photos import sklearn_photos
+from paris_assets.lib.store.arrays import select_rows
+from paris_assets.lib.images.units import FilterParams, process_image
+from paris_assets.lib.run.crops import decode_crops
+from paris_assets.lib.images.filtering import hex_to_u64
+from paris_assets.lib.ingest.http_server import serve_directory
+from paris_assets.lib.dedup.protected import (ProtectedSetError, embedding_matches, phash_matches,
+                                              phash_matches_bruteforce, read_protected)
+from paris_assets.lib.ingest.urls import UrlPolicy
 
 FILTER = FilterParams()  # the filter's defaults: 256 px centre crops, JPEG quality 95
 READ = {"url_col": "url", "policy": UrlPolicy(), "image_size": FILTER.image_size,

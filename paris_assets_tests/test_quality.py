@@ -10,8 +10,8 @@ import pytest
 import webdataset as wds
 from dagster import AssetKey, DagsterInstance
 
-from paris_assets.lib.pruning import Pruning, nearest_per_row
-from paris_assets.lib.quality import quality_drops, scores_table
+from paris_assets.lib.quality.pruning import Pruning, nearest_per_row
+from paris_assets.lib.quality.signals import quality_drops, scores_table
 from paris_assets.settings import PROJECT_ROOT, parse_settings
 
 from .arrays_on_disk import read_with_numpy

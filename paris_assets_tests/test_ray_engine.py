@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 from ray import cloudpickle
 
-from paris_assets.bench_models import make_kept
-from paris_assets.lib import ray_engine, stages
-from paris_assets.lib.chunks import ChunkStore
+from paris_assets.bench.models import make_kept
+from paris_assets.engines import ray as ray_engine
+from paris_assets.lib.run import stages
+from paris_assets.lib.store.chunks import ChunkStore
 from paris_assets.models.profiles import build_model, load_model
 from paris_assets.settings import parse_settings
 

@@ -8,10 +8,10 @@ import pandas as pd
 from dagster import AssetKey
 from PIL import Image
 
-from paris_assets.bench import write_raw_shards
-from paris_assets.lib import ray_engine
-from paris_assets.lib.filtering import FilterParams, filter_images
-from paris_assets.lib.tars import iter_samples
+from paris_assets.bench.main import write_raw_shards
+from paris_assets.engines import ray as ray_engine
+from paris_assets.lib.images.filtering import FilterParams, filter_images
+from paris_assets.lib.outputs.tars import iter_samples
 
 
 def photographs() -> list[Image.Image]:

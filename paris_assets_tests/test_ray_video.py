@@ -7,10 +7,11 @@ import sys
 import pytest
 from ray import cloudpickle
 
-from paris_assets.lib import ray_engine, stages
-from paris_assets.lib.chunks import ChunkStore
-from paris_assets.lib.video_demo import make_video_demo
-from paris_assets.lib.video_filtering import filter_video_folder
+from paris_assets.engines import ray as ray_engine
+from paris_assets.lib.run import stages
+from paris_assets.lib.store.chunks import ChunkStore
+from paris_assets.lib.demo.video import make_video_demo
+from paris_assets.lib.video.filtering import filter_video_folder
 from paris_assets.models.profiles import build_model, load_model
 from paris_assets.settings import parse_settings
 

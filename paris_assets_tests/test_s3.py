@@ -18,10 +18,10 @@ import s3fs
 
 import torch
 
-from paris_assets.lib import storage
-from paris_assets.lib.shard_index import CropLookup, build_index, read_image, shard_health
+from paris_assets.lib.store import storage
+from paris_assets.lib.outputs.shard_index import CropLookup, build_index, read_image, shard_health
 from paris_assets.loaders import expert_dataset, router_dataset
-from paris_assets.lib.arrays import HEAD_BYTES, ChunkedArrayWriter, open_array
+from paris_assets.lib.store.arrays import HEAD_BYTES, ChunkedArrayWriter, open_array
 
 BUCKET = "paris-test"
 READS = {"get_object", "head_object", "list_objects_v2", "list_objects", "head_bucket", "get_bucket_location",
@@ -131,7 +131,7 @@ import s3fs
 import torch
 
 from paris_assets.lib import storage
-from paris_assets.lib.shard_index import CropLookup, build_index, read_image, shard_health
+from paris_assets.lib.outputs.shard_index import CropLookup, build_index, read_image, shard_health
 from paris_assets.loaders import expert_dataset, router_dataset
 
 READS = {reads!r}
@@ -268,7 +268,7 @@ def test_whole_graph_on_s3(s3, tmp_path, monkeypatch):
     from dagster import DagsterInstance
 
     from paris_assets.definitions import build_defs
-    from paris_assets.lib.validation import verify_training_outputs
+    from paris_assets.lib.outputs.validation import verify_training_outputs
     from paris_assets.settings import PROJECT_ROOT, parse_settings
 
     monkeypatch.setenv("PARIS_STAGING_DIR", str(tmp_path / "staging"))

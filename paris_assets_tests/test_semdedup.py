@@ -6,8 +6,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from paris_assets.lib import semdedup as sd
-from paris_assets.lib.clustering import assign
+from paris_assets.lib.dedup import semdedup as sd
+from paris_assets.lib.clustering.kmeans import assign
 
 
 def unit(a: np.ndarray) -> np.ndarray:
@@ -146,7 +146,7 @@ def test_mismatched_inputs_raise():
 
 
 def test_bench_main_runs_at_a_tiny_size(tmp_path, capsys):
-    from paris_assets import bench_semdedup
+    from paris_assets.bench import semdedup as bench_semdedup
 
     bench_semdedup.main(["--sizes", "2000,4000", "--dim", "32", "--fine", "16", "--placeholders", "300",
                          "--baseline-sizes", "2000", "--dir", str(tmp_path)])

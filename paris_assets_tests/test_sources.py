@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from paris_assets.lib.ingest import prepare_source_table
-from paris_assets.lib.sources import SourceError, decode_caption, read_url_list, stable_id
+from paris_assets.lib.ingest.download import prepare_source_table
+from paris_assets.lib.ingest.sources import SourceError, decode_caption, read_url_list, stable_id
 
 LAION = pd.DataFrame({
     "URL": [f"http://example.com/{i}.jpg" for i in range(20)],
@@ -58,7 +58,7 @@ def test_a_trial_reads_whole_row_groups_not_a_few_rows_of_each(tmp_path):
     """limit=1,000 of 20,000 rows in 100 row groups of 200: the rows come from the ~5 row groups that hold
     them, and the bytes read (counted under fsspec, beside the reader's own count) are a small share of the
     release, where drawing rows over the whole release and fetching them with one take read nearly all of it."""
-    from paris_assets.bench_sources import counted_reads, whole_release_take, write_release
+    from paris_assets.bench.sources import counted_reads, whole_release_take, write_release
 
     paths = write_release(tmp_path, files=2, groups=100, rows=200)
     with counted_reads() as counted:
@@ -84,7 +84,7 @@ def test_a_trial_reads_whole_row_groups_not_a_few_rows_of_each(tmp_path):
 def test_pick_row_groups_draws_exactly_limit_rows(sizes, limit, seed):
     import numpy as np
 
-    from paris_assets.lib.sources import pick_row_groups
+    from paris_assets.lib.ingest.sources import pick_row_groups
 
     picked = pick_row_groups(sizes, limit, seed)
     assert sum(len(rows) for rows in picked.values()) == limit

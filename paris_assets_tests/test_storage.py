@@ -9,8 +9,8 @@ import pytest
 from dagster import build_input_context, build_output_context, AssetKey
 
 from paris_assets.io_managers import NpyIOManager, ParquetIOManager, ShardsIOManager
-from paris_assets.lib import storage
-from paris_assets.lib.tars import TarShardWriter
+from paris_assets.lib.store import storage
+from paris_assets.lib.outputs.tars import TarShardWriter
 
 
 def roots(tmp_path):
@@ -177,7 +177,7 @@ def test_uploads_of_dead_processes_are_swept_and_the_pointed_one_is_kept(tmp_pat
 
     import fsspec
 
-    from paris_assets.lib.processes import this_process
+    from paris_assets.lib.store.processes import this_process
 
     root = f"memory://uploads-{uuid.uuid4().hex[:8]}"
     fs = fsspec.filesystem("memory")
@@ -218,10 +218,10 @@ def test_an_upload_is_judged_dead_only_from_inside_its_own_pid_namespace():
     import sys
     import time
 
-    from paris_assets.lib import storage
-    from paris_assets.lib.processes import this_process
+    from paris_assets.lib.store import storage
+    from paris_assets.lib.store.processes import this_process
 
-    child = subprocess.run([sys.executable, "-c", "import json; from paris_assets.lib.processes import this_process; "
+    child = subprocess.run([sys.executable, "-c", "import json; from paris_assets.lib.store.processes import this_process; "
                             "print(json.dumps(this_process()))"], capture_output=True, text=True, check=True)
     dead = {"time": time.time(), "pidns": storage._pid_namespace(), **json.loads(child.stdout)}
     assert storage._abandoned(dead)

@@ -6,7 +6,7 @@ import tarfile
 import pytest
 import webdataset as wds
 
-from paris_assets.lib.tars import TarShardWriter, iter_samples
+from paris_assets.lib.outputs.tars import TarShardWriter, iter_samples
 
 
 def write(samples) -> bytes:

@@ -1,6 +1,6 @@
 """python -m paris_assets.thresholds on real photographs (scikit-learn's two and the Debian packages' that
 bench_photos unpacks), with the tiny profile: the printed table and the JSON against a direct computation through
-the pipeline's own pieces, and the keep rule against cluster_labels' (lib/quality.quality_drops).
+the pipeline's own pieces, and the keep rule against cluster_labels' (lib/quality/signals.quality_drops).
 
 With PARIS_AESTHETIC_PTH and PARIS_NSFW_ZIP set to the upstream files (as test_heads reads them), the real heads
 also run through the command, over tiny CLIP features."""
@@ -20,22 +20,16 @@ import yaml
 
 from paris_assets.assets.filtered_images import filter_params
 from paris_assets.assets.quality import load_heads
-from paris_assets.bench_photos import PHOTOS, sklearn_photos
-from paris_assets.lib import heads
-from paris_assets.lib.checks import process_image
-from paris_assets.lib.crops import decode_crops
-from paris_assets.lib.images import Rejected
-from paris_assets.lib.quality import quality_drops, scores_table
+from paris_assets.bench.photos import PHOTOS, sklearn_photos
+from paris_assets.models import heads
+from paris_assets.lib.images.units import process_image
+from paris_assets.lib.run.crops import decode_crops
+from paris_assets.lib.images.decode import Rejected
+from paris_assets.lib.quality.signals import quality_drops, scores_table
 from paris_assets.models.profiles import load_model
 from paris_assets.settings import PROJECT_ROOT, load_settings
-from paris_assets.thresholds import (
-    AESTHETIC_THRESHOLDS,
-    PUNSAFE_THRESHOLDS,
-    QUANTILES,
-    list_photos,
-    smallest_max_punsafe,
-    threshold_table,
-)
+from paris_assets.thresholds import (AESTHETIC_THRESHOLDS, PUNSAFE_THRESHOLDS, QUANTILES, list_photos,
+                                     smallest_max_punsafe, threshold_table)
 
 WANTED = 14  # photographs copied into the test folder
 ROW = re.compile(r"^(punsafe <=|aesthetic >=) (\S+)\s+(\d+) / (\d+)\s+([\d.]+)%$")
@@ -60,7 +54,7 @@ def photo_dir(tmp_path_factory) -> Path:
     """WANTED photographs, some in a subfolder (the command reads recursively), and one file that is no image."""
     found = real_photographs()
     if len(found) < 12:
-        pytest.skip(f"only {len(found)} real photographs on this machine (run python -m paris_assets.bench_photos "
+        pytest.skip(f"only {len(found)} real photographs on this machine (run python -m paris_assets.bench.photos "
                     "once to unpack the Debian ones)")
     folder = tmp_path_factory.mktemp("photos")
     (folder / "nested" / "deeper").mkdir(parents=True)

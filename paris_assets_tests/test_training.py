@@ -12,10 +12,10 @@ import torch
 import webdataset as wds
 from dagster import AssetKey
 
-from paris_assets.lib.arrays import open_named
-from paris_assets.lib.shards import heldout_mask
-from paris_assets.lib.tars import TarShardWriter, iter_samples
-from paris_assets.lib.validation import verify_training_outputs
+from paris_assets.lib.store.arrays import open_named
+from paris_assets.lib.outputs.shards import heldout_mask
+from paris_assets.lib.outputs.tars import TarShardWriter, iter_samples
+from paris_assets.lib.outputs.validation import verify_training_outputs
 from paris_assets.loaders import expert_dataset, router_dataset
 from paris_assets.settings import PROJECT_ROOT
 
@@ -38,8 +38,8 @@ def test_router_arrays_stream_into_chunks(tmp_path, picked):
     filled `block` rows at a time; numpy alone reads them back."""
     import pandas as pd
 
-    from paris_assets.lib.arrays import ChunkedArrayWriter, open_array
-    from paris_assets.lib.shards import ShardSource, write_router_arrays
+    from paris_assets.lib.store.arrays import ChunkedArrayWriter, open_array
+    from paris_assets.lib.outputs.shards import ShardSource, write_router_arrays
 
     n, rng = 23, np.random.default_rng(0)
     upstream = {"latents": rng.standard_normal((n, 4, 2, 2)).astype(np.float16),
@@ -338,7 +338,7 @@ def test_report_link_points_at_the_committed_report(trained):
 def test_npy_bytes_are_what_np_save_writes(array):
     import io
 
-    from paris_assets.lib.shards import npy_bytes
+    from paris_assets.lib.outputs.shards import npy_bytes
 
     expected = io.BytesIO()
     np.save(expected, np.ascontiguousarray(array))

@@ -9,7 +9,7 @@ import sys
 import time
 
 from paris_assets.assets.common import PER_PART
-from paris_assets.lib.partitions import part_rows
+from paris_assets.lib.ingest.partitions import part_rows
 from paris_assets.settings import PROJECT_ROOT
 
 from .test_ui import graphql
@@ -41,7 +41,7 @@ def materialised_parts(base: str, asset: str) -> set[str]:
 def parts_on_disk(root) -> list[str]:
     from dagster import DagsterInstance
 
-    from paris_assets.lib.partitions import PARTS
+    from paris_assets.lib.ingest.partitions import PARTS
 
     with DagsterInstance.from_config(str(root / "home")) as instance:
         return instance.get_dynamic_partitions(PARTS)

@@ -7,8 +7,8 @@ import socket
 import pandas as pd
 import pytest
 
-from paris_assets.lib.ingest import prepare_source_table
-from paris_assets.lib.urls import UrlPolicy, host_address
+from paris_assets.lib.ingest.download import prepare_source_table
+from paris_assets.lib.ingest.urls import UrlPolicy, host_address
 from paris_assets.settings import SettingsError, parse_settings
 
 

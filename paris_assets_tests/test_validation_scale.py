@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from paris_assets.lib.validation import BLOCK_BYTES, check_arrays, non_finite_rows, rows_per_block
+from paris_assets.lib.outputs.validation import BLOCK_BYTES, check_arrays, non_finite_rows, rows_per_block
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -53,9 +53,9 @@ CHILD = textwrap.dedent("""
     import json, resource, sys
     import numpy as np
     resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))  # old float32 blocks (15 GB) die here, not the machine
-    from paris_assets.lib.arrays import open_named
-    from paris_assets.lib.processes import peak_rss_mb
-    from paris_assets.lib.validation import check_arrays
+    from paris_assets.lib.store.arrays import open_named
+    from paris_assets.lib.store.processes import peak_rss_mb
+    from paris_assets.lib.outputs.validation import check_arrays
     tokens = open_named(sys.argv[1], "tokens")  # as AssetFolder.array opens it: a chunked folder or tokens.npy
     ids = np.load(sys.argv[1] + "/image_ids.npy", mmap_mode="r")
     passed, facts = check_arrays({"tokens": tokens}, ids, ids, {"tokens": (77, 768)})
@@ -67,7 +67,7 @@ CHILD = textwrap.dedent("""
 def write_sparse_tokens(folder, n: int, layout: str, bad: dict[int, tuple[int, int, float]]) -> None:
     """(n, 77, 768) float16 zeros, sparse on disk, but for the `bad` rows: row -> (token, channel, value); as
     the model stages write it (a chunked folder, 1,024 rows a chunk) or as one memory-mappable tokens.npy."""
-    from paris_assets.lib.arrays import ChunkedArrayWriter
+    from paris_assets.lib.store.arrays import ChunkedArrayWriter
 
     if layout == "npy":
         tokens = np.lib.format.open_memmap(folder / "tokens.npy", mode="w+", dtype=np.float16, shape=(n, 77, 768))

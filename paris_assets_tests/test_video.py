@@ -1,4 +1,4 @@
-"""lib/video and lib/video_checks on clips encoded here from fixed recipes, and on real videos where present."""
+"""lib/video/decode and lib/video/checks on clips encoded here from fixed recipes, and on real videos where present."""
 
 from __future__ import annotations
 
@@ -12,22 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from paris_assets.lib import video_checks
-from paris_assets.lib.images import Rejected
-from paris_assets.lib.video import (
-    VideoParams,
-    decode_clip,
-    encode_clip,
-    probe_and_decode,
-    process_video,
-    psnr,
-)
-from paris_assets.lib.video_checks import (
-    find_cuts,
-    frame_difference,
-    near_duplicate_groups,
-    near_duplicate_groups_bruteforce,
-)
+from paris_assets.lib.video import checks as video_checks
+from paris_assets.lib.images.decode import Rejected
+from paris_assets.lib.video.decode import VideoParams, decode_clip, encode_clip, probe_and_decode, process_video, psnr
+from paris_assets.lib.video.checks import (find_cuts, frame_difference, near_duplicate_groups,
+                                           near_duplicate_groups_bruteforce)
 
 OPENCV_DATA = pathlib.Path.home() / ".cache/paris-assets/photos/opencv-doc/usr/share/doc/opencv-doc/examples/data"
 PARAMS = VideoParams(image_size=64, fps=8.0, num_frames=17, min_seconds=2.0, min_side=32, max_seconds=12.0)

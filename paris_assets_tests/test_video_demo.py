@@ -13,19 +13,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from paris_assets.lib.http_server import serve_directory
-from paris_assets.lib.images import image_phash
-from paris_assets.lib.video_demo import (
-    _CAPTIONS,
-    KEPT,
-    NEAR_COPY_RECIPES,
-    SIDES,
-    THEMES,
-    TOO_SHORT_SECONDS,
-    make_video_demo,
-    video_folder_rows,
-    video_url_table,
-)
+from paris_assets.lib.ingest.http_server import serve_directory
+from paris_assets.lib.images.decode import image_phash
+from paris_assets.lib.demo.video import (_CAPTIONS, KEPT, NEAR_COPY_RECIPES, SIDES, THEMES, TOO_SHORT_SECONDS,
+                                         make_video_demo, video_folder_rows, video_url_table)
 
 N = 16  # two clean clips per theme; every planted case still appears
 

@@ -10,15 +10,11 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from paris_assets.lib.checks import FilterParams
-from paris_assets.lib.tars import TarShardWriter, iter_samples
-from paris_assets.lib.video import VideoParams, decode_clip
-from paris_assets.lib.video_demo import KEPT, make_video_demo
-from paris_assets.lib.video_filtering import (
-    VIDEO_KEPT_COLUMNS,
-    fan_in_video_duplicates,
-    filter_video_folder,
-)
+from paris_assets.lib.images.units import FilterParams
+from paris_assets.lib.outputs.tars import TarShardWriter, iter_samples
+from paris_assets.lib.video.decode import VideoParams, decode_clip
+from paris_assets.lib.demo.video import KEPT, make_video_demo
+from paris_assets.lib.video.filtering import VIDEO_KEPT_COLUMNS, fan_in_video_duplicates, filter_video_folder
 
 # The demo's fates hold for min_seconds in (0.5, 2.0] (default 2.0), a minimum side in (32, 128] (default 64),
 # the default static threshold, and scene cuts rejected. The default window, 17 frames at 8 fps from 0 to 2.0 s,
@@ -210,11 +206,11 @@ def test_a_real_web_video_is_kept_with_its_facts(tmp_path):
 
 
 def test_the_worker_module_starts_without_pandas_or_dagster():
-    """Each spawned worker imports lib/video_units afresh: it must not pull in pandas, pyarrow or Dagster."""
+    """Each spawned worker imports lib/video/units afresh: it must not pull in pandas, pyarrow or Dagster."""
     import subprocess
     import sys
 
-    code = ("import sys, paris_assets.lib.video_units; "
+    code = ("import sys, paris_assets.lib.video.units; "
             "print(sorted(m for m in ('pandas', 'pyarrow', 'dagster', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -223,7 +219,7 @@ def test_the_worker_module_starts_without_pandas_or_dagster():
 def test_a_webdataset_source_of_mp4_tars_is_indexed_in_place_and_filtered(run, tmp_path):
     """`source.kind: webdataset` with media video: existing tars whose samples hold `mp4` and `txt` are indexed
     where they lie (no copy, no download) and the clip filter reads them there."""
-    from paris_assets.lib.ingest import ingest
+    from paris_assets.lib.ingest.download import ingest
     from paris_assets.settings import parse_settings
 
     root, owed, _stats, output = run

@@ -13,9 +13,9 @@ import webdataset as wds
 from dagster import AssetKey, DagsterInstance
 
 from paris_assets.definitions import build_defs
-from paris_assets.lib.sources import stable_id
-from paris_assets.lib.video import decode_clip
-from paris_assets.lib.video_demo import KEPT
+from paris_assets.lib.ingest.sources import stable_id
+from paris_assets.lib.video.decode import decode_clip
+from paris_assets.lib.demo.video import KEPT
 from paris_assets.settings import PROJECT_ROOT, parse_settings
 
 UPSTREAM = ["raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents",
@@ -92,7 +92,7 @@ def test_each_planted_clip_meets_its_fate(video):
 def test_arrays_have_the_video_shapes(video):
     _settings, _run, instance, data, _first = video
     n = len(pd.read_parquet(data / "filtered_images" / "kept.parquet"))
-    from paris_assets.lib.arrays import open_array
+    from paris_assets.lib.store.arrays import open_array
 
     latents = open_array(str(data / "latents" / "latents"))
     assert latents.shape == (n, 4, 5, SIZE // 8, SIZE // 8) and latents.dtype == np.float16
@@ -166,7 +166,7 @@ def test_a_partitioned_video_folder_drops_a_copy_across_parts(tmp_path):
     """A video_folder source (clips with sidecar captions) in parts of 8, backfilled: each part keeps its clips
     (the copy has no partner inside its part), and the fan-in drops the copy across parts by keyframe pHash."""
     from paris_assets import parts
-    from paris_assets.lib.partitions import PARTS
+    from paris_assets.lib.ingest.partitions import PARTS
 
     demo = make_video_demo_rows(tmp_path / "demo")
     clean = demo[demo["expected"] == KEPT].reset_index(drop=True)
@@ -200,6 +200,6 @@ def test_a_partitioned_video_folder_drops_a_copy_across_parts(tmp_path):
 
 
 def make_video_demo_rows(folder):
-    from paris_assets.lib.video_demo import make_video_demo
+    from paris_assets.lib.demo.video import make_video_demo
 
     return make_video_demo(folder, n=16, seed=0)

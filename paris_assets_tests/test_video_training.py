@@ -17,11 +17,11 @@ from upath import UPath
 
 from paris_assets.assets.training import _aligned, _rows_line_up, _source, video_facts
 from paris_assets.io_managers import AssetFolder
-from paris_assets.lib.shards import (heldout_mask, listed_shards, manifest_entries, write_expert_shards,
-                                     write_router_arrays, write_shards)
-from paris_assets.lib.tars import TarShardWriter
-from paris_assets.lib.validation import verify_training_outputs
-from paris_assets.lib.video import decode_clip, encode_clip
+from paris_assets.lib.outputs.shards import (heldout_mask, listed_shards, manifest_entries, write_expert_shards,
+                                             write_router_arrays, write_shards)
+from paris_assets.lib.outputs.tars import TarShardWriter
+from paris_assets.lib.outputs.validation import verify_training_outputs
+from paris_assets.lib.video.decode import decode_clip, encode_clip
 from paris_assets.loaders import expert_dataset, noise_latent, router_dataset
 from paris_assets.settings import parse_settings
 
@@ -208,7 +208,7 @@ def test_training_check_expects_the_clip_members(tmp_path, monkeypatch):
 def test_router_chunks_are_bounded_by_bytes(video, tmp_path, monkeypatch):
     """Wide rows (clip latents) get fewer rows a chunk, so no chunk passes ROUTER_CHUNK_BYTES; narrow arrays
     keep chunk_rows."""
-    from paris_assets.lib import shards
+    from paris_assets.lib.outputs import shards
 
     truth, _data, _manifest, _held = video
     row = C * T * S * S * 2

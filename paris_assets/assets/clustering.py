@@ -6,18 +6,18 @@ import numpy as np
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Config, MetadataValue, asset
 
 from ..io_managers import AssetFolder, AssetParts, images_of
-from ..lib import storage
-from ..lib.arrays import select_rows
-from ..lib.cluster_report import make_report
-from ..lib.clustering import Clustering, assign, cluster, fine_stage, training_sample
-from ..lib.crops import decode_crops, read_crop_rows
-from ..lib.filtering import fan_in_duplicates, hex_to_u64
-from ..lib.protected import embedding_matches, phash_matches
-from ..lib.pruning import Pruning, nearest_per_row
-from ..lib.quality import quality_drops
-from ..lib.semdedup import eps_table, semdedup
-from ..lib.shards import heldout_mask
-from ..lib.validation import inline_jpeg, side_by_side_png
+from ..lib.clustering.kmeans import Clustering, assign, cluster, fine_stage, training_sample
+from ..lib.clustering.report import make_report
+from ..lib.dedup.protected import embedding_matches, phash_matches
+from ..lib.dedup.semdedup import eps_table, semdedup
+from ..lib.images.filtering import fan_in_duplicates, hex_to_u64
+from ..lib.outputs.shards import heldout_mask
+from ..lib.outputs.validation import inline_jpeg, side_by_side_png
+from ..lib.quality.pruning import Pruning, nearest_per_row
+from ..lib.quality.signals import quality_drops
+from ..lib.run.crops import decode_crops, read_crop_rows
+from ..lib.store import storage
+from ..lib.store.arrays import select_rows
 from ..settings import TINY_FEATURES_NOTE, Settings
 from .common import code_version, counts_table, md_escape, preview, settings_metadata, staging
 
@@ -233,7 +233,7 @@ FAN_IN_COLUMNS = ("image_id", "phash", "sha256", "original_width", "original_hei
 def _fan_in(settings: Settings, filtered_images: AssetParts):
     """Duplicates across parts: by the image pHash, or with media: video by the three keyframe pHashes."""
     if settings.media == "video":
-        from ..lib.video_filtering import fan_in_video_duplicates
+        from ..lib.video.filtering import fan_in_video_duplicates
 
         columns = (*FAN_IN_COLUMNS, "phash_middle", "phash_last")
         return fan_in_video_duplicates({col: filtered_images.column("kept", col) for col in columns},

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 from dagster import DynamicPartitionsDefinition, MetadataValue
 
-from ..lib import storage
-from ..lib.partitions import PARTS
+from ..lib.ingest.partitions import PARTS
+from ..lib.store import storage
 from ..models.profiles import model_fingerprint
 from ..settings import Settings
 
@@ -94,7 +94,7 @@ def demo_dir(settings: Settings) -> Path:
 
 
 def parts_def(settings: Settings) -> DynamicPartitionsDefinition | None:
-    """The per-image assets' partitions (source parts, lib/partitions.py), or None when partitions.size is 0."""
+    """The per-image assets' partitions (source parts, lib/ingest/partitions.py), or None when partitions.size is 0."""
     return DynamicPartitionsDefinition(name=PARTS) if settings.partitions.size else None
 
 

@@ -10,9 +10,10 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
 
 from ..io_managers import AssetFolder
-from ..lib import stages, storage
-from ..lib.arrays import open_array
-from ..lib.chunks import ChunkStore, work_key
+from ..lib.run import stages
+from ..lib.store import storage
+from ..lib.store.arrays import open_array
+from ..lib.store.chunks import ChunkStore, work_key
 from ..models.profiles import build_model, expected_shapes, latent_role, load_model, model_metadata
 from ..settings import Settings
 from .common import code_version, kinds, media_description, part_of, parts_def, preview, settings_metadata, staging
@@ -39,7 +40,7 @@ def role_model(settings: Settings, role: str, label: str, n_rows: int, log=print
     if run.engine == "local":
         yield load_model(settings, role)
         return
-    from ..lib import ray_engine
+    from ..engines import ray as ray_engine
 
     build_model(settings, role)  # the tiny profile's models are built once here, not raced by the workers
     with ray_engine.execution_session(run, log):

@@ -10,10 +10,19 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
 
 from ..io_managers import AssetFolder
-from ..lib.filtering import FilterParams, filter_raw_folder
+from ..lib.images.filtering import FilterParams, filter_raw_folder
 from ..settings import Settings
-from .common import (code_version, counts_table, kinds, media_description, part_of, parts_def, preview,
-                     settings_metadata, staging)
+from .common import (
+    code_version,
+    counts_table,
+    kinds,
+    media_description,
+    part_of,
+    parts_def,
+    preview,
+    settings_metadata,
+    staging,
+)
 
 
 def filter_params(settings: Settings) -> FilterParams:
@@ -33,7 +42,7 @@ def unit_runner(settings: Settings, log: Callable[[str], None] = print
     if run.engine == "local":
         yield f"local, {settings.filter.processes} processes", None
         return
-    from ..lib import ray_engine
+    from ..engines import ray as ray_engine
 
     with ray_engine.execution_session(run, log) as where:
         yield f"ray: {where}", partial(ray_engine.map_units, cpus_per_task=run.cpus_per_task,
@@ -41,8 +50,8 @@ def unit_runner(settings: Settings, log: Callable[[str], None] = print
 
 
 def video_params(settings: Settings):
-    """media: video: the per-clip rules (lib/video.VideoParams) from the video section and the filter's size rules."""
-    from ..lib.video import VideoParams
+    """media: video: the per-clip rules (lib/video/decode.VideoParams) from the video section and the filter's size rules."""
+    from ..lib.video.decode import VideoParams
 
     v = settings.video
     return VideoParams(image_size=settings.filter.image_size, min_side=settings.filter.min_side, fps=v.fps,
@@ -53,9 +62,9 @@ def video_params(settings: Settings):
 
 
 def _filter(settings: Settings, raw_url: str, out, log, map_units) -> dict:
-    """The image filter, or with media: video the clip filter (lib/video_filtering), into `out`."""
+    """The image filter, or with media: video the clip filter (lib/video/filtering), into `out`."""
     if settings.media == "video":
-        from ..lib.video_filtering import filter_video_folder
+        from ..lib.video.filtering import filter_video_folder
 
         return filter_video_folder(raw_url, str(out), video_params(settings), filter_params(settings),
                                    processes=settings.filter.processes, chunk_size=settings.video.chunk_size,

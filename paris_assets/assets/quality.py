@@ -7,11 +7,11 @@ import numpy as np
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
 
 from ..io_managers import AssetFolder
-from ..lib import heads
-from ..lib.crops import decode_crops
-from ..lib.protected import read_protected
-from ..lib.quality import AESTHETIC_BINS, PUNSAFE_BINS, histogram, scores_table
-from ..lib.urls import UrlPolicy
+from ..lib.dedup.protected import read_protected
+from ..lib.ingest.urls import UrlPolicy
+from ..lib.quality.signals import AESTHETIC_BINS, PUNSAFE_BINS, histogram, scores_table
+from ..lib.run.crops import decode_crops
+from ..models import heads
 from ..models.profiles import load_model, tiny_root
 from ..settings import Settings
 from .common import code_version, counts_table, parts_def, preview, settings_metadata, staging

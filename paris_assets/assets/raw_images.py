@@ -2,13 +2,23 @@
 
 from dagster import AssetExecutionContext, AssetsDefinition, asset
 
-from ..lib import storage
-from ..lib.chunks import work_key
-from ..lib.ingest import ingest, source_identity
+from ..lib.ingest.download import ingest, source_identity
+from ..lib.ingest.partitions import part_rows
+from ..lib.store import storage
+from ..lib.store.chunks import work_key
 from ..settings import Settings
-from ..lib.partitions import part_rows
-from .common import (code_version, counts_table, demo_dir, kinds, media_description, part_of, parts_def,
-                     settings_metadata, staging)
+from .common import (
+    code_version,
+    counts_table,
+    demo_dir,
+    kinds,
+    media_description,
+    part_of,
+    parts_def,
+    settings_metadata,
+    staging,
+)
+
 
 def build_raw_images(settings: Settings) -> AssetsDefinition:
     @asset(

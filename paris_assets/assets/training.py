@@ -9,11 +9,19 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetRecordsFilter
 
 from ..checks.gate import GateConfig, require_gate
 from ..io_managers import AssetFolder, images_of
-from ..lib import storage
-from ..lib.crops import read_crop_rows
-from ..lib.partitions import PARTS, sorted_parts
-from ..lib.shards import (ShardSource, VideoFields, heldout_mask, heldout_summary, manifest_entries,
-                          write_expert_shards, write_router_arrays, write_shards)
+from ..lib.ingest.partitions import PARTS, sorted_parts
+from ..lib.outputs.shards import (
+    ShardSource,
+    VideoFields,
+    heldout_mask,
+    heldout_summary,
+    manifest_entries,
+    write_expert_shards,
+    write_router_arrays,
+    write_shards,
+)
+from ..lib.run.crops import read_crop_rows
+from ..lib.store import storage
 from ..models.profiles import latent_role, model_ref
 from ..settings import Settings
 from .common import PER_PART, code_version, settings_metadata, staging

@@ -1,1 +1,1 @@
-"""Asset checks: thin glue over lib/validation.py."""
+"""Asset checks: thin glue over lib/outputs/validation.py."""

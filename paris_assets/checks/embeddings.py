@@ -3,12 +3,12 @@
 import numpy as np
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetIn, MetadataValue, asset_check
 
+from ..assets.common import parts_def
 from ..io_managers import AssetFolder
-from ..lib.crops import decode_clips, decode_crops, read_crop_bytes
-from ..lib.validation import check_arrays, inline_png, psnr, side_by_side_png
+from ..lib.outputs.validation import check_arrays, inline_png, psnr, side_by_side_png
+from ..lib.run.crops import decode_clips, decode_crops, read_crop_bytes
 from ..models.profiles import build_model, expected_shapes, latent_role
 from ..settings import Settings
-from ..assets.common import parts_def
 from .common import check_result
 
 # Reconstruction PSNR a VAE must reach, per profile: sd-vae-ft-mse gives ~25-30 dB on 256 px photos; the

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, Config, DagsterInstance, EventLogRecord, Failure
 
-from ..lib.gate import FAILED, MISSING, PASSED, CheckOutcome, Verdict, judge, refusal
+from ..lib.clustering.gate import FAILED, MISSING, PASSED, CheckOutcome, Verdict, judge, refusal
 from ..settings import Settings
 
 REPORT, LABELS = AssetKey("cluster_report"), AssetKey("cluster_labels")

@@ -3,8 +3,8 @@
 from dagster import AssetCheckResult, AssetIn, asset_check
 
 from ..io_managers import AssetFolder, images_of
-from ..lib.shards import heldout_mask
-from ..lib.validation import check_arrays, verify_training_outputs
+from ..lib.outputs.shards import heldout_mask
+from ..lib.outputs.validation import check_arrays, verify_training_outputs
 from ..models.profiles import expected_shapes
 from ..settings import Settings
 from .common import check_result

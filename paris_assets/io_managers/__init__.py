@@ -1,4 +1,4 @@
-"""One IO manager per storage format; all of them commit an asset's folder atomically (lib/storage.py).
+"""One IO manager per storage format; all of them commit an asset's folder atomically (lib/store/storage.py).
 
 An asset hands over either a staged local folder it has filled (the usual case: stages write their files as
 they go, in chunks), or plain values (DataFrames, arrays) that the manager writes in its format. Downstream
@@ -15,9 +15,9 @@ import pandas as pd
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 from upath import UPath
 
-from ..lib import storage
-from ..lib.arrays import ChunkedArray, concat_arrays, open_named, select_rows
-from ..lib.partitions import sorted_parts
+from ..lib.ingest.partitions import sorted_parts
+from ..lib.store import storage
+from ..lib.store.arrays import ChunkedArray, concat_arrays, open_named, select_rows
 
 
 class AssetFolder:
@@ -61,8 +61,8 @@ class AssetFolder:
         return np.concatenate(parts) if parts else np.empty(0, "<U1")
 
     def array(self, name: str, mmap: bool = True) -> np.ndarray | ChunkedArray:
-        """The array `name`, a chunked folder `<name>/` or a `<name>.npy` (lib/arrays.open_named): a `.npy` on the
-        local disk is memory-mapped; anything else is a lib/arrays reader that fetches only the rows asked for
+        """The array `name`, a chunked folder `<name>/` or a `<name>.npy` (lib/store/arrays.open_named): a `.npy` on the
+        local disk is memory-mapped; anything else is a lib/store/arrays reader that fetches only the rows asked for
         (positional reads locally, ranged reads on s3://), never the whole array at once. That reader indexes
         like an array but is not one (no arithmetic, no `==`): wrap what you compute on in np.asarray.
         `mmap=False` reads it whole into memory."""
@@ -77,7 +77,7 @@ class AssetFolder:
 
 class AssetParts(AssetFolder):
     """Every part of a partitioned asset, read as one folder (what a fan-in step receives): tables one after the
-    other, arrays joined without a copy (lib/arrays.concat_arrays), in the parts' row order. A table's
+    other, arrays joined without a copy (lib/store/arrays.concat_arrays), in the parts' row order. A table's
     `crop_shard` paths gain their part's folder, so they stay relative to `url("")`, the asset's own folder."""
 
     def __init__(self, root: UPath, parts: dict[str, AssetFolder]):

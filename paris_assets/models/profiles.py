@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..lib import storage
+from ..lib.store import storage
 from ..settings import Settings
 from .captioner import BLIP2_OPT_2_7B, Captioner
 from .clip_image_encoder import ClipImageEncoder

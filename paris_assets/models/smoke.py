@@ -36,7 +36,7 @@ def smoke_settings(profile: str | None = None, device: str | None = None, dtype:
 
 def smoke_image(size: int) -> np.ndarray:
     """One drawn (1, size, size, 3) uint8 picture, the shape every stage gets from filtered_images."""
-    from ..lib.demo import THEMES, draw_theme
+    from ..lib.demo.images import THEMES, draw_theme
 
     return draw_theme(THEMES[0], size, size, np.random.default_rng(0))[None]
 

@@ -121,7 +121,7 @@ def _calibrate_latent_scale(vae) -> None:
     downstream (the router above all) has a signal to learn from. One fixed batch of demo pictures sets it."""
     import numpy as np
 
-    from ..lib.demo import THEMES, draw_theme
+    from ..lib.demo.images import THEMES, draw_theme
 
     rng = np.random.default_rng(0)
     images = np.stack([draw_theme(THEMES[i % len(THEMES)], 256, 256, rng) for i in range(8)])

@@ -38,7 +38,7 @@ def _calibrate_latent_scale(vae) -> None:
     One fixed batch of panning demo pictures sets it."""
     import numpy as np
 
-    from ..lib.demo import THEMES, draw_theme
+    from ..lib.demo.images import THEMES, draw_theme
 
     rng = np.random.default_rng(0)
     clips = []

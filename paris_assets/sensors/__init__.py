@@ -1,1 +1,1 @@
-"""Sensors: thin glue over lib/alerts.py."""
+"""Sensors: thin glue over lib/outputs/alerts.py."""

@@ -2,10 +2,18 @@
 
 import time
 
-from dagster import (DagsterEventType, DefaultSensorStatus, EventRecordsFilter, RunFailureSensorContext,
-                     SensorEvaluationContext, SkipReason, run_failure_sensor, sensor)
+from dagster import (
+    DagsterEventType,
+    DefaultSensorStatus,
+    EventRecordsFilter,
+    RunFailureSensorContext,
+    SensorEvaluationContext,
+    SkipReason,
+    run_failure_sensor,
+    sensor,
+)
 
-from ..lib.alerts import append_alert, make_alert, post_webhook
+from ..lib.outputs.alerts import append_alert, make_alert, post_webhook
 from ..settings import Settings
 
 

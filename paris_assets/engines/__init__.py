@@ -1,0 +1,1 @@
+"""Where the work runs: the local machine or a Ray cluster."""

@@ -1,0 +1,1 @@
+"""Partitioning into experts: two-stage k-means, the report that explains it, the quality gate."""

@@ -1,0 +1,1 @@
+"""Duplicates: pHash near duplicates across a data set, SemDeDup, decontamination against protected sets."""

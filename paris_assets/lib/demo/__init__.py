@@ -1,0 +1,1 @@
+"""The built-in demo sources: seeded LAION-shaped images and short captioned clips with planted bad inputs."""

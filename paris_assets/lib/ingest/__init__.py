@@ -1,0 +1,1 @@
+"""Bringing a source in: reading its table, which URLs may be fetched, img2dataset downloads, source parts."""

@@ -1,0 +1,494 @@
+"""Bring the source's images into WebDataset tars with img2dataset, keeping the original bytes.
+
+img2dataset is the engine LAION itself was downloaded with; its multiprocessing, pyspark and ray distributors
+are how this stage scales out. We let it keep each file's original bytes (`disable_all_reencoding`) and decode
+them ourselves in filtered_images: its OpenCV path turns 16-bit PNGs white, ignores EXIF orientation and
+decodes decompression bombs in full.
+
+Output folder (the raw_images contract): img2dataset's `NNNNN.tar` / `NNNNN.parquet` / `NNNNN_stats.json`,
+plus `samples.parquet`: one row per source item with its metadata, download status and (shard, key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..run.progress import Progress
+from ..store.processes import same_process, start_stamp
+from .sources import decode_caption, expand_paths, stable_id
+from .urls import UrlPolicy
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
+MEDIA_EXTS = {ext.lstrip(".") for ext in IMAGE_SUFFIXES + VIDEO_SUFFIXES}
+DEMO_SIZES = {"image": 2000, "video": 200}  # clean items the demo makes when source.demo_size is not set
+
+
+def demo_size(source, media: str) -> int:
+    return source.demo_size or DEMO_SIZES[media]
+
+
+def prepare_source_table(frame: pd.DataFrame, policy: UrlPolicy | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows to download, rows refused before download, with `reason` and `detail`). Captions are decoded
+    here. With a `policy`, a URL it refuses (not http(s), a metadata or link-local address) is refused with
+    its reason; a repeated source item (same image_id, i.e. the same URL) is refused as `duplicate_url`."""
+    frame = frame.copy()
+    decoded = [decode_caption(raw) for raw in frame["alt_text"]]
+    frame["alt_text"] = [text for text, _ in decoded]
+    frame["caption_problem"] = [problem for _, problem in decoded]
+    frame["url"] = frame["url"].astype(str)
+    verdicts = [policy.refusal(url) if policy else None for url in frame["url"]]
+    unsafe = pd.Series([v is not None for v in verdicts], index=frame.index, dtype=bool)
+    repeated = frame["image_id"].duplicated(keep="first") & ~unsafe
+    refused = frame.loc[unsafe | repeated, ["image_id", "url"]].assign(
+        reason=[v[0] if v else "duplicate_url" for v, out in zip(verdicts, unsafe | repeated) if out],
+        detail=[v[1] if v else "URL listed earlier in the source" for v, out in zip(verdicts, unsafe | repeated) if out])
+    return frame.loc[~(unsafe | repeated)].reset_index(drop=True), refused.reset_index(drop=True)
+
+
+def folder_table(folder: str, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> pd.DataFrame:
+    """An image (or video) folder as a URL list: file:// URLs, captions from sidecar .txt files where present."""
+    paths = expand_paths(folder, suffixes)
+    rows = []
+    for path in paths:
+        sidecar = Path(path).with_suffix(".txt")
+        caption = sidecar.read_bytes() if sidecar.exists() else None
+        rel = os.path.relpath(path, folder)
+        rows.append({"image_id": stable_id(rel), "url": Path(path).resolve().as_uri(), "alt_text": caption})
+    frame = pd.DataFrame(rows)
+    for col in ("aesthetic", "punsafe", "pwatermark", "original_width", "original_height", "similarity"):
+        frame[col] = None
+    return frame
+
+
+DOWNLOADER = ".downloader"  # "<host> <process group> <its leader's create time>" of the img2dataset run filling a raw_images folder
+
+
+def download_with_img2dataset(table: pd.DataFrame, out_dir: str, *, processes: int, threads: int,
+                              samples_per_shard: int, timeout: float, retries: int, distributor: str,
+                              user_agent_token: str | None, respect_opt_out: bool, log=print,
+                              ray: dict | None = None) -> dict:
+    """Run img2dataset over `table` (image_id, url) into out_dir; resumes shards a killed run finished.
+    Progress (URLs done / total, rate, ETA) is logged as img2dataset finishes shards.
+
+    img2dataset runs in a child process that leads its own process group, recorded in out_dir/.downloader:
+    if this process is killed outright, its workers would go on writing into out_dir, so the next run over
+    the same folder stops that group before it resumes.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    _stop_leftover_download(out_dir, log)
+    url_list = os.path.join(out_dir, "_input.parquet")
+    if not os.path.exists(url_list):
+        table[["url", "image_id"]].to_parquet(url_list + ".tmp", index=False)
+        os.replace(url_list + ".tmp", url_list)
+    options = {"url_list": url_list, "output_folder": out_dir, "processes_count": processes, "thread_count": threads,
+               "number_sample_per_shard": samples_per_shard, "timeout": int(max(1, round(timeout))),
+               "retries": retries, "distributor": distributor, "user_agent_token": user_agent_token,
+               "disallowed_header_directives": None if respect_opt_out else [], "ray": ray or {"address": "", "object_store_mb": 256}}
+    started = time.perf_counter()
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")  # importing albumentations would call PyPI
+    with _shard_progress(out_dir, len(table), log):
+        child = subprocess.Popen([sys.executable, "-m", "paris_assets.lib.ingest.download", json.dumps(options)],
+                                 start_new_session=True, env=env)
+        marker = Path(out_dir) / DOWNLOADER
+        marker.write_text(f"{socket.gethostname()} {child.pid} {start_stamp(child.pid)}")
+        try:
+            code = child.wait()
+        except BaseException:  # the run was terminated: take the workers down with it
+            _kill_group(child.pid)
+            child.wait()
+            raise
+        marker.unlink(missing_ok=True)
+    if code != 0:
+        raise RuntimeError(f"img2dataset exited with status {code} (its messages are in the log above); "
+                           f"the shards it finished in {out_dir} are kept for the next run")
+    return {"seconds": time.perf_counter() - started}
+
+
+def _stop_leftover_download(out_dir: str, log) -> None:
+    marker = Path(out_dir) / DOWNLOADER
+    if not marker.exists():
+        return
+    host, group, started = (marker.read_text().split() + ["", "", ""])[:3]
+    # the group is the download's if its leader is the recorded process, or gone: Linux does not reuse an id
+    # while a group of that id exists. A live process of that id started at another time is someone else's.
+    if host == socket.gethostname() and group.isdigit() and same_process(int(group), started) is not False \
+            and _kill_group(int(group)):
+        log(f"raw_images: stopped the img2dataset processes a killed run left writing into {out_dir} "
+            f"(process group {group})")
+    marker.unlink(missing_ok=True)
+
+
+def _kill_group(group: int) -> bool:
+    """SIGKILL every process of a process group; True if there was one. Waits until none is left running."""
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _group_running(group):
+        time.sleep(0.1)
+    return True
+
+
+def _group_running(group: int) -> bool:
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == group and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
+
+
+def _img2dataset_main(options: dict) -> None:
+    """The child process: img2dataset in its main thread (it spawns workers and installs signal handlers). With
+    the ray distributor, Ray is connected first as the execution settings say (`ray`: address and local object
+    store; an empty address starts a local Ray for the download), and img2dataset's shards become Ray tasks."""
+    ray = options.pop("ray", None)
+    if options["distributor"] != "ray":
+        return _img2dataset(options)
+    from ...engines.ray import ray_session
+
+    with ray_session(ray["address"], object_store_mb=ray["object_store_mb"]):
+        _img2dataset(options)
+
+
+def _img2dataset(options: dict) -> None:
+    import img2dataset
+
+    img2dataset.download(
+        input_format="parquet",
+        url_col="url",
+        save_additional_columns=["image_id"],
+        output_format="webdataset",
+        disable_all_reencoding=True,  # keep the original bytes; filtered_images decodes them properly
+        extract_exif=False,  # orientation is read from the bytes at decode time
+        compute_hash="sha256",
+        enable_wandb=False,
+        incremental_mode="incremental",  # a raw_images folder is keyed by its input, so done shards are valid
+        **options,
+    )
+
+
+@contextlib.contextmanager
+def _shard_progress(out_dir: str, total: int, log, poll: float = 2.0):
+    """While the block runs, watch img2dataset's per-shard `NNNNN_stats.json` files (written as each shard
+    completes) and log URLs done / total; a last line when the block ends."""
+    stop = threading.Event()
+    seen: set[str] = set()
+
+    def finished() -> int:
+        count = 0
+        for path in sorted(Path(out_dir).glob("*_stats.json")):
+            if path.name not in seen:
+                try:
+                    count += int(json.loads(path.read_text())["count"])
+                except Exception:  # being written (or not img2dataset's): the next poll
+                    continue
+                seen.add(path.name)
+        return count
+
+    progress = Progress("raw_images: downloaded", total, "URLs", log, done=finished())  # shards a killed run left
+
+    def tally() -> None:
+        count = finished()
+        if count:
+            progress.advance(count)
+
+    def watch() -> None:
+        while not stop.wait(poll):
+            tally()
+
+    thread = threading.Thread(target=watch, name="raw_images-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    tally()
+    if progress.done < total:
+        log(progress.message())
+
+
+def collect_samples(table: pd.DataFrame, out_dir: str) -> pd.DataFrame:
+    """Join img2dataset's per-shard parquet back onto the source table: status, error, sha256, shard, key."""
+    parts = []
+    for shard_parquet in sorted(Path(out_dir).glob("[0-9]*.parquet")):
+        part = pd.read_parquet(shard_parquet, columns=["key", "image_id", "status", "error_message", "sha256"])
+        part["shard"] = shard_parquet.with_suffix(".tar").name
+        parts.append(part)
+    if not parts:
+        raise RuntimeError(f"img2dataset wrote no shard in {out_dir}: see its log above")
+    results = pd.concat(parts, ignore_index=True).drop_duplicates("image_id", keep="last")
+    merged = table.merge(results, on="image_id", how="left", validate="one_to_one")
+    missing = merged["status"].isna()
+    merged.loc[missing, "status"] = "not_attempted"
+    merged.loc[missing, "error_message"] = "img2dataset returned no row for this URL"
+    merged.loc[merged["status"] != "success", "shard"] = None
+    return merged
+
+
+def failure_kind(message: str | None) -> str:
+    """A short class for an img2dataset error message, for counting failed downloads by reason."""
+    text = (message or "").lower()
+    for needle, kind in (
+        ("404", "http_404"), ("403", "http_403"), ("http error", "http_error"),
+        ("connection refused", "connection_refused"), ("timed out", "timeout"), ("timeout", "timeout"),
+        ("x-robots-tag", "opted_out"), ("name or service", "dns"), ("ssl", "ssl"),
+        ("no row", "not_attempted"), ("no such file", "missing_file"),
+    ):
+        if needle in text:
+            return kind
+    return "other"
+
+
+def webdataset_samples(path: str) -> pd.DataFrame:
+    """Index existing WebDataset tars as raw samples (read in place, not copied): one row per image."""
+    import tarfile
+
+    import fsspec
+
+    rows = []
+    for tar_url in expand_paths(path, (".tar",)):
+        with fsspec.open(tar_url, "rb") as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
+            members: dict[str, dict] = {}
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, _, ext = member.name.partition(".")
+                entry = members.setdefault(key, {})
+                if ext.lower() in MEDIA_EXTS and "image_ext" not in entry:
+                    entry["image_ext"] = ext
+                elif ext in ("txt", "json"):
+                    entry[ext] = tar.extractfile(member).read()
+        for key, entry in members.items():
+            meta = {}
+            if "json" in entry:
+                try:
+                    meta = json.loads(entry["json"])
+                except ValueError:
+                    meta = {}
+            rows.append({
+                "image_id": stable_id(f"{Path(tar_url).name}/{key}"),
+                "url": meta.get("url") or f"{tar_url}#{key}",
+                "alt_text": entry.get("txt", meta.get("caption")),
+                "aesthetic": meta.get("aesthetic", meta.get("AESTHETIC_SCORE")),
+                "punsafe": meta.get("punsafe"),
+                "pwatermark": meta.get("pwatermark"),
+                "original_width": meta.get("original_width", meta.get("WIDTH")),
+                "original_height": meta.get("original_height", meta.get("HEIGHT")),
+                "similarity": meta.get("similarity"),
+                "status": "success" if "image_ext" in entry else "failed_to_download",
+                "error_message": None if "image_ext" in entry else "no image file in sample",
+                "shard": tar_url if "image_ext" in entry else None,
+                "key": key,
+                "image_ext": entry.get("image_ext"),
+                "sha256": None,
+            })
+    if not rows:
+        raise ValueError(f"source.path {path!r}: the tars hold no samples")
+    return pd.DataFrame(rows)
+
+
+def download_stats(samples: pd.DataFrame, seconds: float) -> dict:
+    ok = samples["status"] == "success"
+    failed = samples.loc[~ok, "error_message"].map(failure_kind).value_counts().to_dict()
+    return {
+        "requested": int(len(samples)),
+        "downloaded": int(ok.sum()),
+        "failed": int((~ok).sum()),
+        "failed_by_reason": {k: int(v) for k, v in sorted(failed.items())},
+        "seconds": round(seconds, 2),
+        "images_per_s": round(float(len(samples)) / max(seconds, 1e-9), 1),
+    }
+
+
+def numeric(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    for col in cols:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(np.float64)
+    return frame
+
+
+def source_identity(source) -> str | None:
+    """What a killed download of this source can be resumed against: the URL list's files with their sizes and
+    modification times (or ETags), so an edited list starts afresh. None for sources that are not resumable:
+    the demo gets new URLs each run (a fresh loopback port), folders and tars download nothing."""
+    import fsspec
+
+    from ..store.storage import modified_stamp
+    from .sources import FORMATS, expand_paths
+
+    if source.kind != "url_list":
+        return None
+    parts = []
+    for path in expand_paths(source.path, tuple(FORMATS)):
+        fs, _, (plain,) = fsspec.get_fs_token_paths(path)
+        info = fs.info(plain)
+        parts.append([path, info.get("size"), modified_stamp(info)])
+    return json.dumps([parts, source.url_col, source.caption_col, source.limit], default=str)
+
+
+def source_table(source, demo_dir: str | None, seed: int) -> tuple[pd.DataFrame, dict]:
+    """The source as one normalised table (image_id, url, alt_text, metadata), before any download, and what
+    reading it cost (`bytes_read`, and `row_groups_read` / `row_groups_total` for parquet)."""
+    from .sources import read_url_list
+
+    if source.kind == "url_list":
+        return read_url_list(source.path, source.url_col, source.caption_col, limit=source.limit, seed=seed)
+    if source.kind in ("image_folder", "video_folder"):
+        table = folder_table(source.path, VIDEO_SUFFIXES if source.kind == "video_folder" else IMAGE_SUFFIXES)
+        return (table.sample(n=source.limit, random_state=seed).sort_index()
+                if source.limit and source.limit < len(table) else table), {}
+    if source.kind == "demo":
+        return read_url_list(str(Path(demo_dir) / "laion_demo.parquet"), "URL", "TEXT", id_col="demo_id")
+    raise ValueError(f"source.kind {source.kind!r} has no URL table")
+
+
+def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None, seed: int = 0, log=print,
+           rows: tuple[int, int] | None = None, execution=None, media: str = "image") -> dict:
+    """Fill `out_dir` with the raw_images folder for any source kind; returns download stats. `rows` (first, end):
+    only those rows of the source plan (a source part, lib/ingest/partitions.py), before any URL is refused.
+
+    demo: makes (or reuses) the demo files (source.demo_size clean images, or clips with media video) in `demo_dir`,
+    serves them on 127.0.0.1 for the length of the download, so the demo goes through the same img2dataset path
+    as a LAION run. Videos take that path too: img2dataset keeps the bytes it fetched as they are (no
+    re-encoding), and filtered_images decodes and judges them.
+    """
+    from ..demo.images import url_table
+    from ..demo.video import video_url_table
+    from .http_server import refused_base_url, serve_directory
+    from .sources import read_url_list
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    policy = UrlPolicy(ingest_settings.refused_networks, ingest_settings.refused_hosts)
+    read: dict = {}
+    if source.kind == "webdataset":  # indexed in place: its URLs are metadata, never fetched
+        samples = _rows(webdataset_table(source, seed), rows)
+        samples, refused = prepare_source_table(samples)
+        samples = samples.drop(columns=["image_ext"])
+    elif source.kind == "demo":
+        demo = ensure_demo(demo_dir, demo_size(source, media), seed, log, media)
+        with serve_directory(demo_dir) as base:
+            if media == "video":
+                video_url_table(demo, base).to_parquet(Path(demo_dir) / "laion_demo.parquet", index=False)
+                table, read = read_url_list(str(Path(demo_dir) / "laion_demo.parquet"), "url", "caption",
+                                            id_col="demo_id")
+            else:
+                url_table(demo, base, refused_base_url()).to_parquet(Path(demo_dir) / "laion_demo.parquet", index=False)
+                table, read = source_table(source, demo_dir, seed)
+            table, refused = prepare_source_table(_rows(table, rows), policy)
+            log(f"raw_images: downloading {len(table)} demo URLs from {base}")
+            _download(table, out, ingest_settings, log, execution)
+        samples = collect_samples(table, str(out))
+    else:
+        table, read = source_table(source, demo_dir, seed)
+        # an image folder's file:// URLs are ours; a URL list's are untrusted
+        table, refused = prepare_source_table(_rows(table, rows), policy if source.kind == "url_list" else None)
+        if table.empty:
+            raise ValueError(f"source.path {source.path!r}: no URL left to download; refused before download: "
+                             f"{refused['reason'].value_counts().to_dict()}")
+        log(f"raw_images: downloading {len(table)} URLs with img2dataset")
+        _download(table, out, ingest_settings, log, execution)
+        samples = collect_samples(table, str(out))
+    samples = numeric(samples, ["aesthetic", "punsafe", "pwatermark", "original_width", "original_height", "similarity"])
+    samples.to_parquet(out / "samples.parquet", index=False)
+    refused.to_parquet(out / "refused.parquet", index=False)
+    for leftover in ("_input.parquet", "_tmp"):
+        path = out / leftover
+        if path.is_dir():
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+    stats = download_stats(samples, time.perf_counter() - started)
+    stats["refused_before_download"] = int(len(refused))
+    stats["refused_by_reason"] = {str(k): int(v) for k, v in sorted(refused["reason"].value_counts().items())}
+    return {**stats, **read}
+
+
+def _rows(table: pd.DataFrame, rows: tuple[int, int] | None) -> pd.DataFrame:
+    if rows is None:
+        return table
+    if rows[1] > len(table):
+        raise ValueError(f"source part rows {rows[0]}-{rows[1]}: the source plan holds only {len(table):,} rows now; "
+                         "its rows were removed since the part was registered")
+    return table.iloc[rows[0]:rows[1]]
+
+
+def webdataset_table(source, seed: int) -> pd.DataFrame:
+    samples = webdataset_samples(source.path)
+    if source.limit and source.limit < len(samples):
+        samples = samples.sample(n=source.limit, random_state=seed).sort_index()
+    return samples
+
+
+def count_source_rows(source, demo_dir: str, seed: int, log=print, media: str = "image") -> int:
+    """Rows of the source plan, the table ingest slices parts from (the demo's files are made if missing)."""
+    if source.kind == "webdataset":
+        return len(webdataset_table(source, seed))
+    if source.kind == "demo":
+        return len(ensure_demo(demo_dir, demo_size(source, media), seed, log, media))
+    return len(source_table(source, demo_dir, seed)[0])
+
+
+def _download(table: pd.DataFrame, out: Path, settings, log=print, execution=None) -> None:
+    """img2dataset over `table`; under the ray engine (`execution.engine: ray`) with its `ray` distributor on that
+    engine's cluster, whatever ingest.distributor says."""
+    ray = execution is not None and execution.engine == "ray"
+    download_with_img2dataset(
+        table, str(out), processes=settings.processes, threads=settings.threads,
+        samples_per_shard=settings.samples_per_shard, timeout=settings.timeout, retries=settings.retries,
+        distributor="ray" if ray else settings.distributor, user_agent_token=settings.user_agent_token,
+        respect_opt_out=settings.respect_opt_out, log=log,
+        ray={"address": execution.ray_address if ray else "",
+             "object_store_mb": execution.local_object_store_mb if ray else 256})
+
+
+def ensure_demo(demo_dir: str, n: int, seed: int, log=print, media: str = "image") -> pd.DataFrame:
+    """The demo files for (n, seed) (lib/demo/images, or lib/demo/video with media video), generated once and reused while
+    the generator is unchanged; `files/` is what the demo server serves."""
+    if media == "video":
+        from ..demo.video import VIDEO_DEMO_VERSION as version
+        from ..demo.video import make_video_demo as make
+    else:
+        from ..demo.images import DEMO_VERSION as version
+        from ..demo.images import make_demo as make
+
+    folder = Path(demo_dir)
+    stamp = folder / "demo.json"
+    table_path = folder / "demo_rows.parquet"
+    wanted = {"n": n, "seed": seed, "version": version, **({"media": media} if media != "image" else {})}
+    if stamp.exists() and table_path.exists() and json.loads(stamp.read_text()) == wanted:
+        return pd.read_parquet(table_path)
+    log(f"raw_images: generating the {'video ' if media == 'video' else ''}demo data set ({n} "
+        f"{'clips' if media == 'video' else 'images'}, seed {seed}) in {folder}")
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    demo = make(folder, n=n, seed=seed)
+    demo.to_parquet(table_path, index=False)
+    stamp.write_text(json.dumps(wanted))
+    return demo
+
+
+if __name__ == "__main__":
+    _img2dataset_main(json.loads(sys.argv[1]))

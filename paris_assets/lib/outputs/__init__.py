@@ -1,0 +1,1 @@
+"""What training reads: expert shards, router arrays, the manifest, tars, the shard index, checks, the card."""

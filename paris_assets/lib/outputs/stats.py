@@ -1,0 +1,111 @@
+"""What a dataset export says about itself, gathered as one JSON-able dict (its stats.json, the numbers of its
+card, lib/outputs/card.py): the members and json fields of a sample read from a shard, never from a list kept
+here, the splits and clusters counted from the manifest, and the settings with their secrets withheld.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from upath import UPath
+
+from .samples import decode_member, member_type
+from .tars import iter_members
+
+FORMAT = "paris-assets-export"
+VERSION = 1
+WITHHELD = "<withheld>"
+SECRET_SETTINGS = ("webhook_url", "password", "secret", "credentials")  # a key containing one of these is withheld
+
+
+def describe_sample(shard: Path) -> dict:
+    """The members of the shard's first sample (kind, shape, dtype, image size) and the json fields over the
+    whole shard (field -> sorted type names: a field null in some samples reads e.g. ["float", "null"])."""
+    members: dict[str, dict] = {}
+    key = None
+    fields: dict[str, set] = {}
+    with open(shard, "rb") as fh:
+        for name, _, stream in iter_members(fh):
+            sample, _, member = name.rpartition("/")[2].partition(".")
+            key = key or sample
+            if sample == key:
+                data = stream.read()
+                members[member] = _describe_member(member, data)
+            elif member_type(member) == "json":
+                data = stream.read()
+            else:
+                continue  # the arrays and images of later samples are skipped, not read
+            if member_type(member) == "json":
+                for field, value in json.loads(data).items():
+                    fields.setdefault(field, set()).add(_type_name(value))
+    return {"key": key, "members": members, "json_fields": {f: sorted(t) for f, t in fields.items()}}
+
+
+def _describe_member(member: str, data: bytes) -> dict:
+    value = decode_member(member, data)
+    kind = member_type(member)
+    if isinstance(value, np.ndarray):
+        return {"kind": kind, "shape": list(value.shape), "dtype": str(value.dtype)}
+    if isinstance(value, dict):
+        return {"kind": kind}  # its fields are described over the whole shard
+    if isinstance(value, str):
+        return {"kind": kind, "dtype": "utf-8 text"}
+    return {"kind": kind, "size": list(value.size), "mode": value.mode}  # an image
+
+
+def _type_name(value) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "string", list: "list", dict: "object",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def collect_stats(manifest: dict, report: dict, reasons: dict, sample: dict,
+                  files: list[tuple[str, str, UPath, dict]], license_id: str) -> dict:
+    """Everything the card says, as one JSON-able dict (written as stats.json)."""
+    k = int(manifest["k"])
+    split = manifest["heldout_split"]
+    clusters = {}
+    for c in range(k):
+        shards = [e for s, _, _, e in files if s == str(c)]
+        terms = report["top_terms"][c] if c < len(report.get("top_terms", [])) else []
+        clusters[str(c)] = {
+            "name": " / ".join(terms[:3]) or f"cluster {c}", "top_terms": terms,
+            "train_samples": sum(e["samples"] for e in shards), "shards": len(shards),
+            "bytes": sum(e["bytes"] for e in shards), "heldout_samples": split["per_cluster"][str(c)]["heldout"],
+            "images": report["sizes"][c], "fraction": report["fractions"][c],
+            "silhouette": report["silhouette_per_cluster"][c], "intra_cosine": report["intra_cosine"][c]}
+    splits = {name: {"samples": sum(e["samples"] for s, _, _, e in files if (s == "heldout") == (name == "heldout")),
+                     "shards": sum(1 for s, *_ in files if (s == "heldout") == (name == "heldout")),
+                     "bytes": sum(e["bytes"] for s, _, _, e in files if (s == "heldout") == (name == "heldout"))}
+              for name in ("train", "heldout")}
+    return {
+        "format": FORMAT, "version": VERSION, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "manifest_created": manifest.get("created"), "license": license_id, "k": k, "splits": splits,
+        "media": manifest.get("media", "image"), "clusters": clusters,
+        "clustering": {key: report.get(key) for key in ("silhouette", "davies_bouldin", "largest_fraction",
+                                                        "empty_clusters", "n", "sample_size")}
+                      | {"cluster_report_run": report.get("run_id")},
+        "heldout": {key: split.get(key) for key in ("rule", "heldout", "images", "rate", "worst_cluster",
+                                                    "worst_deviation_images", "worst_deviation_share")}
+                   | {"per_cluster": split["per_cluster"]},
+        "left_out": reasons, "counts": manifest.get("counts", {}), "gate": manifest.get("gate", {}),
+        "models": manifest.get("models", {}), "settings": public_settings(manifest.get("settings", {})),
+        "sample": sample,
+    }
+
+
+def public_settings(value, key: str = ""):
+    """The settings as the card may publish them: a value under a secret-looking key (alerts.webhook_url: a Slack
+    webhook URL lets anyone post) and the user:password part of any URL are withheld."""
+    if isinstance(value, dict):
+        return {k: public_settings(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_settings(v, key) for v in value]
+    if value is not None and any(word in key.lower() for word in SECRET_SETTINGS):
+        return WITHHELD
+    if isinstance(value, str) and "://" in value and "@" in value.partition("://")[2].partition("/")[0]:
+        scheme, _, rest = value.partition("://")
+        return f"{scheme}://{WITHHELD}@{rest.partition('@')[2]}"
+    return value

@@ -1,0 +1,1 @@
+"""Planning a run past this machine: FLOPs per model from configs, and the planner over plain inputs."""

@@ -1,0 +1,1 @@
+"""Quality signals per image, caption filters, and what cluster_labels prunes before clustering."""

@@ -1,0 +1,1 @@
+"""Storage: atomic folders on any fsspec filesystem, chunked arrays, resumable chunks, process identity."""
