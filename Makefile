@@ -66,7 +66,7 @@ models: setup
 
 # after a green `make test` on newer releases (pip install -U in .venv): record them as the new constraints
 constraints:
-	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze | grep -v '^-e\|^paris-assets\|^torch=='; } > constraints.new
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze | grep -v "^#" | grep -v '^-e\|^paris-assets\|^torch=='; } > constraints.new
 	mv constraints.new constraints.txt
 
 clean:
