@@ -11,9 +11,8 @@ Output folder: kept.parquet, rejected.parquet (image_id, url, reason, detail), c
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -23,6 +22,7 @@ import pandas as pd
 
 from ..dedup import phash as dedup
 from ..quality.captions import caption_rejections
+from ..run.pool import map_in_processes
 from ..run.progress import Progress
 from .units import FilterParams, process_unit_args
 
@@ -137,8 +137,8 @@ def filter_images(samples: pd.DataFrame, out_dir: str, params: FilterParams, pro
     """Run every filter over `samples` (raw_images' samples.parquet, shard as a full URL) and write the
     filtered_images folder. `refused` rows (dropped before download) join rejected.parquet as they are.
 
-    The work units run in `processes` local processes, or through `map_units(fn, units)` when given (the ray
-    engine: ray_engine.map_units, results in the units' order); either way each unit writes its own crop shard
+    The work units run in `processes` local processes (lib/run/pool), or through `map_units(fn, units)` when given
+    (an engine's, e.g. Ray tasks; results in the units' order); either way each unit writes its own crop shard
     under `out_dir`, which the workers must therefore be able to write (this host, or a shared filesystem).
 
     Returns stats: counts per reason, kept fraction, throughput.
@@ -158,21 +158,10 @@ def filter_images(samples: pd.DataFrame, out_dir: str, params: FilterParams, pro
     results = []
     decode_started = time.perf_counter()
     progress = Progress("filtered_images: decoded", len(todo), "images", log)
-    if map_units is not None:
-        for unit_rows in map_units(process_unit_args, units):
-            results.extend(unit_rows)
-            progress.advance(len(unit_rows))
-    elif processes > 1 and len(units) > 1:
-        ctx = multiprocessing.get_context("spawn")  # fork is unsafe under Dagster's threads
-        with ProcessPoolExecutor(min(processes, len(units)), mp_context=ctx) as pool:
-            for unit_rows in pool.map(process_unit_args, units):
-                results.extend(unit_rows)
-                progress.advance(len(unit_rows))
-    else:
-        for unit in units:
-            unit_rows = process_unit_args(unit)
-            results.extend(unit_rows)
-            progress.advance(len(unit_rows))
+    run = map_units or partial(map_in_processes, processes=processes)
+    for unit_rows in run(process_unit_args, units):
+        results.extend(unit_rows)
+        progress.advance(len(unit_rows))
     decode_seconds = time.perf_counter() - decode_started
 
     decoded = pd.DataFrame(results, columns=["image_id", "reason", "detail", "original_width", "original_height",

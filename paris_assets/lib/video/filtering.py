@@ -12,10 +12,9 @@ crops/shard-NNNNNN.tar.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import fsspec
@@ -24,6 +23,7 @@ import pandas as pd
 
 from ..images.filtering import KEPT_COLUMNS, REJECTED_COLUMNS, _pick, hex_to_u64, pre_decode_rejections
 from ..images.units import FilterParams
+from ..run.pool import map_in_processes
 from ..run.progress import Progress
 from .checks import near_duplicate_groups
 from .decode import VideoParams
@@ -109,8 +109,8 @@ def plan_units(todo: pd.DataFrame, crops: Path, chunk_size: int, params: VideoPa
 
 
 def run_units(units: list[tuple], processes: int, map_units: MapUnits | None, log=print) -> pd.DataFrame:
-    """Every unit's rows, indexed by image_id: through map_units when given, else in `processes` spawned
-    processes (fork is unsafe under Dagster's threads), else here."""
+    """Every unit's rows, indexed by image_id: through map_units when given, else in `processes` local processes
+    (lib/run/pool)."""
     progress = Progress("filtered_images: decoded", sum(len(u[2]) for u in units), "clips", log)
     rows = []
     for unit_rows in _unit_results(units, processes, map_units):
@@ -120,15 +120,8 @@ def run_units(units: list[tuple], processes: int, map_units: MapUnits | None, lo
         .set_index("image_id")
 
 
-def _unit_results(units: list[tuple], processes: int, map_units: MapUnits | None) -> Iterator[list[dict]]:
-    if map_units is not None:
-        yield from map_units(process_video_unit_args, units)
-    elif processes > 1 and len(units) > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(processes, len(units)), mp_context=ctx) as pool:
-            yield from pool.map(process_video_unit_args, units)
-    else:
-        yield from map(process_video_unit_args, units)
+def _unit_results(units: list[tuple], processes: int, map_units: MapUnits | None) -> Iterable[list[dict]]:
+    return (map_units or partial(map_in_processes, processes=processes))(process_video_unit_args, units)
 
 
 def fan_in_video_duplicates(kept, radius: int) -> tuple[np.ndarray, pd.DataFrame]:
