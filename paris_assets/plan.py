@@ -27,9 +27,9 @@ from .lib.plan.planner import (
     STAGES,
     VIDEO_STAGES,
     Plan,
-    inputs_from_settings,
     make_plan,
 )
+from .plan_settings import inputs_from_settings
 from .settings import SettingsError, load_settings
 
 

@@ -25,6 +25,7 @@ from paris_assets.models.latent_encoder import LatentEncoder
 from paris_assets.models.profiles import expected_shapes
 from paris_assets.models.text_encoder import TextEncoder
 from paris_assets.models.tiny import ensure_tiny_models
+from paris_assets.plan_settings import inputs_from_settings
 from paris_assets.settings import PROJECT_ROOT, parse_settings
 
 N = 11_000_000
@@ -323,12 +324,12 @@ def test_a_rate_override_replaces_the_default_and_an_unknown_stage_is_refused():
 
 
 def test_settings_shape_the_plan(tmp_path):
-    base = P.make_plan(P.inputs_from_settings(parse_settings({"models": {"profile": "paris"}}), N, gpus=64))
+    base = P.make_plan(inputs_from_settings(parse_settings({"models": {"profile": "paris"}}), N, gpus=64))
     settings = parse_settings({
         "models": {"profile": "paris", "image_embedder_id": "facebook/dinov2-base"},
         "filter": {"image_size": 512}, "captions": {"source": "alt_text"}, "clustering": {"k": 16},
         "shards": {"include_clip_tokens": False}})
-    plan = P.make_plan(P.inputs_from_settings(settings, N, gpus=64))
+    plan = P.make_plan(inputs_from_settings(settings, N, gpus=64))
     assert base.stage("captions").gpu_hours > 0 and plan.stage("captions").gpu_hours == 0
     assert plan.asset("latents").bytes_per_row == 4 * 64 * 64 * 2 + 64
     assert plan.asset("dinov2_embeddings").bytes_per_row == 768 * 4 + 64
@@ -339,7 +340,7 @@ def test_settings_shape_the_plan(tmp_path):
                                                              + 4 * 64 * 64 * 2 - 4 * 32 * 32 * 2)
     assert no_tokens == -P.tar_member_bytes(128 + 77 * 768 * 2)  # clip_tokens.npy left out, the bigger latent in
     assert not plan.inputs.notes  # the paris profile needs no stand-ins
-    tiny = P.inputs_from_settings(parse_settings({}), N)
+    tiny = inputs_from_settings(parse_settings({}), N)
     assert "tiny" in tiny.notes[0] and "blip2" in tiny.notes[0]
 
 
@@ -374,7 +375,7 @@ def test_cli_json_parses_and_agrees_with_the_library(tmp_path):
     assert data["partitions"] == 44
     latents = next(s for s in data["stages"] if s["stage"] == "latents")
     assert latents["rate"] == 900 and latents["rate_source"] == "--rate"
-    expected = P.make_plan(P.inputs_from_settings(parse_settings({"models": {"profile": "paris"}}), N, gpus=64,
+    expected = P.make_plan(inputs_from_settings(parse_settings({"models": {"profile": "paris"}}), N, gpus=64,
                                                   partition_size=250_000, rates={"latents": 900.0}))
     assert data["totals"]["storage_bytes"] == pytest.approx(expected.as_dict()["totals"]["storage_bytes"])
     assert data["totals"]["gpu_hours"] == pytest.approx(expected.as_dict()["totals"]["gpu_hours"])
@@ -435,7 +436,7 @@ def test_video_vae_encoder_flops_equal_torch_count(frames, size, tiling):
 
 
 def test_video_plan_lists_its_stages_and_totals_are_sane():
-    plan = P.make_plan(P.inputs_from_settings(parse_settings(VIDEO), M, gpus=64))
+    plan = P.make_plan(inputs_from_settings(parse_settings(VIDEO), M, gpus=64))
     assert [s.stage for s in plan.stages] == list(P.VIDEO_STAGES)
     assert plan.heldout == 2048  # the video cap
     t5, latents = plan.stage("t5_tokens"), plan.stage("latents")
@@ -443,7 +444,7 @@ def test_video_plan_lists_its_stages_and_totals_are_sane():
     fp32 = 2 * 24 * 226 * 10240 * 4096
     assert t5.gpu_hours == pytest.approx(M * ((2_113_075_150_848 - fp32) / (312e12 * 0.35)
                                               + fp32 / (19.5e12 * 0.35)) / 3600)
-    all_fp16 = P.make_plan(P.inputs_from_settings(parse_settings(VIDEO), M, gpus=64, gpu_fp32_tflops=312.0))
+    all_fp16 = P.make_plan(inputs_from_settings(parse_settings(VIDEO), M, gpus=64, gpu_fp32_tflops=312.0))
     assert all_fp16.stage("t5_tokens").gpu_hours == pytest.approx(M * 2_113_075_150_848 / (312e12 * 0.35) / 3600)
     assert t5.writes == "clip_embeddings" and plan.stage("clip_embeddings").writes == ""
     assert latents.gpu_hours == pytest.approx(M * plan.models["latents"]["flops"] / (312e12 * 0.35) / 3600)
@@ -476,13 +477,13 @@ def test_video_plan_lists_its_stages_and_totals_are_sane():
 def test_video_settings_shape_the_plan():
     longer = parse_settings({**VIDEO, "video": {"num_frames": 33, "embed_frames": "keyframes"},
                              "shards": {"include_mp4": True}})
-    base = P.make_plan(P.inputs_from_settings(parse_settings(VIDEO), M))
-    plan = P.make_plan(P.inputs_from_settings(longer, M))
+    base = P.make_plan(inputs_from_settings(parse_settings(VIDEO), M))
+    plan = P.make_plan(inputs_from_settings(longer, M))
     assert plan.models["latents"]["latent_shape"] == (16, 9, 32, 32)
     assert plan.models["latents"]["windows"] == [17, 17, 9]
     assert plan.stage("dinov2_embeddings").gpu_hours == pytest.approx(3 * base.stage("dinov2_embeddings").gpu_hours)
     assert "mp4" in plan.asset("expert_shards").what and "mp4" not in base.asset("expert_shards").what
-    tiny = P.inputs_from_settings(parse_settings({"media": "video"}), M)
+    tiny = inputs_from_settings(parse_settings({"media": "video"}), M)
     assert "THUDM/CogVideoX-2b" in tiny.notes[0] and "sd-vae" not in tiny.notes[0] and "blip2" not in tiny.notes[0]
     with pytest.raises(ValueError, match="unknown stage"):
         P.make_plan(P.PlanInputs(images=10, rates={"t5_tokens": 1.0}))  # an image plan has no T5
@@ -503,7 +504,7 @@ def _video_source(plan: P.Plan, rows: int) -> ShardSource:
 
 
 def test_video_shard_bytes_equal_the_written_tar(tmp_path):
-    plan = P.make_plan(P.inputs_from_settings(parse_settings(VIDEO), M))
+    plan = P.make_plan(inputs_from_settings(parse_settings(VIDEO), M))
     rows = 5
     (shard,) = write_shards(_video_source(plan, rows), np.arange(rows), tmp_path / "cluster_0", 1000, 1 << 30)
     per_sample = plan.asset("expert_shards").bytes_per_row
