@@ -56,6 +56,11 @@ screenshots: setup chromium
 		paris_assets_tests/test_browse.py::test_shard_browser_in_a_real_browser \
 		paris_assets_tests/test_browse_video.py::test_clips_in_a_real_browser paris_assets_tests/test_ui_video.py
 
+# the documentation site (mkdocs, material theme) into site/; --strict fails on a broken link or a page left out of nav
+.PHONY: docs
+docs: setup
+	$(VENV)/bin/mkdocs build --strict -d site
+
 bench: setup
 	$(PY) -m paris_assets.bench
 
