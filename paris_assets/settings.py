@@ -237,8 +237,9 @@ class ExecutionSettings(_Section):
     # model workers to start; 0: as many as the cluster's GPUs allow (gpus_per_worker each). Set it on an
     # autoscaling cluster, whose GPU nodes appear only once workers ask for them
     num_workers: int = Field(0, ge=0)
-    # GPUs each model worker holds: 1 is one model copy per GPU; 0 runs CPU workers (a cluster without GPUs)
-    gpus_per_worker: float = Field(1, ge=0)
+    # GPUs each model worker holds: 1 is one model copy per GPU; 0 runs CPU workers (a cluster without GPUs).
+    # Unset: what the cluster has, 1 where it has GPUs, else 0 (so Ray on a laptop just runs); the metadata says which
+    gpus_per_worker: Optional[float] = Field(None, ge=0)
     # CPUs Ray reserves per model worker, for its loader threads (models.loader_threads) decoding ahead of the model;
     # Ray also sets the worker's OMP_NUM_THREADS (torch's CPU threads) to it
     cpus_per_worker: float = Field(1, ge=0)
@@ -264,7 +265,7 @@ class ExecutionSettings(_Section):
         if self.engine == "local" and self.ray_address:
             raise ValueError(f"execution.ray_address is {self.ray_address!r} but execution.engine is 'local': set "
                              "engine: ray to use that cluster, or remove ray_address")
-        if self.gpus_per_worker == 0 and self.cpus_per_worker == 0:
+        if self.gpus_per_worker == 0 and self.cpus_per_worker == 0:  # unset on a cluster without GPUs: checked there
             raise ValueError("execution.gpus_per_worker and execution.cpus_per_worker are both 0: a model worker "
                              "must hold a GPU or at least part of a CPU")
         if self.engine == "ray":

@@ -1,20 +1,20 @@
 """The model stack: captions, clip_embeddings, dinov2_embeddings and latents. Each runs one model role over
 the kept images (or captions) in resumable chunks, in the `gpu` pool, in this process or on Ray workers
-(execution.engine)."""
+(the engine the execution settings name, engines/)."""
 
-from contextlib import contextmanager
-from functools import partial
+from typing import ContextManager
 
 import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
 
+from ..engines import ModelLoader, engine_for
 from ..io_managers import AssetFolder
 from ..lib.run import stages
 from ..lib.store import storage
 from ..lib.store.arrays import open_array
 from ..lib.store.chunks import ChunkStore, work_key
-from ..models.profiles import build_model, expected_shapes, latent_role, load_model, model_metadata
+from ..models.profiles import expected_shapes, latent_role, model_metadata
 from ..settings import Settings
 from .common import code_version, kinds, media_description, part_of, parts_def, preview, settings_metadata, staging
 
@@ -32,26 +32,11 @@ def _store(settings: Settings, asset_name: str, upstream: AssetFolder, model, n_
                       settings.models.chunk_size)
 
 
-@contextmanager
-def role_model(settings: Settings, role: str, label: str, n_rows: int, log=print):
-    """The role's model for a stage under the configured engine: loaded here (local), or a Ray ModelPool standing
-    in for it, its workers each loading their own copy (ray); Ray is connected (or started) for the duration."""
-    run = settings.execution
-    if run.engine == "local":
-        yield load_model(settings, role)
-        return
-    from ..engines import ray as ray_engine
-
-    build_model(settings, role)  # the tiny profile's models are built once here, not raced by the workers
-    with ray_engine.execution_session(run, log):
-        chunks = -(-n_rows // settings.models.chunk_size)
-        pool = ray_engine.ModelPool(partial(load_model, settings, role), workers=run.num_workers, chunks=chunks,
-                                    gpus_per_worker=run.gpus_per_worker, cpus_per_worker=run.cpus_per_worker,
-                                    max_retries=run.max_retries, label=label, log=log)
-        try:
-            yield pool
-        finally:
-            pool.close()
+def role_model(settings: Settings, role: str, label: str, n_rows: int, log=print) -> ContextManager:
+    """The role's model for a stage, from the configured engine (engines/): loaded here, or a pool of workers
+    standing in for it, each loading its own copy from only what loading the role reads (engines/loader.py)."""
+    chunks = -(-n_rows // settings.models.chunk_size)
+    return engine_for(settings.execution).model_pool(ModelLoader.for_role(settings, role), label, chunks, log)
 
 
 def _run(context, settings: Settings, asset_name: str, role: str, upstream: AssetFolder, table: pd.DataFrame,
@@ -98,21 +83,9 @@ def empty_output(settings: Settings, asset_name: str, out):
     return out
 
 
-def _engine_metadata(settings: Settings, stats: dict) -> dict:
-    """Which engine computed the chunks, on how many workers and GPUs."""
-    meta = {"engine": stats["engine"], "workers": stats["workers"]}
-    if stats["engine"] == "ray":
-        meta.update({"ray_address": settings.execution.ray_address or "local (started for the run)",
-                     "workers_used": stats["workers_used"], "gpus": stats["gpus"], "gpus_per_worker": stats["gpus_per_worker"],
-                     "worker_devices": MetadataValue.json(stats["worker_devices"]),
-                     "worker_startup_s": stats["startup_seconds"],
-                     "overhead_per_chunk_s": stats["overhead_per_chunk_s"] or 0.0})
-    return meta
-
-
 def _metadata(context, settings, asset_name, model, stats, batch_size, prefix: str = "") -> None:
     meta = {
-        **_engine_metadata(settings, stats),
+        **engine_for(settings.execution).metadata(stats),
         **model_metadata(model),
         "batch_size": batch_size,
         "rows": stats["rows"],

@@ -1,14 +1,12 @@
 """filtered_images: every downloaded image decoded once, checked, de-duplicated and cropped."""
 
 
-from contextlib import contextmanager
 from dataclasses import asdict
-from functools import partial
-from typing import Callable, Iterable, Iterator
 
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
 
+from ..engines import engine_for
 from ..io_managers import AssetFolder
 from ..lib.images.filtering import FilterParams, filter_raw_folder
 from ..settings import Settings
@@ -29,24 +27,6 @@ def filter_params(settings: Settings) -> FilterParams:
     f = settings.filter
     names = set(FilterParams.__dataclass_fields__) - {"max_image_pixels"}
     return FilterParams(**{n: getattr(f, n) for n in names}, max_image_pixels=settings.ingest.max_image_pixels)
-
-
-@contextmanager
-def unit_runner(settings: Settings, log: Callable[[str], None] = print
-                ) -> Iterator[tuple[str, Callable[[Callable, list], Iterable] | None]]:
-    """(engine description, map_units or None): the filter's work units in local processes (local), or as Ray
-    tasks (ray; Ray connected or started for the duration). Ray workers write the units' crop shards into the
-    run's staging folder, so they must share this host's filesystem (a local Ray, or a cluster with a shared
-    mount); the outputs are byte-identical either way (test_ray_filter)."""
-    run = settings.execution
-    if run.engine == "local":
-        yield f"local, {settings.filter.processes} processes", None
-        return
-    from ..engines import ray as ray_engine
-
-    with ray_engine.execution_session(run, log) as where:
-        yield f"ray: {where}", partial(ray_engine.map_units, cpus_per_task=run.cpus_per_task,
-                                       max_retries=run.max_retries, label="filtered_images")
 
 
 def video_params(settings: Settings):
@@ -88,7 +68,8 @@ def build_filtered_images(settings: Settings) -> AssetsDefinition:
         (image_id, url, reason, detail) and crops/ (the square crops every later stage reads). With partitions,
         one source part's images, duplicates judged within the part (cluster_labels judges them across parts)."""
         out = staging(settings, "filtered_images", part_of(context))
-        with unit_runner(settings, context.log.info) as (engine, map_units):
+        units = engine_for(settings.execution).units(settings.filter.processes, "filtered_images", context.log.info)
+        with units as (engine, map_units):
             stats = _filter(settings, str(raw_images.path), out, context.log.info, map_units)
         shown = ["duration", "motion", "rotation"] if settings.media == "video" else ["aesthetic"]
         kept = pd.read_parquet(out / "kept.parquet", columns=["image_id", "alt_text", "original_width",

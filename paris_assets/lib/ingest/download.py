@@ -157,7 +157,7 @@ def _group_running(group: int) -> bool:
 
 def _img2dataset_main(options: dict) -> None:
     """The child process: img2dataset in its main thread (it spawns workers and installs signal handlers). With
-    the ray distributor, Ray is connected first as the execution settings say (`ray`: address and local object
+    the ray distributor, Ray is connected first as the engine's download options say (`ray`: address and local object
     store; an empty address starts a local Ray for the download), and img2dataset's shards become Ray tasks."""
     ray = options.pop("ray", None)
     if options["distributor"] != "ray":
@@ -361,7 +361,7 @@ def source_table(source, demo_dir: str | None, seed: int) -> tuple[pd.DataFrame,
 
 
 def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None, seed: int = 0, log=print,
-           rows: tuple[int, int] | None = None, execution=None, media: str = "image") -> dict:
+           rows: tuple[int, int] | None = None, download_options: dict | None = None, media: str = "image") -> dict:
     """Fill `out_dir` with the raw_images folder for any source kind; returns download stats. `rows` (first, end):
     only those rows of the source plan (a source part, lib/ingest/partitions.py), before any URL is refused.
 
@@ -396,7 +396,7 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
                 table, read = source_table(source, demo_dir, seed)
             table, refused = prepare_source_table(_rows(table, rows), policy)
             log(f"raw_images: downloading {len(table)} demo URLs from {base}")
-            _download(table, out, ingest_settings, log, execution)
+            _download(table, out, ingest_settings, log, download_options)
         samples = collect_samples(table, str(out))
     else:
         table, read = source_table(source, demo_dir, seed)
@@ -406,7 +406,7 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
             raise ValueError(f"source.path {source.path!r}: no URL left to download; refused before download: "
                              f"{refused['reason'].value_counts().to_dict()}")
         log(f"raw_images: downloading {len(table)} URLs with img2dataset")
-        _download(table, out, ingest_settings, log, execution)
+        _download(table, out, ingest_settings, log, download_options)
         samples = collect_samples(table, str(out))
     samples = numeric(samples, ["aesthetic", "punsafe", "pwatermark", "original_width", "original_height", "similarity"])
     samples.to_parquet(out / "samples.parquet", index=False)
@@ -450,17 +450,14 @@ def count_source_rows(source, demo_dir: str, seed: int, log=print, media: str = 
     return len(source_table(source, demo_dir, seed)[0])
 
 
-def _download(table: pd.DataFrame, out: Path, settings, log=print, execution=None) -> None:
-    """img2dataset over `table`; under the ray engine (`execution.engine: ray`) with its `ray` distributor on that
-    engine's cluster, whatever ingest.distributor says."""
-    ray = execution is not None and execution.engine == "ray"
+def _download(table: pd.DataFrame, out: Path, settings, log=print, options: dict | None = None) -> None:
+    """img2dataset over `table` with ingest.distributor, unless the engine's `options` (Engine.download_options;
+    the ray engine's: its `ray` distributor on its own cluster) say otherwise."""
+    options = {"distributor": settings.distributor, **(options or {})}
     download_with_img2dataset(
         table, str(out), processes=settings.processes, threads=settings.threads,
         samples_per_shard=settings.samples_per_shard, timeout=settings.timeout, retries=settings.retries,
-        distributor="ray" if ray else settings.distributor, user_agent_token=settings.user_agent_token,
-        respect_opt_out=settings.respect_opt_out, log=log,
-        ray={"address": execution.ray_address if ray else "",
-             "object_store_mb": execution.local_object_store_mb if ray else 256})
+        user_agent_token=settings.user_agent_token, respect_opt_out=settings.respect_opt_out, log=log, **options)
 
 
 def ensure_demo(demo_dir: str, n: int, seed: int, log=print, media: str = "image") -> pd.DataFrame:
