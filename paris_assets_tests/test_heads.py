@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -221,12 +222,55 @@ def test_score_rejects_other_widths():
         score(AestheticHead().eval(), np.zeros((4, 512), np.float16))
 
 
-@pytest.mark.skipif(not (os.environ.get("PARIS_AESTHETIC_PTH") and os.environ.get("PARIS_NSFW_ZIP")),
-                    reason="set PARIS_AESTHETIC_PTH and PARIS_NSFW_ZIP to the upstream files to check them")
-def test_upstream_files(tmp_path):
-    aesthetic = load_head("aesthetic", os.environ["PARIS_AESTHETIC_PTH"], False, 0, tmp_path)
-    nsfw = load_head("nsfw", os.environ["PARIS_NSFW_ZIP"], False, 0, tmp_path)
-    assert [len(getattr(nsfw, f"vocab_{c}")) for c in CATEGORICAL] == [10425, 2266, 2190, 2293, 2241]
-    x = embeddings(256)
-    assert 1 < score(aesthetic, x).mean() < 10
-    assert ((score(nsfw, x) >= 0) & (score(nsfw, x) <= 1)).all()
+LAION_NSFW = Path(__file__).parent / "fixtures" / "laion_nsfw"  # LAION's SavedModel zip and TensorFlow's outputs
+VOCAB_SIZES = [10425, 2266, 2190, 2293, 2241]  # the five StringLookup vocabularies of saved_model.pb
+
+
+def laion_nsfw_reference() -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings (256, 768) float64, punsafe (256,) float32 as TensorFlow 2.21 computes them): fixtures/laion_nsfw."""
+    with np.load(LAION_NSFW / "nsfw_reference.npz") as arrays:
+        return arrays["embeddings"], arrays["punsafe"]
+
+
+@pytest.mark.parametrize("form", ["zip", "folder"])
+def test_laion_nsfw_saved_model_gives_tensorflows_outputs(tmp_path, form):
+    """The default detector, read without TensorFlow from LAION's file as published, scores 256 inputs as
+    TensorFlow does, through `score` (float32, as the pipeline calls it)."""
+    source = LAION_NSFW / "clip_autokeras_binary_nsfw.zip"
+    if form == "folder":
+        with zipfile.ZipFile(source) as z:
+            z.extractall(tmp_path)
+        source = tmp_path / "clip_autokeras_binary_nsfw"
+    head = load_head("nsfw", str(source), False, 0, tmp_path / "cache")
+    assert [len(getattr(head, f"vocab_{c}")) for c in CATEGORICAL] == VOCAB_SIZES
+    x, expected = laion_nsfw_reference()
+    got = score(head, x)
+    assert got.dtype == np.float32 and got.shape == (256,)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)  # measured: 3e-8
+    assert expected.min() < 1e-5 and expected.max() > 0.25  # the outputs span more than one corner of the sigmoid
+
+
+def test_laion_nsfw_reference_exercises_the_vocabularies(tmp_path):
+    """Half the reference inputs (even rows) carry vocabulary values in the five categorical columns: they are drawn
+    from all five vocabularies together, so a row hits its own column's vocabulary in 0 to 4 of them. Those hits
+    are what the agreement above rests on: with the lookups emptied the reader misses TensorFlow by up to 0.077,
+    so the test cannot pass for a reader that only gets the dense layers right."""
+    head = load_head("nsfw", str(LAION_NSFW / "clip_autokeras_binary_nsfw.zip"), False, 0, tmp_path)
+    x, expected = laion_nsfw_reference()
+    hits = np.stack([_lookup(torch.from_numpy(x[:, c].astype(np.float32)), getattr(head, f"vocab_{c}")).numpy() > 0
+                     for c in CATEGORICAL], axis=1)
+    assert hits[::2].sum(axis=0).tolist() == [90, 21, 16, 21, 18]  # per column, over the 128 even rows
+    assert hits[::2].any(axis=1).sum() == 106 and hits[1::2].any(axis=1).sum() == 12  # odd rows: chance hits only
+    for c in CATEGORICAL:
+        setattr(head, f"vocab_{c}", encode_vocab([]))
+    off = np.abs(score(head, x) - expected)
+    assert off[::2].max() > 0.05 and (off[::2] > 1e-6).sum() >= 90
+    assert not (off > 1e-6)[~hits.any(axis=1)].any()  # a row that hits no vocabulary owes nothing to them
+    np.testing.assert_array_equal(off[1::2] > 1e-6, hits[1::2].any(axis=1))  # exactly the odd rows that hit by chance
+
+
+@pytest.mark.skipif(not os.environ.get("PARIS_AESTHETIC_PTH"),
+                    reason="set PARIS_AESTHETIC_PTH to sac+logos+ava1-l14-linearMSE.pth to check it (no reference outputs)")
+def test_upstream_aesthetic_file_loads_strictly(tmp_path):
+    head = load_head("aesthetic", os.environ["PARIS_AESTHETIC_PTH"], False, 0, tmp_path)  # strict=True inside
+    np.testing.assert_array_equal(score(head, embeddings(256)), score(head, embeddings(256)))
