@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import webdataset as wds
 
+from paris_assets.engines import engine_for
 from paris_assets.lib.ingest.http_server import refused_base_url, serve_directory
 from paris_assets.lib.ingest.download import ingest, prepare_source_table
 from paris_assets.lib.outputs.tars import TarShardWriter
@@ -276,7 +277,7 @@ def test_under_the_ray_engine_img2dataset_downloads_with_its_ray_distributor(dem
         shutil.copytree(folder, demo_dir / "")
         out = tmp_path / engine / "raw"
         stats = ingest(settings.source, settings.ingest, str(out), demo_dir=str(demo_dir), seed=0,
-                       log=lambda _m: None, execution=settings.execution)
+                       log=lambda _m: None, download_options=engine_for(settings.execution).download_options())
         samples = pd.read_parquet(out / "samples.parquet").set_index("image_id").sort_index()
         by_key = {s["__key__"]: s["jpg"] for s in wds.WebDataset(sorted(str(p) for p in out.glob("*.tar")),
                                                                  shardshuffle=False)}
