@@ -171,3 +171,40 @@ def test_the_one_recipe_reads_our_shards_and_unpickles_nothing(tmp_path):
     assert sample["latent.npy"].dtype == np.float16 and sample["latent.npy"].shape == (1, 4, 4)
     assert sample["txt"] == "a red boat" and sample["json"] == {"cluster": 3}
     assert isinstance(sample["extra.pyd"], bytes) and not flag.exists()
+
+
+def architecture_tree() -> set[str]:
+    """The module paths the tree in docs/architecture.md draws (relative to the project root)."""
+    page = (DOCS / "architecture.md").read_text()
+    block = page[page.index("## The layout"):]
+    block = block[block.index("```\n") + 4:]
+    block = block[:block.index("```")]
+    lines = block.splitlines()
+    assert lines[0].strip() == "paris_assets/"
+    stack, paths = ["paris_assets"], {"paris_assets"}
+    for line in lines[1:]:
+        match = re.match(r"^([│ ]*)[├└]── (\S+)", line)
+        assert match, f"not a tree line in docs/architecture.md: {line!r}"
+        depth = len(match.group(1)) // 4
+        name = match.group(2)
+        del stack[depth + 1:]
+        path = "/".join(stack + [name.rstrip("/")])
+        paths.add(path)
+        if name.endswith("/"):
+            stack.append(name.rstrip("/"))
+    return paths
+
+
+def test_the_architecture_tree_matches_the_package():
+    """Every module of the package is on the architecture page's tree (its __init__ through its folder), and
+    every entry on the tree exists."""
+    drawn = architecture_tree()
+    modules = {str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "paris_assets").rglob("*.py")
+               if "__pycache__" not in p.parts}
+    folders = {str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "paris_assets").rglob("*")
+               if p.is_dir() and "__pycache__" not in p.parts and any(p.glob("*.py"))}
+    undrawn = sorted(m for m in modules if m not in drawn and not (m.endswith("/__init__.py") and
+                                                                   m.rpartition("/")[0] in drawn))
+    assert not undrawn, f"docs/architecture.md's tree lacks {undrawn}: add a line saying each one's job"
+    gone = sorted(p for p in drawn if p not in modules | folders)
+    assert not gone, f"docs/architecture.md's tree names what no longer exists: {gone}"
