@@ -1,5 +1,13 @@
+"""Shared fixtures (the demo files, the trained demo graph, PostgreSQL, Ray) and the suite's markers.
+
+Markers are set here, once, from what a test uses (its fixtures, directly or through other fixtures) and the
+file it lives in: see MARKS_BY_FIXTURE and MARKS_BY_FILE. `slow` is every test that starts something heavy (a
+browser, `dagster dev`, Ray, PostgreSQL, a Dagster run of the graph, the video models): `make test-quick` runs
+`-m "not slow"`. Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`) each test is put in a group: the
+tests sharing a session fixture together (one build of it), every other file as a whole (its module fixtures
+built once), heaviest groups first."""
+
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -7,11 +15,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from dagster import DagsterInstance  # noqa: E402
-
-from paris_assets.definitions import build_defs  # noqa: E402
 from paris_assets.lib.demo.images import make_demo  # noqa: E402
-from paris_assets.settings import PROJECT_ROOT, parse_settings  # noqa: E402
+from paris_assets.settings import parse_settings  # noqa: E402
+
+from . import builders  # noqa: E402
+from .builders import PostgresServer  # noqa: E402,F401  (the type of the postgres_server fixture)
 
 SMALL_DEMO = 64  # clean images in the test demo: every planted problem still appears
 
@@ -30,10 +38,7 @@ def trained(tmp_path_factory):
     (settings(k, **report), run(settings, selection), instance, data folder). test_training re-runs parts of it
     with other settings; other modules copy what they change."""
     root = tmp_path_factory.mktemp("training")
-    home = root / "home"
-    home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-    instance = DagsterInstance.local_temp(str(home))
+    instance = builders.temp_instance(root)
 
     def settings(k=4, **report):
         return parse_settings({
@@ -42,136 +47,18 @@ def trained(tmp_path_factory):
             "clustering": {"k": k}, "report": {"max_silhouette_drop": 1.0, **report},
             "shards": {"max_samples_per_shard": 6, "heldout_fraction": 0.1, "include_jpg": True}}, base_dir=root)
 
-    def run(s, selection=None):
-        return build_defs(s).resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=selection, raise_on_error=False)
-
+    run = builders.graph_runner(instance)
     result = run(settings())
     assert result.success
     return settings, run, instance, root / "data"
 
 
-class PostgresServer:
-    """A PostgreSQL server this test session started on 127.0.0.1 (password auth over TCP, as a team's would be)."""
-
-    host = "127.0.0.1"
-    user = "paris"
-    password = "paris-test-password"
-    database = "dagster"  # created at start; create_database() makes more
-
-    def __init__(self, port: int):
-        self.port = port
-
-    def connect(self, dbname: str | None = None):
-        import psycopg2  # dagster-postgres brings psycopg2-binary
-
-        return psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password,
-                                dbname=dbname or self.database, connect_timeout=5)
-
-    def create_database(self, name: str) -> str:
-        connection = self.connect("postgres")
-        connection.autocommit = True  # CREATE DATABASE cannot run in a transaction (nor in `with connection`)
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            connection.close()
-        return name
-
-
-def _postgres_binaries() -> Path:
-    """The newest /usr/lib/postgresql/<version>/bin holding initdb and postgres (Debian's layout), or a failure that
-    says how to install it: a missing server is a broken setup, not a reason to skip."""
-    found = [b for b in Path("/usr/lib/postgresql").glob("*/bin")
-             if b.parent.name.isdigit() and (b / "initdb").is_file() and (b / "postgres").is_file()]
-    if not found:
-        pytest.fail("PostgreSQL's server binaries (initdb, postgres under /usr/lib/postgresql/<version>/bin) are "
-                    "missing: run `bash scripts/ensure-postgres` (or `make postgres`; it runs `apt-get install -y "
-                    "--no-install-recommends postgresql`, with sudo when not root), then the tests again.", pytrace=False)
-    return max(found, key=lambda b: int(b.parent.name))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A real PostgreSQL server for the session: initdb in a temp folder, `postgres` on 127.0.0.1 on a free port,
-    a `dagster` database. PostgreSQL refuses to run as root, so as root it runs as the package's `postgres` user
-    (or `nobody`) on a folder that user owns. Stopped at the end by its own PID (a fast shutdown)."""
-    import pwd
-    import signal
-    import subprocess
-    import tempfile
-    import time
-
-    import psycopg2
-
-    binaries = _postgres_binaries()
-    folder = Path(tempfile.mkdtemp(prefix="paris-pg-", dir="/tmp"))  # pytest's basetemp is 0700 root: not for nobody
-    as_user: dict = {}
-    if os.geteuid() == 0:
-        names = [n for n in ("postgres", "nobody") if n in {e.pw_name for e in pwd.getpwall()}]
-        account = pwd.getpwnam(names[0])
-        as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-        os.chown(folder, account.pw_uid, account.pw_gid)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(folder)}
-    data = folder / "data"
-    secret = folder / "password"
-    secret.write_text(PostgresServer.password)
-    if as_user:
-        os.chown(secret, as_user["user"], as_user["group"])
-    done = subprocess.run([str(binaries / "initdb"), "-D", str(data), "-U", PostgresServer.user, f"--pwfile={secret}",
-                           "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"],
-                          cwd=folder, env=env, capture_output=True, text=True, check=False, **as_user)
-    if done.returncode != 0:
-        pytest.fail(f"initdb failed ({binaries}):\n{done.stdout}\n{done.stderr}", pytrace=False)
-
-    server, log = None, folder / "server.log"
-    for _attempt in range(3):  # a free port can be taken between the probe and the bind: try another
-        port = _free_port()
-        with open(log, "ab") as out:
-            # fsync off: a test server need not survive a power cut, and commits are the bulk of Dagster's writes
-            server = subprocess.Popen(
-                [str(binaries / "postgres"), "-D", str(data), "-p", str(port), "-k", str(folder),
-                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off"],
-                cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **as_user)
-        handle = PostgresServer(port)
-        deadline = time.monotonic() + 60
-        while server.poll() is None and time.monotonic() < deadline:
-            try:
-                handle.connect("postgres").close()
-                break
-            except psycopg2.OperationalError:
-                time.sleep(0.1)
-        if server.poll() is None and time.monotonic() < deadline:
-            break
-        if server.poll() is None:
-            server.kill()
-        server.wait()
-        server = None
-    if server is None:
-        shutil.rmtree(folder, ignore_errors=True)
-        pytest.fail(f"PostgreSQL did not start on 127.0.0.1; its log:\n{log.read_text()[-3000:]}", pytrace=False)
-
-    try:
-        handle.create_database(PostgresServer.database)
-        yield handle
-    finally:
-        for sig, wait in ((signal.SIGINT, 30), (signal.SIGQUIT, 10), (signal.SIGKILL, 10)):  # fast, immediate, kill
-            server.send_signal(sig)
-            try:
-                server.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        shutil.rmtree(folder, ignore_errors=True)
+    """A real PostgreSQL server for the session (builders.postgres_server: initdb in a temp folder, 127.0.0.1, a
+    free port, a `dagster` database), stopped at the end by its own PID."""
+    with builders.postgres_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -182,3 +69,90 @@ def ray_cluster():
 
     with ray_engine.ray_session("", num_cpus=2, num_gpus=2, object_store_mb=200, log=lambda m: None) as where:
         yield where
+
+
+@pytest.fixture
+def chromium():
+    """Opens a page of Debian's chromium: `with chromium(width, height) as page:` (builders.chromium_page). Fails at
+    once when the binary is missing; a test that takes this fixture is marked `browser`."""
+    builders.require_chromium()
+    return builders.chromium_page
+
+
+# -- markers ------------------------------------------------------------------------------------------------------
+
+MARKERS = {  # registered in pyproject.toml too (--strict-markers); the descriptions live there
+    "browser", "ui", "graph", "postgres", "ray", "video", "s3", "slow",
+}
+MARKS_BY_FIXTURE = {
+    "trained": {"graph"},
+    "postgres_server": {"postgres", "graph"},
+    "ray_cluster": {"ray"},
+    "dagster_ui": {"ui", "browser", "graph"},
+    "video_ui": {"ui", "browser", "graph", "video"},
+    "chromium": {"browser"},
+}
+MARKS_BY_FILE = {  # what a file starts inside its tests or module fixtures
+    "test_ui.py": {"ui", "browser", "graph"},
+    "test_ui_partitions.py": {"ui", "browser", "graph"},
+    "test_ui_video.py": {"ui", "browser", "graph", "video"},
+    "test_video_graph.py": {"graph", "video"},
+    "test_pipeline.py": {"graph"},
+    "test_partitions.py": {"graph"},
+    "test_gate.py": {"graph"},
+    "test_model_stack.py": {"graph"},
+    "test_killed_run.py": {"graph"},
+    "test_cli.py": {"graph"},
+    "test_postgres_instance.py": {"postgres", "graph"},
+    "test_ray_engine.py": {"ray"},
+    "test_ray_filter.py": {"ray"},
+    "test_ray_video.py": {"ray", "video"},
+    "test_s3.py": {"s3"},
+    "test_video.py": {"video"},
+    "test_video_demo.py": {"video"},
+    "test_video_filtering.py": {"video"},
+    "test_video_models.py": {"video"},
+    "test_video_training.py": {"video"},
+    "test_browse_video.py": {"video"},
+    "test_bench_video.py": {"video"},
+}
+SLOW_MARKS = {"browser", "ui", "graph", "postgres", "ray"}
+# files whose tests are slow for what they compute rather than what they start (measured with --durations)
+SLOW_FILES: set[str] = set()
+
+# xdist: tests that share a session fixture run on one worker, so it is built once
+SHARED_FIXTURES = ("trained", "postgres_server", "ray_cluster")
+# rough seconds per group in a serial run (the baseline's --durations): the heaviest are handed out first
+GROUP_SECONDS: dict[str, int] = {}
+
+
+def marks_for(item) -> set[str]:
+    marks = set(MARKS_BY_FILE.get(item.path.name, ()))
+    for name in item.fixturenames:
+        marks |= MARKS_BY_FIXTURE.get(name, set())
+    if marks & SLOW_MARKS or item.path.name in SLOW_FILES:
+        marks.add("slow")
+    return marks
+
+
+def group_for(item) -> str:
+    shared = [name for name in SHARED_FIXTURES if name in item.fixturenames]
+    if "ray" in marks_for(item):
+        return "ray"  # one local Ray at a time on this machine: every Ray test on one worker
+    return shared[0] if shared else item.path.stem
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    groups: dict[str, list] = {}
+    for item in items:
+        for mark in sorted(marks_for(item)):
+            item.add_marker(getattr(pytest.mark, mark))
+        group = group_for(item)
+        item.add_marker(pytest.mark.xdist_group(group))
+        groups.setdefault(group, []).append(item)
+    if getattr(config.option, "dist", "no") == "loadgroup" or hasattr(config, "workerinput"):
+        # whole groups, in their own order inside, heaviest first: the longest one starts at once, short ones
+        # fill the end. The order within a group (and so every dependency between its tests) is unchanged.
+        order = sorted(groups, key=lambda g: -GROUP_SECONDS.get(g, 0))
+        items[:] = [item for group in order for item in groups[group]]

@@ -3,9 +3,7 @@ the shards or the crops, the JSON API over a real loopback server, and the page 
 
 import io
 import json
-import os
 import shutil
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -18,7 +16,7 @@ from paris_assets import browse
 from paris_assets.lib.outputs import shard_index
 from paris_assets.lib.outputs.tars import iter_members, iter_samples
 
-from .web import CHROMIUM, FLAGS, free_port, require_chromium, shot, start, stop
+from .builders import browse_server, shot
 
 
 def copy_outputs(data, to):
@@ -245,74 +243,62 @@ def poison_first_url(root) -> str:
     return key
 
 
-def test_shard_browser_in_a_real_browser(shards, tmp_path):
+def test_shard_browser_in_a_real_browser(shards, tmp_path, chromium):
     """One command starts it; the page shows the totals, a filter changes the count, a detail view opens, and
     a damaged shard shows in health after a rescan."""
-    from playwright.sync_api import sync_playwright
-
-    require_chromium()
     root = copy_outputs_of(shards, tmp_path)
     poisoned = poison_first_url(root)  # a hostile source URL must not become a javascript: link
     index = shard_index.build_index(str(root))
     assert index.samples["url"].iat[0].startswith("javascript:")
-    port = free_port()
-    proc = start([sys.executable, "-m", "paris_assets.browse", "--data-dir", str(root), "--port", str(port),
-                  "--cache-dir", str(tmp_path / "cache")],
-                 tmp_path / "browse.log", f"http://127.0.0.1:{port}/api/overview", dict(os.environ))
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
-            total = len(index.samples)
-            wait_count(page, total)
-            assert page.locator("#total").text_content() == f"{total:,}"
-            assert "All" in page.locator("#health").text_content()
-            assert page.locator(".card").count() == min(48, total)
-            shot(page, "browse-overview.jpg")
+    with browse_server(root, tmp_path / "browse.log", "--cache-dir", str(tmp_path / "cache")) as base, \
+            chromium(1400, 1100) as page:
+        page.goto(f"{base}/", wait_until="networkidle")
+        total = len(index.samples)
+        wait_count(page, total)
+        assert page.locator("#total").text_content() == f"{total:,}"
+        assert "All" in page.locator("#health").text_content()
+        assert page.locator(".card").count() == min(48, total)
+        shot(page, "browse-overview.jpg")
 
-            cluster = int(index.samples["cluster"].value_counts().idxmin())
-            expected = int((index.samples["cluster"] == cluster).sum())
-            page.select_option("#f-cluster", str(cluster))
-            wait_count(page, expected)
-            assert page.locator(".card").count() == expected
-            assert page.locator(".card .meta").first.text_content().startswith(f"cluster {cluster}")
-            cut = float(index.samples.loc[index.samples["cluster"] == cluster, "aesthetic"].median())
-            fewer = int(((index.samples["cluster"] == cluster) & (index.samples["aesthetic"] >= cut)).sum())
-            page.fill("input[name=aesthetic_min]", str(cut))
-            wait_count(page, fewer)
-            assert 0 < fewer < expected
+        cluster = int(index.samples["cluster"].value_counts().idxmin())
+        expected = int((index.samples["cluster"] == cluster).sum())
+        page.select_option("#f-cluster", str(cluster))
+        wait_count(page, expected)
+        assert page.locator(".card").count() == expected
+        assert page.locator(".card .meta").first.text_content().startswith(f"cluster {cluster}")
+        cut = float(index.samples.loc[index.samples["cluster"] == cluster, "aesthetic"].median())
+        fewer = int(((index.samples["cluster"] == cluster) & (index.samples["aesthetic"] >= cut)).sum())
+        page.fill("input[name=aesthetic_min]", str(cut))
+        wait_count(page, fewer)
+        assert 0 < fewer < expected
 
-            page.locator(".card").first.click()
-            page.locator("#detail").wait_for(state="visible")
-            chosen = page.locator("#detail-table").text_content()
-            row = index.samples[index.samples["image_id"] == page.locator(".card").first.get_attribute("data-id")].iloc[0]
-            assert row["caption"] in chosen and row["url"] in chosen and row["image_id"] in chosen
-            assert f"(carried; computed {row['aesthetic_computed']:.3f})" in chosen  # the computed score beside
-            page.wait_for_function("document.querySelector('#detail-img').naturalWidth > 0")
-            shot(page, "browse-detail.jpg")
-            page.click("#close")
+        page.locator(".card").first.click()
+        page.locator("#detail").wait_for(state="visible")
+        chosen = page.locator("#detail-table").text_content()
+        row = index.samples[index.samples["image_id"] == page.locator(".card").first.get_attribute("data-id")].iloc[0]
+        assert row["caption"] in chosen and row["url"] in chosen and row["image_id"] in chosen
+        assert f"(carried; computed {row['aesthetic_computed']:.3f})" in chosen  # the computed score beside
+        page.wait_for_function("document.querySelector('#detail-img').naturalWidth > 0")
+        shot(page, "browse-detail.jpg")
+        page.click("#close")
 
-            page.select_option("#f-cluster", "")  # every filter back to any: the first card is the poisoned one
-            page.fill("input[name=aesthetic_min]", "")
-            wait_count(page, total)
-            page.locator(f".card[data-id='{poisoned}']").click()
-            page.locator("#detail").wait_for(state="visible")
-            assert "javascript:" in page.locator("#detail-table").text_content()
-            assert page.locator("#detail-table a").count() == 0
-            page.click("#close")
+        page.select_option("#f-cluster", "")  # every filter back to any: the first card is the poisoned one
+        page.fill("input[name=aesthetic_min]", "")
+        wait_count(page, total)
+        page.locator(f".card[data-id='{poisoned}']").click()
+        page.locator("#detail").wait_for(state="visible")
+        assert "javascript:" in page.locator("#detail-table").text_content()
+        assert page.locator("#detail-table a").count() == 0
+        page.click("#close")
 
-            damaged = root / manifest_of(root)["clusters"]["0"][0]["path"]
-            damaged.unlink()
-            page.click("#rescan")
-            page.locator("#health .problem").first.wait_for()
-            health = page.locator("#health").text_content()
-            assert damaged.relative_to(root).as_posix() in health and "missing" in health
-            assert "readable, see Health" in page.locator("#unread").text_content()
-            shot(page, "browse-health.jpg")
-            browser.close()
-    finally:
-        stop(proc)
+        damaged = root / manifest_of(root)["clusters"]["0"][0]["path"]
+        damaged.unlink()
+        page.click("#rescan")
+        page.locator("#health .problem").first.wait_for()
+        health = page.locator("#health").text_content()
+        assert damaged.relative_to(root).as_posix() in health and "missing" in health
+        assert "readable, see Health" in page.locator("#unread").text_content()
+        shot(page, "browse-health.jpg")
 
 
 def test_index_and_health_on_object_storage(shards):
@@ -342,11 +328,10 @@ def test_index_and_health_on_object_storage(shards):
 def test_allowed_host_serves_behind_another_name(tmp_path):
     """`--allowed-host example.internal`: requests sent to 127.0.0.1 but addressed to that name (any port, any
     case) are served, as behind a proxy; other names are still refused, loopback names still served."""
-    port = free_port()
-    proc = start([sys.executable, "-m", "paris_assets.browse", "--data-dir", str(tmp_path), "--port", str(port),
-                  "--no-cache", "--allowed-host", "example.internal", "--allowed-host", "other.internal:9"],
-                 tmp_path / "browse.log", f"http://127.0.0.1:{port}/", dict(os.environ))
-    try:
+    with browse_server(tmp_path, tmp_path / "browse.log", "--no-cache", "--allowed-host", "example.internal",
+                       "--allowed-host", "other.internal:9", ready="/") as base:
+        port = int(base.rsplit(":", 1)[1])
+
         def status(host):
             return get(urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host}))[0]
 
@@ -356,5 +341,3 @@ def test_allowed_host_serves_behind_another_name(tmp_path):
         for host in (f"evil.example:{port}", f"example.internal.evil.example:{port}", f"other.internal:{port}",
                      f"xexample.internal:{port}", "example.internal:80:80", f"127.0.0.1:{port + 1}", ""):
             assert status(host) == 421, host
-    finally:
-        stop(proc)

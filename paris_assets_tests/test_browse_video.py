@@ -6,8 +6,6 @@ encoded by lib/video/decode.encode_clip (~135 KB in all)."""
 import hashlib
 import io
 import json
-import os
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -23,7 +21,7 @@ from paris_assets.lib.outputs import shard_index
 from paris_assets.lib.outputs.tars import TarShardWriter
 from paris_assets.lib.video.decode import decode_clip, encode_clip
 
-from .web import CHROMIUM, FLAGS, free_port, require_chromium, shot, start, stop
+from .builders import browse_server, shot
 
 SIDE, FPS, FRAMES = 256, 8.0, 17
 
@@ -278,65 +276,52 @@ def test_endpoints_over_loopback(video_root):
 
 # -- the page ---------------------------------------------------------------------------------------------------
 
-def test_clips_in_a_real_browser(video_root, tmp_path):
+def test_clips_in_a_real_browser(video_root, tmp_path, chromium):
     """The overview says video and counts clips; every card's preview loads; a clip whose mp4 is only in the
     crops opens with an animated preview and its facts; the clip with no mp4 says why in the detail view."""
-    from playwright.sync_api import sync_playwright
-
-    require_chromium()
     root, clips = video_root
-    port = free_port()
-    proc = start([sys.executable, "-m", "paris_assets.browse", "--data-dir", str(root), "--port", str(port),
-                  "--no-cache"],
-                 tmp_path / "browse.log", f"http://127.0.0.1:{port}/api/overview", dict(os.environ))
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
-            page.wait_for_function("document.querySelector('#total').textContent === '6'")
-            assert page.locator("#overview .noun").first.text_content() == "clips"
-            said = page.locator("#media").text_content()
-            assert "media video: 6 clips, mp4 in the shards for 2, the rest from filtered_images' crops" in said
-            assert page.locator(".card.clip").count() == 6
-            assert "17 frames · 8 fps" in page.locator(".card[data-id='clip000'] .badge").text_content()
-            loaded = [i for i in clips if clips[i] is not None]
-            page.wait_for_function("ids => ids.every(id => document.querySelector(`.card[data-id='${id}'] img`)"
-                                   ".naturalWidth === 160)", arg=loaded)
-            shot(page, "browse-video-overview.jpg")
+    with browse_server(root, tmp_path / "browse.log", "--no-cache") as base, chromium(1400, 1000) as page:
+        page.goto(f"{base}/", wait_until="networkidle")
+        page.wait_for_function("document.querySelector('#total').textContent === '6'")
+        assert page.locator("#overview .noun").first.text_content() == "clips"
+        said = page.locator("#media").text_content()
+        assert "media video: 6 clips, mp4 in the shards for 2, the rest from filtered_images' crops" in said
+        assert page.locator(".card.clip").count() == 6
+        assert "17 frames · 8 fps" in page.locator(".card[data-id='clip000'] .badge").text_content()
+        loaded = [i for i in clips if clips[i] is not None]
+        page.wait_for_function("ids => ids.every(id => document.querySelector(`.card[data-id='${id}'] img`)"
+                               ".naturalWidth === 160)", arg=loaded)
+        shot(page, "browse-video-overview.jpg")
 
-            page.locator(".card[data-id='clip003']").click()  # its mp4 is in the crops only
-            page.locator("#detail").wait_for(state="visible")
-            page.wait_for_function("document.querySelector('#detail-img').naturalWidth === 256")
-            src = page.locator("#detail-img").get_attribute("src")
-            assert src.startswith("/preview/clip003?")
-            # animated as the browser decodes it (WebCodecs' ImageDecoder), and as Pillow reads the same bytes
-            frames = page.evaluate("""async (src) => {
-                const r = await fetch(src);
-                const d = new ImageDecoder({data: r.body, type: r.headers.get('Content-Type')});
-                await d.tracks.ready;
-                return d.tracks.selectedTrack.frameCount; }""", src)
-            assert frames == FRAMES
-            served = page.request.get(f"http://127.0.0.1:{port}{src}").body()
-            assert Image.open(io.BytesIO(served)).n_frames == FRAMES
-            facts = page.locator("#detail-table").text_content()
-            for shown in ("17 frames at 8 fps", "7.25 s (source, 29.97 fps)", "0.5 – 2.5 s", "90°", "h264", "6.5",
-                          "a moving pattern number 3", "clip003"):
-                assert shown in facts, (shown, facts)
-            assert page.locator("#detail-table a[href='/clip/clip003']").count() == 1
-            assert page.locator("#detail-note").is_hidden()
-            shot(page, "browse-video-detail.jpg")
-            page.click("#close")
+        page.locator(".card[data-id='clip003']").click()  # its mp4 is in the crops only
+        page.locator("#detail").wait_for(state="visible")
+        page.wait_for_function("document.querySelector('#detail-img').naturalWidth === 256")
+        src = page.locator("#detail-img").get_attribute("src")
+        assert src.startswith("/preview/clip003?")
+        # animated as the browser decodes it (WebCodecs' ImageDecoder), and as Pillow reads the same bytes
+        frames = page.evaluate("""async (src) => {
+            const r = await fetch(src);
+            const d = new ImageDecoder({data: r.body, type: r.headers.get('Content-Type')});
+            await d.tracks.ready;
+            return d.tracks.selectedTrack.frameCount; }""", src)
+        assert frames == FRAMES
+        served = page.request.get(f"{base}{src}").body()
+        assert Image.open(io.BytesIO(served)).n_frames == FRAMES
+        facts = page.locator("#detail-table").text_content()
+        for shown in ("17 frames at 8 fps", "7.25 s (source, 29.97 fps)", "0.5 – 2.5 s", "90°", "h264", "6.5",
+                      "a moving pattern number 3", "clip003"):
+            assert shown in facts, (shown, facts)
+        assert page.locator("#detail-table a[href='/clip/clip003']").count() == 1
+        assert page.locator("#detail-note").is_hidden()
+        shot(page, "browse-video-detail.jpg")
+        page.click("#close")
 
-            page.locator(".card[data-id='clip005']").click()  # no mp4 anywhere
-            page.locator("#detail-note").wait_for(state="visible")
-            assert "no preview: 'clip005' has no mp4 in" in page.locator("#detail-note").text_content()
-            assert "clip005" in page.locator("#detail-table").text_content()
-            page.click("#close")
+        page.locator(".card[data-id='clip005']").click()  # no mp4 anywhere
+        page.locator("#detail-note").wait_for(state="visible")
+        assert "no preview: 'clip005' has no mp4 in" in page.locator("#detail-note").text_content()
+        assert "clip005" in page.locator("#detail-table").text_content()
+        page.click("#close")
 
-            page.locator(".card[data-id='clip000']").click()  # an image-free page: nothing left from before
-            page.wait_for_function("document.querySelector('#detail-img').naturalWidth === 256")
-            assert page.locator("#detail-note").is_hidden()
-            browser.close()
-    finally:
-        stop(proc)
+        page.locator(".card[data-id='clip000']").click()  # an image-free page: nothing left from before
+        page.wait_for_function("document.querySelector('#detail-img').naturalWidth === 256")
+        assert page.locator("#detail-note").is_hidden()

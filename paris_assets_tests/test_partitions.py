@@ -6,13 +6,15 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey
 
 from paris_assets import parts
 from paris_assets.definitions import build_defs
 from paris_assets.lib.ingest.partitions import PARTS, part_key, part_rows, plan_parts
 from paris_assets.lib.ingest.sources import stable_id
-from paris_assets.settings import PROJECT_ROOT, parse_settings
+from paris_assets.settings import parse_settings
+
+from .builders import temp_instance
 
 PART = 24  # source rows per part
 
@@ -49,10 +51,7 @@ def grown(tmp_path_factory, demo_files):
     """40 images in parts of 24 (an exact copy at row 30 of the image at row 1), backfilled; then 20 images more,
     registered and backfilled with assign_to_existing."""
     root = tmp_path_factory.mktemp("parts")
-    home = root / "home"
-    home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-    instance = DagsterInstance.local_temp(str(home))
+    instance = temp_instance(root)
     images = root / "images"
     write_folder(images, demo_files, 40, copy_at=30)
 

@@ -1,7 +1,6 @@
 """raw_images and filtered_images materialised on the demo into a real (temporary) Dagster instance."""
 
 import io
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,9 @@ from PIL import Image
 
 from paris_assets.definitions import build_defs
 from paris_assets.lib.ingest.sources import SourceError, stable_id
-from paris_assets.settings import PROJECT_ROOT, parse_settings
+from paris_assets.settings import parse_settings
+
+from .builders import temp_instance
 
 
 def run(settings, instance, selection=None):
@@ -28,10 +29,7 @@ def demo_run(tmp_path_factory):
     settings = parse_settings({"data_dir": str(root / "data"), "source": {"kind": "demo", "demo_size": 64},
                                "ingest": {"processes": 1, "threads": 8, "samples_per_shard": 50},
                                "filter": {"processes": 2}}, base_dir=root)
-    home = root / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")  # the project's own instance settings
-    instance = DagsterInstance.local_temp(str(home))
+    instance = temp_instance(root)  # the project's own instance settings
     result = run(settings, instance)
     return settings, instance, result, root / "data"
 

@@ -12,9 +12,10 @@ import yaml
 from dagster import AssetKey, DagsterInstance
 
 from paris_assets.checks.gate import gate_verdict
-from paris_assets.definitions import build_defs
 from paris_assets.lib.outputs.tars import TarShardWriter
 from paris_assets.settings import PROJECT_ROOT, parse_settings
+
+from .builders import graph_runner, instance_home
 
 BEGIN, END = "# >>> team instance on PostgreSQL", "# <<< team instance on PostgreSQL"
 ASSETS = ["raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents",
@@ -37,15 +38,8 @@ def team_instance_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
-def instance_home(folder, text: str):
-    folder.mkdir()
-    (folder / "dagster.yaml").write_text(text)
-    return folder
-
-
 def run(instance, settings, selection=None):
-    job = build_defs(settings).resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(instance=instance, asset_selection=selection, raise_on_error=False)
+    return graph_runner(instance)(settings, selection)
 
 
 def refusals(result) -> dict:
@@ -92,8 +86,7 @@ def team(tmp_path_factory, postgres_server, demo_files):
         pg["refused"] = run(a, settings(root / "data", min_silhouette=0.99), TRAINING)
 
         shutil.copytree(root / "data", root / "sqlite_data")
-        lite = DagsterInstance.from_config(str(instance_home(root / "sqlite_home", (PROJECT_ROOT / "dagster.yaml")
-                                                             .read_text())))
+        lite = DagsterInstance.from_config(str(instance_home(root / "sqlite_home")))  # the project's, SQLite
         sqlite = {"good_cluster": run(lite, settings(root / "sqlite_data"), CLUSTER)}
         sqlite["good"] = verdict(lite, settings(root / "sqlite_data"))
         sqlite["bad_cluster"] = run(lite, settings(root / "sqlite_data", min_silhouette=0.99), CLUSTER)

@@ -10,16 +10,12 @@ test-artifacts/ (docs/screenshots/ in the README are made the same way, by `make
 
 import json
 import re
-import os
-import shutil
 import time
-import urllib.request
 
 import pytest
 
-from paris_assets.settings import PROJECT_ROOT
-
-from .web import browser_page, free_port, require_chromium, shot, start_dagster_dev, stop
+from .builders import (chromium_page, dagster_dev, dagster_site, graphql, latest_run, materialisations,
+                       require_chromium, shot, wait_for_run)
 
 ASSETS = {"raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents",
           "clip_image_embeddings", "quality_scores", "protected_images", "cluster_labels", "cluster_report",
@@ -32,35 +28,6 @@ CHECKS = {"clip_embeddings": {"clip_embeddings_valid"}, "dinov2_embeddings": {"d
                              "davies_bouldin_below_maximum", "largest_cluster_below_maximum"}}
 
 
-def graphql(base: str, query: str) -> dict:
-    request = urllib.request.Request(f"{base}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    return json.loads(urllib.request.urlopen(request, timeout=30).read())["data"]
-
-
-def latest_run(base: str) -> dict | None:
-    runs = graphql(base, "{ runsOrError { ... on Runs { results { runId status assetSelection { path } "
-                         "stepStats { stepKey status } } } } }")["runsOrError"]["results"]
-    return runs[0] if runs else None
-
-
-def wait_for_run(base: str, after: str | None, timeout: int = 600) -> dict:
-    """The first run other than `after`, once it has finished."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        run = latest_run(base)
-        if run and run["runId"] != after and run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
-            return run
-        time.sleep(2)
-    raise AssertionError(f"no run finished within {timeout} s")
-
-
-def materialisations(base: str, asset: str) -> int:
-    query = ('{ assetOrError(assetKey: {path: ["%s"]}) { ... on Asset { assetMaterializations(limit: 100) '
-             '{ runId } } } }' % asset)
-    return len(graphql(base, query)["assetOrError"]["assetMaterializations"])
-
-
 def check_description(base: str, asset: str, check: str) -> str:
     query = ('{ assetNodes { assetKey { path } assetChecksOrError { ... on AssetChecks { checks { name description } '
              '} } } }')
@@ -68,25 +35,20 @@ def check_description(base: str, asset: str, check: str) -> str:
     return next(c["description"] for c in node["assetChecksOrError"]["checks"] if c["name"] == check)
 
 
+def ui_settings(base: str) -> str:
+    return ("data_dir: data\nexecutor: in_process\nsource: {kind: demo, demo_size: 64}\n"
+            "ingest: {processes: 1, threads: 8}\nfilter: {processes: 1}\ncaptions: {source: alt_text}\n"
+            f"alerts: {{ui_base_url: '{base}'}}\n")
+
+
 @pytest.fixture(scope="module")
 def dagster_ui(tmp_path_factory):
+    """`dagster dev` over ui_settings in a temp folder and one chromium page, for the module's three tests (in
+    order: each acts on what the one before left)."""
     require_chromium()
-    root = tmp_path_factory.mktemp("ui")
-    (root / "home").mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", root / "home" / "dagster.yaml")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    (root / "paris.yaml").write_text(
-        "data_dir: data\nexecutor: in_process\nsource: {kind: demo, demo_size: 64}\n"
-        "ingest: {processes: 1, threads: 8}\nfilter: {processes: 1}\ncaptions: {source: alt_text}\n"
-        f"alerts: {{ui_base_url: '{base}'}}\n")
-    env = dict(os.environ, DAGSTER_HOME=str(root / "home"), PARIS_CONFIG=str(root / "paris.yaml"), HF_HUB_OFFLINE="1")
-    proc = start_dagster_dev(root, port, env)
-    try:
-        with browser_page() as page:
-            yield base, root, page
-    finally:
-        stop(proc)  # only the process this test started, by its PID
+    site = dagster_site(tmp_path_factory.mktemp("ui"), ui_settings)
+    with dagster_dev(site), chromium_page() as page:
+        yield site.base, site.root, page
 
 
 def test_materialise_everything_from_the_ui(dagster_ui):

@@ -2,8 +2,6 @@
 then "Materialize all" in the UI launches a backfill over every part, the daemon runs it (a run per part, then
 the fan-in), and every per-image asset has every part while the global steps have their one output."""
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -12,9 +10,7 @@ from paris_assets.assets.common import PER_PART
 from paris_assets.lib.ingest.partitions import part_rows
 from paris_assets.settings import PROJECT_ROOT
 
-from .test_ui import graphql
-from .web import browser_page, free_port, require_chromium, shot, start_dagster_dev, stop
-
+from .builders import chromium_page, dagster_dev, dagster_site, graphql, require_chromium, shot
 
 
 def backfills(base: str) -> list[dict]:
@@ -49,23 +45,17 @@ def parts_on_disk(root) -> list[str]:
 
 def test_backfill_every_part_from_the_ui(tmp_path):
     require_chromium()
-    (tmp_path / "home").mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "home" / "dagster.yaml")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    (tmp_path / "paris.yaml").write_text(
+    site = dagster_site(tmp_path, (
         "data_dir: data\nexecutor: in_process\nsource: {kind: demo, demo_size: 64}\n"
         "ingest: {processes: 1, threads: 8}\nfilter: {processes: 1}\ncaptions: {source: alt_text}\n"
-        "clustering: {k: 4}\nreport: {max_silhouette_drop: 1.0}\npartitions: {size: 100}\n")
-    env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"), PARIS_CONFIG=str(tmp_path / "paris.yaml"),
-               HF_HUB_OFFLINE="1")
-    registered = subprocess.run([sys.executable, "-m", "paris_assets.parts", "register"], env=env, cwd=PROJECT_ROOT,
-                                capture_output=True, text=True, timeout=300)
+        "clustering: {k: 4}\nreport: {max_silhouette_drop: 1.0}\npartitions: {size: 100}\n"))
+    base = site.base
+    registered = subprocess.run([sys.executable, "-m", "paris_assets.parts", "register"], env=site.env,
+                                cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert registered.returncode == 0, registered.stderr[-3000:]
     assert "added" in registered.stdout
-    proc = start_dagster_dev(tmp_path, port, env)
-    try:
-        with browser_page() as page:
+    with dagster_dev(site):
+        with chromium_page() as page:
             page.goto(f"{base}/asset-groups", wait_until="networkidle")
             page.get_by_text("embeddings", exact=True).last.wait_for(timeout=60_000)
             page.get_by_role("button", name="Materialize all").click()
@@ -95,5 +85,3 @@ def test_backfill_every_part_from_the_ui(tmp_path):
         assert len(pd.read_parquet(tmp_path / "data" / "filtered_images" / last / "kept.parquet")) == 0
         empty = np.load(tmp_path / "data" / "latents" / last / "latents.npy")
         assert empty.shape[0] == 0 and empty.ndim == 4
-    finally:
-        stop(proc)

@@ -3,37 +3,23 @@ all" clicked in Debian's chromium materialises the whole video graph (every asse
 latents check shows its clip reconstructions, and the shard browser started on the same data shows a clip's
 animated preview."""
 
-import os
-import shutil
-import sys
-
 import pytest
 
-from paris_assets.settings import PROJECT_ROOT
-
-from .test_ui import ASSETS, graphql, wait_for_run
-from .web import browser_page, free_port, require_chromium, shot, start, start_dagster_dev, stop
+from .builders import (browse_server, chromium_page, dagster_dev, dagster_site, graphql, require_chromium, shot,
+                       wait_for_run)
+from .test_ui import ASSETS
 
 
 @pytest.fixture(scope="module")
 def video_ui(tmp_path_factory):
     require_chromium()
-    root = tmp_path_factory.mktemp("ui_video")
-    (root / "home").mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", root / "home" / "dagster.yaml")
-    port = free_port()
-    (root / "paris.yaml").write_text(
+    site = dagster_site(tmp_path_factory.mktemp("ui_video"), (
         "media: video\ndata_dir: data\nexecutor: in_process\nsource: {kind: demo, demo_size: 16}\n"
         "ingest: {processes: 1, threads: 8}\nfilter: {processes: 1, image_size: 128}\n"
         "video: {scene_cuts: reject}\ncaptions: {source: alt_text}\nclustering: {k: 3}\n"
-        "shards: {heldout_fraction: 0.2, include_mp4: true}\n")
-    env = dict(os.environ, DAGSTER_HOME=str(root / "home"), PARIS_CONFIG=str(root / "paris.yaml"), HF_HUB_OFFLINE="1")
-    proc = start_dagster_dev(root, port, env)
-    try:
-        with browser_page() as page:
-            yield f"http://127.0.0.1:{port}", root, page
-    finally:
-        stop(proc)  # only the process this test started, by its PID
+        "shards: {heldout_fraction: 0.2, include_mp4: true}\n"))
+    with dagster_dev(site), chromium_page() as page:
+        yield site.base, site.root, page
 
 
 def test_the_video_graph_from_the_ui_and_a_clip_in_the_shard_browser(video_ui):
@@ -59,11 +45,8 @@ def test_the_video_graph_from_the_ui_and_a_clip_in_the_shard_browser(video_ui):
     shot(page, "ui-video-latents-reconstructions.jpg")
     page.keyboard.press("Escape")
 
-    port = free_port()
-    browser = start([sys.executable, "-m", "paris_assets.browse", "--data-dir", str(root / "data"), "--port", str(port),
-                     "--no-cache"], root / "browse.log", f"http://127.0.0.1:{port}/api/overview", dict(os.environ))
-    try:
-        page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+    with browse_server(root / "data", root / "browse.log", "--no-cache") as shards:
+        page.goto(f"{shards}/", wait_until="networkidle")
         page.locator(".card.clip").first.wait_for(timeout=30_000)
         assert "media video" in page.locator("#media").text_content()
         page.locator(".card.clip").first.click()
@@ -78,5 +61,3 @@ def test_the_video_graph_from_the_ui_and_a_clip_in_the_shard_browser(video_ui):
         assert frames == 17  # animated: the clip's frames, as the browser itself decodes them
         assert "17 frames at 8 fps" in page.locator("#detail-table").text_content()
         shot(page, "browse-video-demo-detail.jpg")
-    finally:
-        stop(browser)

@@ -10,13 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import webdataset as wds
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey
 
 from paris_assets.definitions import build_defs
 from paris_assets.lib.ingest.sources import stable_id
 from paris_assets.lib.video.decode import decode_clip
 from paris_assets.lib.demo.video import KEPT
-from paris_assets.settings import PROJECT_ROOT, parse_settings
+from paris_assets.settings import parse_settings
+
+from .builders import graph_runner, temp_instance
 
 UPSTREAM = ["raw_images", "filtered_images", "captions", "clip_embeddings", "dinov2_embeddings", "latents",
             "clip_image_embeddings", "quality_scores"]
@@ -28,10 +30,7 @@ SIZE = 128  # the clip side: a multiple of 8 for the VAE; x264 4:4:4 bytes are n
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     root = tmp_path_factory.mktemp("video_graph")
-    home = root / "home"
-    home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-    instance = DagsterInstance.local_temp(str(home))
+    instance = temp_instance(root)
 
     def settings(k=4, **report):
         return parse_settings({
@@ -41,10 +40,7 @@ def video(tmp_path_factory):
             "clustering": {"k": k}, "report": {"max_silhouette_drop": 1.0, **report},
             "shards": {"max_samples_per_shard": 6, "heldout_fraction": 0.1, "include_mp4": True}}, base_dir=root)
 
-    def run(s, selection=None, run_config=None):
-        return build_defs(s).resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=selection, run_config=run_config, raise_on_error=False)
-
+    run = graph_runner(instance)
     first = run(settings())
     return settings, run, instance, root / "data", first
 
@@ -176,10 +172,7 @@ def test_a_partitioned_video_folder_drops_a_copy_across_parts(tmp_path):
         src = clean.iloc[1 if i == 10 else i]
         shutil.copy(tmp_path / "demo" / "files" / src["name"], folder / f"{i:04d}.mp4")
         (folder / f"{i:04d}.txt").write_text(src["caption"])
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-    instance = DagsterInstance.local_temp(str(home))
+    instance = temp_instance(tmp_path)
     settings = parse_settings({
         "media": "video", "data_dir": str(tmp_path / "data"), "executor": "in_process",
         "source": {"kind": "video_folder", "path": str(folder)}, "ingest": {"processes": 1, "threads": 4},
