@@ -270,4 +270,72 @@ def test_an_asset_run_with_engine_ray_uses_it_and_says_so(ray_cluster, tmp_path_
     assert (meta["engine"].value, meta["workers"].value, meta["gpus"].value) == ("ray", 2, 2)
     assert set(meta["worker_devices"].value) <= {"0", "1"} and 1 <= meta["workers_used"].value <= 2
     assert meta["ray_address"].value == "local (started for the run)"
+    # execution.gpus_per_worker unset: one GPU each on a cluster that has GPUs, and the metadata says so
+    assert meta["gpus_per_worker"].value == 1
+    assert meta["gpus_per_worker_from"].value == "the cluster's 2 GPUs (execution.gpus_per_worker unset)"
     assert not list((root / "data" / ".staging").glob("dinov2_embeddings-chunks-*"))
+
+
+# A Ray started as a user trying it on a laptop would (no GPU), in a child process: this one's Ray has two logical GPUs.
+# The model is a toy (its module is the script itself, which Ray's pickler sends by value), loaded by the engine.
+NO_GPU_SCRIPT = """
+import json, sys, tempfile
+import numpy as np
+from paris_assets.engines import engine_for
+from paris_assets.engines.ray import _loopback_only
+from paris_assets.lib.run import stages
+from paris_assets.lib.store.chunks import ChunkStore
+from paris_assets.settings import parse_settings
+
+class Toy:
+    device = "cpu"
+    def preprocess(self, items):
+        return items
+
+class ToyLoader:
+    def prepare(self):
+        pass
+    def __call__(self):
+        return Toy()
+
+def rows(start, stop):
+    return list(range(start, stop))
+
+def forward(model, pre, offset):
+    return {"x": np.asarray(pre, np.int64) * 2}
+
+_loopback_only()
+import ray
+ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="paris-ray-"))
+out = {}
+for name, execution in (("unset", {}), ("explicit", {"gpus_per_worker": 1})):
+    engine = engine_for(parse_settings({"execution": {"engine": "ray", **execution}}).execution)
+    try:
+        with engine.model_pool(ToyLoader(), "toy", chunks=2, log=lambda m: None) as pool:
+            store = ChunkStore(f"{sys.argv[1]}/{name}", n_rows=8, chunk_size=4)
+            job = stages.BatchedJob(rows, stages._preprocess, forward, batch_size=2, threads=1)
+            stats = stages.run_batched(store, job, pool, lambda m: None, "toy")
+            out[name] = {**engine.metadata(stats), "x": store.load(1, "x").tolist()}
+    except RuntimeError as exc:
+        out[name] = str(exc)
+ray.shutdown()
+print(json.dumps(out))
+"""
+
+
+def test_on_a_cluster_without_gpus_model_workers_default_to_cpu_workers(tmp_path):
+    """Issue 25 item 7: execution.gpus_per_worker unset on a Ray without GPUs (ray.init(num_cpus=2)) runs CPU
+    workers and says so in the metadata; an explicit 1 is kept, and refused there with what to set."""
+    import json
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", NO_GPU_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    unset = out["unset"]
+    assert (unset["engine"], unset["gpus_per_worker"], unset["gpus"], unset["workers"]) == ("ray", 0, 0, 2)
+    assert unset["gpus_per_worker_from"] == "the cluster's 0 GPUs (execution.gpus_per_worker unset)"
+    assert unset["x"] == [8, 10, 12, 14]  # chunk 1 (rows 4-7), doubled by a CPU worker
+    assert "the Ray cluster has 0 GPUs for workers of 1 GPU each" in out["explicit"]
+    assert "execution.gpus_per_worker: 0" in out["explicit"]
