@@ -99,8 +99,8 @@ def build_model(settings: Settings, role: str):
 
 
 def load_model(settings: Settings, role: str):
-    """The role's model, built and loaded where this runs. What a Ray worker calls (execution.engine: ray):
-    module-level, so a partial of it pickles by name, and its module imports no Dagster into the workers."""
+    """The role's model, built and loaded where this runs. What a model worker calls (engines/loader.py, under the
+    ray engine): its module imports no Dagster into the workers."""
     return build_model(settings, role).load()
 
 
