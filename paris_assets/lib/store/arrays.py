@@ -16,177 +16,31 @@ nothing keeps a file mapping, or its resident pages, alive.
 Why not memory maps locally: on these machines 4,096 random rows of a sparse 11M x 1024 float16 array took
 0.9-13.8 s through per-chunk `np.load(mmap_mode="r")` (a page fault and a read-around per row) and 0.07-0.12 s
 through `pread`; the bytes read and the memory held are the same or less.
+
+The format (index.json, chunk names, npy headers) is array_format.py's, the writing array_writer.py's; this
+module reads, and selects rows of what it reads.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import fsspec
 import numpy as np
 
-from .chunks import ChunkStore
+from .array_format import FORMAT, HEAD_BYTES, INDEX, VERSION, chunk_file, first_bytes, parse_header, read_header
+from .array_writer import ChunkedArrayWriter, link_chunk_store
 from .storage import is_local, local_path
 
-FORMAT, VERSION = "paris-chunked-array", 1
-INDEX = "index.json"
-HEAD_BYTES = 512  # a first read of a chunk's npy header; numpy's headers for plain dtypes are 128 bytes
+# the names this module offered before the format and the writer had their own modules
+__all__ = ["COALESCE_BYTES", "FORMAT", "HEAD_BYTES", "INDEX", "VERSION", "ChunkedArray", "ChunkedArrayWriter",
+           "RowSelection", "chunk_file", "concat_arrays", "is_chunked", "link_chunk_store", "open_array",
+           "open_named", "open_npy", "parse_header", "read_header", "select_rows"]
+
 COALESCE_BYTES = 64 * 1024  # two row runs of a chunk closer than this are fetched as one range (one request)
-
-
-def chunk_file(i: int) -> str:
-    return f"chunk-{i:06d}.npy"
-
-
-# --- writing -----------------------------------------------------------------------------------------------
-
-
-class ChunkedArrayWriter:
-    """Builds a chunked array in a local folder. Chunk i holds rows [i * chunk_rows, (i + 1) * chunk_rows); every
-    chunk but the last is full. Each chunk appears atomically (written under a temporary name, then renamed), so
-    a writer killed part-way leaves whole chunks only, and `done(i)` tells a resumed run what is left to do.
-    `finish()` checks the chunks agree and writes index.json, which is what makes the folder an array."""
-
-    def __init__(self, folder: str | Path, chunk_rows: int):
-        if chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
-        self.folder, self.chunk_rows = Path(folder), chunk_rows
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._pending: list[np.ndarray] = []  # rows appended but not yet a full chunk
-        self._appended = 0
-
-    def path(self, i: int) -> Path:
-        return self.folder / chunk_file(i)
-
-    def done(self, i: int) -> bool:
-        return self.path(i).exists()
-
-    def write_chunk(self, i: int, rows: np.ndarray) -> None:
-        """Write chunk i whole, atomically."""
-        with self.chunk(i, len(rows), rows.dtype, rows.shape[1:]) as out:
-            out[:] = rows
-
-    @contextmanager
-    def chunk(self, i: int, n_rows: int, dtype, row_shape: tuple[int, ...] = ()) -> Iterator[np.ndarray]:
-        """Chunk i as a writable memory map to fill batch by batch (a 121 MB chunk of CLIP tokens need not be in
-        memory at once); it takes its name only when the block exits without an exception."""
-        if n_rows > self.chunk_rows or n_rows < 1:
-            raise ValueError(f"chunk {i}: {n_rows} rows; a chunk holds 1 to {self.chunk_rows}")
-        tmp = self.folder / f".{chunk_file(i)}.{uuid.uuid4().hex}.tmp"  # unique: writers of one chunk never share it
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(n_rows, *row_shape))
-        try:
-            yield out
-            out.flush()
-            del out
-            os.replace(tmp, self.path(i))
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def append(self, rows: np.ndarray) -> None:
-        """Add rows after those appended before, writing each chunk as soon as it is full (one chunk of rows held
-        at most). For producers whose batches do not line up with chunks."""
-        self._pending.append(np.asarray(rows))
-        self._appended += len(rows)
-        held = sum(len(p) for p in self._pending)
-        while held >= self.chunk_rows:
-            block = np.concatenate(self._pending)
-            self.write_chunk((self._appended - held) // self.chunk_rows, block[:self.chunk_rows])
-            self._pending, held = [block[self.chunk_rows:]], held - self.chunk_rows
-
-    def finish(self, n_rows: int | None = None, dtype=None, row_shape: tuple[int, ...] = ()) -> dict:
-        """Write what `append` still holds, check the chunks (numbered 0..n-1 without a gap, all full but the
-        last, one dtype and row shape, `n_rows` rows in all when given) and write index.json; returns the index.
-        An array of no rows has no chunk: give its `dtype` (and `row_shape`)."""
-        held = sum(len(p) for p in self._pending)
-        if held:
-            self.write_chunk((self._appended - held) // self.chunk_rows, np.concatenate(self._pending))
-        self._pending = []
-        files = sorted(p.name for p in self.folder.glob("chunk-*.npy"))
-        if files != [chunk_file(i) for i in range(len(files))]:
-            raise ValueError(f"{self.folder}: chunks are not numbered 0..{len(files) - 1} without a gap: {files[:5]}...")
-        chunks, start, kind = [], 0, None  # kind: (dtype, row shape) of chunk 0, which every chunk must share
-        for i, name in enumerate(files):
-            shape, chunk_dtype, _offset = read_header(self.folder / name)
-            if kind is not None and (chunk_dtype, shape[1:]) != kind:
-                raise ValueError(f"{self.folder / name}: {chunk_dtype} rows of {shape[1:]}, chunk 0 holds {kind}")
-            kind = (chunk_dtype, shape[1:])
-            if i < len(files) - 1 and shape[0] != self.chunk_rows:
-                raise ValueError(f"{self.folder / name}: {shape[0]} rows; every chunk but the last holds "
-                                 f"{self.chunk_rows}")
-            chunks.append({"file": name, "start": start, "stop": start + shape[0],
-                           "bytes": (self.folder / name).stat().st_size})
-            start += shape[0]
-        if kind is None and dtype is None:
-            raise ValueError(f"{self.folder}: no chunk, so no dtype: pass finish(dtype=...) for an empty array")
-        dtype, row_shape = kind or (np.dtype(dtype), tuple(row_shape))
-        if n_rows is not None and start != n_rows:
-            raise ValueError(f"{self.folder}: the chunks hold {start} rows, expected {n_rows}")
-        index = {"format": FORMAT, "version": VERSION, "dtype": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                 "shape": [start, *row_shape], "chunk_rows": self.chunk_rows, "chunks": chunks}
-        tmp = self.folder / f".{INDEX}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(index, indent=1))
-        os.replace(tmp, self.folder / INDEX)
-        return index
-
-
-def link_chunk_store(store: ChunkStore, name: str, folder: str | Path) -> dict:
-    """The chunked array `name` of a finished ChunkStore (`chunk-NNNNNN.<name>.npy`), as an array folder: each
-    chunk file hard-linked into `folder` under its array name, no byte copied and nothing assembled. The store
-    keeps its own links (a resumed run still finds its chunks) until it is removed. Returns the index."""
-    writer = ChunkedArrayWriter(folder, store.chunk_size)
-    for i in range(store.n_chunks):
-        source = store.folder / f"chunk-{i:06d}.{name}.npy"
-        if not store.done(i) or not source.exists():
-            raise ValueError(f"{store.folder}: chunk {i} of {name!r} is not finished; run every chunk first")
-        writer.path(i).unlink(missing_ok=True)
-        os.link(source, writer.path(i))  # same filesystem: both live in the data root's staging folder
-    return writer.finish(n_rows=store.n_rows)
-
-
-# --- reading -----------------------------------------------------------------------------------------------
-
-
-def read_header(path: str | Path, fs=None) -> tuple[tuple[int, ...], np.dtype, int]:
-    """(shape, dtype, offset of the data) of a C-ordered .npy file, from its first bytes only."""
-    if fs is None:
-        with open(path, "rb") as fh:
-            head = fh.read(HEAD_BYTES)
-    else:
-        head = fs.cat_file(path, start=0, end=HEAD_BYTES)
-    return parse_header(head, lambda end: fs.cat_file(path, start=0, end=end) if fs else _first_bytes(path, end),
-                        str(path))
-
-
-def _first_bytes(path: str | Path, n: int) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read(n)
-
-
-def parse_header(head: bytes, more, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Parse an npy header from its first bytes; `more(n)` returns the first n bytes when the header is longer."""
-    fh = io.BytesIO(head)
-    try:
-        major, _minor = np.lib.format.read_magic(fh)
-    except ValueError as exc:
-        raise ValueError(f"{name} is not a .npy file: {exc}") from None
-    length_bytes = 2 if major == 1 else 4
-    needed = 8 + length_bytes + int.from_bytes(head[8:8 + length_bytes], "little")
-    if needed > len(head):
-        fh = io.BytesIO(more(needed))
-        np.lib.format.read_magic(fh)
-    reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = reader(fh)
-    if fortran and len(shape) > 1:
-        raise ValueError(f"{name} is Fortran-ordered: rows are not contiguous; save it C-ordered")
-    if dtype.hasobject:
-        raise ValueError(f"{name} holds Python objects: arrays here are plain numbers or fixed-width text")
-    return tuple(shape), dtype, fh.tell()
 
 
 class ChunkedArray:
@@ -333,11 +187,11 @@ class ChunkedArray:
             return
         paths = [self._path(c) for c in todo]
         if self.fs is None:
-            heads = [_first_bytes(p, HEAD_BYTES) for p in paths]
+            heads = [first_bytes(p, HEAD_BYTES) for p in paths]
         else:
             heads = self.fs.cat_ranges(paths, [0] * len(todo), [HEAD_BYTES] * len(todo), on_error="raise")
         for c, path, head in zip(todo, paths, heads):
-            more = (lambda end, p=path: _first_bytes(p, end)) if self.fs is None else \
+            more = (lambda end, p=path: first_bytes(p, end)) if self.fs is None else \
                 (lambda end, p=path: self.fs.cat_file(p, start=0, end=end))
             shape, dtype, offset = parse_header(head, more, path)
             rows = int(self.bounds[c + 1] - self.bounds[c])
