@@ -183,10 +183,12 @@ class VideoSettings(_Section):
 
 class SemDedupSettings(_Section):
     """SemDeDup (Abbas et al. 2023): inside each fine k-means cluster of the clustering's first stage, images
-    whose embeddings have cosine similarity above 1 - eps are one group; the one closest to its fine centroid is
-    kept. Off by default."""
+    whose embeddings have cosine similarity above 1 - eps are duplicates. `keep: paper` keeps the one farthest
+    from its fine centroid and drops a row near any earlier one (the paper's rule); `keep: nearest_centroid` keeps
+    the one closest to it, and only kept rows drop others (lib/dedup/semdedup.py). Off by default."""
     enabled: bool = False
     eps: float = Field(0.05, gt=0, lt=1)  # duplicates: cosine similarity > 1 - eps
+    keep: Literal["paper", "nearest_centroid"] = "paper"  # paper: as facebookresearch/SemDeDup, to compare eps tables
     embedding: Literal["dinov2", "clip_image"] = "dinov2"  # which features are compared (fine clusters: DINOv2's)
     eps_table: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)  # eps values whose removed fraction is reported
 

@@ -149,13 +149,15 @@ def _semdedup(pruning: Pruning, settings: Settings, k: int, features: dict, filt
     fine_labels, _ = assign(dino, fine)
     x = dino if sd.embedding == "dinov2" else select_rows(features["clip_image"], pruning.rows)
     centroids = fine if sd.embedding == "dinov2" else _centroids_of(x, fine_labels, len(fine))
-    table = eps_table(x, fine_labels, centroids, sorted(set(sd.eps_table) | {sd.eps}))
-    result = semdedup(x, fine_labels, centroids, sd.eps)
+    table = eps_table(x, fine_labels, centroids, sorted(set(sd.eps_table) | {sd.eps}), keep=sd.keep)
+    result = semdedup(x, fine_labels, centroids, sd.eps, keep=sd.keep)
     ids = pruning.image_ids[pruning.rows]
     pairs = list(zip(pruning.rows[result.removed], pruning.rows[result.partner]))
+    why = "farther from" if sd.keep == "paper" else "closer to"
     grid = _pairs_grid(filtered_images, pairs[:8], out / "semdedup_pairs.png")
     pruning.drop(result.removed, "semantic_duplicate",
-                 [f"{sd.embedding} cosine {v:.3f} to {ids[p]} (kept: closer to its fine centroid)"
+                 [f"{sd.embedding} cosine {v:.3f} to {ids[p]} "
+                  + (f"(kept: {why} its fine centroid)" if result.keep[p] else "(itself removed: a chain)")
                   for p, v in zip(result.partner, result.similarity)])
     rows = "\n".join(f"| {e:g} | {n:,} | {f:.4f} |" for e, n, f in table)
     coarse_reuses = fine if c.method == "hierarchical" else None
@@ -173,14 +175,15 @@ def _centroids_of(x, labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def _pairs_grid(filtered_images, pairs: list, path) -> str | None:
-    """Removed images on top, each above the kept partner that removed it; saved beside the labels and inlined."""
+    """Removed images on top, each above the partner it duplicates; saved beside the labels and inlined."""
     if not pairs:
         return None
     kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
     removed, partners = (decode_crops(read_crop_rows(filtered_images.url(""), kept, [int(p[i]) for p in pairs]))
                          for i in (0, 1))
     path.write_bytes(side_by_side_png(removed, partners))
-    return "removed (top) above the kept partner (below)\n\n" + inline_jpeg(path.read_bytes(), "SemDeDup pairs")
+    return ("removed (top) above the partner it duplicates (below)\n\n"
+            + inline_jpeg(path.read_bytes(), "SemDeDup pairs"))
 
 
 def build_cluster_report(settings: Settings) -> AssetsDefinition:
