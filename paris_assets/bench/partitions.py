@@ -40,7 +40,8 @@ from ..lib.images.filtering import fan_in_duplicates, filter_raw_folder
 from ..lib.images.units import FilterParams
 from ..lib.store.processes import peak_rss_mb
 from .partition_inputs import build_synthetic, ensure_inputs, write_raw_folder
-from .partition_inputs import recipe  # noqa: F401  (importable from here, as before)
+from .partition_inputs import (  # noqa: F401  (importable from here, as before)
+    BASES, FIRST_PLAIN, SHARES, bases, placeholder_tile, recipe, row_jpeg, row_kind, row_pixels, row_source)
 
 FAN_IN_COLUMNS = ["image_id", "phash", "sha256", "original_width", "original_height"]
 
