@@ -130,7 +130,7 @@ import json, os, signal, sys
 import s3fs
 import torch
 
-from paris_assets.lib import storage
+from paris_assets.lib.store import storage
 from paris_assets.lib.outputs.shard_index import CropLookup, build_index, read_image, shard_health
 from paris_assets.loaders import expert_dataset, router_dataset
 
