@@ -6,8 +6,7 @@ from dagster import AssetSelection, Definitions, define_asset_job
 
 from .assets.clustering import build_cluster_labels, build_cluster_report
 from .assets.common import PER_PART
-from .assets.embeddings import (build_captions, build_clip_embeddings, build_clip_image_embeddings,
-                                build_dinov2_embeddings, build_latents)
+from .assets.embeddings import build_model_assets
 from .assets.filtered_images import build_filtered_images
 from .assets.quality import build_protected_images, build_quality_scores
 from .assets.raw_images import build_raw_images
@@ -25,10 +24,8 @@ def build_defs(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     root = settings.data_root
     return Definitions(
-        assets=[build_raw_images(settings), build_filtered_images(settings), build_captions(settings),
-                build_clip_embeddings(settings), build_dinov2_embeddings(settings), build_latents(settings),
-                build_clip_image_embeddings(settings), build_quality_scores(settings),
-                build_protected_images(settings),
+        assets=[build_raw_images(settings), build_filtered_images(settings), *build_model_assets(settings),
+                build_quality_scores(settings), build_protected_images(settings),
                 build_cluster_labels(settings), build_cluster_report(settings), build_expert_shards(settings),
                 build_router_pairs(settings)],
         asset_checks=build_embedding_checks(settings) + build_cluster_checks(settings) + build_training_checks(settings),

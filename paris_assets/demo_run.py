@@ -9,6 +9,7 @@ import time
 from dagster import DagsterInstance
 
 from .definitions import build_defs
+from .media import media_for
 from .settings import load_settings
 
 
@@ -37,7 +38,7 @@ def main() -> int:
             check = event.event_specific_data
             step = f"{check.asset_key.to_user_string()}_{check.check_name}"
             print(f"  check {check.check_name:<34} {took.get(step, 0):5.1f} s  {'passed' if check.passed else 'FAILED'}")
-    media = " MEDIA=video" if settings.media == "video" else ""
+    media = media_for(settings).make_args
     print(f"\ndata under {settings.data_root}; open the UI with `make ui{media}`, then http://127.0.0.1:3000;"
           f" browse the shards with `make browse{media}`, then http://127.0.0.1:8765")
     return 0 if result.success else 1

@@ -22,12 +22,14 @@ from .assets.common import PER_PART, demo_dir
 from .definitions import FAN_IN, build_defs
 from .lib.ingest.download import count_source_rows
 from .lib.ingest.partitions import PARTS, plan_parts, sorted_parts
+from .media import media_for
 from .settings import Settings, SettingsError, load_settings
 
 
 def register(settings: Settings, instance: DagsterInstance, log=print) -> list[str]:
     """Add the source plan's new parts to the instance; returns every registered part, in row order."""
-    rows = count_source_rows(settings.resolved_source, str(demo_dir(settings)), settings.seed, log, media=settings.media)
+    rows = count_source_rows(settings.resolved_source, str(demo_dir(settings)), settings.seed, log,
+                             demo=media_for(settings).demo)
     registered = instance.get_dynamic_partitions(PARTS)
     new = plan_parts(rows, settings.partitions.size, registered)
     if new:

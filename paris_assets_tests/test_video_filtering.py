@@ -230,8 +230,7 @@ def test_a_webdataset_source_of_mp4_tars_is_indexed_in_place_and_filtered(run, t
             writer.write(f"{i:06d}", {"mp4": (root / "demo" / "files" / row["name"]).read_bytes(),
                                       "txt": f"clip number {i}".encode()})
     settings = parse_settings({"media": "video", "source": {"kind": "webdataset", "path": str(tmp_path / "*.tar")}})
-    stats = ingest(settings.resolved_source, settings.ingest, str(tmp_path / "raw"), seed=0, log=lambda m: None,
-                   media="video")
+    stats = ingest(settings.resolved_source, settings.ingest, str(tmp_path / "raw"), seed=0, log=lambda m: None)
     assert (stats["requested"], stats["downloaded"]) == (5, 5)
     assert not list((tmp_path / "raw").glob("*.tar"))  # read in place
     result = filter_video_folder(str(tmp_path / "raw"), str(tmp_path / "out"), PARAMS, PRE, log=lambda m: None)

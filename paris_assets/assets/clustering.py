@@ -10,7 +10,7 @@ from ..lib.clustering.kmeans import Clustering, assign, cluster, fine_stage, tra
 from ..lib.clustering.report import make_report
 from ..lib.dedup.protected import embedding_matches, phash_matches
 from ..lib.dedup.semdedup import eps_table, semdedup
-from ..lib.images.filtering import fan_in_duplicates, hex_to_u64
+from ..lib.images.filtering import hex_to_u64
 from ..lib.outputs.shards import heldout_mask
 from ..lib.outputs.validation import inline_jpeg, side_by_side_png
 from ..lib.quality.pruning import Pruning, nearest_per_row
@@ -18,6 +18,7 @@ from ..lib.quality.signals import quality_drops
 from ..lib.run.crops import decode_crops, read_crop_rows
 from ..lib.store import storage
 from ..lib.store.arrays import select_rows
+from ..media import media_for
 from ..settings import TINY_FEATURES_NOTE, Settings
 from .common import code_version, counts_table, md_escape, preview, settings_metadata, staging
 
@@ -49,7 +50,7 @@ def build_cluster_labels(settings: Settings) -> AssetsDefinition:
         pruning = Pruning(ids)
         parts = {}
         if isinstance(filtered_images, AssetParts):
-            rows, duplicates = _fan_in(settings, filtered_images)
+            rows, duplicates = media_for(settings).fan_in(lambda col: filtered_images.column("kept", col))
             pruning = Pruning(ids, rows)
             pruning.record(duplicates)
             parts = {"parts": len(filtered_images.keys), "duplicates_across_parts": len(duplicates)}
@@ -230,19 +231,6 @@ def build_cluster_report(settings: Settings) -> AssetsDefinition:
 
 
 DEFAULT_MIN_SIMILARITY = 0.95  # quality.protected.min_similarity with real models: SemDeDup's duplicates are this close
-FAN_IN_COLUMNS = ("image_id", "phash", "sha256", "original_width", "original_height")
-
-
-def _fan_in(settings: Settings, filtered_images: AssetParts):
-    """Duplicates across parts: by the image pHash, or with media: video by the three keyframe pHashes."""
-    if settings.media == "video":
-        from ..lib.video.filtering import fan_in_video_duplicates
-
-        columns = (*FAN_IN_COLUMNS, "phash_middle", "phash_last")
-        return fan_in_video_duplicates({col: filtered_images.column("kept", col) for col in columns},
-                                       settings.video.phash_max_distance)
-    return fan_in_duplicates({col: filtered_images.column("kept", col) for col in FAN_IN_COLUMNS},
-                             settings.filter.phash_max_distance)
 
 
 def _previous_centroids(settings: Settings, k: int) -> tuple[np.ndarray, np.ndarray] | None:

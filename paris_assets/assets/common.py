@@ -10,6 +10,7 @@ from dagster import DynamicPartitionsDefinition, MetadataValue
 
 from ..lib.ingest.partitions import PARTS
 from ..lib.store import storage
+from ..media import media_for
 from ..models.profiles import model_fingerprint
 from ..settings import Settings
 
@@ -48,32 +49,17 @@ SHAPED_BY = {
 }
 
 
-# media: video adds these (the video flavour's own code versions and settings); an image graph never sees them.
-VIDEO_CODE_VERSIONS = {"raw_images": "v1", "filtered_images": "v1", "clip_embeddings": "v1", "dinov2_embeddings": "v1",
-                       "latents": "v1", "clip_image_embeddings": "v1", "expert_shards": "v1", "router_pairs": "v1"}
-VIDEO_SHAPED_BY = {
-    "filtered_images": ("video",),
-    "clip_embeddings": ("models.t5_encoder_id", "models.t5_encoder_revision"),
-    "dinov2_embeddings": ("video.embed_frames",),
-    "clip_image_embeddings": ("video.embed_frames",),
-    "latents": ("models.video_latent_encoder_id", "models.video_latent_encoder_revision", "video.num_frames"),
-    "expert_shards": ("shards.include_mp4",),
-}
-
-
 def shaped_by(settings: Settings, asset: str) -> tuple[str, ...]:
     """The settings `asset`'s output depends on under these settings' media."""
-    if settings.media == "video":
-        return ("media", *SHAPED_BY[asset], *VIDEO_SHAPED_BY.get(asset, ()))
-    return SHAPED_BY[asset]
+    return media_for(settings).shaped_by(asset, SHAPED_BY[asset])
 
 
 def code_version(settings: Settings, asset: str) -> str:
     """CODE_VERSIONS, the settings in SHAPED_BY and, for a model asset, the model's resolved commit, device type
     and dtype: changing any of them marks the asset Unsynced."""
-    code = CODE_VERSIONS[asset] + (VIDEO_CODE_VERSIONS.get(asset, "") if settings.media == "video" else "")
-    version = f"{code}-{settings.fingerprint(*shaped_by(settings, asset))}"
-    model = model_fingerprint(settings, asset)
+    media = media_for(settings)
+    version = f"{CODE_VERSIONS[asset]}{media.code_version(asset)}-{settings.fingerprint(*shaped_by(settings, asset))}"
+    model = model_fingerprint(settings, asset, media.roles(asset))
     return f"{version}-{model}" if model else version
 
 
@@ -101,43 +87,6 @@ def parts_def(settings: Settings) -> DynamicPartitionsDefinition | None:
 def part_of(context) -> str | None:
     """The source part this step computes, or None for an unpartitioned asset."""
     return context.partition_key if context.has_partition_key else None
-
-
-# media: video: what each asset holds instead (the image docstrings describe the image graph)
-VIDEO_DESCRIPTIONS = {
-    "raw_images": "The source's videos, as downloaded (media: video): WebDataset tars with the original bytes "
-                  "(img2dataset does not re-encode), plus samples.parquet (one row per source item: metadata, "
-                  "download status, shard and key). The demo: a few hundred seeded clips in eight motion themes plus "
-                  "planted bad files, served from 127.0.0.1.",
-    "filtered_images": "The clips fit to train on (media: video): each video decoded once (PyAV), refused with a "
-                       "reason (undecodable, truncated, too_short, too_small, static, scene_cut, near duplicates by "
-                       "keyframe pHash), resampled to video.fps, video.num_frames (4k+1) frames, rotation applied, "
-                       "centre-cropped to filter.image_size. kept.parquet (one row per clip, with its facts), "
-                       "rejected.parquet and crops/ (each clip as an H.264 mp4 that every later stage decodes).",
-    "captions": "One caption per kept clip: the source text (alt text / provided captions; media: video does not re-"
-                "caption). captions.parquet: image_id, caption, alt_text, caption_source.",
-    "clip_embeddings": "The captions' text embeddings (media: video): CLIP ViT-L/14 tokens/ (N, 77, 768) and pooled/ "
-                       "(N, 768) float16 as for images, plus T5-v1.1-XXL t5_tokens/ (N, 226, 4096) float16 (zeros at "
-                       "padding) and t5_mask/ (N, 226) bool, what Paris 2.0's experts condition on; image_ids.npy.",
-    "dinov2_embeddings": "DINOv2 features of each kept clip's first frame (or the mean over three keyframes: "
-                         "video.embed_frames), what the clustering reads and the router may: embeddings/ (N, 1024) "
-                         "float32, L2-normalised; image_ids.npy.",
-    "latents": "HunyuanVideo causal VAE latents of the kept clips, what the video experts train on: latents/ (N, 16, "
-               "(T-1)/4+1, S/8, S/8) float16, already scaled by the VAE's scaling_factor (0.476986); image_ids.npy.",
-    "clip_image_embeddings": "CLIP ViT-L/14 image embeddings of each kept clip's first frame (or keyframe mean: "
-                             "video.embed_frames): embeddings/ (N, 768) float16, L2-normalised; what the aesthetic "
-                             "and NSFW heads read; image_ids.npy.",
-}
-
-
-def kinds(settings: Settings, base: set[str]) -> set[str]:
-    """An asset's kinds, with `video` added when it holds clips."""
-    return base | {"video"} if settings.media == "video" else base
-
-
-def media_description(settings: Settings, asset: str) -> str | None:
-    """The asset's description for video (None: its docstring, which describes the image graph)."""
-    return VIDEO_DESCRIPTIONS.get(asset) if settings.media == "video" else None
 
 
 def settings_metadata(settings: Settings, asset: str) -> MetadataValue:

@@ -2,7 +2,9 @@
 the kept images (or captions) in resumable chunks, in the `gpu` pool, in this process or on Ray workers
 (the engine the execution settings name, engines/)."""
 
-from typing import ContextManager
+import inspect
+from dataclasses import dataclass
+from typing import Callable, ContextManager
 
 import numpy as np
 import pandas as pd
@@ -14,9 +16,10 @@ from ..lib.run import stages
 from ..lib.store import storage
 from ..lib.store.arrays import open_array
 from ..lib.store.chunks import ChunkStore, work_key
-from ..models.profiles import expected_shapes, latent_role, model_metadata
+from ..media import Media, media_for
+from ..models.profiles import model_metadata
 from ..settings import Settings
-from .common import code_version, kinds, media_description, part_of, parts_def, preview, settings_metadata, staging
+from .common import code_version, part_of, parts_def, preview, settings_metadata, staging
 
 
 def _store(settings: Settings, asset_name: str, upstream: AssetFolder, model, n_rows: int,
@@ -62,23 +65,15 @@ def _run(context, settings: Settings, asset_name: str, role: str, upstream: Asse
     return out, stats
 
 
-# what each model asset holds per image: (array name, expected_shapes key, dtype)
-ARRAYS = {"clip_embeddings": (("tokens", "clip_tokens", np.float16), ("pooled", "clip_pooled", np.float16)),
-          "dinov2_embeddings": (("embeddings", "dinov2", np.float32),),
-          "latents": (("latents", "latents", np.float16),),
-          "clip_image_embeddings": (("embeddings", "clip_image", np.float16),)}
-VIDEO_ARRAYS = {"clip_embeddings": (("t5_tokens", "t5_tokens", np.float16), ("t5_mask", "t5_mask", np.bool_))}
-
-
 def empty_output(settings: Settings, asset_name: str, out):
     """The asset's files with no row: what a part without kept images holds, so the fan-in reads it like any."""
     np.save(out / "image_ids.npy", np.empty(0, dtype="<U1"))
     if asset_name == "captions":
         stages.captions_table(pd.DataFrame({"image_id": [], "alt_text": []}), []).to_parquet(
             out / "captions.parquet", index=False)
-    shapes = expected_shapes(settings) if asset_name in ARRAYS else {}
-    video = VIDEO_ARRAYS.get(asset_name, ()) if settings.media == "video" else ()
-    for name, key, dtype in (*ARRAYS.get(asset_name, ()), *video):
+    arrays = media_for(settings).arrays(asset_name)
+    shapes = media_for(settings).expected_shapes() if arrays else {}
+    for name, key, dtype in arrays:
         np.save(out / f"{name}.npy", np.empty((0, *shapes[key]), dtype))
     return out
 
@@ -107,105 +102,120 @@ def t5_lengths(mask, block: int = 1 << 20) -> dict:
             "t5_tokens_max": int(real.max()), "t5_truncated": int((real == mask.shape[1]).sum())}
 
 
-def _frames(settings: Settings) -> str | None:
-    """What an image model sees of a clip (media: video), or None for images."""
-    return settings.video.embed_frames if settings.media == "video" else None
+# the stage each text role runs in clip_embeddings, and what it adds to the metadata beside the first role's
+TEXT_STAGES = {"text_encoder": stages.encode_texts, "t5_encoder": stages.encode_t5}
+TEXT_METADATA = {"t5_encoder": lambda out: t5_lengths(open_array(str(out / "t5_mask")))}
 
 
-def build_captions(settings: Settings) -> AssetsDefinition:
-    @asset(group_name="embeddings", kinds=kinds(settings, {"pytorch", "parquet"}), io_manager_key="tables_io",
-           description=media_description(settings, "captions"), pool="gpu",
-           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "captions"),
-           partitions_def=parts_def(settings))
-    def captions(context: AssetExecutionContext, filtered_images: AssetFolder):
-        """One caption per kept image: BLIP-2 re-captions (empty ones fall back to the alt text), or the alt text
-        itself (captions.source). captions.parquet: image_id, caption, alt_text, caption_source."""
-        kept = filtered_images.table("kept")
-        if settings.captions.source == "alt_text":
-            table = stages.captions_table(kept, None)
-            context.add_output_metadata({"caption_source": "alt_text", "rows": len(table),
-                                         "preview": preview(table), "settings": settings_metadata(settings, "captions")})
-            return {"captions": table}  # the tables IO manager writes captions.parquet
-        out, stats = _run(context, settings, "captions", "captioner", filtered_images, kept, stages.caption_images,
-                          settings.models.caption_batch_size, crops_url=filtered_images.url(""))
-        table = pd.read_parquet(out / "captions.parquet")
-        context.add_output_metadata({"caption_source": "blip2", "fallback_to_alt_text": stats.get("fallback_to_alt_text", 0),
-                                     "preview": preview(table)})
-        return out
-
-    return captions
+def _captions(context: AssetExecutionContext, settings: Settings, media: Media, filtered_images: AssetFolder):
+    """One caption per kept image: BLIP-2 re-captions (empty ones fall back to the alt text), or the alt text
+    itself (captions.source). captions.parquet: image_id, caption, alt_text, caption_source."""
+    kept = filtered_images.table("kept")
+    if settings.captions.source == "alt_text":
+        table = stages.captions_table(kept, None)
+        context.add_output_metadata({"caption_source": "alt_text", "rows": len(table),
+                                     "preview": preview(table), "settings": settings_metadata(settings, "captions")})
+        return {"captions": table}  # the tables IO manager writes captions.parquet
+    out, stats = _run(context, settings, "captions", media.roles("captions")[0], filtered_images, kept,
+                      stages.caption_images, settings.models.caption_batch_size, crops_url=filtered_images.url(""))
+    table = pd.read_parquet(out / "captions.parquet")
+    context.add_output_metadata({"caption_source": "blip2", "fallback_to_alt_text": stats.get("fallback_to_alt_text", 0),
+                                 "preview": preview(table)})
+    return out
 
 
-def build_clip_embeddings(settings: Settings) -> AssetsDefinition:
-    @asset(group_name="embeddings", kinds=kinds(settings, {"pytorch", "numpy"}), io_manager_key="arrays_io",
-           description=media_description(settings, "clip_embeddings"), pool="gpu",
-           ins={"captions": AssetIn()}, code_version=code_version(settings, "clip_embeddings"),
-           partitions_def=parts_def(settings))
-    def clip_embeddings(context: AssetExecutionContext, captions: AssetFolder):
-        """CLIP ViT-L/14 text embeddings of the captions: tokens/ (N, 77, 768) float16, what the experts
-        condition on; pooled/ (N, 768) float16, what the router reads (chunked array folders); image_ids.npy."""
-        table = captions.table("captions")
-        out, _ = _run(context, settings, "clip_embeddings", "text_encoder", captions, table,
-                      stages.encode_texts, settings.models.text_batch_size)
-        if settings.media == "video" and len(table):
-            _run(context, settings, "clip_embeddings", "t5_encoder", captions, table, stages.encode_t5,
-                 settings.models.text_batch_size, out=out, second=True)
-            context.add_output_metadata(t5_lengths(open_array(str(out / "t5_mask"))))
-        return out
-
-    return clip_embeddings
+def _clip_embeddings(context: AssetExecutionContext, settings: Settings, media: Media, captions: AssetFolder):
+    """CLIP ViT-L/14 text embeddings of the captions: tokens/ (N, 77, 768) float16, what the experts
+    condition on; pooled/ (N, 768) float16, what the router reads (chunked array folders); image_ids.npy."""
+    table = captions.table("captions")
+    first, *more = media.roles("clip_embeddings")
+    out, _ = _run(context, settings, "clip_embeddings", first, captions, table, TEXT_STAGES[first],
+                  settings.models.text_batch_size)
+    for role in more if len(table) else ():  # T5 beside CLIP for clips: its arrays go into the same folder
+        _run(context, settings, "clip_embeddings", role, captions, table, TEXT_STAGES[role],
+             settings.models.text_batch_size, out=out, second=True)
+        context.add_output_metadata(TEXT_METADATA[role](out))
+    return out
 
 
-def build_dinov2_embeddings(settings: Settings) -> AssetsDefinition:
-    @asset(group_name="embeddings", kinds=kinds(settings, {"pytorch", "numpy"}), io_manager_key="arrays_io",
-           description=media_description(settings, "dinov2_embeddings"), pool="gpu",
-           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "dinov2_embeddings"),
-           partitions_def=parts_def(settings))
-    def dinov2_embeddings(context: AssetExecutionContext, filtered_images: AssetFolder):
-        """DINOv2 image features of the kept crops, what the clustering reads: embeddings/ (N, 1024) float32,
-        a chunked array folder, L2-normalised (768 with dinov2-base); image_ids.npy."""
-        kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
-        out, _ = _run(context, settings, "dinov2_embeddings", "image_embedder", filtered_images, kept,
-                      stages.embed_images, settings.models.image_batch_size, crops_url=filtered_images.url(""),
-                      frames=_frames(settings))
-        context.add_output_metadata({"pooling": settings.models.dinov2_pooling})
-        return out
-
-    return dinov2_embeddings
+def _over_crops(context, settings: Settings, media: Media, asset_name: str, filtered_images: AssetFolder, stage,
+                batch_size: int, **stage_kwargs):
+    """The asset's model over the kept crops (or clips): (staged folder, stats)."""
+    kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
+    return _run(context, settings, asset_name, media.roles(asset_name)[0], filtered_images, kept, stage, batch_size,
+                crops_url=filtered_images.url(""), **stage_kwargs)
 
 
-def build_latents(settings: Settings) -> AssetsDefinition:
-    @asset(group_name="embeddings", kinds=kinds(settings, {"pytorch", "numpy"}), io_manager_key="arrays_io",
-           description=media_description(settings, "latents"), pool="gpu",
-           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "latents"),
-           partitions_def=parts_def(settings))
-    def latents(context: AssetExecutionContext, filtered_images: AssetFolder):
-        """Stable Diffusion VAE latents of the kept crops, what the experts are trained on: latents/
-        (N, 4, 32, 32) float16, a chunked array folder, already scaled by the VAE's scaling_factor (0.18215); image_ids.npy."""
-        kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
-        out, stats = _run(context, settings, "latents", latent_role(settings), filtered_images, kept,
-                          stages.encode_latents, settings.models.latent_batch_size, crops_url=filtered_images.url(""),
-                          clips=settings.media == "video")
-        context.add_output_metadata({"sampling": settings.models.latent_sampling,
-                                     **{k: stats[k] for k in ("scaling_factor", "shift_factor") if k in stats}})
-        return out
-
-    return latents
+def _dinov2_embeddings(context: AssetExecutionContext, settings: Settings, media: Media, filtered_images: AssetFolder):
+    """DINOv2 image features of the kept crops, what the clustering reads: embeddings/ (N, 1024) float32,
+    a chunked array folder, L2-normalised (768 with dinov2-base); image_ids.npy."""
+    out, _ = _over_crops(context, settings, media, "dinov2_embeddings", filtered_images, stages.embed_images,
+                         settings.models.image_batch_size, frames=media.frames)
+    context.add_output_metadata({"pooling": settings.models.dinov2_pooling})
+    return out
 
 
-def build_clip_image_embeddings(settings: Settings) -> AssetsDefinition:
-    @asset(group_name="embeddings", kinds=kinds(settings, {"pytorch", "numpy"}), io_manager_key="arrays_io",
-           description=media_description(settings, "clip_image_embeddings"), pool="gpu",
-           ins={"filtered_images": AssetIn()}, code_version=code_version(settings, "clip_image_embeddings"),
-           partitions_def=parts_def(settings))
-    def clip_image_embeddings(context: AssetExecutionContext, filtered_images: AssetFolder):
-        """CLIP ViT-L/14 image embeddings of the kept crops (the text encoder's checkpoint, its image tower):
-        embeddings/ (N, 768) float16, L2-normalised, a chunked array folder; image_ids.npy. What LAION's
-        aesthetic and NSFW heads read (quality_scores), and what SemDeDup or decontamination may compare."""
-        kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
-        out, _ = _run(context, settings, "clip_image_embeddings", "clip_image_encoder", filtered_images, kept,
-                      stages.embed_images, settings.models.image_batch_size, crops_url=filtered_images.url(""),
-                      label="clip_image_embeddings", frames=_frames(settings))
-        return out
+def _latents(context: AssetExecutionContext, settings: Settings, media: Media, filtered_images: AssetFolder):
+    """Stable Diffusion VAE latents of the kept crops, what the experts are trained on: latents/
+    (N, 4, 32, 32) float16, a chunked array folder, already scaled by the VAE's scaling_factor (0.18215); image_ids.npy."""
+    out, stats = _over_crops(context, settings, media, "latents", filtered_images, stages.encode_latents,
+                             settings.models.latent_batch_size, clips=media.latents_from_clips)
+    context.add_output_metadata({"sampling": settings.models.latent_sampling,
+                                 **{k: stats[k] for k in ("scaling_factor", "shift_factor") if k in stats}})
+    return out
 
-    return clip_image_embeddings
+
+def _clip_image_embeddings(context: AssetExecutionContext, settings: Settings, media: Media,
+                           filtered_images: AssetFolder):
+    """CLIP ViT-L/14 image embeddings of the kept crops (the text encoder's checkpoint, its image tower):
+    embeddings/ (N, 768) float16, L2-normalised, a chunked array folder; image_ids.npy. What LAION's
+    aesthetic and NSFW heads read (quality_scores), and what SemDeDup or decontamination may compare."""
+    out, _ = _over_crops(context, settings, media, "clip_image_embeddings", filtered_images, stages.embed_images,
+                         settings.models.image_batch_size, label="clip_image_embeddings", frames=media.frames)
+    return out
+
+
+@dataclass(frozen=True)
+class ModelAsset:
+    """One asset of the model stack: the folder it reads, how it is stored, and what computes it
+    (context, settings, media, upstream folder), whose docstring is the description the UI shows."""
+
+    name: str
+    upstream: str
+    kinds: frozenset[str]
+    io_manager: str
+    compute: Callable
+
+
+MODEL_ASSETS = (
+    ModelAsset("captions", "filtered_images", frozenset({"pytorch", "parquet"}), "tables_io", _captions),
+    ModelAsset("clip_embeddings", "captions", frozenset({"pytorch", "numpy"}), "arrays_io", _clip_embeddings),
+    ModelAsset("dinov2_embeddings", "filtered_images", frozenset({"pytorch", "numpy"}), "arrays_io",
+               _dinov2_embeddings),
+    ModelAsset("latents", "filtered_images", frozenset({"pytorch", "numpy"}), "arrays_io", _latents),
+    ModelAsset("clip_image_embeddings", "filtered_images", frozenset({"pytorch", "numpy"}), "arrays_io",
+               _clip_image_embeddings),
+)
+
+
+def build_model_asset(settings: Settings, spec: ModelAsset) -> AssetsDefinition:
+    """The asset of one spec, in the `gpu` pool, described and kinded by the settings' media."""
+    media = media_for(settings)
+
+    def compute(context: AssetExecutionContext, **inputs):
+        return spec.compute(context, settings, media, inputs[spec.upstream])
+
+    compute.__doc__ = spec.compute.__doc__
+    # what Dagster reads of the function: the input keeps its name and its type (AssetFolder) in the UI
+    compute.__signature__ = inspect.Signature([
+        inspect.Parameter("context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=AssetExecutionContext),
+        inspect.Parameter(spec.upstream, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=AssetFolder)])
+    return asset(name=spec.name, group_name="embeddings", kinds=media.kinds(set(spec.kinds)),
+                 io_manager_key=spec.io_manager, description=media.description(spec.name), pool="gpu",
+                 ins={spec.upstream: AssetIn()}, code_version=code_version(settings, spec.name),
+                 partitions_def=parts_def(settings))(compute)
+
+
+def build_model_assets(settings: Settings) -> list[AssetsDefinition]:
+    """captions, clip_embeddings, dinov2_embeddings, latents and clip_image_embeddings."""
+    return [build_model_asset(settings, spec) for spec in MODEL_ASSETS]

@@ -7,25 +7,18 @@ from ..lib.ingest.download import ingest, source_identity
 from ..lib.ingest.partitions import part_rows
 from ..lib.store import storage
 from ..lib.store.chunks import work_key
+from ..media import media_for
 from ..settings import Settings
-from .common import (
-    code_version,
-    counts_table,
-    demo_dir,
-    kinds,
-    media_description,
-    part_of,
-    parts_def,
-    settings_metadata,
-    staging,
-)
+from .common import code_version, counts_table, demo_dir, part_of, parts_def, settings_metadata, staging
 
 
 def build_raw_images(settings: Settings) -> AssetsDefinition:
+    media = media_for(settings)
+
     @asset(
         group_name="ingest",
-        kinds=kinds(settings, {"webdataset", "parquet"}),
-        description=media_description(settings, "raw_images"),
+        kinds=media.kinds({"webdataset", "parquet"}),
+        description=media.description("raw_images"),
         io_manager_key="shards_io",
         code_version=code_version(settings, "raw_images"),
         partitions_def=parts_def(settings),
@@ -44,7 +37,7 @@ def build_raw_images(settings: Settings) -> AssetsDefinition:
             out = staging(settings, "raw_images", part)
         stats = ingest(settings.resolved_source, settings.ingest, str(out), demo_dir=str(demo_dir(settings)), seed=settings.seed,
                        log=context.log.info, rows=part_rows(part) if part else None,
-                       download_options=engine_for(settings.execution).download_options(), media=settings.media)
+                       download_options=engine_for(settings.execution).download_options(), demo=media.demo)
         context.add_output_metadata({
             "source_kind": settings.source.kind,
             **({"source_rows": f"{part_rows(part)[0]}-{part_rows(part)[1]}"} if part else {}),

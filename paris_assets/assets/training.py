@@ -12,7 +12,6 @@ from ..io_managers import AssetFolder, images_of
 from ..lib.ingest.partitions import PARTS, sorted_parts
 from ..lib.outputs.shards import (
     ShardSource,
-    VideoFields,
     heldout_mask,
     heldout_summary,
     manifest_entries,
@@ -22,7 +21,8 @@ from ..lib.outputs.shards import (
 )
 from ..lib.run.crops import read_crop_rows
 from ..lib.store import storage
-from ..models.profiles import latent_role, model_ref
+from ..media import media_for
+from ..models.profiles import model_ref
 from ..settings import Settings
 from .common import PER_PART, code_version, settings_metadata, staging
 
@@ -38,25 +38,14 @@ def _source(settings, filtered_images, captions, cluster_labels, latents, clip_e
         raise ValueError("quality_scores and filtered_images hold different images: materialise quality_scores again")
     kept = kept.assign(**{col: scores[col].to_numpy() for col in scores.columns if col != "image_id"})
     crops_url = filtered_images.url("")
-    video = _video_fields(settings, clip_embeddings, dinov2_embeddings) if settings.media == "video" else None
-    crops = settings.shards.include_mp4 if video else settings.shards.include_jpg
+    video = media_for(settings).shard_fields(clip_embeddings, dinov2_embeddings)
     return ShardSource(
         kept=kept, captions=captions.table("captions", columns=["caption"])["caption"].tolist(),
         labels=np.asarray(cluster_labels.array("labels")), distances=np.asarray(cluster_labels.array("distances")),
         latents=latents.array("latents"), pooled=clip_embeddings.array("pooled"),
         tokens=clip_embeddings.array("tokens") if settings.shards.include_clip_tokens else None,
-        jpg=(lambda rows: read_crop_rows(crops_url, kept, rows)) if crops else None, video=video)
-
-
-def _video_fields(settings: Settings, clip_embeddings: AssetFolder, dinov2_embeddings: AssetFolder) -> VideoFields:
-    """A clip's extra arrays (T5 states and mask, first-frame DINOv2) and its fps and length."""
-    try:
-        t5_tokens, t5_mask = clip_embeddings.array("t5_tokens"), clip_embeddings.array("t5_mask")
-    except FileNotFoundError:
-        raise ValueError(f"{clip_embeddings.path} holds no t5_tokens/t5_mask: it was written for media: image; "
-                         "materialise clip_embeddings again with media: video") from None
-    return VideoFields(t5_tokens=t5_tokens, t5_mask=t5_mask, dinov2=dinov2_embeddings.array("embeddings"),
-                       fps=settings.video.fps, num_frames=settings.video.num_frames)
+        jpg=(lambda rows: read_crop_rows(crops_url, kept, rows)) if media_for(settings).include_crops else None,
+        video=video)
 
 
 def _rows_line_up(src: ShardSource) -> None:
@@ -89,15 +78,14 @@ def _manifest(context, settings: Settings, clusters: dict, heldout: list, k: int
         counts[asset_name] = stage_counts(context.instance, asset_name, keys, parts if asset_name in PER_PART else [None])
     if settings.partitions.size:
         counts["parts"] = len(parts)
-    roles = ("captioner", "text_encoder", "image_embedder", "latent_encoder") if src.video is None else \
-        ("text_encoder", "t5_encoder", "image_embedder", latent_role(settings))  # clips' captions are alt text
+    media = media_for(settings)
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "media": settings.media,
+        "media": media.name,
         **({"video": video_facts(src)} if src.video is not None else {}),
         "settings": settings.as_dict(),
         "models": {role: {"id": ref.model_id, "revision": ref.revision or "default"}
-                   for role in roles for ref in [model_ref(settings, role)]},
+                   for role in media.manifest_roles for ref in [model_ref(settings, role)]},
         "counts": {**counts, "expert_samples": sum(s["samples"] for sh in clusters.values() for s in sh),
                    "heldout_samples": sum(s["samples"] for s in heldout)},
         "k": k,
@@ -137,8 +125,25 @@ def gate_metadata(gate: dict) -> dict:
             "gate_problems": MetadataValue.md("\n".join(f"- {p}" for p in gate["problems"]) or "none")}
 
 
-def build_expert_shards(settings: Settings) -> AssetsDefinition:
+def _prepare(context, settings: Settings, config: GateConfig, asset_name: str, cluster_labels: AssetFolder,
+             filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores):
+    """What expert_shards and router_pairs do first: refuse unless the gate passed, read each input for the
+    images cluster_labels kept, check every input holds them in the same rows, and draw the held-out split
+    (a seeded hash of image_id). Returns (source, gate, held-out mask, DINOv2 embeddings)."""
+    gate = require_gate(context, settings, config, asset_name)
+    filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores = images_of(
+        cluster_labels, filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores)
+    _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
+    src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings, quality_scores,
+                  dinov2_embeddings)
+    _rows_line_up(src)
     s = settings.shards
+    held = heldout_mask(src.kept["image_id"], s.heldout_fraction, settings.heldout_max, settings.seed)
+    return src, gate, held, dinov2_embeddings.array("embeddings")
+
+
+def build_expert_shards(settings: Settings) -> AssetsDefinition:
+    s, media = settings.shards, media_for(settings)
 
     @asset(group_name="training", kinds={"webdataset"}, io_manager_key="shards_io", deps=["cluster_report"],
            ins={"cluster_labels": AssetIn(), "latents": AssetIn(), "clip_embeddings": AssetIn(), "captions": AssetIn(),
@@ -153,22 +158,16 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
         by a seeded hash of image_id, so stable across K) to heldout/ (same sample format + its router arrays)
         and, last, pipeline_manifest.json. Refuses to run unless cluster_report's quality gate passed (see
         checks/gate.py)."""
-        gate = require_gate(context, settings, config, "expert_shards")
-        filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores = images_of(
-            cluster_labels, filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores)
-        _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
-        src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings, quality_scores,
-                      dinov2_embeddings)
-        _rows_line_up(src)
+        src, gate, held, dinov2 = _prepare(context, settings, config, "expert_shards", cluster_labels, filtered_images,
+                                           captions, latents, clip_embeddings, dinov2_embeddings, quality_scores)
         k = len(cluster_labels.array("centroids"))
-        held = heldout_mask(src.kept["image_id"], s.heldout_fraction, settings.heldout_max, settings.seed)
         split = heldout_summary(src.labels, held, k)
         train_rows = [np.flatnonzero((src.labels == c) & ~held) for c in range(k)]
 
         held_dir = storage.staging_dir(settings.data_root, "heldout")
         held_shards = write_shards(src, np.flatnonzero(held), held_dir / "shards", s.max_samples_per_shard,
                                    s.max_shard_bytes)
-        write_router_arrays(held_dir, np.flatnonzero(held), src, dinov2_embeddings.array("embeddings"))
+        write_router_arrays(held_dir, np.flatnonzero(held), src, dinov2)
         storage.remove_file(settings.data_root, "pipeline_manifest.json")  # it would describe the old split
         storage.commit_folder(held_dir, settings.data_root, "heldout", extra={"run_id": context.run_id})
 
@@ -182,7 +181,7 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
         rows = "\n".join(f"| {c} | {sum(x['samples'] for x in sh):,} | {len(sh)} | "
                          f"{sum(x['bytes'] for x in sh) / 1e6:,.1f} |" for c, sh in stats["clusters"].items())
         context.add_output_metadata({
-            **gate_metadata(gate), "media": settings.media, "k": k, "samples": stats["samples"],
+            **gate_metadata(gate), "media": media.name, "k": k, "samples": stats["samples"],
             "heldout_samples": int(held.sum()),
             "heldout_per_cluster": MetadataValue.json(split["per_cluster"]),
             "heldout_worst_deviation_images": split["worst_deviation_images"],
@@ -200,7 +199,7 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
 
 
 def build_router_pairs(settings: Settings) -> AssetsDefinition:
-    s = settings.shards
+    media = media_for(settings)
 
     @asset(group_name="training", kinds={"numpy"}, io_manager_key="arrays_io", deps=["cluster_report"],
            ins={"cluster_labels": AssetIn(), "latents": AssetIn(), "clip_embeddings": AssetIn(),
@@ -214,17 +213,11 @@ def build_router_pairs(settings: Settings) -> AssetsDefinition:
         dinov2_embeddings/, clip_text_embeddings/ (pooled; chunked array folders), cluster_labels.npy,
         image_ids.npy; for clips latents are (C, T', h, w) and DINOv2 is the first frame's, as the Paris 2.0
         router reads them. Refuses to run unless cluster_report's quality gate passed."""
-        gate = require_gate(context, settings, config, "router_pairs")
-        filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores = images_of(
-            cluster_labels, filtered_images, captions, latents, clip_embeddings, dinov2_embeddings, quality_scores)
-        _aligned(filtered_images, captions, cluster_labels, latents, clip_embeddings, dinov2_embeddings)
-        src = _source(settings, filtered_images, captions, cluster_labels, latents, clip_embeddings, quality_scores,
-                      dinov2_embeddings)
-        _rows_line_up(src)
-        held = heldout_mask(src.kept["image_id"], s.heldout_fraction, settings.heldout_max, settings.seed)
+        src, gate, held, dinov2 = _prepare(context, settings, config, "router_pairs", cluster_labels, filtered_images,
+                                           captions, latents, clip_embeddings, dinov2_embeddings, quality_scores)
         out = staging(settings, "router_pairs")
-        shapes = write_router_arrays(out, np.flatnonzero(~held), src, dinov2_embeddings.array("embeddings"))
-        context.add_output_metadata({**gate_metadata(gate), "media": settings.media, "rows": int((~held).sum()),
+        shapes = write_router_arrays(out, np.flatnonzero(~held), src, dinov2)
+        context.add_output_metadata({**gate_metadata(gate), "media": media.name, "rows": int((~held).sum()),
                                      "heldout_left_out": int(held.sum()),
                                      "shapes": MetadataValue.json(shapes),
                                      "settings": settings_metadata(settings, "router_pairs")})

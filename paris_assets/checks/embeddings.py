@@ -5,9 +5,10 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetIn, Metad
 
 from ..assets.common import parts_def
 from ..io_managers import AssetFolder
-from ..lib.outputs.validation import check_arrays, inline_png, psnr, side_by_side_png
-from ..lib.run.crops import decode_clips, decode_crops, read_crop_bytes
-from ..models.profiles import build_model, expected_shapes, latent_role
+from ..lib.outputs.validation import check_arrays, inline_png, psnr
+from ..lib.run.crops import read_crop_bytes
+from ..media import expected_shapes, media_for
+from ..models.profiles import build_model
 from ..settings import Settings
 from .common import check_result
 
@@ -22,6 +23,7 @@ RECON_SAMPLE = 8
 def build_embedding_checks(settings: Settings) -> list:
     # Expected shapes come from the models' configs at check time, never at load: loading the definitions
     # must not need the hub.
+    media = media_for(settings)
 
     def kept_ids(filtered_images: AssetFolder):
         return filtered_images.column("kept", "image_id")
@@ -37,18 +39,14 @@ def build_embedding_checks(settings: Settings) -> list:
     @asset_check(asset="clip_embeddings", blocking=True, additional_ins={"filtered_images": AssetIn()},
                  partitions_def=parts_def(settings),
                  description="Finite, 77 tokens of the model's width, and the kept images in kept.parquet's order"
-                             + ("; T5 states (226 tokens of its width, zeros at padding) and their mask, each "
-                                "caption's mask a run of real tokens then padding" if settings.media == "video" else "")
-                             + ".")
+                             + media.text_check_note + ".")
     def clip_embeddings_valid(clip_embeddings: AssetFolder, filtered_images: AssetFolder) -> AssetCheckResult:
         expected = expected_shapes(settings)
-        arrays = {"tokens": clip_embeddings.array("tokens"), "pooled": clip_embeddings.array("pooled")}
-        shapes = {"tokens": expected["clip_tokens"], "pooled": expected["clip_pooled"]}
-        if settings.media == "video":
-            arrays.update(t5_tokens=clip_embeddings.array("t5_tokens"), t5_mask=clip_embeddings.array("t5_mask"))
-            shapes.update(t5_tokens=expected["t5_tokens"], t5_mask=expected["t5_mask"])
+        specs = media.arrays("clip_embeddings")  # CLIP's tokens and pooled, and for clips T5's states and mask
+        arrays = {name: clip_embeddings.array(name) for name, _key, _dtype in specs}
+        shapes = {name: expected[key] for name, key, _dtype in specs}
         passed, facts = check_arrays(arrays, clip_embeddings.array("image_ids"), kept_ids(filtered_images), shapes)
-        if settings.media == "video" and passed:
+        if "t5_mask" in arrays and passed:
             problems = t5_mask_problems(arrays["t5_mask"], arrays["t5_tokens"])
             facts["problems"].extend(problems)
             passed = not problems
@@ -66,8 +64,7 @@ def build_embedding_checks(settings: Settings) -> list:
 
     @asset_check(asset="latents", blocking=True, additional_ins={"filtered_images": AssetIn()},
                  partitions_def=parts_def(settings),
-                 description=("Finite, (16, (T-1)/4+1, S/8, S/8) per clip" if settings.media == "video" else
-                              "Finite, (4, 32, 32) per image") + ", the kept items in order; a fixed sample decoded "
+                 description=f"Finite, {media.latent_check_note}, the kept items in order; a fixed sample decoded "
                              "back with the VAE reaches the profile's PSNR, shown side by side.")
     def latents_valid(context: AssetCheckExecutionContext, latents: AssetFolder,
                       filtered_images: AssetFolder) -> AssetCheckResult:
@@ -75,21 +72,19 @@ def build_embedding_checks(settings: Settings) -> list:
         passed, facts = check_arrays({"latents": array}, latents.array("image_ids"), kept_ids(filtered_images),
                                      {"latents": expected_shapes(settings)["latents"]})
         if len(array):
-            video = settings.media == "video"
             rows = np.unique(np.linspace(0, len(array) - 1, min(RECON_SAMPLE, len(array))).astype(int))
             kept = filtered_images.table("kept", columns=["image_id", "crop_shard"])
-            decode = decode_clips if video else decode_crops
-            originals = np.stack([decode(read_crop_bytes(filtered_images.url(""), kept, r, r + 1))[0] for r in rows])
-            role = latent_role(settings)
+            originals = np.stack([media.decode_stored(read_crop_bytes(filtered_images.url(""), kept, r, r + 1))[0]
+                                  for r in rows])
+            role = media.latent_role
             vae = build_model(settings, role).load()
             recon = vae.decode(np.asarray(array[rows]))
             scores = psnr(originals, recon)
             threshold = MIN_PSNR["paris" if getattr(settings.models, f"{role}_id") else settings.models.profile]
-            grid = clip_grid_png(originals, recon) if video else side_by_side_png(originals, recon)
+            grid, caption = media.reconstruction_grid(originals, recon)
             facts.update(psnr_mean_db=round(float(scores.mean()), 2), psnr_min_db=round(float(scores.min()), 2),
                          psnr_threshold_db=threshold if np.isfinite(threshold) else "none (tiny profile)",
-                         reconstructions=MetadataValue.md(inline_png(grid, "originals (top) and VAE reconstructions"
-                                                                     + (", frames left to right" if video else ""))))
+                         reconstructions=MetadataValue.md(inline_png(grid, caption)))
             if not np.isfinite(scores).all() or scores.mean() < threshold:
                 facts["problems"].append(f"reconstruction PSNR {scores.mean():.1f} dB < {threshold} dB")
                 passed = False
@@ -114,20 +109,3 @@ def t5_mask_problems(mask, states, block: int = 4096) -> list[str]:
         if padded.size and padded.max() != 0:
             problems.append(f"t5_tokens: non-zero states at padding in rows {start}-{start + len(m) - 1}")
     return problems[:50]
-
-
-def clip_grid_png(originals: np.ndarray, reconstructions: np.ndarray, clips: int = 4, frames: int = 5) -> bytes:
-    """media: video: for the first `clips` clips, `frames` evenly spaced frames side by side, each clip's row of
-    originals above its row of reconstructions, as one PNG."""
-    import io
-
-    from PIL import Image
-
-    at = np.unique(np.linspace(0, originals.shape[1] - 1, frames).astype(int))
-    rows = [Image.open(io.BytesIO(side_by_side_png(o[at], r[at]))) for o, r in zip(originals[:clips], reconstructions)]
-    grid = Image.new("RGB", (rows[0].width, sum(r.height for r in rows) + 4 * (len(rows) - 1)), "white")
-    for i, row in enumerate(rows):
-        grid.paste(row, (0, i * (row.height + 4)))
-    buf = io.BytesIO()
-    grid.save(buf, "PNG")
-    return buf.getvalue()

@@ -5,7 +5,7 @@ from dagster import AssetCheckResult, AssetIn, asset_check
 from ..io_managers import AssetFolder, images_of
 from ..lib.outputs.shards import heldout_mask
 from ..lib.outputs.validation import check_arrays, verify_training_outputs
-from ..models.profiles import expected_shapes
+from ..media import expected_shapes, media_for
 from ..settings import Settings
 from .common import check_result
 
@@ -17,10 +17,7 @@ def expected_members(settings: Settings) -> dict[str, tuple[tuple[int, ...], str
     expect = {"latent.npy": (shapes["latents"], "float16"), "clip.npy": (shapes["clip_pooled"], "float16")}
     if settings.shards.include_clip_tokens:
         expect["clip_tokens.npy"] = (shapes["clip_tokens"], "float16")
-    if settings.media == "video":
-        expect.update({"t5_tokens.npy": (shapes["t5_tokens"], "float16"), "t5_mask.npy": (shapes["t5_mask"], "bool"),
-                       "dinov2.npy": (shapes["dinov2"], "float32")})
-    return expect
+    return {**expect, **media_for(settings).shard_members(shapes)}
 
 
 def build_training_checks(settings: Settings) -> list:

@@ -21,26 +21,14 @@ from .video_latent_encoder import HUNYUAN_VIDEO_VAE, VideoLatentEncoder
 
 PARIS = {"captioner": BLIP2_OPT_2_7B, "text_encoder": CLIP_VIT_L14, "image_embedder": DINOV2_LARGE,
          "latent_encoder": SD_VAE_FT_MSE}
-# media: video's models (Paris 2.0): not pinned, no public source seen here names a commit (see their modules)
+# the video models (Paris 2.0, media/video.py): not pinned, no public source seen here names a commit (see
+# their modules)
 PARIS_VIDEO = {"video_latent_encoder": HUNYUAN_VIDEO_VAE, "t5_encoder": T5_V1_1_XXL}
 # Commits pinned for the hub ids this project knows; an override naming one of them without a revision gets its pin.
 PINNED = {ref.model_id: ref.revision for ref in (*PARIS.values(), DINOV2_BASE)}
-# The model role behind each asset that runs one.
+# The model role behind each asset that runs one, for images (a media may run others: media/video.py).
 ASSET_ROLES = {"captions": "captioner", "clip_embeddings": "text_encoder", "dinov2_embeddings": "image_embedder",
                "latents": "latent_encoder", "clip_image_embeddings": "clip_image_encoder"}
-# media: video: latents come from the causal video VAE, and clip_embeddings runs T5 beside CLIP's text tower
-VIDEO_ROLES_OF = {"latents": ("video_latent_encoder",), "clip_embeddings": ("text_encoder", "t5_encoder")}
-
-
-def asset_roles(settings: Settings, asset: str) -> tuple[str, ...]:
-    """The model roles `asset` runs under these settings (none for an asset that runs no model)."""
-    if settings.media == "video" and asset in VIDEO_ROLES_OF:
-        return VIDEO_ROLES_OF[asset]
-    return (ASSET_ROLES[asset],) if asset in ASSET_ROLES else ()
-
-
-def latent_role(settings: Settings) -> str:
-    return "video_latent_encoder" if settings.media == "video" else "latent_encoder"
 # Roles that load another role's checkpoint: CLIP's image tower comes from the text encoder's checkpoint, so the
 # aesthetic and NSFW heads read the embedding space they were trained on, and one id/revision setting covers both.
 SAME_CHECKPOINT = {"clip_image_encoder": "text_encoder"}
@@ -119,9 +107,9 @@ def model_identity(settings: Settings, role: str) -> dict[str, str]:
             "dtype": dtype_name(pick_dtype(device, m.dtype))}
 
 
-def model_fingerprint(settings: Settings, asset: str) -> str | None:
-    """The model identity folded into `asset`'s code version (None for assets that run no model)."""
-    roles = asset_roles(settings, asset)
+def model_fingerprint(settings: Settings, asset: str, roles: tuple[str, ...]) -> str | None:
+    """The identity of the models `asset` runs (its media's `roles`), folded into its code version (None for
+    assets that run no model)."""
     if not roles or (asset == "captions" and settings.captions.source != "blip2"):
         return None
     revisions = [model_identity(settings, role)["revision"] for role in roles]
@@ -145,8 +133,13 @@ def model_metadata(model) -> dict:
 
 
 def expected_shapes(settings: Settings) -> dict[str, tuple[int, ...]]:
-    """Per-row shapes the arrays must have under these settings, read from the models' configs."""
-    from diffusers import AutoencoderKL
+    """Per-row shapes the image models' arrays must have under these settings, read from the models' configs
+    (a clip's: media/video.py, embedding_shapes and video_shapes)."""
+    return {**embedding_shapes(settings), **latent_shapes(settings)}
+
+
+def embedding_shapes(settings: Settings) -> dict[str, tuple[int, ...]]:
+    """dinov2 (D,), clip_tokens (77, W), clip_pooled (P,) and clip_image (P,), from the models' configs."""
     from transformers import AutoConfig
 
     if settings.models.profile == "tiny":
@@ -158,17 +151,23 @@ def expected_shapes(settings: Settings) -> dict[str, tuple[int, ...]]:
     text = getattr(clip, "text_config", clip)
     projection = getattr(clip, "projection_dim", getattr(text, "projection_dim", text.hidden_size))
     vision = getattr(clip, "vision_config", None)
-    shapes = {"dinov2": (dino.hidden_size,), "clip_tokens": (77, text.hidden_size), "clip_pooled": (projection,),
-              "clip_image": (getattr(vision, "projection_dim", projection),)}
-    if settings.media == "video":
-        return {**shapes, **_video_shapes(settings)}
+    return {"dinov2": (dino.hidden_size,), "clip_tokens": (77, text.hidden_size), "clip_pooled": (projection,),
+            "clip_image": (getattr(vision, "projection_dim", projection),)}
+
+
+def latent_shapes(settings: Settings) -> dict[str, tuple[int, ...]]:
+    """latents (C, S/8, S/8) from the image VAE's config."""
+    from diffusers import AutoencoderKL
+
+    if settings.models.profile == "tiny":
+        ensure_tiny_models(tiny_root(settings), seed=settings.seed)
     vae = AutoencoderKL.load_config(model_ref(settings, "latent_encoder").model_id,
                                     revision=model_ref(settings, "latent_encoder").revision)
     side = settings.filter.image_size // 2 ** (len(vae["block_out_channels"]) - 1)
-    return {**shapes, "latents": (vae["latent_channels"], side, side)}
+    return {"latents": (vae["latent_channels"], side, side)}
 
 
-def _video_shapes(settings: Settings) -> dict[str, tuple[int, ...]]:
+def video_shapes(settings: Settings) -> dict[str, tuple[int, ...]]:
     """latents (C, (T-1)/4+1, S/8, S/8) from the video VAE's config; t5_tokens (226, d_model) and t5_mask (226,)."""
     from diffusers import AutoencoderKLHunyuanVideo
     from transformers import AutoConfig

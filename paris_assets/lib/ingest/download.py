@@ -20,7 +20,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -33,11 +35,35 @@ from .urls import UrlPolicy
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
 MEDIA_EXTS = {ext.lstrip(".") for ext in IMAGE_SUFFIXES + VIDEO_SUFFIXES}
-DEMO_SIZES = {"image": 2000, "video": 200}  # clean items the demo makes when source.demo_size is not set
 
 
-def demo_size(source, media: str) -> int:
-    return source.demo_size or DEMO_SIZES[media]
+@dataclass(frozen=True)
+class Demo:
+    """The demo source of one media, as plain values: the media object (paris_assets/media) gives it, so this
+    module knows no media. The demo's files are made once per (n, seed, version, stamp) and served on 127.0.0.1."""
+
+    make: Callable[..., pd.DataFrame]  # make(folder, n=, seed=) -> one row per demo item; writes folder/files/
+    version: int  # the generator's version: a new one makes the files again
+    size: int  # clean items made when source.demo_size is not set
+    url_table: Callable[[pd.DataFrame, str], pd.DataFrame]  # (rows, served base URL) -> the URL list to download
+    url_col: str  # the URL list's columns
+    caption_col: str
+    noun: str = "images"  # what the log calls the items
+    title: str = "demo"  # what the log calls the data set
+    stamp: dict = field(default_factory=dict)  # extra demo.json fields that tell this demo's files apart
+
+
+def image_demo() -> Demo:
+    """The image demo (lib/demo/images): what ingest makes when no other demo is given."""
+    from ..demo.images import DEMO_VERSION, make_demo, url_table
+    from .http_server import refused_base_url
+
+    return Demo(make=make_demo, version=DEMO_VERSION, size=2000, url_col="URL", caption_col="TEXT",
+                url_table=lambda rows, base: url_table(rows, base, refused_base_url()))
+
+
+def demo_size(source, demo: Demo) -> int:
+    return source.demo_size or demo.size
 
 
 def prepare_source_table(frame: pd.DataFrame, policy: UrlPolicy | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -361,18 +387,16 @@ def source_table(source, demo_dir: str | None, seed: int) -> tuple[pd.DataFrame,
 
 
 def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None, seed: int = 0, log=print,
-           rows: tuple[int, int] | None = None, download_options: dict | None = None, media: str = "image") -> dict:
+           rows: tuple[int, int] | None = None, download_options: dict | None = None, demo: Demo | None = None) -> dict:
     """Fill `out_dir` with the raw_images folder for any source kind; returns download stats. `rows` (first, end):
     only those rows of the source plan (a source part, lib/ingest/partitions.py), before any URL is refused.
 
-    demo: makes (or reuses) the demo files (source.demo_size clean images, or clips with media video) in `demo_dir`,
+    demo: makes (or reuses) the `demo`'s files (source.demo_size clean items; image_demo() by default) in `demo_dir`,
     serves them on 127.0.0.1 for the length of the download, so the demo goes through the same img2dataset path
     as a LAION run. Videos take that path too: img2dataset keeps the bytes it fetched as they are (no
     re-encoding), and filtered_images decodes and judges them.
     """
-    from ..demo.images import url_table
-    from ..demo.video import video_url_table
-    from .http_server import refused_base_url, serve_directory
+    from .http_server import serve_directory
     from .sources import read_url_list
 
     started = time.perf_counter()
@@ -385,15 +409,12 @@ def ingest(source, ingest_settings, out_dir: str, *, demo_dir: str | None = None
         samples, refused = prepare_source_table(samples)
         samples = samples.drop(columns=["image_ext"])
     elif source.kind == "demo":
-        demo = ensure_demo(demo_dir, demo_size(source, media), seed, log, media)
+        demo = demo or image_demo()
+        made = ensure_demo(demo_dir, demo_size(source, demo), seed, log, demo)
         with serve_directory(demo_dir) as base:
-            if media == "video":
-                video_url_table(demo, base).to_parquet(Path(demo_dir) / "laion_demo.parquet", index=False)
-                table, read = read_url_list(str(Path(demo_dir) / "laion_demo.parquet"), "url", "caption",
-                                            id_col="demo_id")
-            else:
-                url_table(demo, base, refused_base_url()).to_parquet(Path(demo_dir) / "laion_demo.parquet", index=False)
-                table, read = source_table(source, demo_dir, seed)
+            demo.url_table(made, base).to_parquet(Path(demo_dir) / "laion_demo.parquet", index=False)
+            table, read = read_url_list(str(Path(demo_dir) / "laion_demo.parquet"), demo.url_col, demo.caption_col,
+                                        id_col="demo_id")
             table, refused = prepare_source_table(_rows(table, rows), policy)
             log(f"raw_images: downloading {len(table)} demo URLs from {base}")
             _download(table, out, ingest_settings, log, download_options)
@@ -441,12 +462,13 @@ def webdataset_table(source, seed: int) -> pd.DataFrame:
     return samples
 
 
-def count_source_rows(source, demo_dir: str, seed: int, log=print, media: str = "image") -> int:
+def count_source_rows(source, demo_dir: str, seed: int, log=print, demo: Demo | None = None) -> int:
     """Rows of the source plan, the table ingest slices parts from (the demo's files are made if missing)."""
     if source.kind == "webdataset":
         return len(webdataset_table(source, seed))
     if source.kind == "demo":
-        return len(ensure_demo(demo_dir, demo_size(source, media), seed, log, media))
+        demo = demo or image_demo()
+        return len(ensure_demo(demo_dir, demo_size(source, demo), seed, log, demo))
     return len(source_table(source, demo_dir, seed)[0])
 
 
@@ -460,31 +482,24 @@ def _download(table: pd.DataFrame, out: Path, settings, log=print, options: dict
         user_agent_token=settings.user_agent_token, respect_opt_out=settings.respect_opt_out, log=log, **options)
 
 
-def ensure_demo(demo_dir: str, n: int, seed: int, log=print, media: str = "image") -> pd.DataFrame:
-    """The demo files for (n, seed) (lib/demo/images, or lib/demo/video with media video), generated once and reused while
-    the generator is unchanged; `files/` is what the demo server serves."""
-    if media == "video":
-        from ..demo.video import VIDEO_DEMO_VERSION as version
-        from ..demo.video import make_video_demo as make
-    else:
-        from ..demo.images import DEMO_VERSION as version
-        from ..demo.images import make_demo as make
-
+def ensure_demo(demo_dir: str, n: int, seed: int, log=print, demo: Demo | None = None) -> pd.DataFrame:
+    """The `demo`'s files for (n, seed) (image_demo() by default), generated once and reused while the generator is
+    unchanged; `files/` is what the demo server serves."""
+    demo = demo or image_demo()
     folder = Path(demo_dir)
     stamp = folder / "demo.json"
     table_path = folder / "demo_rows.parquet"
-    wanted = {"n": n, "seed": seed, "version": version, **({"media": media} if media != "image" else {})}
+    wanted = {"n": n, "seed": seed, "version": demo.version, **demo.stamp}
     if stamp.exists() and table_path.exists() and json.loads(stamp.read_text()) == wanted:
         return pd.read_parquet(table_path)
-    log(f"raw_images: generating the {'video ' if media == 'video' else ''}demo data set ({n} "
-        f"{'clips' if media == 'video' else 'images'}, seed {seed}) in {folder}")
+    log(f"raw_images: generating the {demo.title} data set ({n} {demo.noun}, seed {seed}) in {folder}")
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
-    demo = make(folder, n=n, seed=seed)
-    demo.to_parquet(table_path, index=False)
+    made = demo.make(folder, n=n, seed=seed)
+    made.to_parquet(table_path, index=False)
     stamp.write_text(json.dumps(wanted))
-    return demo
+    return made
 
 
 if __name__ == "__main__":
