@@ -44,6 +44,15 @@ def test_the_readme_is_a_front_door():
     assert not re.search(r"issue #?\d+|#\d{1,3}\b", "\n".join(lines), re.IGNORECASE), "no issue numbers in the README"
 
 
+def test_the_readme_links_resolve():
+    """mkdocs checks the pages' links; the README's relative links (into docs/, the screenshots) are checked here."""
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README.read_text())
+    local = [t for t in targets if "://" not in t]
+    assert local, "the README links into docs/"
+    missing = [t for t in local if not (PROJECT_ROOT / t).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
 PATH = re.compile(r"(?<![\w/.-])((?:paris_assets|paris_assets_tests|scripts|notebooks)/[\w./-]*\w)")
 # short forms inside the package: lib/store/arrays.py, models/heads.py, lib/outputs/samples.decode_sample
 SHORT = re.compile(r"(?<![\w/.<>-])((?:lib|models|assets|checks|engines|media|bench|io_managers|sensors)/[\w/]*\w)"
