@@ -29,7 +29,7 @@ def test_the_site_builds_strictly(tmp_path):
     """mkdocs --strict with mkdocs.yml's validation: a broken link or anchor, or a page not in nav, fails."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
-                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stdout}\n{done.stderr}"
     assert (tmp_path / "site" / "index.html").exists()
     built = {p.stem for p in (tmp_path / "site").glob("*.html")}
@@ -135,7 +135,7 @@ def test_no_page_recommends_an_unsafe_webdataset_decode(name):
 
 
 def recipe(text: str) -> str:
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
     found = [b for b in blocks if "def paris_members" in b]
     assert len(found) == 1, "expected the WebDataset recipe exactly once"
     return found[0]
@@ -173,7 +173,7 @@ def test_the_one_recipe_reads_our_shards_and_unpickles_nothing(tmp_path):
                                           "extra.pyd": pickle.dumps(_Tampered(flag))})
     code = re.sub(r'WebDataset\("[^"]*"', f'WebDataset("{shard}"', code)
     scope: dict = {}
-    exec(compile(code, "recipe", "exec"), scope)
+    exec(compile(code, "recipe", "exec"), scope)  # noqa: S102 - the documented recipe itself is what is tested
     samples = list(scope["dataset"])
     assert len(samples) == 1
     sample = samples[0]
