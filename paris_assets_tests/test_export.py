@@ -387,29 +387,65 @@ def test_exports_from_an_fsspec_data_dir(data, tmp_path):
         fs.rm(url, recursive=True)
 
 
+PRESIGNED = ("https://bucket.s3.eu-west-3.amazonaws.com/laion/part-0.parquet?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+             "&X-Amz-Credential=AKIAEXAMPLE%2F20261208%2Feu-west-3%2Fs3%2Faws4_request&X-Amz-Signature=5iGnAtUrE")
+
+
 def test_secrets_in_the_settings_are_withheld(data, tmp_path):
-    """The card is meant to be published: a webhook URL or a URL's password never reaches it."""
+    """The card is meant to be published: a webhook URL, a URL's password, or a credential in a URL's query string
+    or fragment (anywhere in the settings, however nested, or in a message) never reaches it."""
     root = copy_outputs(data, tmp_path / "data")
     manifest = manifest_of(root)
-    manifest["settings"]["alerts"]["webhook_url"] = "https://hooks.slack.com/services/T000/B000/sEcReT"
-    manifest["settings"]["source"]["path"] = "s3://user:pAsSwOrD@bucket/laion/*.parquet"
+    settings = manifest["settings"]
+    settings["alerts"]["webhook_url"] = "https://hooks.slack.com/services/T000/B000/sEcReT"
+    settings["alerts"]["ui_base_url"] = "https://dagster.example.org/?auth=uIaUtH#k=fRaGmEnT"
+    settings["source"]["path"] = PRESIGNED
+    settings["quality"]["nsfw_weights"] = "https://huggingface.co/u/m/resolve/main/nsfw.zip?token=hf_ToKeN"
+    settings["quality"]["protected"]["path"] = "s3://user:pAsSwOrD@bucket/coco/*.parquet"
+    settings["gate"] = {"notes": ["mirrors", {"at": "see https://m.example/w.pth?sig=nEsTeD for the weights"}]}
     (root / "pipeline_manifest.json").write_text(json.dumps(manifest))
     stats = export.export_dataset(str(root), tmp_path / "out", log=lambda m: None)
     for name in ("README.md", "stats.json"):
         text = (tmp_path / "out" / name).read_text()
-        assert "sEcReT" not in text and "pAsSwOrD" not in text
-    assert stats["settings"]["alerts"]["webhook_url"] == export.WITHHELD
-    assert stats["settings"]["source"]["path"] == f"s3://{export.WITHHELD}@bucket/laion/*.parquet"
-    assert stats["settings"]["seed"] == manifest["settings"]["seed"]  # the rest as it was
+        for secret in ("sEcReT", "pAsSwOrD", "5iGnAtUrE", "AKIAEXAMPLE", "hf_ToKeN", "uIaUtH", "fRaGmEnT", "nEsTeD"):
+            assert secret not in text, (name, secret)
+    public = stats["settings"]
+    assert public["alerts"]["webhook_url"] == export.WITHHELD
+    assert public["alerts"]["ui_base_url"] == f"https://dagster.example.org/?{export.WITHHELD}#{export.WITHHELD}"
+    assert public["source"]["path"] == f"https://bucket.s3.eu-west-3.amazonaws.com/laion/part-0.parquet?{export.WITHHELD}"
+    assert public["quality"]["nsfw_weights"] == f"https://huggingface.co/u/m/resolve/main/nsfw.zip?{export.WITHHELD}"
+    assert public["quality"]["protected"]["path"] == f"s3://{export.WITHHELD}@bucket/coco/*.parquet"
+    assert public["gate"]["notes"][1]["at"] == f"see https://m.example/w.pth?{export.WITHHELD} for the weights"
+    assert public["seed"] == settings["seed"] and public["clustering"] == settings["clustering"]  # the rest as it was
+
+
+W = export.WITHHELD
 
 
 @pytest.mark.parametrize("value,key,expected", [
-    ("https://hooks.example/x", "webhook_url", export.WITHHELD), (None, "webhook_url", None),
+    ("https://hooks.example/x", "webhook_url", W), (None, "webhook_url", None), (3, "pg_password", W),
     ("s3://bucket/a@b.parquet", "path", "s3://bucket/a@b.parquet"), ("data", "data_dir", "data"),
-    ("https://u:p@host/x", "url", f"https://{export.WITHHELD}@host/x"), (3, "pg_password", export.WITHHELD),
+    ("https://h/x.parquet", "path", "https://h/x.parquet"), ("http://127.0.0.1:3000", "ui_base_url", "http://127.0.0.1:3000"),
+    # user:password, split as HTTP clients split it: the user ends at the host's last @, the host at / ? or #
+    ("https://u:p@host/x", "url", f"https://{W}@host/x"), ("https://u:p@ss@host", "url", f"https://{W}@host"),
+    ("https://host/@user/x", "url", "https://host/@user/x"),
+    # a presigned S3 URL, a Hub token, an auth parameter, a fragment: the query and the fragment go, whatever they hold
+    (PRESIGNED, "path", f"https://bucket.s3.eu-west-3.amazonaws.com/laion/part-0.parquet?{W}"),
+    ("https://huggingface.co/x/resolve/main/w.pth?token=hf_abc", "nsfw_weights",
+     f"https://huggingface.co/x/resolve/main/w.pth?{W}"),
+    ("https://ui.example/?auth=abc", "ui_base_url", f"https://ui.example/?{W}"),
+    ("https://ui.example?auth=abc", "ui_base_url", f"https://ui.example?{W}"),
+    ("https://ui.example/#access_token=abc", "ui_base_url", f"https://ui.example/#{W}"),
+    ("https://ui.example/p#t=a?b", "ui_base_url", f"https://ui.example/p#{W}"),
+    ("https://ui.example/?#", "ui_base_url", "https://ui.example/?#"),  # nothing to withhold
+    ("https://a:b@ui.example/p?q=1#f", "ui_base_url", f"https://{W}@ui.example/p?{W}#{W}"),
+    # nested, and inside text: every string is read
+    ({"a": [{"b": "https://h/p?token=hf_abc"}]}, "", {"a": [{"b": f"https://h/p?{W}"}]}),
+    (["x https://h?k=1 and s3://u:p@b/k"], "mirrors", [f"x https://h?{W} and s3://{W}@b/k"]),
 ])
 def test_public_settings(value, key, expected):
     assert export.public_settings(value, key) == expected
+    assert export.public_settings(expected, key) == expected  # the card reads stats that were made public already
 
 
 def test_declared_features_load_a_field_null_in_the_first_samples(tmp_path, monkeypatch):

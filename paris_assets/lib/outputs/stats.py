@@ -1,11 +1,13 @@
 """What a dataset export says about itself, gathered as one JSON-able dict (its stats.json, the numbers of its
 card, lib/outputs/card.py): the members and json fields of a sample read from a shard, never from a list kept
-here, the splits and clusters counted from the manifest, and the settings with their secrets withheld.
+here, the splits and clusters counted from the manifest, and the settings with their secrets withheld. The card is
+meant for the Hub: no credential a URL may carry (user:password, query string, fragment) reaches it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ FORMAT = "paris-assets-export"
 VERSION = 1
 WITHHELD = "<withheld>"
 SECRET_SETTINGS = ("webhook_url", "password", "secret", "credentials")  # a key containing one of these is withheld
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>`]+")  # a URL, alone or inside a message
 
 
 def describe_sample(shard: Path) -> dict:
@@ -80,7 +83,7 @@ def collect_stats(manifest: dict, report: dict, reasons: dict, sample: dict,
                      "shards": sum(1 for s, *_ in files if (s == "heldout") == (name == "heldout")),
                      "bytes": sum(e["bytes"] for s, _, _, e in files if (s == "heldout") == (name == "heldout"))}
               for name in ("train", "heldout")}
-    return {
+    return public_urls({
         "format": FORMAT, "version": VERSION, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "manifest_created": manifest.get("created"), "license": license_id, "k": k, "splits": splits,
         "media": manifest.get("media", "image"), "clusters": clusters,
@@ -93,19 +96,44 @@ def collect_stats(manifest: dict, report: dict, reasons: dict, sample: dict,
         "left_out": reasons, "counts": manifest.get("counts", {}), "gate": manifest.get("gate", {}),
         "models": manifest.get("models", {}), "settings": public_settings(manifest.get("settings", {})),
         "sample": sample,
-    }
+    })
 
 
 def public_settings(value, key: str = ""):
-    """The settings as the card may publish them: a value under a secret-looking key (alerts.webhook_url: a Slack
-    webhook URL lets anyone post) and the user:password part of any URL are withheld."""
+    """The settings as the card may publish them: a value under a secret-looking key is withheld (alerts.webhook_url:
+    a Slack webhook URL lets anyone post), and so is what any URL may carry as a credential (`public_url`)."""
     if isinstance(value, dict):
         return {k: public_settings(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [public_settings(v, key) for v in value]
     if value is not None and any(word in key.lower() for word in SECRET_SETTINGS):
         return WITHHELD
-    if isinstance(value, str) and "://" in value and "@" in value.partition("://")[2].partition("/")[0]:
-        scheme, _, rest = value.partition("://")
-        return f"{scheme}://{WITHHELD}@{rest.partition('@')[2]}"
+    return public_urls(value)
+
+
+def public_urls(value):
+    """`value` with `public_url` applied to every URL in every string of it, however nested."""
+    if isinstance(value, dict):
+        return {k: public_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_urls(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return URL.sub(lambda m: public_url(m.group()), value)
     return value
+
+
+def public_url(url: str) -> str:
+    """`url` with its user:password, its query string and its fragment withheld, split as HTTP clients split it
+    (the host ends at the first / ? or #, the user at its last @): a presigned S3 URL's X-Amz-Credential and
+    X-Amz-Signature, a ?token=hf_... or an ?auth=... are credentials, and no query or fragment is needed to
+    say where the data came from."""
+    scheme, _, rest = url.partition("://")
+    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
+    host, tail = rest[:min(ends, default=len(rest))], rest[min(ends, default=len(rest)):]
+    if "@" in host:
+        host = f"{WITHHELD}@{host.rpartition('@')[2]}"
+    before, hash_mark, fragment = tail.partition("#")
+    path, query_mark, query = before.partition("?")
+    # an empty query or fragment stays as it is, so that a URL made public already reads the same again
+    return (f"{scheme}://{host}{path}{query_mark}{WITHHELD if query else ''}"
+            f"{hash_mark}{WITHHELD if fragment else ''}")
