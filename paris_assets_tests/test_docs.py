@@ -217,3 +217,38 @@ def test_the_architecture_tree_matches_the_package():
     assert not undrawn, f"docs/architecture.md's tree lacks {undrawn}: add a line saying each one's job"
     gone = sorted(p for p in drawn if p not in modules | folders)
     assert not gone, f"docs/architecture.md's tree names what no longer exists: {gone}"
+
+
+IMPORT = re.compile(r"^\s*from ((?:paris_assets|paris_assets_tests)[\w.]*) import ([\w, ]+)$", re.MULTILINE)
+
+
+def defined_names(module: Path) -> set[str]:
+    """Top-level names a module defines or imports (read, not imported: no torch for a docs test)."""
+    import ast
+
+    names = set()
+    for node in ast.parse(module.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return names
+
+
+@pytest.mark.parametrize("name", list(texts()))
+def test_every_import_shown_resolves(name):
+    """`from paris_assets.x import a, b` in a snippet: the module exists and defines a and b."""
+    wrong = []
+    for module, imported in IMPORT.findall(texts()[name]):
+        base = PROJECT_ROOT.joinpath(*module.split("."))
+        path = base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
+        if not path.exists():
+            wrong.append(module)
+            continue
+        names = defined_names(path)
+        wrong += [f"{module}.{n.strip()}" for n in imported.split(",") if n.strip() and n.strip() not in names]
+    assert not wrong, f"{name} shows imports that do not resolve: {wrong}"
