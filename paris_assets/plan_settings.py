@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .lib.plan.flops import PARIS_CONFIGS, PARIS_IDS, PARIS_VIDEO_IDS
 from .lib.plan.planner import PlanInputs, read_config
+from .media import media_for
 from .settings import Settings
 
 
@@ -29,7 +30,7 @@ def inputs_from_settings(settings: Settings, images: int, **overrides) -> PlanIn
     """PlanInputs shaped by the settings file: image size, captions on or off, the models, K, shard settings,
     the held-out split, batch sizes, and with media: video the clip (fps, num_frames, embed_frames, include_mp4)
     and the video models; `overrides` (gpus, mfu, rates ...) as given on the command line."""
-    configs, stand_ins, video = {}, [], settings.media == "video"
+    configs, stand_ins, video = {}, [], media_for(settings).clips
     unused = ("latent_encoder", "captioner") if video else ()  # clips: the video VAE; alt text, never BLIP-2
     for role in PARIS_IDS:
         model_id, config, stand_in = role_config(settings, role)

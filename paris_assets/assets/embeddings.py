@@ -159,7 +159,7 @@ def _latents(context: AssetExecutionContext, settings: Settings, media: Media, f
     """Stable Diffusion VAE latents of the kept crops, what the experts are trained on: latents/
     (N, 4, 32, 32) float16, a chunked array folder, already scaled by the VAE's scaling_factor (0.18215); image_ids.npy."""
     out, stats = _over_crops(context, settings, media, "latents", filtered_images, stages.encode_latents,
-                             settings.models.latent_batch_size, clips=media.latents_from_clips)
+                             settings.models.latent_batch_size, clips=media.clips)
     context.add_output_metadata({"sampling": settings.models.latent_sampling,
                                  **{k: stats[k] for k in ("scaling_factor", "shift_factor") if k in stats}})
     return out

@@ -48,7 +48,8 @@ class Media(Protocol):
       roles(a)        the model roles asset a runs, in order (models/profiles.py's roles); a text asset's second
                       role adds its arrays to the first one's folder (video: T5 beside CLIP's text tower).
       latent_role     the role that encodes latents (and decodes them back for the reconstruction check).
-      latents_from_clips  whether the latent encoder takes each stored item whole as a clip.
+      clips           whether each stored item is a clip of frames: the latent encoder takes it whole, and the
+                      planner plans the clip filter, the video VAE and T5 (plan_settings.py).
       frames          what an image model sees of a stored item: None (the item is an image) or
                       settings.video.embed_frames ("first" or "keyframes").
       arrays(a)       the per-item arrays asset a writes: ArraySpec tuples (name, shape key, dtype).
@@ -71,7 +72,7 @@ class Media(Protocol):
     make_args: str
     shown_columns: tuple[str, ...]
     latent_role: str
-    latents_from_clips: bool
+    clips: bool
     frames: str | None
     text_check_note: str
     latent_check_note: str

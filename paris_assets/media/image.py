@@ -33,7 +33,7 @@ class ImageMedia:
     make_args = ""
     shown_columns = ("aesthetic",)
     latent_role = "latent_encoder"
-    latents_from_clips = False
+    clips = False
     frames = None
     text_check_note = ""
     latent_check_note = "(4, 32, 32) per image"

@@ -73,7 +73,7 @@ class VideoMedia:
     make_args = " MEDIA=video"
     shown_columns = ("duration", "motion", "rotation")
     latent_role = "video_latent_encoder"
-    latents_from_clips = True
+    clips = True
     text_check_note = ("; T5 states (226 tokens of its width, zeros at padding) and their mask, each caption's mask "
                        "a run of real tokens then padding")
     latent_check_note = "(16, (T-1)/4+1, S/8, S/8) per clip"

@@ -37,6 +37,8 @@ def size_category(n: int) -> str:
 
 
 JSON_VALUES = {"float": "float64", "int": "int64", "bool": "bool", "string": "string"}
+# the Hub task of the manifest's "media" (an image data set when it names none)
+TASK_CATEGORIES = {"image": "text-to-image", "video": "text-to-video"}
 
 
 def hub_features(sample: dict) -> dict | None:
@@ -79,7 +81,7 @@ def card_metadata(stats: dict) -> dict:
         meta["license_name"] = "unspecified"
     meta |= {
         "pretty_name": f"paris-assets expert shards (K={stats['k']})",
-        "task_categories": ["text-to-video" if stats.get("media") == "video" else "text-to-image"],
+        "task_categories": [TASK_CATEGORIES.get(stats.get("media"), "text-to-image")],
         "tags": ["webdataset", "diffusion", "decentralized-diffusion", "paris", "dinov2", "clustering", "latents"],
         "size_categories": [size_category(stats["splits"]["train"]["samples"] + stats["splits"]["heldout"]["samples"])],
         "configs": [{"config_name": "default", "default": True, "data_files": [

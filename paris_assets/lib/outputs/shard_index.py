@@ -35,6 +35,9 @@ RECORD_FIELDS = ("cluster", "url", "alt_text", "caption", "aesthetic", "aestheti
 # image index of 11M samples would carry ten columns of None (~1 GB) for nothing
 CLIP_FIELDS = ("media", "duration", "source_fps", "fps", "num_frames", "window_start", "window_end", "rotation",
                "codec", "motion")
+# what a stored "media" field (a sample's json, the manifest) says of the samples: whether they are clips (with
+# CLIP_FIELDS and maybe an mp4 member). The one place this module reads that field; older samples carry none.
+HOLDS_CLIPS = {"image": False, "video": True}
 SORTS = {"shard": ("order", True), "aesthetic": ("aesthetic", True), "-aesthetic": ("aesthetic", False),
          "distance": ("centroid_distance", True), "-distance": ("centroid_distance", False)}
 
@@ -112,7 +115,7 @@ def _scan(root: UPath, manifest: dict, on_disk: dict) -> tuple[pd.DataFrame, dic
             unreadable[entry["path"]] = f"{type(exc).__name__}: {exc} (after {found} samples)"
         counted[entry["path"]] = found
     columns = ["image_id", "split", "shard", *RECORD_FIELDS, "jpg_offset", "jpg_size"]
-    if any(row.get("media") == "video" for row in rows):
+    if any(holds_clips(row.get("media")) for row in rows):
         columns += [*CLIP_FIELDS, "mp4_offset", "mp4_size"]
     samples = pd.DataFrame(rows, columns=columns)
     return samples, unreadable, counted
@@ -158,7 +161,7 @@ def _scan_shard(fh) -> Iterator[dict]:
         if ext == "json":
             record = json.loads(stream.read())
             sample.update({k: record.get(k) for k in RECORD_FIELDS})
-            if record.get("media") == "video":
+            if holds_clips(record.get("media")):
                 sample.update({k: record.get(k) for k in CLIP_FIELDS})
         elif ext == "jpg":
             sample["jpg_offset"], sample["jpg_size"] = fh.tell(), size
@@ -198,11 +201,24 @@ def shard_health(index: ShardIndex) -> list[dict]:
     return problems
 
 
+def holds_clips(media) -> bool:
+    """Whether a stored "media" field names clips (False for images, an unknown name and no field)."""
+    return isinstance(media, str) and HOLDS_CLIPS.get(media, False)
+
+
+def clip_rows(samples: pd.DataFrame) -> np.ndarray:
+    """Which rows of the index are clips, by their json's "media" field."""
+    if "media" not in samples:
+        return np.zeros(len(samples), bool)
+    return samples["media"].map(holds_clips).to_numpy(dtype=bool)
+
+
 def media_of(index: ShardIndex) -> str:
     """image or video: what the manifest says, else what the samples' json says (manifests before media)."""
-    if index.manifest.get("media") in ("image", "video"):
+    if index.manifest.get("media") in HOLDS_CLIPS:
         return index.manifest["media"]
-    return "video" if "media" in index.samples and (index.samples["media"] == "video").any() else "image"
+    clips = clip_rows(index.samples)
+    return str(index.samples["media"][clips].iloc[0]) if clips.any() else "image"
 
 
 def overview(index: ShardIndex) -> dict:
@@ -229,8 +245,8 @@ def overview(index: ShardIndex) -> dict:
         "has_jpg": bool((index.samples["jpg_offset"] >= 0).any()) if len(index.samples) else False,
         "media": media_of(index),
     }
-    if view["media"] == "video":
-        clips = index.samples["media"] == "video" if "media" in index.samples else np.zeros(len(index.samples), bool)
+    if holds_clips(view["media"]):
+        clips = clip_rows(index.samples)
         view["clips"] = view["total_images"]
         view["indexed_clips"] = int(clips.sum())
         view["clips_with_mp4"] = int((index.samples.loc[clips, "mp4_offset"] >= 0).sum()) if clips.any() else 0
@@ -302,7 +318,7 @@ def read_image(index: ShardIndex, image_id: str, crops: CropLookup) -> bytes:
 
 def is_clip(index: ShardIndex, image_id: str) -> bool:
     """Whether the sample is a clip (media: video); KeyError for an id not in the shards."""
-    return "media" in index.samples and index.row(image_id)["media"] == "video"
+    return "media" in index.samples and holds_clips(index.row(image_id)["media"])
 
 
 def read_clip(index: ShardIndex, image_id: str, crops: CropLookup) -> bytes:

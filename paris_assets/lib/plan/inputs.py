@@ -65,7 +65,7 @@ class PlanInputs:
 
     @property
     def video(self) -> bool:
-        return self.media == "video"
+        return CLIPS[self.media]
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -146,5 +146,7 @@ class Plan:
         return out
 
 
+# whether a media's items are clips (the planner's one lookup of `media`)
+CLIPS = {"image": False, "video": True}
 VIDEO_INPUTS = ("media", "num_frames", "fps", "embed_frames", "include_mp4", "t5_tokens", "gpu_fp32_tflops",
                 "raw_video_bytes", "clip_bytes_256", "video_configs")
