@@ -252,3 +252,10 @@ def test_every_import_shown_resolves(name):
         names = defined_names(path)
         wrong += [f"{module}.{n.strip()}" for n in imported.split(",") if n.strip() and n.strip() not in names]
     assert not wrong, f"{name} shows imports that do not resolve: {wrong}"
+
+
+def test_every_screenshot_is_shown():
+    """`make screenshots` writes docs/screenshots/; each one is shown on some page (or the README)."""
+    shown = "\n".join(texts().values())
+    unshown = sorted(p.name for p in (DOCS / "screenshots").iterdir() if f"screenshots/{p.name}" not in shown)
+    assert not unshown, f"screenshots no page shows: {unshown}"
