@@ -144,9 +144,12 @@ def test_every_quality_drop_has_a_reason_and_reaches_no_shard(pruned):
     samples = _shard_ids(data)
     assert set(samples) == remaining  # expert shards + held-out: exactly what was not dropped
     assert set(np.load(data / "router_pairs" / "image_ids.npy").tolist()) <= remaining
-    # the partner a semantic duplicate names was kept
-    partners = dropped.loc[dropped["reason"] == "semantic_duplicate", "detail"].str.extract(r"to (\w+) ")[0]
-    assert set(partners) <= remaining
+    # the partner a semantic duplicate names was kept, or (quality.semdedup.keep: paper) removed itself in a chain
+    semantic = dropped.loc[dropped["reason"] == "semantic_duplicate"]
+    partners = semantic["detail"].str.extract(r"to (\w+) ")[0]
+    chained = semantic["detail"].str.endswith("(itself removed: a chain)")
+    assert set(partners[~chained]) <= remaining and set(partners[chained]) <= set(semantic["image_id"])
+    assert semantic["detail"][~chained].str.endswith("(kept: farther from its fine centroid)").all()
     record = next(iter(samples.values()))
     assert record["aesthetic_source"] == "carried" and record["punsafe_source"] == "carried"
     assert 4.5 < record["aesthetic_computed"] < 5.5 and record["aesthetic"] >= 5.5
