@@ -28,7 +28,7 @@ def texts() -> dict[str, str]:
 def test_the_site_builds_strictly(tmp_path):
     """mkdocs --strict with mkdocs.yml's validation: a broken link or anchor, or a page not in nav, fails."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
                           cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stdout}\n{done.stderr}"
     assert (tmp_path / "site" / "index.html").exists()
