@@ -242,8 +242,8 @@ def _paper(xv: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarr
             cand = np.flatnonzero(s.max(axis=1) > low)
             s = s[cand]
             for k, t in enumerate(thresholds):
-                for found_pos, found_sim, status in ((k_pos, k_sim, True), (r_pos, r_sim, False)):
-                    hit = (s > t) & (kept[k, pool_pos[:front]] == status)
+                close, status = s > t, kept[k, pool_pos[:front]]
+                for found_pos, found_sim, hit in ((k_pos, k_sim, close & status), (r_pos, r_sim, close & ~status)):
                     first = hit.argmax(axis=1)
                     has = np.flatnonzero(hit[np.arange(len(cand)), first])
                     found_pos[k, cand[has]] = pool_pos[first[has]]
@@ -262,25 +262,33 @@ def _paper(xv: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarr
                 r_pos[k, need[has][better]] = pos[col[better]]
                 r_sim[k, need[has][better]] = s[has[better], col[better]]
             del s
-        s = xb @ xb.T
-        earlier = np.arange(m)[None, :] < np.arange(m)[:, None]
-        for k, t in enumerate(thresholds):
-            within = (s > t) & earlier
-            alive = (k_pos[k] == n) & (r_pos[k] == n) & ~within.any(axis=1)  # gone: within eps of ANY earlier row
-            kept[k, a:a + m] = alive
-            part, part_sim = k_pos[k], k_sim[k]  # 1. an earlier block's kept row
-            for rows in (within & alive[None, :], None, within):  # 2. this block's kept, 3. earlier removed, 4. any
-                todo = ~alive & (part == n)
-                if rows is None:
-                    take = todo & (r_pos[k] < n)
-                    part[take], part_sim[take] = r_pos[k, take], r_sim[k, take]
-                else:
-                    first = rows.argmax(axis=1)
-                    take = todo & rows[np.arange(m), first]
-                    part[take], part_sim[take] = a + first[take], s[take, first[take]]
-            near[k, a:a + m] = np.where(alive, -1, part)
-            near_sim[k, a:a + m] = np.where(alive, 0, part_sim)
-        del s, earlier
+        # this block's earlier rows, for those rows only: the others have a kept row within eps under every
+        # threshold and are removed already (a block of placeholder copies costs no m x m product)
+        kept_here = np.zeros((e, m), bool)
+        if len(need):
+            s = xb[need] @ xb.T
+            earlier = np.arange(m)[None, :] < need[:, None]
+            for k, t in enumerate(thresholds):
+                within = (s > t) & earlier
+                kept_here[k, need] = (k_pos[k, need] == n) & (r_pos[k, need] == n) & ~within.any(axis=1)
+                # the partner, the first in visiting order of: an earlier block's kept rows (found above), this
+                # block's kept rows, an earlier block's removed rows (found above), this block's removed rows
+                part, part_sim = k_pos[k, need], k_sim[k, need]
+                gone = ~kept_here[k, need]
+                for rows in (within & kept_here[k][None, :], None, within):
+                    todo = gone & (part == n)
+                    if rows is None:
+                        take = todo & (r_pos[k, need] < n)
+                        part[take], part_sim[take] = r_pos[k, need[take]], r_sim[k, need[take]]
+                    else:
+                        first = rows.argmax(axis=1)
+                        take = todo & rows[np.arange(len(need)), first]
+                        part[take], part_sim[take] = a + first[take], s[take, first[take]]
+                k_pos[k, need], k_sim[k, need] = part, part_sim
+            del s, earlier
+        kept[:, a:a + m] = kept_here
+        near[:, a:a + m] = np.where(kept_here, -1, k_pos)
+        near_sim[:, a:a + m] = np.where(kept_here, 0, k_sim)
         some = kept[:, a:a + m].any(axis=0)
         new, old = np.flatnonzero(some), np.flatnonzero(~some)[::-1]
         pool[front:front + len(new)], pool_pos[front:front + len(new)] = xb[new], a + new
@@ -288,6 +296,7 @@ def _paper(xv: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarr
         pool[n - back - len(old):n - back], pool_pos[n - back - len(old):n - back] = xb[old], a + old
         back += len(old)
     return kept, near, near_sim
+
 
 def semdedup_bruteforce(x, fine_labels: np.ndarray, fine_centroids: np.ndarray, eps: float,
                         priority: np.ndarray | None = None, keep: Keep = "paper") -> SemDedupResult:
