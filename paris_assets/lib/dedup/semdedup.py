@@ -25,7 +25,8 @@ needs the earlier removed rows too, but only for the rows no kept row is within 
 placeholders there are none, in a cluster of distinct images there are few removed rows. A block holds
 b * max(earlier rows, b) <= b * n_c <= SIM_BLOCK similarities (b = SIM_BLOCK // n_c, at least MIN_ROWS), so
 the largest temporaries are a few arrays of SIM_BLOCK elements (float32 similarities, boolean masks), plus
-the cluster's features and its kept rows: about 8 * n_c * D bytes for the largest cluster. No n_c x n_c
+the cluster's features and a copy of its earlier rows (kept ones; for the paper's rule the removed ones too, at
+the other end of the same buffer): about 8 * n_c * D bytes for the largest cluster. No n_c x n_c
 matrix is made for a cluster bigger than sqrt(SIM_BLOCK) rows. (A cluster above SIM_BLOCK / MIN_ROWS = 131,072
 rows takes MIN_ROWS * n_c per block instead.)
 
