@@ -63,6 +63,45 @@ def test_code_version_follows_only_the_settings_that_shape_the_asset():
     assert code_version(base, "raw_images") != code_version(other_source, "raw_images")
 
 
+@pytest.mark.parametrize("raw,needle", [
+    ({"filtr": {}}, "filtr: unknown key"),
+    ({"filter": {"min_sid": 3}}, "filter.min_sid: unknown key"),
+    ({"source": {"kind": "laion"}}, "source.kind: got 'laion'; allowed values: 'demo', 'url_list'"),
+    ({"filter": {"resize_mode": "crop"}}, "filter.resize_mode: got 'crop'"),
+    ({"filter": {"max_punsafe": 1.5}}, "filter.max_punsafe"),
+    ({"filter": {"image_size": "big"}}, "filter.image_size"),
+    ({"source": {"kind": "url_list"}}, "source.path is required when source.kind is 'url_list'"),
+    ({"ingest": {"distributor": "dask"}}, "ingest.distributor: got 'dask'; allowed values: 'multiprocessing'"),
+])
+def test_bad_settings_name_the_key(raw, needle):
+    with pytest.raises(SettingsError) as err:
+        parse_settings(raw, origin="paris.yaml")
+    assert needle in str(err.value)
+    assert "paris.yaml" in str(err.value)
+
+
+def test_bad_yaml_and_missing_config_file(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("filter: [1, 2\n")
+    with pytest.raises(SettingsError, match="not valid YAML"):
+        load_settings(bad)
+    monkeypatch.setenv("PARIS_CONFIG", str(tmp_path / "nope.yaml"))
+    with pytest.raises(SettingsError, match="no such file"):
+        load_settings()
+
+
+def test_code_version_follows_only_the_settings_that_shape_the_asset():
+    base = parse_settings({})
+    other_filter = parse_settings({"filter": {"min_side": 32}})
+    more_workers = parse_settings({"filter": {"processes": 8}, "ingest": {"threads": 64}})
+    other_source = parse_settings({"source": {"demo_size": 500}})
+    assert code_version(base, "filtered_images") != code_version(other_filter, "filtered_images")
+    assert code_version(base, "raw_images") == code_version(other_filter, "raw_images")
+    assert code_version(base, "raw_images") == code_version(more_workers, "raw_images")
+    assert code_version(base, "filtered_images") == code_version(more_workers, "filtered_images")
+    assert code_version(base, "raw_images") != code_version(other_source, "raw_images")
+
+
 def test_the_readme_documents_every_setting():
     """The README's Settings table stays in step with the code: every key, with its default."""
     from pydantic import BaseModel
