@@ -119,8 +119,8 @@ def _captions(context: AssetExecutionContext, settings: Settings, media: Media, 
     out, stats = _run(context, settings, "captions", media.roles("captions")[0], filtered_images, kept,
                       stages.caption_images, settings.models.caption_batch_size, crops_url=filtered_images.url(""))
     table = pd.read_parquet(out / "captions.parquet")
-    context.add_output_metadata({"caption_source": "blip2", "fallback_to_alt_text": stats.get("fallback_to_alt_text", 0),
-                                 "preview": preview(table)})
+    context.add_output_metadata({"caption_source": "blip2",
+                                 "fallback_to_alt_text": stats.get("fallback_to_alt_text", 0), "preview": preview(table)})
     return out
 
 
