@@ -27,6 +27,7 @@ class Media(Protocol):
     """What a media must provide. Every member is read-only; an object is built for one Settings.
 
     Identity and the UI
+      settings        the Settings the object was built for.
       name            settings.media's value; written to the metadata and pipeline_manifest.json ("media").
       make_args       what `make demo|ui|browse` need to pick this media ("" for the default, " MEDIA=video").
       demo            the demo source (lib/ingest/download.Demo: maker, version, default size, URL table).
@@ -68,6 +69,7 @@ class Media(Protocol):
       manifest_roles  the model roles pipeline_manifest.json names.
     """
 
+    settings: Settings
     name: str
     make_args: str
     shown_columns: tuple[str, ...]
