@@ -18,15 +18,21 @@ LOADING_INPUTS = ("media", "data_dir", "seed", "models", "captions", "base_dir")
 @dataclass(frozen=True)
 class ModelLoader:
     """A role's model, loaded where it is called: what an engine's model pool runs on each worker (picklable, a
-    few hundred bytes of settings). `settings` holds only LOADING_INPUTS; every other section has its defaults."""
+    few hundred bytes). It carries the role and the values of LOADING_INPUTS, and builds from them, where it runs,
+    a Settings whose every other section has its defaults."""
 
-    settings: "Settings"
+    inputs: dict
     role: str
 
     @classmethod
     def for_role(cls, settings: "Settings", role: str) -> "ModelLoader":
-        inputs = {name: getattr(settings, name) for name in LOADING_INPUTS}
-        return cls(type(settings).model_construct(**inputs), role)  # already validated as a whole
+        return cls({name: getattr(settings, name) for name in LOADING_INPUTS}, role)
+
+    @property
+    def settings(self) -> "Settings":
+        from ..settings import Settings
+
+        return Settings.model_construct(**self.inputs)  # validated as a whole on the driver
 
     def prepare(self) -> None:
         """What must happen once before workers load: the tiny profile's models built (not raced by workers)."""
