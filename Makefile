@@ -15,7 +15,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 # A CUDA machine: `make setup TORCH_SPEC=torch` (or pre-install the CUDA torch wheel you want in .venv).
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: setup demo test chromium postgres ui browse bench screenshots models constraints clean
+.PHONY: setup demo test test-quick chromium postgres ui browse bench screenshots models constraints clean
 
 # constraints.txt: the versions the suite last passed with, so a release tonight does not turn a fresh setup red
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -41,8 +41,16 @@ chromium:
 postgres:
 	bash scripts/ensure-postgres
 
+# the whole suite on TEST_WORKERS pytest-xdist workers; tests sharing a session fixture, and each file's tests,
+# stay on one worker (paris_assets_tests/conftest.py groups them, heaviest first). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 test: setup chromium postgres
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
+
+# the edit loop: everything but the `slow` marker (no browser, dagster dev, Ray, PostgreSQL or graph run)
+test-quick: setup
+	$(PY) -m pytest -q -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 ui: setup
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000

@@ -8,6 +8,7 @@ tests sharing a session fixture together (one build of it), every other file as 
 built once), heaviest groups first."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -81,9 +82,7 @@ def chromium():
 
 # -- markers ------------------------------------------------------------------------------------------------------
 
-MARKERS = {  # registered in pyproject.toml too (--strict-markers); the descriptions live there
-    "browser", "ui", "graph", "postgres", "ray", "video", "s3", "slow",
-}
+# every mark named here is registered in pyproject.toml (--strict-markers fails on one that is not)
 MARKS_BY_FIXTURE = {
     "trained": {"graph"},
     "postgres_server": {"postgres", "graph"},
@@ -116,29 +115,38 @@ MARKS_BY_FILE = {  # what a file starts inside its tests or module fixtures
     "test_browse_video.py": {"video"},
     "test_bench_video.py": {"video"},
 }
-SLOW_MARKS = {"browser", "ui", "graph", "postgres", "ray"}
+SLOW_MARKS = {"browser", "ui", "graph", "postgres", "ray", "s3"}
 # files whose tests are slow for what they compute rather than what they start (measured with --durations)
-SLOW_FILES: set[str] = set()
+SLOW_FILES = {"test_validation_scale.py", "test_bench_partitions.py"}
+RAY_IN_NAME = re.compile(r"(^|_)ray(_|$)")  # a test elsewhere that starts its own Ray says so in its name
 
 # xdist: tests that share a session fixture run on one worker, so it is built once
-SHARED_FIXTURES = ("trained", "postgres_server", "ray_cluster")
-# rough seconds per group in a serial run (the baseline's --durations): the heaviest are handed out first
-GROUP_SECONDS: dict[str, int] = {}
+SHARED_FIXTURES = ("trained", "postgres_server")
+# seconds per group in a serial run (the --durations of a whole run on main at bdfddfe, under load): the heaviest
+# groups are handed out first; the rest (files of small tests) fill the end
+GROUP_SECONDS = {"ray": 400, "test_ui_partitions": 280, "test_ui": 265, "trained": 200, "test_s3": 160,
+                 "test_video_graph": 125, "test_ui_video": 95, "test_ingest": 80, "test_postgres_instance": 75,
+                 "test_gate": 65, "test_validation_scale": 55, "test_partitions": 55, "test_cli": 30,
+                 "test_model_identity": 25, "test_model_stack": 20, "test_pipeline": 15}
 
 
 def marks_for(item) -> set[str]:
     marks = set(MARKS_BY_FILE.get(item.path.name, ()))
     for name in item.fixturenames:
         marks |= MARKS_BY_FIXTURE.get(name, set())
+    if RAY_IN_NAME.search(getattr(item, "originalname", item.name)):
+        marks.add("ray")
     if marks & SLOW_MARKS or item.path.name in SLOW_FILES:
         marks.add("slow")
     return marks
 
 
-def group_for(item) -> str:
+def group_for(item, marks: set[str]) -> str:
+    """The xdist group: every Ray test on one worker (one local Ray at a time on this machine), then the tests of
+    one session fixture, else the file."""
+    if "ray" in marks:
+        return "ray"
     shared = [name for name in SHARED_FIXTURES if name in item.fixturenames]
-    if "ray" in marks_for(item):
-        return "ray"  # one local Ray at a time on this machine: every Ray test on one worker
     return shared[0] if shared else item.path.stem
 
 
@@ -146,9 +154,10 @@ def group_for(item) -> str:
 def pytest_collection_modifyitems(config, items):
     groups: dict[str, list] = {}
     for item in items:
-        for mark in sorted(marks_for(item)):
+        marks = marks_for(item)
+        for mark in sorted(marks):
             item.add_marker(getattr(pytest.mark, mark))
-        group = group_for(item)
+        group = group_for(item, marks)
         item.add_marker(pytest.mark.xdist_group(group))
         groups.setdefault(group, []).append(item)
     if getattr(config.option, "dist", "no") == "loadgroup" or hasattr(config, "workerinput"):
