@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 from ..lib.clustering.kmeans import BLOCK, assign
 from ..lib.dedup import semdedup as sd
 from ..lib.store.processes import peak_rss_mb
-from ..settings import SemDedupSettings
+from ..settings_sections import SemDedupSettings
 
 EPS_TABLE = SemDedupSettings().eps_table
 
