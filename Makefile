@@ -44,7 +44,7 @@ postgres:
 # the whole suite on TEST_WORKERS pytest-xdist workers; tests sharing a session fixture, and each file's tests,
 # stay on one worker (paris_assets_tests/conftest.py groups them, heaviest first). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 test: setup chromium postgres
 	$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
