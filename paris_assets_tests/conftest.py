@@ -1,11 +1,10 @@
-"""Shared fixtures (the demo files, the trained demo graph, PostgreSQL, Ray) and the suite's markers.
+"""Shared fixtures (the demo files, the trained demo graph, PostgreSQL, Ray, chromium) and the suite's markers.
 
-Markers are set here, once, from what a test uses (its fixtures, directly or through other fixtures) and the
-file it lives in: see MARKS_BY_FIXTURE and MARKS_BY_FILE. `slow` is every test that starts something heavy (a
-browser, `dagster dev`, Ray, PostgreSQL, a Dagster run of the graph, the video models): `make test-quick` runs
-`-m "not slow"`. Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`) each test is put in a group: the
-tests sharing a session fixture together (one build of it), every other file as a whole (its module fixtures
-built once), heaviest groups first."""
+Markers are set here, once, from what a test uses (its fixtures, directly or through other fixtures), the file it
+lives in and, for Ray, its name: see MARKS_BY_FIXTURE and MARKS_BY_FILE. `slow` is every test that starts
+something heavy (a browser, `dagster dev`, Ray, PostgreSQL, moto, a Dagster run of the graph) or is measured slow:
+`make test-quick` runs `-m "not slow"`. Under pytest-xdist (`make test`: `-n 2 --dist loadscope`) the scheduler
+at the end hands out whole groups (group_of), heaviest first."""
 
 import os
 import re
