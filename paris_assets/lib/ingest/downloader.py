@@ -44,7 +44,8 @@ def download_with_img2dataset(table: pd.DataFrame, out_dir: str, *, processes: i
     options = {"url_list": url_list, "output_folder": out_dir, "processes_count": processes, "thread_count": threads,
                "number_sample_per_shard": samples_per_shard, "timeout": int(max(1, round(timeout))),
                "retries": retries, "distributor": distributor, "user_agent_token": user_agent_token,
-               "disallowed_header_directives": None if respect_opt_out else [], "ray": ray or {"address": "", "object_store_mb": 256}}
+               "disallowed_header_directives": None if respect_opt_out else [],
+               "ray": ray or {"address": "", "object_store_mb": 256}}
     started = time.perf_counter()
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")  # importing albumentations would call PyPI
     with _shard_progress(out_dir, len(table), log):
@@ -110,7 +111,7 @@ def _img2dataset_main(options: dict) -> None:
     ray = options.pop("ray", None)
     if options["distributor"] != "ray":
         return _img2dataset(options)
-    from ...engines.ray import ray_session
+    from ..run.ray_session import ray_session
 
     with ray_session(ray["address"], object_store_mb=ray["object_store_mb"]):
         _img2dataset(options)
