@@ -12,6 +12,8 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 endif
 export HF_HUB_OFFLINE ?= 1
 export NO_ALBUMENTATIONS_UPDATE := 1
+# mkdocs-material 9.7+ prints an end-of-life banner (May 2027, successor: Zensical) on every build
+export NO_MKDOCS_2_WARNING := 1
 # A CUDA machine: `make setup TORCH_SPEC=torch` (or pre-install the CUDA torch wheel you want in .venv).
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
