@@ -27,8 +27,9 @@ def settings_for(root: Path, demo_size: int, part_size: int, engine: str):
     return parse_settings({
         "data_dir": str(root / "data"), "executor": "in_process", "source": {"kind": "demo", "demo_size": demo_size},
         "ingest": {"processes": 1, "threads": 8}, "filter": {"processes": 2}, "captions": {"source": "alt_text"},
-        # on Ray here: two CPU model workers (this machine has no GPU), as bench_ray runs them
-        "execution": {"engine": engine, **({"gpus_per_worker": 0, "num_workers": 2} if engine == "ray" else {})},
+        # two CPU model workers on Ray (this machine has no GPU), as bench/ray.py runs them; the local engine
+        # reads neither key
+        "execution": {"engine": engine, "gpus_per_worker": 0, "num_workers": 2},
         "partitions": {"size": part_size}}, base_dir=root)
 
 
