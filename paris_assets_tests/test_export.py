@@ -486,3 +486,26 @@ def test_no_features_declared_for_a_json_type_it_cannot_declare():
     assert export.hub_features(sample) is None
     sample["json_fields"] = {"score": ["float", "int", "null"]}
     assert export.hub_features(sample)["features"][0]["struct"] == [{"name": "score", "dtype": "float64"}]
+
+
+def test_the_export_and_its_data_dir_verify_against_the_same_roots(data, exported, tmp_path):
+    """The graph's manifest records a Merkle root per expert and the held-out set's; stats.json and the card carry
+    the same roots; python -m paris_assets.verify passes both folders and names a shard with one flipped byte."""
+    from paris_assets import verify
+
+    out, stats = exported
+    roots = manifest_of(data)["merkle_roots"]
+    assert stats["verification"]["roots"] == {"clusters": roots["clusters"], "heldout": roots["heldout"]}
+    assert all(stats["clusters"][c]["merkle_root"] == root for c, root in roots["clusters"].items())
+    card = (out / "README.md").read_text()
+    assert "## Verifying the data" in card and all(root in card for root in roots["clusters"].values())
+    for root in (data, out):
+        assert verify.verify(root)[0] == []
+    copy = Path(shutil.copytree(out, tmp_path / "copy"))
+    shard = sorted(copy.glob("data/train/cluster_0/*.tar"))[0]
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0x80
+    shard.write_bytes(bytes(raw))
+    findings, summary = verify.verify(copy)
+    assert [(f.kind, f.path) for f in findings] == [("changed", shard.relative_to(copy).as_posix())]
+    assert summary["roots"]["0"]["found"] != roots["clusters"]["0"]

@@ -10,6 +10,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetRecordsFilter
 from ..checks.gate import GateConfig, require_gate
 from ..io_managers import AssetFolder, images_of
 from ..lib.ingest.partitions import PARTS, sorted_parts
+from ..lib.outputs.merkle import split_roots
 from ..lib.outputs.shards import (
     ShardSource,
     heldout_mask,
@@ -175,9 +176,11 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
         stats = write_expert_shards(src, train_rows, out, s.max_samples_per_shard, s.max_shard_bytes, settings.seed,
                                     context.log.info)
         clusters = {c: manifest_entries(shards, "expert_shards") for c, shards in stats["clusters"].items()}
+        held_entries = manifest_entries(held_shards, "heldout")
+        roots = split_roots(clusters, held_entries)  # what `python -m paris_assets.verify` checks a copy against
         (out / "pipeline_manifest.json").write_text(json.dumps(
-            {**_manifest(context, settings, clusters, manifest_entries(held_shards, "heldout"), k, gate, src),
-             "heldout_split": split}, indent=1, default=str))
+            {**_manifest(context, settings, clusters, held_entries, k, gate, src), "heldout_split": split,
+             "merkle_roots": roots}, indent=1, default=str))
         rows = "\n".join(f"| {c} | {sum(x['samples'] for x in sh):,} | {len(sh)} | "
                          f"{sum(x['bytes'] for x in sh) / 1e6:,.1f} |" for c, sh in stats["clusters"].items())
         context.add_output_metadata({
@@ -187,6 +190,7 @@ def build_expert_shards(settings: Settings) -> AssetsDefinition:
             "heldout_worst_deviation_images": split["worst_deviation_images"],
             "heldout_worst_deviation_share": split["worst_deviation_share"],
             "shards": sum(len(v) for v in stats["clusters"].values()),
+            "merkle_roots": MetadataValue.json(roots),
             "samples_per_s": round(stats["samples_per_s"], 1), "mb_per_s": round(stats["mb_per_s"], 1),
             "clusters": MetadataValue.md("| cluster | samples | shards | MB |\n|---:|---:|---:|---:|\n" + rows),
             "settings": settings_metadata(settings, "expert_shards"),

@@ -101,7 +101,7 @@ def render_card(stats: dict) -> str:
     """README.md: the front matter, then what the data is, what a sample holds, how it was made, how to load it."""
     front = yaml.safe_dump(card_metadata(stats), sort_keys=False, allow_unicode=True).rstrip()
     sections = [_overview(stats), _clusters(stats), _sample(stats), _left_out(stats), _heldout(stats), _gate(stats),
-                _provenance(stats), LOADING, _license(stats)]
+                _provenance(stats), _verification(stats), LOADING, _license(stats)]
     return f"---\n{front}\n---\n\n" + "\n\n".join(sections) + "\n"
 
 
@@ -199,6 +199,21 @@ def _provenance(s: dict) -> str:
     return ("## Models\n\n" + _table(["role", "model", "revision"], models) + "\n\n## Settings\n\n"
             f"The pipeline's settings for this run (from `pipeline_manifest.json`):\n\n```yaml\n{settings}\n```\n\n"
             "`stats.json` holds every number on this card, machine-readable.")
+
+
+def _verification(s: dict) -> str:
+    v = s.get("verification")
+    if not v:
+        return "## Verifying the data\n\nNo Merkle roots were recorded for this export."
+    count = lambda split: sum(1 for e in v["shards"] if e["split"] == split)
+    rows = [[f"cluster {c}", count(c), f"`{root}`"] for c, root in v["roots"]["clusters"].items()]
+    rows.append(["held out", count("heldout"), f"`{v['roots']['heldout']}`"])
+    return ("## Verifying the data\n\nEach expert's data is pinned by one Merkle root over its shards' sha256 "
+            f"({v['scheme']}). An expert that records its root when training starts can prove later which data it "
+            "saw.\n\n" + _table(["split", "shards", "Merkle root"], rows, "lrl") + "\n\n"
+            "`stats.json` lists every shard's sha256 under `verification`. With paris-assets installed, "
+            "`python -m paris_assets.verify <this folder>` checks a downloaded copy against them and the roots, and "
+            "names every changed, missing or extra shard (exit 0: all match, 1: a difference).")
 
 
 LOADING = """## How to load it

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from upath import UPath
 
+from .merkle import SCHEME, shards_root
 from .samples import decode_member, member_type
 from .tars import iter_members
 
@@ -78,7 +79,8 @@ def collect_stats(manifest: dict, report: dict, reasons: dict, sample: dict,
             "train_samples": sum(e["samples"] for e in shards), "shards": len(shards),
             "bytes": sum(e["bytes"] for e in shards), "heldout_samples": split["per_cluster"][str(c)]["heldout"],
             "images": report["sizes"][c], "fraction": report["fractions"][c],
-            "silhouette": report["silhouette_per_cluster"][c], "intra_cosine": report["intra_cosine"][c]}
+            "silhouette": report["silhouette_per_cluster"][c], "intra_cosine": report["intra_cosine"][c],
+            "merkle_root": shards_root(shards)}
     splits = {name: {"samples": sum(e["samples"] for s, _, _, e in files if (s == "heldout") == (name == "heldout")),
                      "shards": sum(1 for s, *_ in files if (s == "heldout") == (name == "heldout")),
                      "bytes": sum(e["bytes"] for s, _, _, e in files if (s == "heldout") == (name == "heldout"))}
@@ -95,8 +97,19 @@ def collect_stats(manifest: dict, report: dict, reasons: dict, sample: dict,
                    | {"per_cluster": split["per_cluster"]},
         "left_out": reasons, "counts": manifest.get("counts", {}), "gate": manifest.get("gate", {}),
         "models": manifest.get("models", {}), "settings": public_settings(manifest.get("settings", {})),
-        "sample": sample,
+        "sample": sample, "verification": verification(files, k),
     })
+
+
+def verification(files: list[tuple[str, str, UPath, dict]], k: int) -> dict:
+    """What `python -m paris_assets.verify` checks an export against: the Merkle scheme (lib/outputs/merkle.py),
+    a root per cluster and the held-out set's, and every shard's path in the export, split, bytes and sha256."""
+    splits = [str(c) for c in range(k)]
+    return {"scheme": SCHEME,
+            "roots": {"clusters": {s: shards_root([e for x, _, _, e in files if x == s]) for s in splits},
+                      "heldout": shards_root([e for x, _, _, e in files if x == "heldout"])},
+            "shards": [{"path": dest, "split": split, "bytes": e["bytes"], "sha256": e["sha256"]}
+                       for split, dest, _, e in files]}
 
 
 def public_settings(value, key: str = ""):
