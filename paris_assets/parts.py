@@ -6,12 +6,14 @@
 
 Runs go into the project's Dagster instance (DAGSTER_HOME), so the UI shows them as if launched there. A part
 whose run fails is named at the end and the fan-in is not run; run `backfill` again once the cause is fixed:
-it runs only the parts still missing something.
+it runs only the parts still missing something. Each part's record of its rows is kept in
+<data_dir>/source_parts.json; `register` and `backfill` refuse a source whose registered rows moved.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -20,23 +22,52 @@ from dagster import AssetKey, DagsterInstance
 
 from .assets.common import PER_PART, demo_dir
 from .definitions import FAN_IN, build_defs
-from .lib.ingest.download import count_source_rows
-from .lib.ingest.partitions import PARTS, plan_parts, sorted_parts
+from .lib.ingest.download import source_rows
+from .lib.ingest.partitions import PARTS, RECORDS, check_parts, part_record, part_rows, plan_parts, sorted_parts
+from .lib.store import storage
 from .media import media_for
 from .settings import Settings, SettingsError, load_settings
 
 
 def register(settings: Settings, instance: DagsterInstance, log=print) -> list[str]:
-    """Add the source plan's new parts to the instance; returns every registered part, in row order."""
-    rows = count_source_rows(settings.resolved_source, str(demo_dir(settings)), settings.seed, log,
-                             demo=media_for(settings).demo)
+    """Add the source plan's new parts to the instance; returns every registered part, in row order. Refuses
+    (PartsMoved, a ValueError) a source whose registered rows moved, before adding anything."""
+    plan = source_rows(settings.resolved_source, str(demo_dir(settings)), settings.seed, log,
+                       demo=media_for(settings).demo)
+    ids = plan["image_id"].tolist()
     registered = instance.get_dynamic_partitions(PARTS)
-    new = plan_parts(rows, settings.partitions.size, registered)
+    new = plan_parts(len(ids), settings.partitions.size, registered)
+    records = read_records(settings.data_root)
+    unrecorded = check_parts(registered, ids, records, lambda row: f"item {ids[row]} ({plan['where'].iloc[row]})")
+    parts = sorted_parts([*registered, *new])
+    # written before the parts are added: a part the instance holds always has its record, unless it predates them
+    write_records(settings.data_root, {**{k: records[k] for k in registered if k in records}, **unrecorded,
+                                       **{k: part_record(ids[slice(*part_rows(k))]) for k in new}}, parts)
     if new:
         instance.add_dynamic_partitions(PARTS, new)
-    log(f"source plan: {rows:,} rows; {len(registered)} parts registered before, {len(new)} added"
-        + (f" ({new[0]} .. {new[-1]})" if new else ""))
-    return sorted_parts([*registered, *new])
+    log(f"source plan: {len(ids):,} rows; {len(registered)} parts registered before, {len(new)} added"
+        + (f" ({new[0]} .. {new[-1]})" if new else "") + f"; rows of every part checked against {RECORDS}")
+    if unrecorded:
+        keys = sorted_parts(unrecorded)
+        log(f"recorded the rows of {len(keys)} parts registered before parts kept a record ({keys[0]} .. {keys[-1]}): "
+            "taken as the source holds them now, which could not be checked against the registration; from now on "
+            "register and backfill refuse a source whose rows in them move")
+    return parts
+
+
+def read_records(root: str) -> dict[str, dict]:
+    """Each registered part's record of its rows (lib/ingest/partitions.part_record); {} before any was kept."""
+    path = storage.local_path(root) / RECORDS if storage.is_local(root) else storage.root_upath(root) / RECORDS
+    return json.loads(path.read_text())["parts"] if path.exists() else {}
+
+
+def write_records(root: str, records: dict[str, dict], parts: list[str]) -> None:
+    if storage.is_local(root):
+        storage.local_path(root).mkdir(parents=True, exist_ok=True)
+    body = {"about": "each source part's rows: sha256 over their stable ids (16 hex digits each), newline-joined, "
+                     "in row order; first and last id (paris_assets/lib/ingest/partitions.py)",
+            "parts": {key: records[key] for key in parts}}
+    storage.write_atomic(root, RECORDS, json.dumps(body, indent=1).encode())
 
 
 def missing(instance: DagsterInstance, parts: list[str]) -> dict[str, list[str]]:
@@ -94,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
               "per-image assets, or run everything at once with `make demo` / the UI", file=sys.stderr)
         return 2
     instance = DagsterInstance.get()
+    try:
+        return run(args, settings, instance)
+    except ValueError as exc:  # a source whose registered rows moved or shrank, parts edited by hand
+        print(exc, file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, settings: Settings, instance: DagsterInstance) -> int:
     if args.command == "register":
         register(settings, instance)
     elif args.command == "status":

@@ -303,14 +303,15 @@ def webdataset_table(source, seed: int) -> pd.DataFrame:
     return samples
 
 
-def count_source_rows(source, demo_dir: str, seed: int, log=print, demo: Demo | None = None) -> int:
-    """Rows of the source plan, the table ingest slices parts from (the demo's files are made if missing)."""
-    if source.kind == "webdataset":
-        return len(webdataset_table(source, seed))
+def source_rows(source, demo_dir: str, seed: int, log=print, demo: Demo | None = None) -> pd.DataFrame:
+    """The source plan, the table ingest slices parts from, in its order: `image_id` (the item's stable id, as
+    ingest gives it) and `where` (its URL, file:// path or demo id). The demo's files are made if missing."""
     if source.kind == "demo":
-        demo = demo or image_demo()
-        return len(ensure_demo(demo_dir, demo_size(source, demo), seed, log, demo))
-    return len(source_table(source, demo_dir, seed)[0])
+        made = ensure_demo(demo_dir, demo_size(source, demo or image_demo()), seed, log, demo or image_demo())
+        keys = made["demo_id"].astype(str)
+        return pd.DataFrame({"image_id": [stable_id(k) for k in keys], "where": keys})
+    table = webdataset_table(source, seed) if source.kind == "webdataset" else source_table(source, demo_dir, seed)[0]
+    return pd.DataFrame({"image_id": table["image_id"].astype(str), "where": table["url"].astype(str)})
 
 
 def _download(table: pd.DataFrame, out: Path, settings, log=print, options: dict | None = None) -> None:
