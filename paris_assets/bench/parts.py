@@ -18,7 +18,7 @@ from dagster import AssetKey, DagsterInstance
 
 from ..assets.common import PER_PART
 from ..definitions import build_defs
-from ..lib.ingest.download import count_source_rows
+from ..lib.ingest.download import source_rows
 from ..parts import register
 from ..settings import PROJECT_ROOT, parse_settings
 
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         assert result.success, "the unpartitioned run failed"
         rows = sum(1 for _ in (whole_root / "data" / "demo_source" / "files").iterdir())
         instance = instance_in(parts_root)
-        n_rows = count_source_rows(whole.resolved_source, str(parts_root / "data" / "demo_source"), whole.seed,
-                                   log=lambda _m: None)  # the same seeded demo as the whole run's
+        n_rows = len(source_rows(whole.resolved_source, str(parts_root / "data" / "demo_source"), whole.seed,
+                                 log=lambda _m: None))  # the same seeded demo as the whole run's
         split = settings_for(parts_root, args.demo_size, -(-n_rows // args.parts), args.engine)
         keys = register(split, instance, log=lambda _m: None)
         job = build_defs(split).resolve_job_def("one_part")
