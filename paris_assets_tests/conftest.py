@@ -117,7 +117,7 @@ MARKS_BY_FILE = {  # what a file starts inside its tests or module fixtures
 }
 SLOW_MARKS = {"browser", "ui", "graph", "postgres", "ray", "s3"}
 # files whose tests are slow for what they compute rather than what they start (measured with --durations)
-SLOW_FILES = {"test_validation_scale.py", "test_bench_partitions.py"}
+SLOW_FILES = {"test_validation_scale.py", "test_bench_partitions.py", "test_bench_parts.py"}
 RAY_IN_NAME = re.compile(r"(^|_)ray(_|$)")  # a test elsewhere that starts its own Ray says so in its name
 
 # pytest-xdist (`make test`: -n 2 --dist loadscope): the scheduler below hands out groups of tests, each group
