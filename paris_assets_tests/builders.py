@@ -203,7 +203,7 @@ def require_chromium() -> None:
 @contextmanager
 def chromium_page(width: int = 1600, height: int = 1000):
     """A page of Debian's chromium (the flags above) with a width x height viewport; the browser is closed at the
-    end. playwright drives the installed binary: no `playwright install`."""
+    end. playwright drives the installed binary; it never downloads a browser of its own."""
     from playwright.sync_api import sync_playwright
 
     require_chromium()

@@ -27,6 +27,7 @@ import pandas as pd
 from ..run.progress import Progress
 from ..store.arrays import ChunkedArray, ChunkedArrayWriter
 from ..store.storage import modified_stamp
+from .merkle import file_sha256
 from .samples import decode_sample, member_type
 from .tars import TarShardWriter
 
@@ -233,7 +234,7 @@ def write_shards(src: ShardSource, rows: np.ndarray, folder: Path, max_samples: 
         fh.close()
         path = folder / f"shard-{len(shards):06d}.tar"
         shards.append({"path": f"{folder.name}/{path.name}", "samples": writer.samples, "bytes": path.stat().st_size,
-                       "sha256": _sha256(path), "ids": list(ids)})
+                       "sha256": file_sha256(path), "ids": list(ids)})
 
     block = max(1, min(256, READ_BLOCK_BYTES // max(1, src.row_bytes())))
     for start in range(0, len(rows), block):
@@ -259,14 +260,6 @@ def write_shards(src: ShardSource, rows: np.ndarray, folder: Path, max_samples: 
                 progress.advance()
     close()
     return shards
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_expert_shards(src: ShardSource, train_rows_by_cluster: list[np.ndarray], out_dir: Path, max_samples: int,
