@@ -162,17 +162,21 @@ def _run(x, fine_labels, fine_centroids, eps_values, priority, workers: int | No
     return kept_all, partner, sim
 
 
+def _cluster_buffers(xv: np.ndarray, e: int) -> tuple[np.ndarray, ...]:
+    """What both rules fill for one cluster of n rows under e thresholds: kept (e, n) bool, partner position
+    (e, n) int64 (-1: none), its similarity (e, n) float32, and a pool (n, D) float32 of earlier rows with their
+    positions (n,) int64."""
+    n = len(xv)
+    return (np.zeros((e, n), bool), np.full((e, n), -1, np.int64), np.zeros((e, n), np.float32),
+            np.empty((n, xv.shape[1]), np.float32), np.empty(n, np.int64))
+
+
 def _greedy(xv: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The nearest_centroid rule on one cluster whose rows xv (n, D) float32 are already in visiting order, for each threshold:
-    (kept (E, n), partner position or -1 (E, n), similarity to it (E, n))."""
+    """The nearest_centroid rule on one cluster whose rows xv (n, D) float32 are already in visiting order, for
+    each threshold: (kept (E, n), partner position or -1 (E, n), similarity to it (E, n))."""
     n, e = len(xv), len(thresholds)
-    kept = np.zeros((e, n), bool)
-    near = np.full((e, n), -1, np.int64)
-    near_sim = np.zeros((e, n), np.float32)
-    low = thresholds.min()
-    step = min(n, max(MIN_ROWS, SIM_BLOCK // n))
-    pool = np.empty((n, xv.shape[1]), np.float32)  # rows kept under some threshold, in visiting order
-    pool_pos = np.empty(n, np.int64)
+    kept, near, near_sim, pool, pool_pos = _cluster_buffers(xv, e)  # pool: rows kept so far, in visiting order
+    low, step = thresholds.min(), min(n, max(MIN_ROWS, SIM_BLOCK // n))
     pooled = 0
     for a in range(0, n, step):
         xb = xv[a:a + step]
@@ -224,13 +228,8 @@ def _paper(xv: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarr
     no kept row is within eps of, the earlier rows removed under every threshold (the back of `pool`, newest
     first), then itself."""
     n, e = len(xv), len(thresholds)
-    kept = np.zeros((e, n), bool)
-    near = np.full((e, n), -1, np.int64)
-    near_sim = np.zeros((e, n), np.float32)
-    low = thresholds.min()
-    step = min(n, max(MIN_ROWS, SIM_BLOCK // n))
-    pool = np.empty((n, xv.shape[1]), np.float32)
-    pool_pos = np.empty(n, np.int64)
+    kept, near, near_sim, pool, pool_pos = _cluster_buffers(xv, e)
+    low, step = thresholds.min(), min(n, max(MIN_ROWS, SIM_BLOCK // n))
     front = back = 0  # rows kept under some threshold at pool[:front]; removed under every one at pool[n - back:]
     for a in range(0, n, step):
         xb = xv[a:a + step]
