@@ -71,8 +71,9 @@ def empty_output(settings: Settings, asset_name: str, out):
     if asset_name == "captions":
         stages.captions_table(pd.DataFrame({"image_id": [], "alt_text": []}), []).to_parquet(
             out / "captions.parquet", index=False)
-    arrays = media_for(settings).arrays(asset_name)
-    shapes = media_for(settings).expected_shapes() if arrays else {}
+    media = media_for(settings)
+    arrays = media.arrays(asset_name)
+    shapes = media.expected_shapes() if arrays else {}
     for name, key, dtype in arrays:
         np.save(out / f"{name}.npy", np.empty((0, *shapes[key]), dtype))
     return out

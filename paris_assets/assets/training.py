@@ -38,14 +38,14 @@ def _source(settings, filtered_images, captions, cluster_labels, latents, clip_e
     if not np.array_equal(scores["image_id"].to_numpy(dtype=str), kept["image_id"].to_numpy(dtype=str)):
         raise ValueError("quality_scores and filtered_images hold different images: materialise quality_scores again")
     kept = kept.assign(**{col: scores[col].to_numpy() for col in scores.columns if col != "image_id"})
-    crops_url = filtered_images.url("")
-    video = media_for(settings).shard_fields(clip_embeddings, dinov2_embeddings)
+    crops_url, media = filtered_images.url(""), media_for(settings)
+    video = media.shard_fields(clip_embeddings, dinov2_embeddings)
     return ShardSource(
         kept=kept, captions=captions.table("captions", columns=["caption"])["caption"].tolist(),
         labels=np.asarray(cluster_labels.array("labels")), distances=np.asarray(cluster_labels.array("distances")),
         latents=latents.array("latents"), pooled=clip_embeddings.array("pooled"),
         tokens=clip_embeddings.array("tokens") if settings.shards.include_clip_tokens else None,
-        jpg=(lambda rows: read_crop_rows(crops_url, kept, rows)) if media_for(settings).include_crops else None,
+        jpg=(lambda rows: read_crop_rows(crops_url, kept, rows)) if media.include_crops else None,
         video=video)
 
 
